@@ -1,0 +1,195 @@
+"""The contract every compute backend fulfils.
+
+A backend owns where arrays live (host memory, a CUDA device) and how one SGD step is computed on them. The
+estimators and the training loop only ever talk to the two abstract classes below, so a new backend is a new
+subclass, nothing else.
+
+Shapes used throughout: ``N`` rows, ``D`` features, ``C`` classes, ``B`` rows in one minibatch, ``K`` output
+columns of the linear map (``K = C`` for softmax regression, ``K = 1`` for the binary sigmoid model).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+MODELS = ("softmax", "sigmoid")
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run on this machine; the message says why."""
+
+
+class FusedSGD(abc.ABC):
+    """The parameters of one linear model and the fused SGD step that updates them in place on the device.
+
+    One ``step`` call computes, for the rows of one minibatch,
+    ``Z = s·X_b W + b``, the softmax or sigmoid of ``Z``, the summed loss, ``dZ = P − Y``,
+    ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B`` and the (momentum) SGD update of ``W`` and ``b``, where ``s`` is
+    the input scale. It never reads anything back to the host: the loss is accumulated on the device and
+    fetched by :meth:`pop_loss_sum`, once per epoch.
+
+    Attributes
+    ----------
+    model : {"softmax", "sigmoid"}
+    n_features : int
+        ``D``.
+    n_outputs : int
+        ``K``.
+    """
+
+    model: str
+    n_features: int
+    n_outputs: int
+
+    @abc.abstractmethod
+    def step(self, rows: Any, learning_rate: float) -> None:
+        """Run one SGD step on the minibatch ``X[rows]``.
+
+        Parameters
+        ----------
+        rows : device integer array, shape (B,)
+            Indices of the minibatch rows into the device-resident ``X`` and ``y``; ``X`` is never copied whole.
+        learning_rate : float
+            Step size for this step (the schedule is evaluated on the host; passing it costs no sync).
+        """
+
+    @abc.abstractmethod
+    def pop_loss_sum(self) -> float:
+        """Sum of the per-row data losses of every step since the last call, then reset it to 0.
+
+        The one device-to-host read of the training loop; call it once per epoch.
+        """
+
+    @abc.abstractmethod
+    def get_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the parameters to the host.
+
+        Returns
+        -------
+        W : ndarray, shape (D, K)
+        b : ndarray, shape (K,)
+        """
+
+    @abc.abstractmethod
+    def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
+        """Overwrite the parameters (and zero the momentum buffers) from host arrays of shapes (D, K) and (K,)."""
+
+
+class Backend(abc.ABC):
+    """A compute path: array placement, the checkable loss/gradient core, prediction and the fused step.
+
+    Attributes
+    ----------
+    name : str
+        ``"numpy"``, ``"cupy"`` or ``"triton"``.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Place ``a`` (NumPy, CuPy, torch or any DLPack producer) on this backend's device, zero-copy where possible.
+
+        ``dtype`` is a NumPy dtype or its name (``"float32"``, ``"uint8"``, ``"int64"`` …); ``None`` keeps it.
+        """
+
+    @abc.abstractmethod
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """Copy a device array back to a host NumPy array."""
+
+    @abc.abstractmethod
+    def softmax_loss_grad(self, X: Any, y: Any, W: Any, b: Any, x_scale: float = 1.0) -> tuple[float, Any, Any]:
+        """Mean cross-entropy of softmax regression and its gradients.
+
+        Parameters
+        ----------
+        X : device array, shape (N, D)
+            float32, float64, float16, bfloat16 (backends that have it) or uint8 with ``x_scale``.
+        y : device integer array, shape (N,)
+            Class ids in ``[0, C)``.
+        W : array, shape (D, C)
+        b : array, shape (C,)
+        x_scale : float
+            The model sees ``x_scale * X`` (1/255 for raw pixels).
+
+        Returns
+        -------
+        loss : float
+            ``mean_i −log softmax(z_i)[y_i]``.
+        dW : device array, shape (D, C)
+            ``x_scaleᵀ Xᵀ (P − Y) / N``.
+        db : device array, shape (C,)
+            ``Σ_i (P − Y)_i / N``.
+        """
+
+    @abc.abstractmethod
+    def sigmoid_loss_grad(self, X: Any, y: Any, w: Any, b: Any, x_scale: float = 1.0) -> tuple[float, Any, Any]:
+        """Mean binary cross-entropy of logistic regression (from logits) and its gradients.
+
+        Parameters
+        ----------
+        X : device array, shape (N, D)
+        y : device array, shape (N,)
+            Targets in {0, 1}.
+        w : array, shape (D,)
+        b : float or 0-d array
+        x_scale : float
+
+        Returns
+        -------
+        loss : float
+            ``mean_i max(z,0) − z·y + log1p(exp(−|z|))``.
+        dw : device array, shape (D,)
+        db : device 0-d array or float
+        """
+
+    @abc.abstractmethod
+    def decision_function(self, X: Any, W: np.ndarray, b: np.ndarray, x_scale: float = 1.0) -> Any:
+        """Logits ``x_scale·X W + b`` as a device array of shape (N, K), for parameters given on the host."""
+
+    @abc.abstractmethod
+    def fused_sgd(
+        self,
+        model: str,
+        X: Any,
+        y: Any,
+        W: np.ndarray,
+        b: np.ndarray,
+        *,
+        max_batch_size: int,
+        l2: float = 0.0,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        fit_intercept: bool = True,
+        x_scale: float = 1.0,
+    ) -> FusedSGD:
+        """Build the fused SGD step for one model over device-resident data.
+
+        Parameters
+        ----------
+        model : {"softmax", "sigmoid"}
+        X : device array, shape (N, D)
+        y : device array, shape (N,)
+            Integer class ids for softmax, {0, 1} for sigmoid.
+        W, b : ndarray, shapes (D, K) and (K,)
+            Initial parameters on the host; ``K = C`` for softmax, ``1`` for sigmoid.
+        max_batch_size : int
+            Largest ``B`` that ``step`` will be given (buffers are allocated once for it).
+        l2 : float
+            L2 strength: the gradient of ``l2/2·‖W‖²`` is added to ``dW``; never applied to ``b``.
+        momentum : float
+            Heavy-ball coefficient μ in ``v ← μ v + g``; 0 is plain SGD.
+        nesterov : bool
+            Step along ``g + μ v`` instead of ``v``.
+        fit_intercept : bool
+            When False, ``b`` stays at its initial value.
+        x_scale : float
+            The model sees ``x_scale * X``.
+        """
+
+    def describe(self) -> str:
+        """One line for logs and ``linclass-gpu info``: the backend and the device it runs on."""
+        return self.name

@@ -1,0 +1,164 @@
+"""Which backends can run here, why the others cannot, and the ``auto`` chain triton → cupy → numpy.
+
+Probing imports the optional GPU stacks and touches the device once per process (cached), so asking again is free.
+A backend asked for by name that cannot run raises :class:`BackendUnavailableError` with the probe's reason; it never
+silently runs somewhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+
+from .base import Backend, BackendUnavailableError
+
+logger = logging.getLogger("linclass_gpu")
+
+AUTO_ORDER = ("triton", "cupy", "numpy")
+ENV_VARIABLE = "LINCLASS_BACKEND"
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What the probe found for one backend.
+
+    Attributes
+    ----------
+    name : str
+    usable : bool
+        It can run when asked for by name (the Triton interpreter counts).
+    auto : bool
+        ``auto`` would pick it (it runs on a GPU).
+    detail : str
+        The device or mode it runs in, or why it cannot run.
+    """
+
+    name: str
+    usable: bool
+    auto: bool
+    detail: str
+
+
+def _import(module: str):
+    """Import ``module`` or return the reason it failed, phrased for a user."""
+    try:
+        return importlib.import_module(module), ""
+    except ModuleNotFoundError as error:
+        if error.name == module.split(".")[0]:
+            return None, f"{module} is not installed (pip install 'linclass-gpu[gpu]')"
+        return None, f"importing {module} failed: {error}"
+    except Exception as error:  # a broken install raises anything from ImportError to OSError
+        return None, f"importing {module} failed: {type(error).__name__}: {error}"
+
+
+def _probe_triton() -> BackendStatus:
+    torch, why = _import("torch")
+    if torch is None:
+        return BackendStatus("triton", False, False, why)
+    triton, why = _import("triton")
+    if triton is None:
+        return BackendStatus("triton", False, False, why)
+    if torch.cuda.is_available():
+        return BackendStatus("triton", True, True, f"CUDA device {torch.cuda.get_device_name(0)}")
+    return BackendStatus(
+        "triton", True, False,
+        "no CUDA device (torch.cuda.is_available() is False); runs under the Triton interpreter "
+        "(TRITON_INTERPRET=1, slow, for testing) when asked for by name",
+    )
+
+
+def _probe_cupy() -> BackendStatus:
+    cupy, why = _import("cupy")
+    if cupy is None:
+        return BackendStatus("cupy", False, False, why)
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count == 0:
+            return BackendStatus("cupy", False, False, "no CUDA device")
+        int((cupy.arange(2) + 1).sum())  # first use: driver/runtime mismatches surface here, not at import
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    except Exception as error:
+        return BackendStatus("cupy", False, False, f"CUDA error at first use: {type(error).__name__}: {error}")
+    return BackendStatus("cupy", True, True, f"CUDA device {name}")
+
+
+def _probe_numpy() -> BackendStatus:
+    import numpy
+
+    return BackendStatus("numpy", True, True, f"CPU, NumPy {numpy.__version__}")
+
+
+_PROBES = {"triton": _probe_triton, "cupy": _probe_cupy, "numpy": _probe_numpy}
+_FACTORIES = {
+    "triton": "linclass_gpu.backends.triton_backend:TritonBackend",
+    "cupy": "linclass_gpu.backends.cupy_backend:CupyBackend",
+    "numpy": "linclass_gpu.backends.numpy_backend:NumpyBackend",
+}
+
+
+@functools.cache
+def probe(name: str) -> BackendStatus:
+    """Probe one backend by name (cached for the life of the process)."""
+    if name not in _PROBES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(('auto',) + AUTO_ORDER)}")
+    return _PROBES[name]()
+
+
+def backend_statuses() -> list[BackendStatus]:
+    """Every backend's probe result, in ``auto`` order."""
+    return [probe(name) for name in AUTO_ORDER]
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here when asked for by name, in ``auto`` order."""
+    return [status.name for status in backend_statuses() if status.usable]
+
+
+def resolve_name(name: str | None = "auto") -> tuple[str, list[str]]:
+    """The backend ``name`` stands for, and the skip reasons collected on the way.
+
+    ``None`` and ``"auto"`` defer to ``$LINCLASS_BACKEND`` when it is set, else walk :data:`AUTO_ORDER` and take the
+    first backend ``auto`` may pick. An explicit name that cannot run raises :class:`BackendUnavailableError`.
+    """
+    requested = "auto" if name is None else str(name).lower()
+    if requested == "auto" and os.environ.get(ENV_VARIABLE):
+        requested = os.environ[ENV_VARIABLE].strip().lower()
+        source = f"${ENV_VARIABLE}={requested}"
+    else:
+        source = f"backend={requested!r}"
+    if requested != "auto":
+        status = probe(requested)
+        if not status.usable:
+            raise BackendUnavailableError(f"{source} cannot run here: {status.detail}")
+        return requested, []
+    skipped = []
+    for candidate in AUTO_ORDER:
+        status = probe(candidate)
+        if status.auto:
+            return candidate, skipped
+        skipped.append(f"{candidate}: {status.detail}")
+    raise BackendUnavailableError("no backend can run here: " + "; ".join(skipped))  # numpy always can
+
+
+def get_backend(name: str | None = "auto", **options) -> Backend:
+    """Instantiate the backend ``name`` stands for (see :func:`resolve_name`).
+
+    Parameters
+    ----------
+    name : {"auto", "triton", "cupy", "numpy"} or None
+    **options
+        Passed to the backend's constructor (for example ``deterministic=True`` for triton).
+
+    Returns
+    -------
+    Backend
+        ``.name`` says which one was chosen.
+    """
+    chosen, skipped = resolve_name(name)
+    if skipped:
+        logger.info("backend auto -> %s (skipped %s)", chosen, "; ".join(skipped))
+    module_name, class_name = _FACTORIES[chosen].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(**options)

@@ -1,0 +1,1 @@
+"""Microbenchmarks of one SGD step and end-to-end MNIST training benchmarks."""
