@@ -1,0 +1,323 @@
+"""Float64 NumPy reference for every loss, gradient and SGD step in the package.
+
+This module is the truth the backends and kernels are tested against, so it is written for clarity: straight from
+the formulas, float64 throughout, NumPy only, no fusion and no tricks beyond the two that numerical stability needs
+(subtract the row max before ``exp`` in log-sum-exp; only ever take ``exp`` of a non-positive number in the sigmoid
+and the binary cross-entropy). It is never selected as a backend.
+
+Shapes: ``N`` rows, ``D`` features, ``C`` classes. Labels are integer class ids in ``[0, C)`` for the softmax model
+and ``{0, 1}`` for the binary sigmoid model (mapping other label values happens in the estimators).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends.base import MODELS
+
+__all__ = [
+    "sigmoid",
+    "log_softmax",
+    "softmax",
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "softmax_loss_grad",
+    "sigmoid_loss_grad",
+    "sigmoid_mse_loss_grad",
+    "sgd_step",
+]
+
+
+def sigmoid(z):
+    """Logistic function, stable for logits of either sign.
+
+    Parameters
+    ----------
+    z : array_like, any shape
+
+    Returns
+    -------
+    ndarray, same shape as ``z``
+        ``σ(z) = 1 / (1 + e^{−z})`` for ``z ≥ 0`` and ``e^{z} / (1 + e^{z})`` for ``z < 0``: the two forms are equal,
+        and each branch only takes ``exp`` of ``−|z| ≤ 0``, so nothing overflows.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    exp_minus_abs_z = np.exp(-np.abs(z))  # e^{−z} where z ≥ 0, e^{z} where z < 0; always in (0, 1]
+    return np.where(
+        z >= 0,
+        1.0 / (1.0 + exp_minus_abs_z),  # 1 / (1 + e^{−z})
+        exp_minus_abs_z / (1.0 + exp_minus_abs_z),  # e^{z} / (1 + e^{z})
+    )
+
+
+def log_softmax(Z):
+    """Row-wise log-softmax by log-sum-exp with the row max subtracted.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, C)
+        Logits; ``−inf`` entries (padded classes) get probability 0.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        ``log softmax(Z)_ij = Z_ij − m_i − log Σ_k exp(Z_ik − m_i)`` with ``m_i = max_k Z_ik``.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    row_max = Z.max(axis=1, keepdims=True)  # m_i; every exp below then has a non-positive argument
+    shifted = Z - row_max  # Z_ij − m_i ≤ 0
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # − log Σ_k exp(Z_ik − m_i)
+
+
+def softmax(Z):
+    """Row-wise softmax.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, C)
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        ``softmax(Z)_ij = exp(Z_ij) / Σ_k exp(Z_ik)``, computed as ``exp(log_softmax(Z))``; rows sum to 1.
+    """
+    return np.exp(log_softmax(Z))
+
+
+def cross_entropy(Z, y):
+    """Mean cross-entropy of softmax probabilities against integer class ids.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, C)
+        Logits.
+    y : array_like of int, shape (N,)
+        Class ids in ``[0, C)`` (never one-hot).
+
+    Returns
+    -------
+    float
+        ``(1/N) Σ_i −log softmax(Z)_{i, y_i}``.
+    """
+    y = np.asarray(y, dtype=np.intp)
+    log_probabilities = log_softmax(Z)
+    rows = np.arange(len(y))
+    return float(-log_probabilities[rows, y].mean())  # (1/N) Σ_i −log softmax(Z)_{i, y_i}
+
+
+def binary_cross_entropy_with_logits(z, y):
+    """Mean binary cross-entropy of ``σ(z)`` against targets in {0, 1}, computed from the logits.
+
+    Parameters
+    ----------
+    z : array_like, shape (N,)
+        Logits.
+    y : array_like, shape (N,)
+        Targets in {0, 1}.
+
+    Returns
+    -------
+    float
+        ``(1/N) Σ_i max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|))``, which equals
+        ``−y log σ(z) − (1 − y) log(1 − σ(z))`` without ever forming ``log σ(z)`` (that is ``−inf`` once ``σ``
+        rounds to 0).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean(np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+
+
+def _linear_forward(X, W, b, x_scale):
+    """Logits of the linear model: ``x_scale · X W + b``; ``W`` (D, C) gives (N, C), ``W`` (D,) gives (N,)."""
+    X = np.asarray(X, dtype=np.float64)
+    return x_scale * (X @ np.asarray(W, dtype=np.float64)) + np.asarray(b, dtype=np.float64)
+
+
+def _linear_backward(X, dZ, x_scale):
+    """Gradients through ``Z = x_scale · X W + b`` given ``dZ = ∂loss/∂Z``: ``dW = x_scale · Xᵀ dZ``, ``db = Σ_rows dZ``.
+
+    ``dZ`` (N, C) gives ``dW`` (D, C) and ``db`` (C,); ``dZ`` (N,) gives ``dW`` (D,) and a 0-d ``db``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    return x_scale * (X.T @ dZ), dZ.sum(axis=0)
+
+
+def softmax_loss_grad(X, y, W, b, x_scale=1.0):
+    """Mean cross-entropy of softmax regression and its gradients.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    y : array_like of int, shape (N,)
+        Class ids in ``[0, C)``.
+    W : array_like, shape (D, C)
+    b : array_like, shape (C,)
+    x_scale : float
+        The model sees ``x_scale · X`` (1/255 for raw pixels).
+
+    Returns
+    -------
+    loss : float
+        ``(1/N) Σ_i −log softmax(Z)_{i, y_i}`` with ``Z = x_scale · X W + b``.
+    dW : ndarray, shape (D, C)
+        ``x_scale · Xᵀ dZ`` with ``dZ = (softmax(Z) − onehot(y)) / N``.
+    db : ndarray, shape (C,)
+        ``Σ_i dZ_i``.
+    """
+    y = np.asarray(y, dtype=np.intp)
+    Z = _linear_forward(X, W, b, x_scale)  # Z = x_scale · X W + b, (N, C)
+    n_rows, n_classes = Z.shape
+    one_hot = np.eye(n_classes)[y]  # Y_ij = [y_i = j]; built here only, never passed in
+    dZ = (softmax(Z) - one_hot) / n_rows  # ∂(mean CE)/∂Z = (P − Y) / N
+    dW, db = _linear_backward(X, dZ, x_scale)
+    return cross_entropy(Z, y), dW, db
+
+
+def sigmoid_loss_grad(X, y, w, b, x_scale=1.0):
+    """Mean binary cross-entropy of logistic regression (from logits) and its gradients.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    y : array_like, shape (N,)
+        Targets in {0, 1}.
+    w : array_like, shape (D,)
+    b : float
+    x_scale : float
+
+    Returns
+    -------
+    loss : float
+        ``(1/N) Σ_i max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|))`` with ``z = x_scale · X w + b``.
+    dw : ndarray, shape (D,)
+        ``x_scale · Xᵀ dz`` with ``dz = (σ(z) − y) / N``.
+    db : float
+        ``Σ_i dz_i``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
+    dz = (sigmoid(z) - y) / len(z)  # ∂(mean BCE)/∂z = (σ(z) − y) / N
+    dw, db = _linear_backward(X, dz, x_scale)
+    return binary_cross_entropy_with_logits(z, y), dw, float(db)
+
+
+def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0):
+    """Mean squared error of the sigmoid model's probabilities and its gradients (for teaching, not for training).
+
+    The gradient carries the factor ``σ(z)(1 − σ(z))``, which goes to 0 as ``|z|`` grows: a confidently *wrong*
+    prediction (``σ ≈ 1`` with ``y = 0``, or ``σ ≈ 0`` with ``y = 1``) gets almost no gradient, so MSE learns
+    slowest exactly where it is most wrong. Cross-entropy's gradient ``σ(z) − y`` has no such factor.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    y : array_like, shape (N,)
+        Targets in {0, 1}.
+    w : array_like, shape (D,)
+    b : float
+    x_scale : float
+
+    Returns
+    -------
+    loss : float
+        ``(1/N) Σ_i (σ(z_i) − y_i)²`` with ``z = x_scale · X w + b``.
+    dw : ndarray, shape (D,)
+        ``x_scale · Xᵀ dz`` with ``dz = 2 (σ(z) − y) σ(z) (1 − σ(z)) / N``.
+    db : float
+        ``Σ_i dz_i``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
+    probability = sigmoid(z)
+    error = probability - y  # σ(z) − y
+    dz = 2.0 * error * probability * (1.0 - probability) / len(z)  # ∂(mean (σ − y)²)/∂z, using σ' = σ(1 − σ)
+    dw, db = _linear_backward(X, dz, x_scale)
+    return float(np.mean(error**2)), dw, float(db)
+
+
+def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
+    """One (Nesterov) heavy-ball step: ``v ← μ v + g``; ``param ← param − lr · (g + μ v if nesterov else v)``."""
+    new_velocity = momentum * velocity + grad  # v ← μ v + g
+    step = grad + momentum * new_velocity if nesterov else new_velocity  # Nesterov looks ahead along the new v
+    return param - learning_rate * step, new_velocity  # param ← param − lr · step
+
+
+def sgd_step(
+    model,
+    X,
+    y,
+    W,
+    b,
+    velocity_W,
+    velocity_b,
+    *,
+    learning_rate,
+    l2=0.0,
+    momentum=0.0,
+    nesterov=False,
+    fit_intercept=True,
+    x_scale=1.0,
+):
+    """One minibatch SGD step with L2 and (Nesterov) momentum: the reference for the backends' fused step.
+
+    Pure: the inputs are not modified; the updated parameters and velocities are new arrays.
+
+    Parameters
+    ----------
+    model : {"softmax", "sigmoid"}
+    X : array_like, shape (B, D)
+        The minibatch rows.
+    y : array_like, shape (B,)
+        Class ids in ``[0, K)`` for softmax, targets in {0, 1} for sigmoid.
+    W : array_like, shape (D, K)
+        ``K = C`` for softmax, ``K = 1`` for sigmoid.
+    b : array_like, shape (K,)
+    velocity_W : array_like, shape (D, K)
+        Momentum buffer of ``W`` (zeros at the start of training).
+    velocity_b : array_like, shape (K,)
+        Momentum buffer of ``b``.
+    learning_rate : float
+        ``lr``.
+    l2 : float
+        ``λ``: the gradient ``λ W`` of ``λ/2 · ‖W‖²`` is added to ``dW``; the bias is never penalised.
+    momentum : float
+        ``μ``; 0 is plain SGD.
+    nesterov : bool
+        Step along ``g + μ v`` instead of ``v``.
+    fit_intercept : bool
+        When False, ``b`` and ``velocity_b`` are returned unchanged.
+    x_scale : float
+        The model sees ``x_scale · X``.
+
+    Returns
+    -------
+    loss : float
+        Mean data loss (no L2 term) at the parameters *before* the update.
+    W, b, velocity_W, velocity_b : ndarray
+        The updated values, shapes as given.
+
+    Notes
+    -----
+    ``g_W = dW + λ W``, ``g_b = db``; for each parameter ``v ← μ v + g``, ``step = g + μ v`` if ``nesterov`` else
+    ``v``, ``param ← param − lr · step``.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    velocity_W = np.asarray(velocity_W, dtype=np.float64)
+    velocity_b = np.asarray(velocity_b, dtype=np.float64)
+    if model == "softmax":
+        loss, dW, db = softmax_loss_grad(X, y, W, b, x_scale)
+    elif model == "sigmoid":
+        # The binary model is stored as one output column; its loss and gradients are those of w = W[:, 0].
+        loss, dw, db_scalar = sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale)
+        dW, db = dw[:, np.newaxis], np.array([db_scalar])
+    else:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+    grad_W = dW + l2 * W  # g_W = dW + λ W
+    W, velocity_W = _momentum_update(W, grad_W, velocity_W, learning_rate, momentum, nesterov)
+    if fit_intercept:
+        b, velocity_b = _momentum_update(b, db, velocity_b, learning_rate, momentum, nesterov)  # g_b = db, no λ
+    else:
+        b, velocity_b = b.copy(), velocity_b.copy()  # pure: never hand back the caller's own arrays
+    return loss, W, b, velocity_W, velocity_b
