@@ -1,0 +1,223 @@
+"""The backend contract written once over an array module: NumPy on the CPU, and the base of the CuPy backend.
+
+One forward/backward function, :func:`linear_loss_grad_`, serves both the checkable core (``softmax_loss_grad``,
+``sigmoid_loss_grad``) and the fused training step, which adds only the row gather before it and the update after
+it. The step allocates nothing of the size of X or the logits: rows are gathered into a buffer made once for the
+largest batch, and every intermediate of shape (B, K) or (D, K) lives in a buffer of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import MODELS, Backend, FusedSGD
+from .rowwise import ROW_LOSSES
+
+# Rows per chunk when predicting on non-float inputs: bounds the float copy of X to this many rows.
+PREDICT_CHUNK_ROWS = 16384
+
+
+def compute_dtype(input_dtype) -> np.dtype:
+    """float64 stays float64; every other input (float32, float16, uint8 pixels …) computes in float32."""
+    return np.dtype(np.float64) if np.dtype(input_dtype) == np.float64 else np.dtype(np.float32)
+
+
+def gather_rows(xp, source: Any, rows: Any, out: Any) -> Any:
+    """``out[:] = source[rows]`` without a temporary (NumPy buffers ``out`` unless told the indices are valid)."""
+    if xp is np:
+        return np.take(source, rows, axis=0, out=out, mode="clip")  # rows come from our own permutation
+    return xp.take(source, rows, axis=0, out=out)
+
+
+def linear_loss_grad_(xp, model: str, X: Any, targets: Any, W: Any, b: Any, x_scale: float,
+                      Z: Any, dW: Any, db: Any) -> Any:
+    """Forward and backward pass of the linear model on a batch, into preallocated buffers.
+
+    Parameters
+    ----------
+    xp : module
+    model : {"softmax", "sigmoid"}
+    X : array, shape (B, D), float
+    targets : array, shape (B,)
+        Flat target indices (softmax) or {0, 1} labels (sigmoid): see :mod:`.rowwise`.
+    W : array, shape (D, K)
+    b : array, shape (K,)
+    x_scale : float
+    Z : array, shape (B, K)
+        Scratch for the logits; holds ``dZ = (P − Y)/B`` on return.
+    dW : array, shape (D, K)
+        Receives ``x_scale·Xᵀ dZ``.
+    db : array, shape (K,)
+        Receives ``Σ_rows dZ``.
+
+    Returns
+    -------
+    0-d array
+        The summed (not mean) data loss over the B rows.
+    """
+    batch_size = X.shape[0]
+    # Z = s·X W + b; the scale is applied to the (B, K) product, not to the (B, D) input.
+    xp.matmul(X, W, out=Z)
+    if x_scale != 1.0:
+        Z *= x_scale
+    Z += b
+    loss_sum = ROW_LOSSES[model](xp, Z, targets)
+    # Mean over rows: dZ = (P − Y)/B, then dW = s·Xᵀ dZ and db = Σ dZ.
+    Z *= 1.0 / batch_size
+    Z.sum(axis=0, out=db)
+    xp.matmul(X.T, Z, out=dW)
+    if x_scale != 1.0:
+        dW *= x_scale
+    return loss_sum
+
+
+def sgd_update_(xp, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float,
+                momentum: float, nesterov: bool) -> None:
+    """In-place (momentum) SGD: ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov else v)``.
+
+    ``grad`` is overwritten; ``velocity`` is None for plain SGD; ``scratch`` has ``param``'s shape.
+    """
+    step = grad
+    if velocity is not None:
+        velocity *= momentum
+        velocity += grad
+        if nesterov:
+            xp.multiply(velocity, momentum, out=scratch)
+            grad += scratch
+        else:
+            step = velocity
+    xp.multiply(step, learning_rate, out=scratch)
+    param -= scratch
+
+
+class ArrayFusedSGD(FusedSGD):
+    """The fused SGD step of :class:`ArrayBackend`: gather, forward, backward and update on preallocated buffers.
+
+    Parameters are described in :meth:`Backend.fused_sgd`.
+    """
+
+    def __init__(self, xp, model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *, max_batch_size: int,
+                 l2: float, momentum: float, nesterov: bool, fit_intercept: bool, x_scale: float):
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        self.xp, self.model = xp, model
+        self.n_features, self.n_outputs = W.shape
+        self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
+        self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
+        dtype = compute_dtype(X.dtype)
+        self._X, self._y = X, y
+        self.W = xp.array(W, dtype=dtype)
+        self.b = xp.array(b, dtype=dtype)
+        self._velocity = (xp.zeros_like(self.W), xp.zeros_like(self.b)) if momentum else (None, None)
+        rows, (features, outputs) = max_batch_size, W.shape
+        # A raw gather buffer only when X must be converted (uint8, float16) before the GEMM.
+        self._raw_rows = None if X.dtype == dtype else xp.empty((rows, features), dtype=X.dtype)
+        self._rows = xp.empty((rows, features), dtype=dtype)
+        self._targets = xp.empty(rows, dtype=y.dtype)
+        # Row i's target logit sits at flat index i·C + y_i of the C-contiguous logits buffer.
+        self._row_offsets = xp.arange(rows, dtype=y.dtype) * outputs if model == "softmax" else None
+        self._Z = xp.empty((rows, outputs), dtype=dtype)
+        self._dW, self._scratch_W = xp.empty_like(self.W), xp.empty_like(self.W)
+        self._db, self._scratch_b = xp.empty_like(self.b), xp.empty_like(self.b)
+        self._loss_sum = xp.zeros((), dtype=np.float64)
+
+    def step(self, rows: Any, learning_rate: float) -> None:
+        xp, batch_size = self.xp, rows.shape[0]
+        if self._raw_rows is None:
+            X_batch = gather_rows(xp, self._X, rows, self._rows[:batch_size])
+        else:
+            X_batch = self._rows[:batch_size]
+            X_batch[...] = gather_rows(xp, self._X, rows, self._raw_rows[:batch_size])
+        targets = gather_rows(xp, self._y, rows, self._targets[:batch_size])
+        if self._row_offsets is not None:
+            targets += self._row_offsets[:batch_size]
+        self._loss_sum += linear_loss_grad_(xp, self.model, X_batch, targets, self.W, self.b, self.x_scale,
+                                            self._Z[:batch_size], self._dW, self._db)
+        if self.l2:
+            # d/dW of l2/2·‖W‖² is l2·W; the bias is never penalised.
+            xp.multiply(self.W, self.l2, out=self._scratch_W)
+            self._dW += self._scratch_W
+        velocity_W, velocity_b = self._velocity
+        sgd_update_(xp, self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.momentum, self.nesterov)
+        if self.fit_intercept:
+            sgd_update_(xp, self.b, self._db, velocity_b, self._scratch_b, learning_rate, self.momentum,
+                        self.nesterov)
+
+    def pop_loss_sum(self) -> float:
+        loss_sum = float(self._loss_sum)
+        self._loss_sum[...] = 0
+        return loss_sum
+
+    def get_params(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._to_host(self.W), self._to_host(self.b)
+
+    def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
+        self.W[...] = self.xp.asarray(W)
+        self.b[...] = self.xp.asarray(b)
+        for velocity in self._velocity:
+            if velocity is not None:
+                velocity[...] = 0
+
+    def _to_host(self, a: Any) -> np.ndarray:
+        return np.array(a) if self.xp is np else self.xp.asnumpy(a)
+
+
+class ArrayBackend(Backend):
+    """The backend contract over the array module ``xp`` (set by subclasses)."""
+
+    xp: Any
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a)
+
+    def softmax_loss_grad(self, X, y, W, b, x_scale=1.0):
+        return self._loss_grad("softmax", X, y, W, b, x_scale)
+
+    def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0):
+        xp = self.xp
+        loss, dW, db = self._loss_grad("sigmoid", X, y, xp.reshape(xp.asarray(w), (-1, 1)),
+                                       xp.reshape(xp.asarray(b), (1,)), x_scale)
+        return loss, dW[:, 0], db[0]
+
+    def _loss_grad(self, model: str, X: Any, y: Any, W: Any, b: Any, x_scale: float) -> tuple[float, Any, Any]:
+        """Mean loss and gradients over all rows of X: :func:`linear_loss_grad_` with freshly allocated outputs."""
+        xp = self.xp
+        dtype = compute_dtype(X.dtype)
+        X_float = X.astype(dtype, copy=False)
+        W, b = xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype)
+        n_rows, n_outputs = X.shape[0], W.shape[1]
+        if model == "softmax":
+            targets = xp.arange(n_rows) * n_outputs + y
+        else:
+            targets = xp.asarray(y, dtype=dtype)
+        Z = xp.empty((n_rows, n_outputs), dtype=dtype)
+        dW, db = xp.empty_like(W), xp.empty_like(b)
+        loss_sum = linear_loss_grad_(xp, model, X_float, targets, W, b, float(x_scale), Z, dW, db)
+        return float(loss_sum) / n_rows, dW, db
+
+    def decision_function(self, X, W, b, x_scale=1.0):
+        xp = self.xp
+        dtype = compute_dtype(X.dtype)
+        W, b = xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype)
+        Z = xp.empty((X.shape[0], W.shape[1]), dtype=dtype)
+        # Float inputs need no copy; others are converted a bounded chunk of rows at a time.
+        chunk = X.shape[0] if X.dtype == dtype else PREDICT_CHUNK_ROWS
+        for start in range(0, X.shape[0], chunk):
+            xp.matmul(X[start:start + chunk].astype(dtype, copy=False), W, out=Z[start:start + chunk])
+        if x_scale != 1.0:
+            Z *= x_scale
+        Z += b
+        return Z
+
+    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, momentum=0.0, nesterov=False,
+                  fit_intercept=True, x_scale=1.0):
+        if model == "sigmoid":
+            y = y.astype(compute_dtype(X.dtype), copy=False)
+        return ArrayFusedSGD(self.xp, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
+                             l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                             x_scale=x_scale)
