@@ -1,0 +1,409 @@
+"""MNIST and Fashion-MNIST: the IDX reader, checksums, the search path and a verified download.
+
+IDX (the format of both data sets, http://yann.lecun.com/exdb/mnist/) is a 4-byte magic number — two zero bytes,
+a type code, the number of dimensions — then one big-endian uint32 per dimension, then the values in C order,
+big-endian. Files come raw or gzip-compressed; gzip is recognised by its magic bytes, never by the file name.
+
+`load_mnist` looks for the four standard files in, in order: an explicit ``data_dir``; ``$LINCLASS_DATA``; the MNIST
+copy vendored in this package; the user cache directory; and finally downloads them from a public mirror into the
+cache, verified against the canonical MD5 digests and written atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["KINDS", "ImageDataset", "load_mnist", "read_idx", "user_cache_dir"]
+
+KINDS = ("mnist", "fashion-mnist")
+IMAGE_SHAPE = (28, 28)
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+IDX_FILE_NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+# MD5 of the *uncompressed* canonical MNIST files, computed from the decompressed contents of the vendored copies
+# (linclass_gpu/data/mnist, taken from the project's shared data set), which are byte-identical to the canonical
+# files. Checked on the uncompressed bytes because each mirror's gzip wrapper differs.
+MNIST_MD5 = {
+    TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+    TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+    TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+    TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+}
+
+# MD5 of the Fashion-MNIST .gz files as published by Zalando (github.com/zalandoresearch/fashion-mnist, README,
+# "Get the Data"). Only the compressed digests are published, so they are checked on download.
+FASHION_MNIST_GZ_MD5 = {
+    TRAIN_IMAGES: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    TRAIN_LABELS: "25c81989df183df01b3e8a0aad5dffbe",
+    TEST_IMAGES: "bef4ecab320f06d8554ea6380940ec79",
+    TEST_LABELS: "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+# Base URLs tried in order; each serves ``<name>.gz``. Module-level so tests can point them at a loopback server.
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+FASHION_MNIST_MIRRORS = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+
+VENDORED_MNIST_DIR = Path(__file__).resolve().parent / "data" / "mnist"
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# IDX type code -> dtype of the stored (big-endian) values.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """A train/test split of 28×28 grayscale images with integer class labels.
+
+    Attributes
+    ----------
+    train_images : ndarray of shape (n_train, 784), uint8
+        One flattened image per row (pixels 0–255); ``reshape(-1, *image_shape)`` recovers the images.
+    train_labels : ndarray of shape (n_train,), uint8
+        Class of each training image.
+    test_images : ndarray of shape (n_test, 784), uint8
+    test_labels : ndarray of shape (n_test,), uint8
+    image_shape : tuple of int
+        ``(28, 28)``, the shape of one image.
+    kind : str
+        ``"mnist"`` or ``"fashion-mnist"``.
+    directory : Path
+        The directory the files were read from.
+    """
+
+    train_images: np.ndarray = field(repr=False)
+    train_labels: np.ndarray = field(repr=False)
+    test_images: np.ndarray = field(repr=False)
+    test_labels: np.ndarray = field(repr=False)
+    image_shape: tuple[int, int]
+    kind: str
+    directory: Path
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file, raw or gzip-compressed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file. Gzip compression is recognised by its magic bytes, not by the name.
+
+    Returns
+    -------
+    ndarray of shape (d0, d1, ...)
+        The values, shaped by the dims in the header, in native byte order; uint8 for type code 0x08.
+
+    Raises
+    ------
+    ValueError
+        If the file is not valid IDX: short header, bad magic number, unknown type code, a payload shorter or
+        longer than the dims say, or a corrupt or truncated gzip stream. The message names the file and the problem.
+    """
+    path = Path(path)
+    return _decode_idx(_read_decompressed(path), path)
+
+
+def user_cache_dir(kind: str = "mnist") -> Path:
+    """Where downloads of `kind` are cached: ``$XDG_CACHE_HOME/linclass_gpu/<kind>`` or ``~/.cache/linclass_gpu/<kind>``.
+
+    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG base directory specification requires.
+    """
+    xdg_cache_home = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg_cache_home) if os.path.isabs(xdg_cache_home) else Path.home() / ".cache"
+    return base / "linclass_gpu" / kind
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, kind: str = "mnist", download: bool = True
+) -> ImageDataset:
+    """Load MNIST or Fashion-MNIST as flat uint8 rows, finding or downloading the four standard IDX files.
+
+    The files are ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, each raw or with ``.gz``. They are looked for in, in order:
+
+    1. `data_dir`, if given (and only there: if it lacks a file, that is an error);
+    2. ``$LINCLASS_DATA/<kind>``, then ``$LINCLASS_DATA``;
+    3. the copy vendored in this package (MNIST only);
+    4. the user cache directory, `user_cache_dir`;
+    5. a download from the mirrors (``MNIST_MIRRORS`` or ``FASHION_MNIST_MIRRORS``) into the user cache, if
+       `download` is true. Each file is verified before it is written atomically; a failed or mismatching download
+       leaves nothing behind.
+
+    MNIST files are always checked against the MD5 digests of the canonical uncompressed files; Fashion-MNIST
+    downloads against the digests Zalando publishes for the .gz files.
+
+    Parameters
+    ----------
+    data_dir : str or path-like, optional
+        A directory holding the four files.
+    kind : {"mnist", "fashion-mnist"}
+    download : bool, default True
+        Whether to download the files when they are found nowhere else.
+
+    Returns
+    -------
+    ImageDataset
+        ``train_images`` (60000, 784) and ``test_images`` (10000, 784) uint8 rows, ``train_labels`` (60000,) and
+        ``test_labels`` (10000,) uint8, ``image_shape=(28, 28)``, `kind`, and the ``directory`` read from.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `data_dir` lacks a file, or if the files are found nowhere and cannot be downloaded; the message lists
+        every place looked in and how to supply the files.
+    ValueError
+        If `kind` is unknown, a file is not valid IDX, an MNIST checksum does not match, images are not 28×28 uint8,
+        or the numbers of images and labels disagree.
+
+    Examples
+    --------
+    >>> data = load_mnist()
+    >>> data.train_images.shape, data.train_labels.shape
+    ((60000, 784), (60000,))
+    >>> first_image = data.train_images[0].reshape(data.image_shape)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+        missing = _missing_idx_files(directory)
+        if missing:
+            raise FileNotFoundError(
+                f"data_dir {directory} does not hold the {kind} files: {_describe_missing(directory, missing)}"
+            )
+        return _load_directory(directory, kind)
+
+    places_looked = []
+    for place, directory in _search_directories(kind):
+        if directory is None:
+            places_looked.append(f"{place}: not set")
+            continue
+        missing = _missing_idx_files(directory)
+        if not missing:
+            return _load_directory(directory, kind)
+        places_looked.append(f"{directory} ({place}): {_describe_missing(directory, missing)}")
+
+    cache_dir = user_cache_dir(kind)
+    if not download:
+        places_looked.append("download: not attempted (download=False)")
+    else:
+        download_failures = _download_missing_files(kind, cache_dir)
+        if not download_failures:
+            return _load_directory(cache_dir, kind)
+        places_looked.extend(download_failures)
+    raise FileNotFoundError(
+        f"{kind} IDX files not found. Looked in, in order:\n"
+        + "".join(f"  - {place}\n" for place in places_looked)
+        + f"Supply the four files ({', '.join(IDX_FILE_NAMES)}; each raw or .gz) by passing data_dir=<directory>, "
+        f"setting LINCLASS_DATA=<directory>, or putting them in {cache_dir}"
+        + ("" if download else ", or allow download=True")
+        + "."
+    )
+
+
+def _read_decompressed(path: Path) -> bytes:
+    """The uncompressed content of `path`, gunzipped if it starts with the gzip magic bytes."""
+    return _gunzip_if_compressed(path.read_bytes(), path)
+
+
+def _gunzip_if_compressed(data: bytes, source: str | Path) -> bytes:
+    """`data` decompressed if it is a gzip stream, else unchanged; `source` names it in errors."""
+    if not data.startswith(_GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
+        raise ValueError(f"{source}: corrupt or truncated gzip stream ({exc})") from exc
+
+
+def _decode_idx(content: bytes, source: str | Path) -> np.ndarray:
+    """Parse uncompressed IDX bytes into an array shaped by the header; `source` names the file in errors."""
+
+    def invalid(problem: str) -> ValueError:
+        return ValueError(f"{source}: not a valid IDX file: {problem}")
+
+    if len(content) < 4:
+        raise invalid(f"short header ({len(content)} bytes; the magic number alone takes 4)")
+    type_code, ndim = content[2], content[3]
+    if content[:2] != b"\x00\x00":
+        raise invalid(f"bad magic number 0x{content[:4].hex()} (must start with two zero bytes)")
+    if type_code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
+        raise invalid(f"unknown type code 0x{type_code:02x} (known: {known})")
+    if ndim == 0:
+        raise invalid("bad magic number: 0 dimensions")
+    header_size = 4 + 4 * ndim
+    if len(content) < header_size:
+        raise invalid(f"short header ({len(content)} bytes; {ndim} dimensions need {header_size})")
+    dims = struct.unpack(f">{ndim}I", content[4:header_size])
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    count = math.prod(dims)
+    expected_payload, actual_payload = count * dtype.itemsize, len(content) - header_size
+    if actual_payload != expected_payload:
+        problem = "truncated" if actual_payload < expected_payload else "trailing bytes"
+        raise invalid(
+            f"payload is {actual_payload} bytes but dims {dims} of {dtype.name} need {expected_payload} ({problem})"
+        )
+    values = np.frombuffer(content, dtype=dtype, count=count, offset=header_size)
+    # astype copies into a writable array in native byte order.
+    return values.reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _search_directories(kind: str) -> list[tuple[str, Path | None]]:
+    """(description, directory) for each place after an explicit data_dir, in search order; None if unset."""
+    env_dir = os.environ.get("LINCLASS_DATA")
+    if env_dir:
+        places = [("$LINCLASS_DATA/<kind>", Path(env_dir) / kind), ("$LINCLASS_DATA", Path(env_dir))]
+    else:
+        places = [("$LINCLASS_DATA", None)]
+    if kind == "mnist":
+        places.append(("vendored copy", VENDORED_MNIST_DIR))
+    places.append(("user cache", user_cache_dir(kind)))
+    return places
+
+
+def _idx_file_path(directory: Path, name: str) -> Path | None:
+    """The file holding `name` in `directory`, raw preferred over .gz; None if neither exists."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_idx_files(directory: Path) -> list[str]:
+    return [name for name in IDX_FILE_NAMES if _idx_file_path(directory, name) is None]
+
+
+def _describe_missing(directory: Path, missing: list[str]) -> str:
+    if not directory.is_dir():
+        return "no such directory"
+    return "missing " + ", ".join(missing)
+
+
+def _load_directory(directory: Path, kind: str) -> ImageDataset:
+    train_images, train_labels = _read_split(directory, kind, TRAIN_IMAGES, TRAIN_LABELS)
+    test_images, test_labels = _read_split(directory, kind, TEST_IMAGES, TEST_LABELS)
+    return ImageDataset(train_images, train_labels, test_images, test_labels, IMAGE_SHAPE, kind, directory)
+
+
+def _read_split(directory: Path, kind: str, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read, verify and check one split.
+
+    Returns
+    -------
+    image_rows : ndarray of shape (n, 784), uint8
+    labels : ndarray of shape (n,), uint8
+    """
+    images_path = _idx_file_path(directory, images_name)
+    labels_path = _idx_file_path(directory, labels_name)
+    images = _read_verified(images_path, images_name, kind)
+    labels = _read_verified(labels_path, labels_name, kind)
+    for path, array in ((images_path, images), (labels_path, labels)):
+        if array.dtype != np.uint8:
+            raise ValueError(f"{path}: expected uint8 values (IDX type code 0x08), got {array.dtype}")
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(f"{images_path}: expected dims (n, 28, 28), got {images.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{labels_path}: expected one dimension (n,), got {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
+    return images.reshape(len(images), -1), labels
+
+
+def _read_verified(path: Path, name: str, kind: str) -> np.ndarray:
+    """Read one IDX file; MNIST content must match its canonical MD5, Fashion-MNIST must not be MNIST's file."""
+    content = _read_decompressed(path)
+    actual_md5 = _md5(content)
+    if kind == "mnist":
+        _require_md5(path, expected=MNIST_MD5[name], actual=actual_md5)
+    elif actual_md5 == MNIST_MD5[name]:
+        # A flat $LINCLASS_DATA holding MNIST would otherwise pass as Fashion-MNIST.
+        raise ValueError(f"{path} is the MNIST file {name}, not {kind}")
+    return _decode_idx(content, path)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _require_md5(source: str | Path, expected: str, actual: str) -> None:
+    if actual != expected:
+        raise ValueError(f"{source}: MD5 mismatch: expected {expected}, got {actual}")
+
+
+def _download_missing_files(kind: str, directory: Path) -> list[str]:
+    """Download the files `directory` lacks, trying each mirror in turn.
+
+    Returns
+    -------
+    list of str
+        What failed, one line per attempt; empty if all four files are now in `directory`.
+    """
+    mirrors = MNIST_MIRRORS if kind == "mnist" else FASHION_MNIST_MIRRORS
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [f"download: cannot create {directory} ({exc})"]
+    for name in _missing_idx_files(directory):
+        failures = []
+        for mirror in mirrors:
+            url = f"{mirror.rstrip('/')}/{name}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                    payload = response.read()
+                _verify_download(payload, url, name, kind)
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+                failures.append(f"{url}: {exc}")
+                continue
+            _write_atomically(directory / f"{name}.gz", payload)
+            break
+        else:
+            return failures or [f"download: no mirror configured for {kind}"]
+    return []
+
+
+def _verify_download(payload: bytes, url: str, name: str, kind: str) -> None:
+    if kind == "mnist":
+        # Mirrors recompress MNIST differently, so it is checked on the uncompressed bytes.
+        _require_md5(url, expected=MNIST_MD5[name], actual=_md5(_gunzip_if_compressed(payload, url)))
+    else:
+        _require_md5(url, expected=FASHION_MNIST_GZ_MD5[name], actual=_md5(payload))
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    """Write `payload` to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    Readers see the whole file or none; an interrupted write leaves no file behind.
+    """
+    fd, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary_path, path)
+    except BaseException:
+        Path(temporary_path).unlink(missing_ok=True)
+        raise
