@@ -124,7 +124,8 @@ def binary_cross_entropy_with_logits(z, y):
     """
     z = np.asarray(z, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    return float(np.mean(np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+    per_row_loss = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))  # max(z,0) − z·y + log1p(e^{−|z|})
+    return float(per_row_loss.mean())  # (1/N) Σ_i
 
 
 def _linear_forward(X, W, b, x_scale):
@@ -134,7 +135,7 @@ def _linear_forward(X, W, b, x_scale):
 
 
 def _linear_backward(X, dZ, x_scale):
-    """Gradients through ``Z = x_scale · X W + b`` given ``dZ = ∂loss/∂Z``: ``dW = x_scale · Xᵀ dZ``, ``db = Σ_rows dZ``.
+    """Gradients through ``Z = x_scale · X W + b`` from ``dZ = ∂loss/∂Z``: ``dW = x_scale · Xᵀ dZ``, ``db = Σ_rows dZ``.
 
     ``dZ`` (N, C) gives ``dW`` (D, C) and ``db`` (C,); ``dZ`` (N,) gives ``dW`` (D,) and a 0-d ``db``.
     """

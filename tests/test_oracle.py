@@ -1,0 +1,283 @@
+"""The float64 oracle against independent truths: finite differences, a worked example, identities, hand-unrolled SGD.
+
+Everything else is tested against the oracle, so nothing here compares the oracle with itself in another form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linclass_gpu import oracle
+
+# Central differences in float64 with this step have truncation error ~h²·f''' and rounding error ~eps·|f|/h, both
+# ~1e-11 for these O(1) losses: four orders of magnitude below the 1e-7 the gradients must meet.
+FD_STEP = 1e-5
+FD_RTOL = 1e-7
+FD_ATOL = 1e-10  # floor for gradient entries that are ~0, where a relative error means nothing
+
+# Beyond float64's exp range in both directions (e^{±1000} overflows / underflows), plus the moderate range.
+EXTREME_LOGITS = np.array([-1e4, -1000.0, -745.0, -50.0, -1.0, 0.0, 1.0, 50.0, 745.0, 1000.0, 1e4])
+
+# Every loss with its parameter layout: softmax has W (D, C), b (C,) and class ids; the sigmoid models have
+# w (D,), a scalar b and {0, 1} targets.
+LOSS_GRADS = {
+    "softmax": oracle.softmax_loss_grad,
+    "sigmoid": oracle.sigmoid_loss_grad,
+    "sigmoid_mse": oracle.sigmoid_mse_loss_grad,
+}
+
+
+def random_problem(loss_name, n_rows, n_features, n_classes, seed=0):
+    """``X, y, W, b`` for ``loss_name``, with logits of order 1 so no probability saturates."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_features))
+    if loss_name == "softmax":
+        W, b = rng.normal(size=(n_features, n_classes)), rng.normal(size=n_classes)
+        return X, rng.integers(0, n_classes, n_rows), W, b
+    return X, rng.integers(0, 2, n_rows), rng.normal(size=n_features), np.float64(rng.normal())
+
+
+def central_difference(loss_of, param):
+    """``∂loss_of(param)/∂param`` by ``(f(p + h e_k) − f(p − h e_k)) / 2h`` for every entry ``k`` of ``param``."""
+    param = np.array(param, dtype=np.float64)
+    gradient = np.zeros_like(param)
+    for index in np.ndindex(param.shape):
+        plus, minus = param.copy(), param.copy()
+        plus[index] += FD_STEP
+        minus[index] -= FD_STEP
+        gradient[index] = (loss_of(plus) - loss_of(minus)) / (2 * FD_STEP)
+    return gradient
+
+
+@pytest.mark.parametrize("loss_name", LOSS_GRADS)
+@pytest.mark.parametrize(
+    ("n_rows", "n_features", "n_classes", "x_scale"),
+    [(6, 4, 3, 1.0), (1, 3, 4, 1.0), (5, 1, 2, 1.0), (8, 3, 2, 1.0), (7, 5, 3, 0.25)],
+)
+def test_gradients_match_central_differences(loss_name, n_rows, n_features, n_classes, x_scale):
+    loss_grad = LOSS_GRADS[loss_name]
+    X, y, W, b = random_problem(loss_name, n_rows, n_features, n_classes)
+    _, dW, db = loss_grad(X, y, W, b, x_scale)
+
+    np.testing.assert_allclose(
+        dW, central_difference(lambda W_: loss_grad(X, y, W_, b, x_scale)[0], W), rtol=FD_RTOL, atol=FD_ATOL
+    )
+    np.testing.assert_allclose(
+        db, central_difference(lambda b_: loss_grad(X, y, W, b_, x_scale)[0], b), rtol=FD_RTOL, atol=FD_ATOL
+    )
+    assert np.shape(dW) == np.shape(W) and np.shape(db) == np.shape(b)
+
+
+def test_lecture_worked_example():
+    # Softmax outputs and one-hot targets of the lecture notes; logits log(P) reproduce P up to the 4-decimal
+    # rounding of the printed rows (which is why P sums to 1 only within 1e-4).
+    P = np.array(
+        [
+            [0.3792, 0.3104, 0.3104],
+            [0.3072, 0.4147, 0.2780],
+            [0.4263, 0.2248, 0.3490],
+            [0.2668, 0.2978, 0.4354],
+        ]
+    )
+    Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])
+    y = Y.argmax(axis=1)
+    Z = np.log(P)
+
+    np.testing.assert_allclose(oracle.softmax(Z), P, atol=1e-4)
+    assert round(oracle.cross_entropy(Z, y), 4) == 0.9335
+    # The same logits as the output of a linear model (X = I, W = Z, b = 0) give the same loss, and db = mean(P − Y).
+    loss, dW, db = oracle.softmax_loss_grad(np.eye(4), y, Z, np.zeros(3))
+    assert round(loss, 4) == 0.9335
+    np.testing.assert_allclose(db, (P - Y).mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(dW, (P - Y) / 4, atol=1e-4)
+
+
+def test_sigmoid_symmetry_and_derivative():
+    z = np.concatenate([EXTREME_LOGITS, np.linspace(-30, 30, 121)])
+    sigma = oracle.sigmoid(z)
+
+    assert np.all((sigma >= 0) & (sigma <= 1))
+    assert oracle.sigmoid(0.0) == 0.5
+    # 1 − σ(z) is only as exact as one rounding near 1, so the identity holds to eps absolute, not relative.
+    np.testing.assert_allclose(oracle.sigmoid(-z), 1 - sigma, rtol=0, atol=np.finfo(np.float64).eps)
+    numerical_derivative = (oracle.sigmoid(z + FD_STEP) - oracle.sigmoid(z - FD_STEP)) / (2 * FD_STEP)
+    # Each σ(z ± h) is rounded to eps·σ ≤ eps, so the difference quotient carries up to ~eps/h absolute error.
+    np.testing.assert_allclose(
+        sigma * (1 - sigma), numerical_derivative, rtol=1e-8, atol=2 * np.finfo(np.float64).eps / FD_STEP
+    )
+
+
+def test_extreme_logits_stay_finite_and_exact():
+    # Overflow, 0·inf and log(0) would all raise here; underflow of e^{−1000} to 0 is expected and harmless.
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        z = EXTREME_LOGITS
+        sigma = oracle.sigmoid(z)
+        assert np.all(np.isfinite(sigma))
+        np.testing.assert_array_equal(sigma[[0, 1, -2, -1]], [0.0, 0.0, 1.0, 1.0])
+
+        # X = I makes the logits equal to the weights, so each row gets exactly one extreme logit.
+        identity = np.eye(len(z))
+        for loss_name in ("sigmoid", "sigmoid_mse"):
+            for label in (0, 1):
+                loss, dw, db = LOSS_GRADS[loss_name](identity, np.full(len(z), label), z, 0.0)
+                assert np.isfinite(loss) and np.all(np.isfinite(dw)) and np.isfinite(db)
+
+        # BCE of z = ±1e4 against the wrong label is |z| exactly; against the right one, 0.
+        assert oracle.binary_cross_entropy_with_logits([1e4, -1e4], [0, 1]) == 1e4
+        assert oracle.binary_cross_entropy_with_logits([1e4, -1e4], [1, 0]) == 0.0
+        # A confident right answer still costs log(1 + e^{−50}) ≈ e^{−50}, which 1 + e^{−50} would round away.
+        assert oracle.binary_cross_entropy_with_logits([50.0], [1]) == pytest.approx(np.exp(-50.0), rel=1e-12)
+
+        Z = np.array([[1e4, -1e4, 0.0], [-1000.0, 1000.0, 1000.0], [0.0, 0.0, -1e4]])
+        probabilities = oracle.softmax(Z)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-15)
+        np.testing.assert_allclose(probabilities, [[1, 0, 0], [0, 0.5, 0.5], [0.5, 0.5, 0]], rtol=0, atol=1e-15)
+        for y in ([0, 1, 2], [1, 0, 0]):
+            loss, dW, db = oracle.softmax_loss_grad(np.eye(3), y, Z, np.zeros(3))
+            assert np.isfinite(loss) and np.all(np.isfinite(dW)) and np.all(np.isfinite(db))
+        # −log softmax of a class behind the row max by a gap g (shared by k tied classes) is g + log k.
+        assert oracle.cross_entropy(Z, [1, 0, 2]) == pytest.approx((2e4 + (2000 + np.log(2)) + (1e4 + np.log(2))) / 3)
+
+
+def test_padded_class_column_of_minus_inf_is_ignored():
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(5, 3))
+    padded = np.hstack([Z, np.full((5, 2), -np.inf)])
+    np.testing.assert_allclose(oracle.softmax(padded), np.hstack([oracle.softmax(Z), np.zeros((5, 2))]), rtol=1e-15)
+    assert oracle.cross_entropy(padded, [0, 1, 2, 0, 1]) == pytest.approx(oracle.cross_entropy(Z, [0, 1, 2, 0, 1]))
+
+
+def test_mse_gradient_vanishes_for_saturated_wrong_predictions_but_bce_does_not():
+    X = np.array([[1.0], [1.0]])
+    w = np.array([50.0])  # σ(50) = 1 − 2e−22: confidently predicts 1
+    y = np.array([0, 0])  # and is wrong on both rows
+    _, dw_mse, _ = oracle.sigmoid_mse_loss_grad(X, y, w, 0.0)
+    _, dw_bce, _ = oracle.sigmoid_loss_grad(X, y, w, 0.0)
+    assert abs(dw_mse[0]) < 1e-20
+    assert dw_bce[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("x_scale", [1.0, 0.5])
+def test_binary_model_equals_two_class_softmax(x_scale):
+    # σ(z) = e^z / (e^0 + e^z): class 0 with logit 0 and class 1 with logit z is the binary model.
+    X, y, w, b = random_problem("sigmoid", 9, 4, 2, seed=3)
+    W2 = np.column_stack([np.zeros_like(w), w])
+    b2 = np.array([0.0, b])
+
+    z = x_scale * X @ w + b
+    np.testing.assert_allclose(oracle.softmax(x_scale * X @ W2 + b2)[:, 1], oracle.sigmoid(z), rtol=1e-14)
+    loss, dw, db = oracle.sigmoid_loss_grad(X, y, w, b, x_scale)
+    loss2, dW2, db2 = oracle.softmax_loss_grad(X, y, W2, b2, x_scale)
+    assert loss2 == pytest.approx(loss, rel=1e-14)
+    # P − Y for the two columns is (−(σ − y), σ − y), so the class-0 gradients are the negated binary ones.
+    np.testing.assert_allclose(dW2, np.column_stack([-dw, dw]), rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(db2, [-db, db], rtol=1e-13, atol=1e-16)
+
+
+def sgd_problem(model, seed=5):
+    """A minibatch and parameters in the ``sgd_step`` layout: ``W`` (D, K), ``b`` (K,), K = 3 or 1."""
+    n_outputs = 3 if model == "softmax" else 1
+    X, y, _, _ = random_problem(model, 6, 4, n_outputs, seed)
+    rng = np.random.default_rng(seed + 1)
+    return X, y, rng.normal(size=(4, n_outputs)), rng.normal(size=n_outputs)
+
+
+def data_gradients(model, X, y, W, b, x_scale=1.0):
+    """Loss, ``dW`` (D, K) and ``db`` (K,) of the data term, in the ``sgd_step`` layout."""
+    if model == "softmax":
+        return oracle.softmax_loss_grad(X, y, W, b, x_scale)
+    loss, dw, db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale)
+    return loss, dw[:, None], np.array([db])
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_plain_sgd_step_is_gradient_plus_l2_on_weights_only(model):
+    X, y, W, b = sgd_problem(model)
+    inputs = [a.copy() for a in (X, y, W, b)]
+    lr, l2, x_scale = 0.3, 0.7, 0.5
+    data_loss, dW, db = data_gradients(model, X, y, W, b, x_scale)
+
+    loss, W1, b1, velocity_W, velocity_b = oracle.sgd_step(
+        model, X, y, W, b, np.zeros_like(W), np.zeros_like(b), learning_rate=lr, l2=l2, x_scale=x_scale
+    )
+    assert loss == data_loss  # before the update, without the penalty
+    np.testing.assert_allclose(W1, W - lr * (dW + l2 * W), rtol=1e-15)
+    np.testing.assert_allclose(b1, b - lr * db, rtol=1e-15)  # never penalised
+    np.testing.assert_allclose(velocity_W, dW + l2 * W, rtol=1e-15)
+    np.testing.assert_allclose(velocity_b, db, rtol=1e-15)
+    for before, after in zip(inputs, (X, y, W, b)):
+        np.testing.assert_array_equal(before, after)  # pure: inputs untouched
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_fit_intercept_false_leaves_bias_and_its_velocity(model):
+    X, y, W, b = sgd_problem(model)
+    velocity_W, velocity_b = np.ones_like(W), np.ones_like(b)
+    kwargs = dict(learning_rate=0.1, l2=0.2, momentum=0.9)
+    _, W_fit, _, _, _ = oracle.sgd_step(model, X, y, W, b, velocity_W, velocity_b, **kwargs)
+    _, W_fixed, b_fixed, _, velocity_b_fixed = oracle.sgd_step(
+        model, X, y, W, b, velocity_W, velocity_b, fit_intercept=False, **kwargs
+    )
+    np.testing.assert_array_equal(b_fixed, b)
+    np.testing.assert_array_equal(velocity_b_fixed, velocity_b)
+    assert b_fixed is not b
+    np.testing.assert_array_equal(W_fixed, W_fit)
+
+
+@pytest.mark.parametrize(
+    ("nesterov", "expected_W"),
+    [
+        # lr = μ = 1/2, λ = 1, X = 0 so g = W:  v ← v/2 + W;  W ← W − v/2  (heavy ball)
+        # W: 1 → 1 − 1/2·1 = 1/2 → 1/2 − 1/2·(1/2 + 1/2) = 0 → 0 − 1/2·(1/2 + 0) = −1/4
+        (False, [0.5, 0.0, -0.25]),
+        # Nesterov: W ← W − (W + v/2)/2 with the new v
+        # v=1: W = 1 − (1 + 1/2)/2 = 1/4;  v = 1/2 + 1/4 = 3/4: W = 1/4 − (1/4 + 3/8)/2 = −1/16;
+        # v = 3/8 − 1/16 = 5/16: W = −1/16 − (−1/16 + 5/32)/2 = −7/64
+        (True, [0.25, -0.0625, -0.109375]),
+    ],
+)
+def test_momentum_by_hand_on_pure_l2(nesterov, expected_W):
+    # With X = 0 the data gradient of W is 0 and g_W = λ W, so the three steps can be worked out in exact fractions.
+    X, y = np.zeros((2, 1)), np.array([0, 1])
+    W, b = np.ones((1, 1)), np.zeros(1)  # σ(0) − y averages to 0 over y = (0, 1): b stays 0
+    velocity_W, velocity_b = np.zeros_like(W), np.zeros_like(b)
+    for expected in expected_W:
+        _, W, b, velocity_W, velocity_b = oracle.sgd_step(
+            "sigmoid", X, y, W, b, velocity_W, velocity_b, learning_rate=0.5, l2=1.0, momentum=0.5, nesterov=nesterov
+        )
+        assert W[0, 0] == expected
+        assert b[0] == 0.0
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_momentum_three_steps_match_unrolled_velocity(model, nesterov):
+    # v_k unrolled: v1 = g1, v2 = μ g1 + g2, v3 = μ² g1 + μ g2 + g3; the step is v_k, or g_k + μ v_k for Nesterov.
+    X, y, W, b = sgd_problem(model, seed=8)
+    lr, l2, mu = 0.2, 0.1, 0.9
+    velocity_W, velocity_b = np.zeros_like(W), np.zeros_like(b)
+    gradients_W, gradients_b = [], []
+    for step_index in range(3):
+        _, dW, db = data_gradients(model, X, y, W, b)
+        gradients_W.append(dW + l2 * W)
+        gradients_b.append(db)
+        unrolled_W = sum(mu ** (step_index - j) * g for j, g in enumerate(gradients_W))
+        unrolled_b = sum(mu ** (step_index - j) * g for j, g in enumerate(gradients_b))
+        step_W = gradients_W[-1] + mu * unrolled_W if nesterov else unrolled_W
+        step_b = gradients_b[-1] + mu * unrolled_b if nesterov else unrolled_b
+        expected_W, expected_b = W - lr * step_W, b - lr * step_b
+
+        _, W, b, velocity_W, velocity_b = oracle.sgd_step(
+            model, X, y, W, b, velocity_W, velocity_b, learning_rate=lr, l2=l2, momentum=mu, nesterov=nesterov
+        )
+        np.testing.assert_allclose(velocity_W, unrolled_W, rtol=1e-14)
+        np.testing.assert_allclose(velocity_b, unrolled_b, rtol=1e-14)
+        np.testing.assert_allclose(W, expected_W, rtol=1e-14)
+        np.testing.assert_allclose(b, expected_b, rtol=1e-14)
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(ValueError, match="softmax"):
+        oracle.sgd_step("tanh", np.zeros((1, 1)), [0], np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)), np.zeros(1),
+                        learning_rate=0.1)
