@@ -1,0 +1,561 @@
+"""Tests of linclass_gpu.datasets: the IDX reader, checksums, the search path and the download.
+
+Small synthetic IDX files are written into tmp_path; downloads come from a loopback HTTP server (127.0.0.1 only).
+Every test runs isolated from the machine: no $LINCLASS_DATA, the cache under tmp_path, the vendored directory
+pointed at an empty place and no mirrors, unless the test sets them.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from linclass_gpu import datasets
+from linclass_gpu.datasets import (
+    IDX_FILE_NAMES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    ImageDataset,
+    load_mnist,
+    read_idx,
+    user_cache_dir,
+)
+
+REAL_VENDORED_MNIST_DIR = datasets.VENDORED_MNIST_DIR
+TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
+              np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Uncompressed IDX encoding of `array` (big-endian values, type code from its dtype)."""
+    header = bytes([0, 0, TYPE_CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def small_split_arrays(seed: int = 0, n_train: int = 5, n_test: int = 3) -> dict[str, np.ndarray]:
+    """The four arrays of a tiny data set, keyed by IDX file name."""
+    rng = np.random.default_rng(seed)
+    return {
+        TRAIN_IMAGES: rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        TRAIN_LABELS: rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        TEST_IMAGES: rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        TEST_LABELS: rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+
+
+def write_data_dir(directory: Path, arrays: dict[str, np.ndarray], compress: bool | tuple[bool, ...] = True) -> Path:
+    """Write `arrays` as the four IDX files into `directory` (gzip-compressed where `compress` says)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    compress_each = compress if isinstance(compress, tuple) else (compress,) * len(arrays)
+    for (name, array), compressed in zip(arrays.items(), compress_each):
+        content = idx_bytes(array)
+        if compressed:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(content))
+        else:
+            (directory / name).write_bytes(content)
+    return directory
+
+
+def content_md5s(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    return {name: md5(idx_bytes(array)) for name, array in arrays.items()}
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.delenv("LINCLASS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", tmp_path / "no-vendored-copy")
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", ())
+    monkeypatch.setattr(datasets, "FASHION_MNIST_MIRRORS", ())
+    monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_SECONDS", 5.0)
+    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch) -> dict[str, np.ndarray]:
+    """Tiny arrays accepted as MNIST: MNIST_MD5 is patched to their digests."""
+    arrays = small_split_arrays(seed=1)
+    monkeypatch.setattr(datasets, "MNIST_MD5", content_md5s(arrays))
+    return arrays
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A directory served by a loopback HTTP server: yields (root, base URL, list of requested paths)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requested = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_port}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def serve(root: Path, subdirectory: str, arrays: dict[str, np.ndarray]) -> None:
+    """Publish `arrays` as <name>.gz files under root/subdirectory, as a mirror does."""
+    write_data_dir(root / subdirectory, arrays, compress=True)
+
+
+def refused_url() -> str:
+    """A loopback URL with nothing listening on its port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# IDX reader
+
+
+@pytest.mark.parametrize("dtype", list(TYPE_CODES))
+@pytest.mark.parametrize(("compressed", "file_name"), [(False, "data.idx"), (True, "data.idx"),
+                                                      (False, "data.gz"), (True, "data.gz")])
+def test_read_idx_round_trip_detects_gzip_by_magic_not_name(tmp_path, dtype, compressed, file_name):
+    array = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
+    content = idx_bytes(array)
+    path = tmp_path / file_name
+    path.write_bytes(gzip.compress(content) if compressed else content)
+
+    result = read_idx(path)
+
+    assert result.dtype == dtype and result.dtype.isnative
+    assert result.shape == (2, 3, 4)
+    np.testing.assert_array_equal(result, array)
+    assert result.flags.writeable
+
+
+def test_read_idx_one_dimension_and_empty(tmp_path):
+    (tmp_path / "labels").write_bytes(idx_bytes(np.array([3, 1, 4], dtype=np.uint8)))
+    (tmp_path / "empty").write_bytes(idx_bytes(np.zeros((0, 28, 28), dtype=np.uint8)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "labels"), [3, 1, 4])
+    assert read_idx(str(tmp_path / "empty")).shape == (0, 28, 28)
+
+
+_GOOD = idx_bytes(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28) % 251)
+
+
+def _flip_middle_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(b"", "short header", id="empty"),
+        pytest.param(b"\x00\x00\x08", "short header", id="3-byte-header"),
+        pytest.param(_GOOD[:10], "short header", id="dims-cut-off"),
+        pytest.param(b"\x01\x00" + _GOOD[2:], "bad magic number", id="nonzero-magic"),
+        pytest.param(b"\x00\x00\x07" + _GOOD[3:], "unknown type code 0x07", id="type-code"),
+        pytest.param(b"\x00\x00\x08\x00", "0 dimensions", id="zero-ndim"),
+        pytest.param(_GOOD[:-1], "truncated", id="payload-short"),
+        pytest.param(_GOOD + b"\x00", "trailing bytes", id="payload-long"),
+        pytest.param(gzip.compress(_GOOD)[:-20], "gzip", id="gzip-truncated"),
+        pytest.param(_flip_middle_byte(gzip.compress(_GOOD)), "gzip", id="gzip-corrupt"),
+        pytest.param(gzip.compress(_GOOD)[:-4] + b"\x00\x00\x00\x00", "gzip", id="gzip-bad-length"),
+        pytest.param(gzip.compress(_GOOD[:-28]), "truncated", id="gzip-of-truncated-payload"),
+    ],
+)
+def test_read_idx_corrupt_file_raises_value_error_naming_file_and_problem(tmp_path, content, problem):
+    path = tmp_path / "corrupt-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as excinfo:
+        read_idx(path)
+    message = str(excinfo.value)
+    assert str(path) in message
+    assert problem in message
+
+
+@st.composite
+def idx_like_bytes(draw) -> bytes:
+    """Bytes shaped like IDX — known or unknown type code, any ndim and dims — with a payload of any length."""
+    type_code = draw(st.sampled_from([*TYPE_CODES.values(), 0x00, 0x07, 0xFF]))
+    ndim = draw(st.integers(0, 4))
+    dims = draw(st.lists(st.one_of(st.integers(0, 4), st.integers(0, 2**32 - 1)), min_size=ndim, max_size=ndim))
+    content = bytes([0, 0, type_code, ndim]) + struct.pack(f">{ndim}I", *dims) + draw(st.binary(max_size=80))
+    return content[: draw(st.integers(0, len(content)))]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=idx_like_bytes(), compressed=st.booleans())
+def test_read_idx_never_fails_other_than_with_value_error(tmp_path, content, compressed):
+    path = tmp_path / "fuzzed"
+    path.write_bytes(gzip.compress(content) if compressed else content)
+    try:
+        result = read_idx(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+    else:
+        ndim = content[3]
+        assert result.shape == struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, len(gzip.compress(_GOOD)) - 1), compressed=st.booleans())
+def test_read_idx_any_truncation_raises_value_error(tmp_path, cut, compressed):
+    content = gzip.compress(_GOOD) if compressed else _GOOD
+    path = tmp_path / "truncated"
+    path.write_bytes(content[: min(cut, len(content) - 1)])
+    with pytest.raises(ValueError, match="truncated|short header|gzip"):
+        read_idx(path)
+
+
+def test_read_idx_payload_error_gives_dims_and_sizes(tmp_path):
+    path = tmp_path / "short"
+    path.write_bytes(_GOOD[:-5])
+    with pytest.raises(ValueError, match=r"payload is 1563 bytes but dims \(2, 28, 28\) of uint8 need 1568"):
+        read_idx(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# loading a directory
+
+
+@pytest.mark.parametrize("compress", [True, False, (True, False, False, True)], ids=["gz", "raw", "mixed"])
+def test_load_directory_returns_flat_uint8_rows(tmp_path, compress):
+    arrays = small_split_arrays()
+    directory = write_data_dir(tmp_path / "fashion", arrays, compress)
+
+    data = load_mnist(directory, kind="fashion-mnist")
+
+    assert isinstance(data, ImageDataset)
+    assert data.kind == "fashion-mnist" and data.directory == directory and data.image_shape == (28, 28)
+    assert data.train_images.shape == (5, 784) and data.test_images.shape == (3, 784)
+    assert data.train_labels.shape == (5,) and data.test_labels.shape == (3,)
+    for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        assert array.dtype == np.uint8
+    np.testing.assert_array_equal(data.train_images.reshape(-1, *data.image_shape), arrays[TRAIN_IMAGES])
+    np.testing.assert_array_equal(data.test_images.reshape(-1, 28, 28), arrays[TEST_IMAGES])
+    np.testing.assert_array_equal(data.train_labels, arrays[TRAIN_LABELS])
+    np.testing.assert_array_equal(data.test_labels, arrays[TEST_LABELS])
+    with pytest.raises(AttributeError):
+        data.kind = "mnist"
+
+
+def test_raw_file_preferred_over_gz_when_both_exist(tmp_path):
+    arrays = small_split_arrays()
+    directory = write_data_dir(tmp_path / "d", arrays, compress=True)
+    other_labels = (arrays[TRAIN_LABELS] + 1) % 10
+    (directory / TRAIN_LABELS).write_bytes(idx_bytes(other_labels))
+    np.testing.assert_array_equal(load_mnist(directory, kind="fashion-mnist").train_labels, other_labels)
+
+
+@pytest.mark.parametrize(
+    ("replaced", "replacement", "expected"),
+    [
+        (TRAIN_LABELS, np.zeros(4, dtype=np.uint8), r"holds 5 images but .*train-labels-idx1-ubyte.* holds 4 labels"),
+        (TEST_IMAGES, np.zeros((3, 27, 28), dtype=np.uint8), r"t10k-images.*expected dims \(n, 28, 28\)"),
+        (TEST_IMAGES, np.zeros((3, 784), dtype=np.uint8), r"t10k-images.*expected dims \(n, 28, 28\)"),
+        (TEST_LABELS, np.zeros((3, 1), dtype=np.uint8), r"t10k-labels.*expected one dimension"),
+        (TRAIN_LABELS, np.zeros(5, dtype=np.int32), r"train-labels.*expected uint8 .*got int32"),
+    ],
+    ids=["count-mismatch", "27x28", "flat-images", "2d-labels", "int32-labels"],
+)
+def test_load_rejects_inconsistent_files(tmp_path, replaced, replacement, expected):
+    arrays = small_split_arrays()
+    arrays[replaced] = replacement
+    directory = write_data_dir(tmp_path / "d", arrays)
+    with pytest.raises(ValueError, match=expected):
+        load_mnist(directory, kind="fashion-mnist")
+
+
+def test_load_corrupt_file_error_names_it(tmp_path):
+    directory = write_data_dir(tmp_path / "d", small_split_arrays())
+    gz_path = directory / f"{TEST_IMAGES}.gz"
+    gz_path.write_bytes(gz_path.read_bytes()[:-30])
+    with pytest.raises(ValueError, match="gzip") as excinfo:
+        load_mnist(directory, kind="fashion-mnist")
+    assert str(gz_path) in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checksums
+
+
+def test_mnist_checksum_mismatch_names_file_and_digests(tmp_path):
+    arrays = small_split_arrays()
+    directory = write_data_dir(tmp_path / "d", arrays)
+    with pytest.raises(ValueError) as excinfo:
+        load_mnist(directory)  # the real MNIST digests
+    message = str(excinfo.value)
+    assert str(directory / f"{TRAIN_IMAGES}.gz") in message
+    assert f"expected {datasets.MNIST_MD5[TRAIN_IMAGES]}" in message
+    assert f"got {md5(idx_bytes(arrays[TRAIN_IMAGES]))}" in message
+
+
+def test_mnist_checksum_is_of_uncompressed_content(tmp_path, tiny_mnist):
+    """The same content under different gzip settings passes; one changed pixel does not."""
+    directory = write_data_dir(tmp_path / "d", tiny_mnist, compress=(False, True, False, True))
+    recompressed = gzip.compress(idx_bytes(tiny_mnist[TRAIN_LABELS]), compresslevel=1, mtime=12345)
+    (directory / f"{TRAIN_LABELS}.gz").write_bytes(recompressed)
+    assert load_mnist(directory).directory == directory
+
+    changed = tiny_mnist[TEST_IMAGES].copy()
+    changed[0, 0, 0] ^= 1
+    (directory / TEST_IMAGES).write_bytes(idx_bytes(changed))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: MD5 mismatch"):
+        load_mnist(directory)
+
+
+def test_fashion_mnist_refuses_mnist_files(tmp_path, tiny_mnist):
+    directory = write_data_dir(tmp_path / "d", tiny_mnist)
+    with pytest.raises(ValueError, match="is the MNIST file .* not fashion-mnist"):
+        load_mnist(directory, kind="fashion-mnist")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# search order
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        (("explicit", "env_kind", "env", "vendored", "cache"), "explicit"),
+        (("env_kind", "env", "vendored", "cache"), "env_kind"),
+        (("env", "vendored", "cache"), "env"),
+        (("vendored", "cache"), "vendored"),
+        (("cache",), "cache"),
+    ],
+)
+def test_search_order(tmp_path, monkeypatch, tiny_mnist, present, expected):
+    env_root = tmp_path / "env"
+    places = {
+        "explicit": tmp_path / "explicit",
+        "env_kind": env_root / "mnist",
+        "env": env_root,
+        "vendored": tmp_path / "vendored",
+        "cache": user_cache_dir("mnist"),
+    }
+    monkeypatch.setenv("LINCLASS_DATA", str(env_root))
+    monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", places["vendored"])
+    for place in present:
+        write_data_dir(places[place], tiny_mnist)
+
+    data = load_mnist(places["explicit"] if "explicit" in present else None)
+
+    assert data.directory == places[expected]
+    np.testing.assert_array_equal(data.test_labels, tiny_mnist[TEST_LABELS])
+
+
+def test_vendored_copy_is_not_used_for_fashion_mnist(tmp_path, monkeypatch, tiny_mnist):
+    write_data_dir(tmp_path / "vendored", tiny_mnist)
+    monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", tmp_path / "vendored")
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist(kind="fashion-mnist", download=False)
+    assert str(tmp_path / "vendored") not in str(excinfo.value)
+    assert "vendored copy" not in str(excinfo.value)
+
+
+def test_partial_directory_is_skipped_and_reported(tmp_path, monkeypatch, tiny_mnist):
+    env_dir = write_data_dir(tmp_path / "env", {TRAIN_IMAGES: tiny_mnist[TRAIN_IMAGES]})
+    monkeypatch.setenv("LINCLASS_DATA", str(env_dir))
+    vendored = write_data_dir(tmp_path / "vendored", tiny_mnist)
+    monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", vendored)
+    assert load_mnist().directory == vendored
+
+
+def test_explicit_dir_missing_files_is_an_error_naming_it(tmp_path, monkeypatch, tiny_mnist):
+    monkeypatch.setenv("LINCLASS_DATA", str(write_data_dir(tmp_path / "env", tiny_mnist)))
+    explicit = write_data_dir(tmp_path / "explicit", {TRAIN_IMAGES: tiny_mnist[TRAIN_IMAGES]})
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist(explicit)
+    message = str(excinfo.value)
+    assert str(explicit) in message
+    assert f"missing {TRAIN_LABELS}, {TEST_IMAGES}, {TEST_LABELS}" in message
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load_mnist(tmp_path / "does-not-exist")
+
+
+def test_offline_error_lists_every_place_and_how_to_supply(tmp_path, monkeypatch):
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    monkeypatch.setenv("LINCLASS_DATA", str(env_dir))
+    unreachable = refused_url()
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (unreachable,))
+
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist()
+
+    message = str(excinfo.value)
+    cache_dir = tmp_path / "cache" / "linclass_gpu" / "mnist"
+    for place in (env_dir / "mnist", env_dir, datasets.VENDORED_MNIST_DIR, cache_dir):
+        assert str(place) in message
+    assert f"{unreachable}{TRAIN_IMAGES}.gz" in message
+    assert "data_dir=" in message and "LINCLASS_DATA=" in message
+    assert files_in(cache_dir) == []
+
+
+def test_offline_error_without_download(monkeypatch):
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist(kind="fashion-mnist", download=False)
+    message = str(excinfo.value)
+    assert "$LINCLASS_DATA: not set" in message
+    assert str(user_cache_dir("fashion-mnist")) in message
+    assert "download=False" in message
+
+
+def test_user_cache_dir(tmp_path, monkeypatch):
+    assert user_cache_dir("fashion-mnist") == tmp_path / "cache" / "linclass_gpu" / "fashion-mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "linclass_gpu" / "mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "linclass_gpu" / "mnist"
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="unknown kind 'emnist'"):
+        load_mnist(kind="emnist")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# download
+
+
+def test_download_mnist_verifies_and_caches(monkeypatch, http_root, tiny_mnist):
+    root, base_url, requested = http_root
+    serve(root, "mnist", tiny_mnist)
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base_url}/mnist/",))
+    cache_dir = user_cache_dir("mnist")
+
+    data = load_mnist()
+
+    assert data.directory == cache_dir
+    np.testing.assert_array_equal(data.train_images.reshape(-1, 28, 28), tiny_mnist[TRAIN_IMAGES])
+    assert files_in(cache_dir) == sorted(f"{name}.gz" for name in IDX_FILE_NAMES)  # no temporary files left
+    assert len(requested) == 4
+
+    assert load_mnist().directory == cache_dir
+    assert len(requested) == 4  # the second load is served from the cache
+
+
+def test_download_fashion_mnist_checks_gz_digests(monkeypatch, http_root):
+    root, base_url, _ = http_root
+    arrays = small_split_arrays(seed=2)
+    serve(root, "fashion", arrays)
+    gz_md5s = {name: md5((root / "fashion" / f"{name}.gz").read_bytes()) for name in IDX_FILE_NAMES}
+    monkeypatch.setattr(datasets, "FASHION_MNIST_GZ_MD5", gz_md5s)
+    monkeypatch.setattr(datasets, "FASHION_MNIST_MIRRORS", (f"{base_url}/fashion",))  # no trailing slash
+
+    data = load_mnist(kind="fashion-mnist")
+
+    assert data.directory == user_cache_dir("fashion-mnist")
+    np.testing.assert_array_equal(data.test_labels, arrays[TEST_LABELS])
+    for name in IDX_FILE_NAMES:
+        assert md5((data.directory / f"{name}.gz").read_bytes()) == gz_md5s[name]
+
+
+def test_download_resumes_a_partial_cache(monkeypatch, http_root, tiny_mnist):
+    root, base_url, requested = http_root
+    serve(root, "mnist", tiny_mnist)
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base_url}/mnist/",))
+    write_data_dir(user_cache_dir("mnist"), {TRAIN_IMAGES: tiny_mnist[TRAIN_IMAGES]})
+
+    assert load_mnist().directory == user_cache_dir("mnist")
+    assert sorted(requested) == sorted(f"/mnist/{name}.gz" for name in IDX_FILE_NAMES[1:])
+
+
+def test_mirror_serving_wrong_bytes_is_rejected_and_leaves_nothing(monkeypatch, http_root, tiny_mnist):
+    root, base_url, _ = http_root
+    serve(root, "bad", small_split_arrays(seed=99))  # valid IDX, wrong content
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base_url}/bad/",))
+
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist()
+
+    message = str(excinfo.value)
+    assert f"{base_url}/bad/{TRAIN_IMAGES}.gz: MD5 mismatch: expected {datasets.MNIST_MD5[TRAIN_IMAGES]}" in message
+    assert files_in(user_cache_dir("mnist")) == []
+
+
+def test_mirror_serving_corrupt_gzip_is_rejected(monkeypatch, http_root, tiny_mnist):
+    root, base_url, _ = http_root
+    serve(root, "broken", tiny_mnist)
+    gz_path = root / "broken" / f"{TRAIN_IMAGES}.gz"
+    gz_path.write_bytes(gz_path.read_bytes()[:-100])
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base_url}/broken/",))
+
+    with pytest.raises(FileNotFoundError, match="corrupt or truncated gzip stream"):
+        load_mnist()
+    assert files_in(user_cache_dir("mnist")) == []
+
+
+@pytest.mark.parametrize("first_mirror", ["missing", "wrong-bytes", "refused"])
+def test_second_mirror_is_tried_when_the_first_fails(monkeypatch, http_root, tiny_mnist, first_mirror):
+    root, base_url, requested = http_root
+    serve(root, "good", tiny_mnist)
+    serve(root, "wrong-bytes", small_split_arrays(seed=99))
+    first_url = refused_url() if first_mirror == "refused" else f"{base_url}/{first_mirror}/"
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (first_url, f"{base_url}/good/"))
+
+    data = load_mnist()
+
+    np.testing.assert_array_equal(data.train_labels, tiny_mnist[TRAIN_LABELS])
+    assert files_in(data.directory) == sorted(f"{name}.gz" for name in IDX_FILE_NAMES)
+    if first_mirror == "refused":
+        assert all(path.startswith("/good/") for path in requested)
+    else:
+        assert requested[:2] == [f"/{first_mirror}/{TRAIN_IMAGES}.gz", f"/good/{TRAIN_IMAGES}.gz"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the real vendored MNIST
+
+
+def test_vendored_mnist(monkeypatch):
+    monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", REAL_VENDORED_MNIST_DIR)
+
+    data = load_mnist(download=False)
+
+    assert data.directory == REAL_VENDORED_MNIST_DIR and data.kind == "mnist" and data.image_shape == (28, 28)
+    assert data.train_images.shape == (60000, 784) and data.train_labels.shape == (60000,)
+    assert data.test_images.shape == (10000, 784) and data.test_labels.shape == (10000,)
+    for images, labels in ((data.train_images, data.train_labels), (data.test_images, data.test_labels)):
+        assert images.dtype == np.uint8 and labels.dtype == np.uint8
+        assert images.min() == 0 and images.max() == 255
+        np.testing.assert_array_equal(np.unique(labels), np.arange(10))
+    # Known facts of the canonical files: the first training label is 5, the first test label is 7.
+    assert data.train_labels[0] == 5 and data.test_labels[0] == 7
