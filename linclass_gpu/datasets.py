@@ -126,9 +126,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def user_cache_dir(kind: str = "mnist") -> Path:
-    """Where downloads of `kind` are cached: ``$XDG_CACHE_HOME/linclass_gpu/<kind>`` or ``~/.cache/linclass_gpu/<kind>``.
+    """The directory downloads of `kind` are cached in (it may not exist yet).
 
-    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG base directory specification requires.
+    Parameters
+    ----------
+    kind : {"mnist", "fashion-mnist"}
+
+    Returns
+    -------
+    Path
+        ``$XDG_CACHE_HOME/linclass_gpu/<kind>``, or ``~/.cache/linclass_gpu/<kind>`` when ``$XDG_CACHE_HOME`` is
+        unset or relative (the XDG base directory specification says to ignore a relative one).
     """
     xdg_cache_home = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg_cache_home) if os.path.isabs(xdg_cache_home) else Path.home() / ".cache"
