@@ -3,8 +3,22 @@
 Importing this package needs only NumPy; triton, torch and cupy are imported when a backend that uses them is chosen.
 """
 
-from .backends import available_backends, get_backend
+from .backends import BackendUnavailableError, available_backends, get_backend
+from .datasets import load_mnist
+from .estimators import LogisticRegression, SoftmaxRegression
+from .training import TrainingDivergedError
+from .validation import NotFittedError
 
 __version__ = "0.1.0"
 
-__all__ = ["available_backends", "get_backend", "__version__"]
+__all__ = [
+    "BackendUnavailableError",
+    "LogisticRegression",
+    "NotFittedError",
+    "SoftmaxRegression",
+    "TrainingDivergedError",
+    "available_backends",
+    "get_backend",
+    "load_mnist",
+    "__version__",
+]

@@ -1,16 +1,20 @@
 """Which backends can run here, why the others cannot, and the ``auto`` chain triton → cupy → numpy.
 
-Probing imports the optional GPU stacks and touches the device once per process (cached), so asking again is free.
+Probing is cheap and happens once per process (cached): it looks for the optional packages without importing them
+and for the CUDA driver library, and only where a driver exists imports torch or cupy and touches the device.
 A backend asked for by name that cannot run raises :class:`BackendUnavailableError` with the probe's reason; it never
 silently runs somewhere else.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib
+import importlib.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 from .base import Backend, BackendUnavailableError
@@ -42,41 +46,54 @@ class BackendStatus:
     detail: str
 
 
-def _import(module: str):
-    """Import ``module`` or return the reason it failed, phrased for a user."""
+def _installed(*modules: str) -> str:
+    """Empty when every module can be found, else the reason (without importing anything)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install 'linclass-gpu[gpu]')"
+    return ""
+
+
+@functools.cache
+def _cuda_driver_missing() -> str:
+    """Empty when the CUDA driver library loads, else why not: a cheap test made before importing torch or cupy."""
     try:
-        return importlib.import_module(module), ""
-    except ModuleNotFoundError as error:
-        if error.name == module.split(".")[0]:
-            return None, f"{module} is not installed (pip install 'linclass-gpu[gpu]')"
-        return None, f"importing {module} failed: {error}"
-    except Exception as error:  # a broken install raises anything from ImportError to OSError
-        return None, f"importing {module} failed: {type(error).__name__}: {error}"
+        ctypes.CDLL("libcuda.so.1" if sys.platform != "win32" else "nvcuda.dll")
+    except OSError as error:
+        return f"no CUDA driver ({error})"
+    return ""
 
 
 def _probe_triton() -> BackendStatus:
-    torch, why = _import("torch")
-    if torch is None:
-        return BackendStatus("triton", False, False, why)
-    triton, why = _import("triton")
-    if triton is None:
-        return BackendStatus("triton", False, False, why)
-    if torch.cuda.is_available():
+    missing = _installed("torch", "triton")
+    if missing:
+        return BackendStatus("triton", False, False, missing)
+    interpreter = ("; runs under the Triton interpreter (TRITON_INTERPRET=1, slow, for testing) when asked for by "
+                   "name")
+    no_driver = _cuda_driver_missing()
+    if no_driver:
+        return BackendStatus("triton", True, False, no_driver + interpreter)
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return BackendStatus("triton", True, False, "no CUDA device (torch.cuda.is_available() is False)"
+                                 + interpreter)
         return BackendStatus("triton", True, True, f"CUDA device {torch.cuda.get_device_name(0)}")
-    return BackendStatus(
-        "triton", True, False,
-        "no CUDA device (torch.cuda.is_available() is False); runs under the Triton interpreter "
-        "(TRITON_INTERPRET=1, slow, for testing) when asked for by name",
-    )
+    except Exception as error:  # a broken install raises anything from ImportError to OSError
+        return BackendStatus("triton", False, False, f"importing torch failed: {type(error).__name__}: {error}")
 
 
 def _probe_cupy() -> BackendStatus:
-    cupy, why = _import("cupy")
-    if cupy is None:
-        return BackendStatus("cupy", False, False, why)
+    unavailable = _installed("cupy") or _cuda_driver_missing()
+    if unavailable:
+        return BackendStatus("cupy", False, False, unavailable)
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
-        if count == 0:
+        import cupy
+    except Exception as error:
+        return BackendStatus("cupy", False, False, f"importing cupy failed: {type(error).__name__}: {error}")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
             return BackendStatus("cupy", False, False, "no CUDA device")
         int((cupy.arange(2) + 1).sum())  # first use: driver/runtime mismatches surface here, not at import
         name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
