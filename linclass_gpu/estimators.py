@@ -213,7 +213,8 @@ class _LinearClassifier:
 
     def predict(self, X) -> np.ndarray:
         """The most probable class label of each row, shape (N,)."""
-        return self.classes_[self._class_index(self._logits(X))]
+        logits = self._logits(X)  # checks fitted before classes_ is read
+        return self.classes_[self._class_index(logits)]
 
     def _class_index(self, logits: np.ndarray) -> np.ndarray:
         return np.argmax(self._class_logits(logits), axis=1)

@@ -109,34 +109,37 @@ def train_sgd(
     last_finite = stepper.get_params()
     in_order = backend.asarray(np.arange(n_rows))
     bar = _progress_bar(epochs, progress)
-    try:
-        for epoch in range(epochs):
-            started = time.perf_counter()
-            rows = backend.asarray(rng.permutation(n_rows)) if shuffle else in_order
-            for start in range(0, n_rows, batch_size):
-                learning_rate = schedule(epoch, history.steps)
-                stepper.step(rows[start:start + batch_size], learning_rate)
-                history.steps += 1
-            mean_loss = stepper.pop_loss_sum() / n_rows
-            params = stepper.get_params()
-            if not (math.isfinite(mean_loss) and all(np.isfinite(p).all() for p in params)):
-                raise TrainingDivergedError(
-                    f"training diverged: the loss became {mean_loss} in epoch {epoch + 1} at learning_rate="
-                    f"{learning_rate:g}; the model keeps the weights of the last finite epoch ({epoch}). "
-                    f"Use a smaller learning_rate, e.g. {schedule.initial / 10:g}."
-                )
-            last_finite = params
-            history.loss.append(mean_loss)
-            if score_validation is not None:
-                history.validation_score.append(float(score_validation(*params)))
-            history.epoch_seconds.append(time.perf_counter() - started)
+    # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
+    # only repeat it (other array libraries ignore this setting).
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            for epoch in range(epochs):
+                started = time.perf_counter()
+                rows = backend.asarray(rng.permutation(n_rows)) if shuffle else in_order
+                for start in range(0, n_rows, batch_size):
+                    learning_rate = schedule(epoch, history.steps)
+                    stepper.step(rows[start:start + batch_size], learning_rate)
+                    history.steps += 1
+                mean_loss = stepper.pop_loss_sum() / n_rows
+                params = stepper.get_params()
+                if not (math.isfinite(mean_loss) and all(np.isfinite(p).all() for p in params)):
+                    raise TrainingDivergedError(
+                        f"training diverged: the loss became {mean_loss} in epoch {epoch + 1} at learning_rate="
+                        f"{learning_rate:g}; the model keeps the weights of the last finite epoch ({epoch}). "
+                        f"Use a smaller learning_rate, e.g. {schedule.initial / 10:g}."
+                    )
+                last_finite = params
+                history.loss.append(mean_loss)
+                if score_validation is not None:
+                    history.validation_score.append(float(score_validation(*params)))
+                history.epoch_seconds.append(time.perf_counter() - started)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    bar.update()
+        except (TrainingDivergedError, KeyboardInterrupt):
+            stepper.set_params(*last_finite)
+            raise
+        finally:
             if bar is not None:
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                bar.update()
-    except (TrainingDivergedError, KeyboardInterrupt):
-        stepper.set_params(*last_finite)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     return history

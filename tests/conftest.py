@@ -1,0 +1,39 @@
+"""Shared fixtures: the backends that can run here and the dtypes each computes in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linclass_gpu.backends import available_backends, get_backend
+
+# Backends every contract test runs on: all that can run here (triton under its interpreter on a CPU-only machine).
+BACKEND_NAMES = available_backends()
+
+# Input dtypes each backend's contract tests use; the Triton kernel tests cover its low-precision inputs themselves.
+BACKEND_DTYPES = {"numpy": ("float32", "float64"), "cupy": ("float32", "float64"), "triton": ("float32",)}
+
+BACKEND_DTYPE_PAIRS = [(name, dtype) for name in BACKEND_NAMES for dtype in BACKEND_DTYPES[name]]
+
+
+@pytest.fixture(scope="session")
+def backends():
+    """One instance per backend name, made once (the Triton interpreter and CuPy are slow to start)."""
+    return {}
+
+
+@pytest.fixture
+def make_backend(backends):
+    """``make_backend(name)``: the session's instance of that backend."""
+
+    def make(name):
+        if name not in backends:
+            backends[name] = get_backend(name)
+        return backends[name]
+
+    return make
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261122)

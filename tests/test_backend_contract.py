@@ -1,0 +1,142 @@
+"""Every backend against the float64 oracle: loss, gradients, logits and 20 fused SGD steps, on odd shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import BACKEND_DTYPE_PAIRS
+from tolerances import assert_close
+
+from linclass_gpu import oracle
+
+SHAPES = [(n, d, c) for n in (1, 7, 129) for d in (1, 13, 784) for c in (2, 3, 10, 37)]
+
+
+def random_problem(rng, n, d, c, dtype):
+    """Inputs rounded to ``dtype`` once, so the oracle and the backend see the same numbers."""
+    X = rng.normal(size=(n, d)).astype(dtype)
+    W = (rng.normal(size=(d, c)) / np.sqrt(d)).astype(dtype)
+    b = rng.normal(size=c).astype(dtype)
+    return X, rng.integers(0, c, size=n), W, b
+
+
+@pytest.mark.parametrize("n,d,c", SHAPES)
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_softmax_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d, c):
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, n, d, c, dtype)
+    loss, dW, db = backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, b)
+    expected_loss, expected_dW, expected_db = oracle.softmax_loss_grad(X, y, W, b)
+    assert_close(loss, expected_loss, dtype, d, "loss")
+    assert_close(backend.to_numpy(dW), expected_dW, dtype, n, "dW")
+    assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
+
+
+@pytest.mark.parametrize("n,d", [(n, d) for n in (1, 7, 129) for d in (1, 13, 784)])
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_sigmoid_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d):
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, n, d, 1, dtype)
+    y = (y + rng.integers(0, 2, size=n)) % 2  # random_problem's labels are all 0 for one class
+    loss, dw, db = backend.sigmoid_loss_grad(backend.asarray(X), backend.asarray(y.astype(dtype)), W[:, 0], b[0])
+    expected_loss, expected_dw, expected_db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0])
+    assert_close(loss, expected_loss, dtype, d, "loss")
+    assert_close(backend.to_numpy(dw), expected_dw, dtype, n, "dw")
+    assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_uint8_inputs_with_a_scale_match_the_oracle(make_backend, rng, backend_name, dtype):
+    backend = make_backend(backend_name)
+    pixels = rng.integers(0, 256, size=(33, 784), dtype=np.uint8)
+    _, y, W, b = random_problem(rng, 33, 784, 10, dtype)
+    loss, dW, db = backend.softmax_loss_grad(backend.asarray(pixels), backend.asarray(y), W, b, x_scale=1 / 255)
+    expected_loss, expected_dW, expected_db = oracle.softmax_loss_grad(pixels, y, W, b, x_scale=1 / 255)
+    assert_close(loss, expected_loss, "uint8", 784, "loss")
+    assert_close(backend.to_numpy(dW), expected_dW, "uint8", 33, "dW")
+    assert_close(backend.to_numpy(db), expected_db, "uint8", 33, "db")
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_extreme_logits_stay_finite(make_backend, backend_name, dtype):
+    backend = make_backend(backend_name)
+    X = np.array([[1.0], [-1.0], [1.0]], dtype=dtype)
+    W = np.array([[1e4, -1e4, 0.0]], dtype=dtype)  # logits of ±1e4
+    y = np.array([1, 0, 2])
+    loss, dW, db = backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, np.zeros(3, dtype))
+    expected_loss, expected_dW, _ = oracle.softmax_loss_grad(X, y, W, np.zeros(3))
+    assert np.isfinite(loss) and np.isfinite(backend.to_numpy(dW)).all() and np.isfinite(backend.to_numpy(db)).all()
+    assert_close(loss, expected_loss, dtype, 1, "loss")
+    assert_close(backend.to_numpy(dW), expected_dW, dtype, 3, "dW")
+    z_loss, dw, _ = backend.sigmoid_loss_grad(backend.asarray(X), backend.asarray(np.array([0, 1, 1], dtype)),
+                                              np.array([1e4], dtype), 0.0)
+    assert np.isfinite(z_loss) and np.isfinite(backend.to_numpy(dw)).all()
+    assert_close(z_loss, oracle.sigmoid_loss_grad(X, np.array([0, 1, 1]), np.array([1e4]), 0.0)[0], dtype, 1)
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_decision_function_is_the_affine_map(make_backend, rng, backend_name, dtype):
+    backend = make_backend(backend_name)
+    X, _, W, b = random_problem(rng, 129, 13, 10, dtype)
+    logits = backend.to_numpy(backend.decision_function(backend.asarray(X), W, b, x_scale=0.5))
+    assert_close(logits, 0.5 * X.astype(np.float64) @ W + b, dtype, 13, "logits")
+
+
+STEP_CASES = [
+    # model, n, d, c, batch, l2, momentum, nesterov, fit_intercept
+    ("softmax", 129, 13, 10, 32, 0.0, 0.0, False, True),  # 129 = 4·32 + 1: a last batch of one row
+    ("softmax", 7, 784, 37, 3, 1e-2, 0.9, False, True),
+    ("softmax", 50, 31, 3, 16, 1e-3, 0.9, True, False),
+    ("sigmoid", 129, 13, 1, 20, 1e-2, 0.5, True, True),
+    ("sigmoid", 7, 1, 1, 7, 0.0, 0.0, False, False),
+]
+
+
+@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", STEP_CASES)
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend_name, dtype, model, n, d, c,
+                                                      batch, l2, momentum, nesterov, fit_intercept):
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, n, d, c, dtype)
+    if model == "sigmoid":
+        y = rng.integers(0, 2, size=n)
+    stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch, l2=l2,
+                                momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept)
+    order = rng.permutation(n)
+    rows = backend.asarray(order)
+    W_ref, b_ref = W.astype(np.float64), b.astype(np.float64)
+    velocity_W, velocity_b = np.zeros_like(W_ref), np.zeros_like(b_ref)
+    expected_loss_sum = 0.0
+    for step in range(20):
+        start = (step * batch) % n
+        batch_rows = order[start:start + batch]
+        learning_rate = 0.3 / (1 + step)
+        stepper.step(rows[start:start + batch], learning_rate)
+        loss, W_ref, b_ref, velocity_W, velocity_b = oracle.sgd_step(
+            model, X[batch_rows], y[batch_rows], W_ref, b_ref, velocity_W, velocity_b, learning_rate=learning_rate,
+            l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept)
+        expected_loss_sum += loss * len(batch_rows)
+    W_out, b_out = stepper.get_params()
+    assert W_out.shape == (d, c) and b_out.shape == (c,)
+    # Twenty steps compound rounding: one dtype rounding per step on top of each step's reduction.
+    assert_close(W_out, W_ref, dtype, 20 * max(d, batch), "W after 20 steps")
+    assert_close(b_out, b_ref, dtype, 20 * batch, "b after 20 steps")
+    assert_close(stepper.pop_loss_sum(), expected_loss_sum, dtype, 20 * d * batch, "summed loss")
+    assert stepper.pop_loss_sum() == 0.0, "pop_loss_sum resets the accumulator"
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_set_params_overwrites_weights_and_clears_momentum(make_backend, rng, backend_name, dtype):
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, 20, 5, 3, dtype)
+    stepper = backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=20,
+                                momentum=0.9)
+    all_rows = backend.asarray(np.arange(20))
+    stepper.step(all_rows, 0.1)
+    stepper.set_params(W, b)
+    stepper.step(all_rows, 0.1)  # with the velocity cleared this is one plain step from (W, b)
+    _, W_ref, b_ref, _, _ = oracle.sgd_step("softmax", X, y, W, b, np.zeros_like(W), np.zeros_like(b),
+                                            learning_rate=0.1, momentum=0.9)
+    W_out, b_out = stepper.get_params()
+    assert_close(W_out, W_ref, dtype, 20, "W")
+    assert_close(b_out, b_ref, dtype, 20, "b")
