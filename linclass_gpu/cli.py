@@ -7,6 +7,7 @@ backend that cannot run, missing data, a bad argument) print one line to stderr 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -21,6 +22,11 @@ from .estimators import LogisticRegression, SoftmaxRegression
 from .training import TrainingDivergedError
 
 PIXEL_SCALE = 1 / 255  # MNIST pixels stay uint8 on the device; the model sees them in [0, 1]
+
+
+# Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
+# ``run`` to a function (args) -> dict, the JSON summary. Registering imports nothing heavy; running may.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="shuffling seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json(train)
+    train.set_defaults(run=run_train)
 
     info = commands.add_parser("info", help="which backends can run here, and why the others cannot")
     _add_json(info)
+    info.set_defaults(run=run_info)
+
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(commands, _add_json)
     return parser
 
 
@@ -99,15 +110,12 @@ def run_info(args: argparse.Namespace) -> dict:
     return {"version": __version__, "auto": chosen, "backends": rows}
 
 
-COMMANDS = {"train": run_train, "info": run_info}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``linclass-gpu`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        result = COMMANDS[args.command](args)
+        result = args.run(args)
     except (BackendUnavailableError, FileNotFoundError, ValueError, TrainingDivergedError) as error:
         print(f"linclass-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
