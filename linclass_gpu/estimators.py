@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import OUTPUT_TYPES, array_kind, common_kind, convert, to_numpy
 from .backends import get_backend
 from .backends.rowwise import log_softmax
 from .schedules import LearningRateSchedule
@@ -56,6 +57,7 @@ class _LinearClassifier:
         dtype: str = "float32",
         input_scale: float = 1.0,
         progress: bool | None = False,
+        output_type: str = "input",
     ):
         self.backend = backend
         self.epochs = epochs
@@ -74,6 +76,7 @@ class _LinearClassifier:
         self.dtype = dtype
         self.input_scale = input_scale
         self.progress = progress
+        self.output_type = output_type
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -141,6 +144,9 @@ class _LinearClassifier:
         self
         """
         dtype, schedule = self._checked_dtype(), self._checked_schedule()
+        if validation_data is not None and len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        common_kind(X, y, *(validation_data or ()), names=("X", "y", "validation X", "validation y"))
         X = check_features(X, dtype=dtype)
         classes, targets = self._encode_labels(check_labels(y, X.shape[0]))
         backend = get_backend(self.backend)
@@ -180,7 +186,7 @@ class _LinearClassifier:
         X_device, expected = backend.asarray(X_val), np.searchsorted(classes, y_val)
 
         def accuracy(W, b):
-            logits = backend.to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
+            logits = to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
             return float(np.mean(self._class_index(logits) == expected))
 
         return accuracy
@@ -191,37 +197,53 @@ class _LinearClassifier:
         if not hasattr(self, "coef_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
 
-    def _logits(self, X) -> np.ndarray:
-        """Raw model outputs ``input_scale·X·coef_ᵀ + intercept_``, shape (N, K), computed on the fit's backend."""
+    def _host_logits(self, X):
+        """Logits ``input_scale·X·coef_ᵀ + intercept_`` on the host, shape (N, K), and a function that hands a
+        result back in the array kind the caller asked for (``output_type``; by default the kind of ``X``)."""
         self._check_fitted()
+        if self.output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
+        kind = array_kind(X)
         X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_)
-        backend = get_backend(self.backend_)
-        return backend.to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
-                                                          self.input_scale))
+        backend = get_backend(self.backend)
+        logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
+                                                    self.input_scale))
+        target = kind if self.output_type == "input" else self.output_type
+
+        def deliver(result: np.ndarray):
+            if result.dtype.kind in "OUS":  # string labels exist only as NumPy arrays
+                return result
+            return convert(result, target, like=X if target == kind == "torch" else None)
+
+        return logits, deliver
 
     def decision_function(self, X):
         """Logits: shape (N, C) for softmax regression, (N,) for the binary model (> 0 means ``classes_[1]``)."""
-        return self._decision_output(self._logits(X))
+        logits, deliver = self._host_logits(X)
+        return deliver(self._decision_output(logits))
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X):
         """Log-probability of each class, shape (N, C), columns in the order of ``classes_``."""
-        return log_softmax(np, self._class_logits(self._logits(X)))
+        logits, deliver = self._host_logits(X)
+        return deliver(log_softmax(np, self._class_logits(logits)))
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X):
         """Probability of each class, shape (N, C); rows sum to 1."""
-        return np.exp(self.predict_log_proba(X))
+        logits, deliver = self._host_logits(X)
+        return deliver(np.exp(log_softmax(np, self._class_logits(logits))))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X):
         """The most probable class label of each row, shape (N,)."""
-        logits = self._logits(X)  # checks fitted before classes_ is read
-        return self.classes_[self._class_index(logits)]
+        logits, deliver = self._host_logits(X)
+        return deliver(self.classes_[self._class_index(logits)])
 
     def _class_index(self, logits: np.ndarray) -> np.ndarray:
         return np.argmax(self._class_logits(logits), axis=1)
 
     def score(self, X, y) -> float:
         """Mean accuracy of ``predict(X)`` against ``y``."""
-        predictions = self.predict(X)
+        logits, _ = self._host_logits(X)
+        predictions = self.classes_[self._class_index(logits)]
         return float(np.mean(predictions == check_labels(y, len(predictions))))
 
     # -- persistence --------------------------------------------------------------------------------------------
@@ -275,7 +297,8 @@ class _LinearClassifier:
 class SoftmaxRegression(_LinearClassifier):
     """Multinomial logistic (softmax) regression trained by minibatch SGD.
 
-    ``P(class k | x) = softmax(input_scale·x Wᵀ + b)_k``, fitted by minimising the mean cross-entropy plus
+    X may be a NumPy, CuPy or torch array (CPU or CUDA) or any DLPack producer; device data stays on its device
+    when the backend runs there. ``P(class k | x) = softmax(input_scale·x Wᵀ + b)_k``, fitted by minimising the mean cross-entropy plus
     ``alpha/2·‖W‖²`` (never on ``b``). Labels may be any values; they are never stored one-hot.
 
     Parameters
@@ -310,6 +333,9 @@ class SoftmaxRegression(_LinearClassifier):
         The model sees ``input_scale·X``: with uint8 pixels and ``1/255`` the data stays uint8 in memory.
     progress : bool or None
         Progress bar over epochs (needs tqdm): always, never, or (None) when stderr is a terminal.
+    output_type : {"input", "numpy", "cupy", "torch"}
+        Array kind of ``predict``/``predict_proba``/``decision_function`` results: by default the kind of their
+        ``X`` (a torch CUDA tensor in, a tensor on that device out). String labels are always NumPy arrays.
 
     Notes
     -----

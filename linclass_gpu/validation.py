@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import all_finite, array_kind, astype, first_non_finite, native, numeric_kind, to_numpy
+
 
 class NotFittedError(ValueError, AttributeError):
     """The estimator was used before ``fit`` (a ValueError and an AttributeError, as in scikit-learn)."""
 
 
-def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """Validate a feature matrix and bring it to the dtype training computes in.
+def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | None = None):
+    """Validate a feature matrix where it lives and bring it to the dtype training computes in.
 
     Parameters
     ----------
-    X : array-like, shape (N, D)
+    X : array-like, NumPy, CuPy or torch array, or DLPack producer, shape (N, D)
         Numbers; uint8 stays uint8 (pixels: 4x fewer bytes than float32, converted on the fly), everything else is
-        converted to ``dtype``.
+        converted to ``dtype`` in its own library (a GPU array stays on its GPU).
     dtype : numpy dtype
         float32 or float64.
     name : str
@@ -26,34 +28,39 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
 
     Returns
     -------
-    ndarray, shape (N, D), C-contiguous
+    array of the same kind as ``X``, shape (N, D)
 
     Raises
     ------
     TypeError
-        Non-numeric values (strings, objects).
+        Non-numeric values (strings, objects, complex numbers).
     ValueError
         Not 2-D, empty, NaN or infinite entries, or the wrong number of features.
     """
-    X = np.asarray(X)
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
+    kind = array_kind(X)
+    X = native(X, kind)
+    if numeric_kind(X) not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got an array of shape {X.shape}")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got an array of shape {tuple(X.shape)}")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty: shape {X.shape}; at least one sample and one feature are needed")
+        raise ValueError(f"{name} is empty: shape {tuple(X.shape)}; at least one sample and one feature are needed")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but the model was fitted with {n_features}")
-    if X.dtype != np.uint8:
-        X = X.astype(dtype, copy=False)
-    if X.dtype.kind == "f" and not np.isfinite(X).all():
-        row, column = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"{name} contains NaN or infinity (first at row {row}, column {column}: {X[row, column]})")
-    return np.ascontiguousarray(X)
+    if str(X.dtype).removeprefix("torch.") != "uint8":
+        given, X = X, astype(X, kind, dtype)
+        if not all_finite(X, kind):
+            row, column, value = first_non_finite(X)
+            original = float(to_numpy(given[row:row + 1, column]).item())
+            if np.isfinite(original):
+                raise ValueError(f"{name} has values beyond the {np.dtype(dtype).name} range (row {row}, column "
+                                 f"{column}: {original:g}); scale the features or use dtype='float64'")
+            raise ValueError(f"{name} contains NaN or infinity (first at row {row}, column {column}: {value})")
+    return X
 
 
 def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
-    """Validate class labels of any values (ints, strings, bools) for ``n_samples`` rows.
+    """Validate class labels of any values (ints, strings, bools), of any array kind, for ``n_samples`` rows.
 
     A column vector (N, 1) is accepted as (N,).
 
@@ -66,7 +73,7 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     ValueError
         Wrong shape or length, NaN, or continuous (non-integral float) values.
     """
-    y = np.asarray(y)
+    y = to_numpy(y)  # labels are small: they are encoded on the host, then placed on the device as class ids
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:

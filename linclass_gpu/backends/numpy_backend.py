@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from ..arrays import to_numpy
 from .array_backend import ArrayBackend
 
 
@@ -12,6 +15,10 @@ class NumpyBackend(ArrayBackend):
 
     name = "numpy"
     xp = np
+
+    def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
+        """Any array kind (CuPy, torch on any device, DLPack) copied to the host once; NumPy arrays as they are."""
+        return super().asarray(to_numpy(a), dtype)
 
     def describe(self) -> str:
         return f"numpy (CPU, NumPy {np.__version__})"
