@@ -102,6 +102,15 @@ class _LinearClassifier:
         changed = {k: v for k, v in self.get_params().items() if v != getattr(defaults, k)}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
+    _estimator_type = "classifier"  # scikit-learn before 1.6 reads this; later versions read the tags below
+
+    def __sklearn_tags__(self):
+        """scikit-learn's description of this estimator (imported only when scikit-learn asks)."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(multi_class=self._model == "softmax"), input_tags=InputTags())
+
     def _checked_dtype(self) -> np.dtype:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
