@@ -215,3 +215,24 @@ def test_l2_keeps_weights_bounded_on_separable_data(rng):
     norms = {alpha: np.linalg.norm(LogisticRegression(alpha=alpha, epochs=50, schedule="constant", random_state=0)
                                    .fit(X, y).coef_) for alpha in (0.0, 1e-2)}
     assert norms[1e-2] < norms[0.0] / 2
+
+
+def test_interrupt_during_fit_leaves_the_last_finished_epoch(rng, monkeypatch):
+    X, y = blobs(rng, n=400)
+    after_one_epoch = SoftmaxRegression(epochs=1, batch_size=32, random_state=0).fit(X, y)
+    from linclass_gpu.backends.array_backend import ArrayFusedSGD
+
+    original_step, steps = ArrayFusedSGD.step, []
+
+    def step_then_ctrl_c(self, rows, learning_rate):
+        steps.append(1)
+        if len(steps) == 13 + 5:  # 400 rows / 32 = 13 steps an epoch: Ctrl-C in the middle of the second
+            raise KeyboardInterrupt
+        original_step(self, rows, learning_rate)
+
+    monkeypatch.setattr(ArrayFusedSGD, "step", step_then_ctrl_c)
+    model = SoftmaxRegression(epochs=3, batch_size=32, random_state=0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
+    np.testing.assert_array_equal(model.coef_, after_one_epoch.coef_)
+    assert model.n_iter_ == 1 and model.score(X, y) > 0.9
