@@ -1,0 +1,67 @@
+"""Device helpers shared by the softmax and the sigmoid SGD kernels.
+
+Both kernels walk the same minibatch the same way: a program takes blocks of ``BLOCK_B`` minibatch rows, gathers
+their row indices, labels and weights, loads tiles of ``X[rows]`` and adds its share of the gradient into a buffer,
+by atomics (fast) or into its own partial slice (deterministic). Only the loss and its derivative differ, and those
+stay in the kernel files.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT: tl.constexpr):
+    """Gather the minibatch rows at positions ``lanes`` (one block of ``BLOCK_B`` consecutive positions).
+
+    Returns ``row`` (int64 indices into X, 0 on masked lanes), ``row_mask`` (lane < B), ``y`` (labels as stored) and
+    ``weight`` (the row's sample weight; 0 on masked lanes, so padded rows add nothing to any sum).
+    """
+    row_mask = lanes < B
+    # int64 before multiplying by the row stride: N·D passes 2^31 for large data sets.
+    row = tl.load(rows_ptr + lanes, mask=row_mask, other=0).to(tl.int64)
+    y = tl.load(y_ptr + row, mask=row_mask, other=0)
+    if HAS_SAMPLE_WEIGHT:
+        weight = tl.load(sample_weight_ptr + row, mask=row_mask, other=0.0).to(tl.float32)
+    else:
+        weight = tl.where(row_mask, 1.0, 0.0)
+    return row, row_mask, y, weight
+
+
+@triton.jit
+def load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D: tl.constexpr):
+    """``X[row, d0:d0+BLOCK_D]`` as float32, padded feature columns and masked rows 0.
+
+    Conversion happens in registers: uint8 pixels are exact in float32 and the input scale is applied to the much
+    smaller logits / dZ tiles instead, bf16/fp16 widen exactly. Accumulation is therefore fp32 for every dtype.
+    """
+    cols = d0 + tl.arange(0, BLOCK_D)
+    mask = row_mask[:, None] & (cols < D)[None, :]
+    x = tl.load(X_ptr + row[:, None] * stride_xn + cols[None, :], mask=mask, other=0)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def accumulate(ptrs, value, mask, visit, DETERMINISTIC: tl.constexpr):
+    """Add ``value`` into the gradient buffer at ``ptrs``.
+
+    Fast mode: float atomics into one shared buffer; the order of the additions, hence the rounding, varies run to
+    run. Deterministic mode: ``ptrs`` point into this program's own partial slice, which no other program touches, so
+    a plain read-add-write is race free; visit 0 (the program's first row block) overwrites, so no memset launch
+    is needed, later visits add. The
+    slices are summed in a fixed order by the update kernel.
+    """
+    if DETERMINISTIC:
+        previous = tl.load(ptrs, mask=mask & (visit > 0), other=0.0)
+        tl.store(ptrs, previous + value, mask=mask)
+    else:
+        tl.atomic_add(ptrs, value, mask=mask, sem="relaxed")
+
+
+@triton.jit
+def add_loss(loss_ptr, pid, loss, DETERMINISTIC: tl.constexpr):
+    """Add this program's summed row losses to the device loss: atomically (fast) or into its own slot."""
+    if DETERMINISTIC:
+        tl.store(loss_ptr + pid, loss)
+    else:
+        tl.atomic_add(loss_ptr, loss.to(tl.float64), sem="relaxed")

@@ -1,0 +1,110 @@
+"""The second (and last) launch of an SGD step: reduce the gradient, apply L2 and momentum, update, reset.
+
+Works on the flat parameter vector ``theta = [W (D, K) row-major, b (K,)]`` shared by the softmax (K = C) and the
+sigmoid (K = 1) kernels, so one kernel serves both models::
+
+    g  = dW_acc                         fast: the atomic accumulator, then zeroed here for the next step
+       = Σ_p partial_p                  deterministic: fixed-order sum of the per-program slices
+    g += l2·W                           (W only, never b)
+    v  = μ v + g;  step = g + μ v (Nesterov) or v;   θ ← θ − lr·step
+
+With ``APPLY_UPDATE=False`` it only reduces (``grad_out = g``): the deterministic ``*_loss_grad`` path.
+Traffic: reads θ and the gradient once, writes θ once (and the zeroed accumulator, and v with momentum).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Elements per program: 1024 fp32 = 4 KB per stream, 8 values per thread at 4 warps; a purely elementwise,
+# bandwidth-bound kernel needs nothing larger to saturate memory.
+BLOCK = 1024
+NUM_WARPS = 4
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernel
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def sgd_update_kernel(
+    theta_ptr, grad_ptr, velocity_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
+    n_weights, n_params, n_partials, learning_rate, l2, momentum,
+    BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_params
+
+    # 1. This step's mean gradient.
+    if DETERMINISTIC:
+        g = tl.zeros((BLOCK,), dtype=tl.float32)
+        for p in range(0, n_partials):  # always the same order: bitwise reproducible
+            g += tl.load(grad_ptr + p * n_params + offs, mask=mask, other=0.0)
+        if pid == 0:
+            # The loss partials likewise, by one program, in order, into the fp64 running loss.
+            total = tl.zeros((), dtype=tl.float64)
+            for p in range(0, n_partials):
+                total += tl.load(loss_partials_ptr + p).to(tl.float64)
+            tl.store(loss_sum_ptr, tl.load(loss_sum_ptr) + total)
+    else:
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
+        tl.store(grad_ptr + offs, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)  # ready for the next atomics
+
+    if APPLY_UPDATE:
+        theta = tl.load(theta_ptr + offs, mask=mask, other=0.0)
+        is_weight = offs < n_weights
+        # 2. L2 on W only: ∂(l2/2·‖W‖²)/∂W = l2·W.
+        g += tl.where(is_weight, l2 * theta, 0.0)
+        # Without an intercept, b keeps its initial value.
+        update_mask = mask if FIT_INTERCEPT else mask & is_weight
+        # 3. Heavy-ball / Nesterov momentum.
+        if MOMENTUM:
+            v = momentum * tl.load(velocity_ptr + offs, mask=mask, other=0.0) + g
+            tl.store(velocity_ptr + offs, v, mask=update_mask)
+            if NESTEROV:
+                step = g + momentum * v
+            else:
+                step = v
+        else:
+            step = g
+        # 4. θ ← θ − lr·step
+        tl.store(theta_ptr + offs, theta - learning_rate * step, mask=update_mask)
+    else:
+        tl.store(grad_out_ptr + offs, g, mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launcher
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, momentum=0.0, nesterov=False,
+                      fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
+                      loss_sum=None, grad_out=None):
+    """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given)."""
+    n_params = theta.numel()
+    if theta.dtype != torch.float32 or grad.dtype != torch.float32:
+        raise ValueError("theta and grad must be float32")
+    if grad.numel() < n_params * (n_partials if deterministic else 1):
+        raise ValueError("grad is smaller than n_partials slices of theta")
+    if momentum and velocity is None:
+        raise ValueError("momentum needs a velocity buffer")
+    if deterministic and (loss_partials is None or loss_sum is None):
+        raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
+    dummy = theta
+    sgd_update_kernel[(triton.cdiv(n_params, BLOCK),)](
+        theta, grad, velocity if velocity is not None else dummy,
+        loss_partials if loss_partials is not None else dummy, loss_sum if loss_sum is not None else dummy,
+        grad_out if grad_out is not None else dummy,
+        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(momentum),
+        BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
+        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, num_warps=NUM_WARPS,
+    )

@@ -1,0 +1,317 @@
+"""One fused kernel for the loss and gradient of softmax regression on a minibatch given as row indices.
+
+For the minibatch rows ``r`` (indices into the device-resident ``X``; shuffling never copies ``X``)::
+
+    Z  = s·X[r] W + b                       (B, C), fp32 accumulation whatever X's dtype
+    P  = softmax(Z),  CE_i = lse(Z_i) − Z_{i,y_i}
+    dZ = w_i (P − onehot(y)) / B            w_i = sample weight (1 without)
+    dW += s·X[r]ᵀ dZ,   db += Σ_i dZ_i,   loss += Σ_i w_i CE_i
+
+Nothing of size B·C is written: the logits live in registers, one (BLOCK_B, BLOCK_C) tile at a time. When ``C``
+does not fit one class tile the kernel makes two sweeps over the class tiles, an online log-sum-exp first and the
+gradient second, recomputing each logits tile rather than storing it, so the extra memory stays O(B).
+
+``X[r]`` is loaded once and kept in registers for both GEMMs when D fits one feature chunk (``BLOCK_D``: 64 for
+C ≤ 16, 32 beyond). Wider inputs (MNIST's 784) are streamed in ``BLOCK_D`` chunks by the forward sweep and again by
+the backward sweep: the kernel issues two loads per element of ``X[r]``, but DRAM sees it once, since a program's
+16 rows (50 KB at D = 784 in fp32) are read again right away, from L2. Holding the whole 16 × 1024 tile in registers
+was tried and compiled: an fp32 tl.dot with K = 1024 takes 255 registers and a 1.4 KB stack (spills) on sm_80.
+
+The parameter update is not here: ``sgd_update.py`` applies it in a second small launch, which also resets the
+gradient buffer, so an SGD step is exactly 2 launches and 0 host synchronisations.
+
+Bytes moved per SGD step, MNIST shapes B=128, D=784, C=10 (``linclass_gpu.kernel_report.bytes_moved``, compulsory
+global-memory traffic, each distinct array counted once per kernel touching it)::
+
+                       fused (2 launches)   unfused (gather, matmul, softmax, dZ, matmul, sum, update)
+    X float32               0.60 MB               2.15 MB
+    X uint8 (s = 1/255)     0.30 MB               2.25 MB   (unfused must widen X[r] to float32 first)
+
+The fused path reads ``X[r]`` once and never writes it; the unfused sequence gathers it (read + write), reads it in
+both matmuls and moves the (B, C) logits, probabilities and dZ through memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ._tiles import accumulate, add_loss, load_row_block, load_x_tile
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward). More rows per program would mean
+# fewer W re-reads, but at B = 128 already only 8 programs share the GPU.
+BLOCK_B = 16
+# (BLOCK_D, BLOCK_C) tile shapes, chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): an fp32
+# tl.dot keeps its whole K extent and the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with
+# BLOCK_D·BLOCK_C. 64 × 16 at 8 warps (128 registers, no spills) serves C ≤ 16 (MNIST's 10 classes: C padded with
+# −inf logits to tl.dot's minimum N of 16); 32 × 64 at 8 warps (≈166 registers, no spills) serves wider C, one tile up
+# to 64 classes, a class-tile loop with an online log-sum-exp beyond. 64 × 64 or 128 × 16 already spill. The
+# deterministic mode's read-add-write of the partial tile needs more: 32 × 64 reaches 255 registers and spills 16 bytes
+# on sm_90, so wide deterministic tiles take half the features (16 × 64: 183 registers).
+NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
+WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
+WIDE_DETERMINISTIC_BLOCK_D = 16
+NUM_WARPS = 8
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """Compile-time tile shape of :func:`softmax_sgd_kernel` for one (D, C)."""
+
+    block_b: int
+    block_d: int
+    block_c: int
+    x_resident: bool
+    one_class_tile: bool
+    num_warps: int
+
+    @property
+    def label(self) -> str:
+        mode = "resident" if self.x_resident else "streamed"
+        tiles = "1 class tile" if self.one_class_tile else "class-tile loop"
+        return f"B{self.block_b} D{self.block_d} C{self.block_c} X {mode}, {tiles}, {self.num_warps} warps"
+
+
+def softmax_config(n_features: int, n_classes: int, deterministic: bool = False) -> SoftmaxConfig:
+    """The tile shape shipped for ``D = n_features``, ``C = n_classes`` and the reduction mode."""
+    if n_classes <= NARROW_BLOCK_C:
+        block_d, block_c = NARROW_BLOCK_D, NARROW_BLOCK_C
+    else:
+        block_d, block_c = (WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D), WIDE_BLOCK_C
+    d_pad = max(16, triton.next_power_of_2(n_features))
+    # Small D fits one chunk: X[rows] is loaded once and kept in registers for both GEMMs.
+    x_resident = d_pad <= block_d
+    return SoftmaxConfig(
+        block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_c=block_c, x_resident=x_resident,
+        one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+                 BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+                 X_RESIDENT: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Logits of class tile ``c0 : c0 + BLOCK_C``; padded classes −inf. W is ``theta[:D·C]`` row-major, b follows."""
+    cols = c0 + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        w = tl.load(theta_ptr + feats[:, None] * C + cols[None, :],
+                    mask=(feats < D)[:, None] & col_mask[None, :], other=0.0)
+        xw = tl.dot(x, w, input_precision=INPUT_PRECISION)
+    else:
+        xw = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            feats = d0 + tl.arange(0, BLOCK_D)
+            w = tl.load(theta_ptr + feats[:, None] * C + cols[None, :],
+                        mask=(feats < D)[:, None] & col_mask[None, :], other=0.0)
+            xw = tl.dot(x_chunk, w, xw, input_precision=INPUT_PRECISION)
+    bias = tl.load(theta_ptr + D * C + cols, mask=col_mask, other=0.0)
+    # (s·X) W = s·(X W): the scale multiplies the (B, C) tile, not the (B, D) one.
+    z = xw * x_scale + bias[None, :]
+    return tl.where(col_mask[None, :], z, float("-inf"))
+
+
+@triton.jit
+def _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C: tl.constexpr):
+    """Fold one logits tile into the running row max ``m``, sum ``s = Σ exp(z − m)`` and target logit."""
+    cols = c0 + tl.arange(0, BLOCK_C)
+    m_new = tl.maximum(m, tl.max(z, axis=1))
+    # Σ exp(z − m_new) = exp(m − m_new)·Σ exp(z − m): rescale the old sum, add the new tile. Every exponent is ≤ 0, so
+    # logits of ±1e4 stay finite; m starts at −inf and exp(−inf) = 0 (the first tile always holds a real class).
+    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
+    z_target += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
+    return m_new, s, z_target
+
+
+@triton.jit
+def _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
+                   c0, B, D, C, x_scale, grad_scale, visit,
+                   BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, X_RESIDENT: tl.constexpr,
+                   DETERMINISTIC: tl.constexpr, STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """dZ of one class tile and its contribution to dW[:, tile] and db[tile]."""
+    cols = c0 + tl.arange(0, BLOCK_C)
+    col_mask = cols < C
+    # ∂CE_i/∂z_ic = p_ic − [c = y_i] with p = exp(z − m)/s; padded classes give exp(−inf) = 0 and no one-hot.
+    # Not exp(z − lse): at logits of 1e4, lse = m + log s rounded to fp32 is off by up to 5e-4, and so would p be.
+    p = tl.exp(z - m[:, None]) * inv_s[:, None]
+    if STORE_PROBS:
+        tl.store(probs_ptr + lanes[:, None] * C + cols[None, :], p, mask=row_mask[:, None] & col_mask[None, :])
+    onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
+    # Mean over the minibatch (grad_scale = 1/B), weighted per row; masked rows have weight 0.
+    dz = (p - onehot) * (weight * grad_scale)[:, None]
+    # dW = (s·X)ᵀ dZ = Xᵀ (s·dZ): again scale the small tile.
+    dz_scaled = dz * x_scale
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        dw = tl.dot(tl.trans(x), dz_scaled, input_precision=INPUT_PRECISION)
+        accumulate(grad_ptr + feats[:, None] * C + cols[None, :], dw,
+                   (feats < D)[:, None] & col_mask[None, :], visit, DETERMINISTIC)
+    else:
+        for d0 in range(0, D, BLOCK_D):
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            feats = d0 + tl.arange(0, BLOCK_D)
+            dw = tl.dot(tl.trans(x_chunk), dz_scaled, input_precision=INPUT_PRECISION)
+            accumulate(grad_ptr + feats[:, None] * C + cols[None, :], dw,
+                       (feats < D)[:, None] & col_mask[None, :], visit, DETERMINISTIC)
+    # db = Σ_i dZ_i
+    accumulate(grad_ptr + D * C + cols, tl.sum(dz, axis=0), col_mask, visit, DETERMINISTIC)
+
+
+@triton.jit
+def softmax_sgd_kernel(
+    X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, probs_ptr,
+    B, D, C, x_scale, grad_scale, blocks_per_program,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+    X_RESIDENT: tl.constexpr, ONE_CLASS_TILE: tl.constexpr, DETERMINISTIC: tl.constexpr,
+    HAS_SAMPLE_WEIGHT: tl.constexpr, STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """Loss and gradient of softmax regression over the minibatch ``rows[:B]``.
+
+    Program ``pid`` takes row blocks ``pid, pid + P, …`` (``blocks_per_program`` of them; 1 in fast mode). ``theta``
+    is the flat fp32 parameter vector ``[W (D, C) row-major, b (C,)]`` and ``grad`` has the same layout: the shared
+    atomic accumulator (fast) or ``P`` partial slices of it (deterministic). ``loss`` is the fp64 running loss (fast)
+    or ``P`` fp32 partial sums (deterministic).
+    """
+    pid = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    if DETERMINISTIC:
+        grad_ptr += pid.to(tl.int64) * (D * C + C)  # this program's own partial slice
+    loss_total = tl.zeros((), dtype=tl.float32)
+    for visit in range(0, blocks_per_program):
+        # 1. Gather the row block: indices, labels, weights (masked lanes get weight 0).
+        lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
+        row, row_mask, y, weight = load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
+        y = y.to(tl.int32)
+        if X_RESIDENT:
+            # The only read of X[rows] in this kernel: it serves the forward and the backward GEMM.
+            x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+        else:
+            x = 0.0  # unused: _logits_tile / _backward_tile stream X in chunks
+
+        # 2. Logits, row max m_i and s_i = Σ_c exp(z_ic − m_i) (lse_i = m_i + log s_i): one tile or an online sweep.
+        m = tl.full((BLOCK_B,), float("-inf"), dtype=tl.float32)
+        s = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        z_target = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        if ONE_CLASS_TILE:
+            z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, 0, D, C, x_scale,
+                             BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+            m, s, z_target = _online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
+        else:
+            for c0 in range(0, C, BLOCK_C):
+                z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+                                 BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                m, s, z_target = _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
+        inv_s = 1.0 / s
+
+        # 3. Cross-entropy CE_i = −log p_{i,y_i} = lse_i − z_{i,y_i} = (m_i − z_{i,y_i}) + log s_i, weighted; summed on
+        #    the device. The difference is taken first: m and z_y may be 1e4 while CE is small.
+        loss_total += tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
+
+        # 4. dZ, dW, db per class tile; beyond one tile the logits are recomputed (O(B) memory, not O(B·C)).
+        if ONE_CLASS_TILE:
+            _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
+                           0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT,
+                           DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+        else:
+            for c0 in range(0, C, BLOCK_C):
+                z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+                                 BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
+                               c0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT,
+                               DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+    # 5. This program's summed loss: one atomic (fast) or its own slot (deterministic).
+    add_loss(loss_ptr, pid, loss_total, DETERMINISTIC)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launcher: check, allocate nothing per step (buffers belong to the caller), launch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, grad_scale, config,
+                       max_programs=None, deterministic=False, input_precision="ieee", sample_weight=None,
+                       probs=None):
+    """Launch :func:`softmax_sgd_kernel` on the minibatch ``rows`` and return the number of programs ``P``.
+
+    ``grad`` is the (D·C + C,) atomic accumulator, or in deterministic mode a (P_max, D·C + C) partial buffer with
+    ``P_max >= P``; ``loss`` is a (1,) float64 accumulator, or (P_max,) float32 partials. Only shapes are checked: no
+    device value is read, so the launch never synchronises.
+    """
+    n_rows, n_features = X.shape
+    n_params = n_features * n_classes + n_classes
+    if X.stride(1) != 1:
+        raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
+    if theta.dtype != torch.float32 or theta.numel() != n_params:
+        raise ValueError(f"theta must be float32 with D*C + C = {n_params} values")
+    if grad.shape[-1] != n_params and grad.numel() != n_params:
+        raise ValueError(f"grad must hold D*C + C = {n_params} values per slice")
+    if n_params * max(1, grad.numel() // n_params) >= 2**31:
+        raise ValueError("parameter buffers beyond 2^31 values are not supported")
+    batch = rows.shape[0]
+    n_blocks = triton.cdiv(batch, config.block_b)
+    n_programs = n_blocks if max_programs is None else max(1, min(max_programs, n_blocks))
+    if deterministic and grad.numel() < n_programs * n_params:
+        raise ValueError("the partial buffer has fewer slices than programs")
+    softmax_sgd_kernel[(n_programs,)](
+        X, X.stride(0), rows, y, sample_weight if sample_weight is not None else theta,
+        theta, grad, loss, probs if probs is not None else theta,
+        batch, n_features, n_classes, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
+        BLOCK_B=config.block_b, BLOCK_D=config.block_d, BLOCK_C=config.block_c,
+        X_RESIDENT=config.x_resident, ONE_CLASS_TILE=config.one_class_tile, DETERMINISTIC=deterministic,
+        HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
+        INPUT_PRECISION=input_precision, num_warps=config.num_warps,
+    )
+    return n_programs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Wrapper: the checkable core (no update), same kernel over all N rows
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def softmax_loss_grad(X, y, theta, n_classes, *, x_scale=1.0, deterministic=False, input_precision="ieee",
+                      sample_weight=None, return_probs=False):
+    """Mean cross-entropy over all rows of ``X`` and its gradient, through :func:`softmax_sgd_kernel`.
+
+    Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D·C + C,) mean gradient
+    ``[dW row-major, db]`` and the (N, C) probabilities (``None`` unless ``return_probs``).
+    """
+    from .sgd_update import launch_sgd_update
+
+    n_rows, n_features = X.shape
+    n_params = n_features * n_classes + n_classes
+    config = softmax_config(n_features, n_classes, deterministic)
+    rows = torch.arange(n_rows, device=X.device)
+    probs = torch.empty((n_rows, n_classes), dtype=torch.float32, device=X.device) if return_probs else None
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
+    n_blocks = triton.cdiv(n_rows, config.block_b)
+    if deterministic:
+        partials = torch.empty((n_blocks, n_params), dtype=torch.float32, device=X.device)
+        loss_partials = torch.empty(n_blocks, dtype=torch.float32, device=X.device)
+        n_programs = launch_softmax_sgd(X, rows, y, theta, partials, loss_partials, n_classes=n_classes,
+                                        x_scale=x_scale, grad_scale=1.0 / n_rows, config=config,
+                                        max_programs=n_blocks, deterministic=True, input_precision=input_precision,
+                                        sample_weight=sample_weight, probs=probs)
+        grad = torch.empty(n_params, dtype=torch.float32, device=X.device)
+        launch_sgd_update(theta, partials, n_weights=n_features * n_classes, deterministic=True,
+                          n_partials=n_programs, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
+    else:
+        grad = torch.zeros(n_params, dtype=torch.float32, device=X.device)
+        launch_softmax_sgd(X, rows, y, theta, grad, loss_sum, n_classes=n_classes, x_scale=x_scale,
+                           grad_scale=1.0 / n_rows, config=config, input_precision=input_precision,
+                           sample_weight=sample_weight, probs=probs)
+    return loss_sum, grad, probs

@@ -1,0 +1,338 @@
+"""The Triton backend: torch tensors on the CUDA device, one fused kernel plus one update kernel per SGD step.
+
+On a machine without a CUDA device the same kernels run under the Triton interpreter (``TRITON_INTERPRET=1``) on CPU
+tensors: slow, for testing, and only when the backend is asked for by name (``auto`` never picks it there).
+
+Parameters live on the device as one flat fp32 vector ``theta = [W (D, K) row-major, b (K,)]``; the gradient buffers
+(an atomic accumulator, or per-program partials in deterministic mode), the momentum buffer and the fp64 running
+loss share that layout, so one update kernel serves both models. The kernels are in ``kernels/`` (installed as
+``linclass_gpu.kernels``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from .base import MODELS, Backend, BackendUnavailableError, FusedSGD
+
+# Deterministic mode keeps one gradient slice per program; this caps their total size (the number of programs, and
+# so the parallelism of the step, shrinks for very large D·K instead of the buffer growing without bound).
+DETERMINISTIC_PARTIALS_BYTES = 64 * 2**20
+# Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
+PREDICT_CHUNK_ROWS = 16384
+
+_KERNEL_MODULES = ("_tiles", "softmax_sgd", "sigmoid_sgd", "sgd_update")
+
+
+def kernel_module(name: str):
+    """Import ``linclass_gpu.kernels.<name>``, also from a source checkout where ``kernels/`` is not installed yet.
+
+    ``kernels/`` sits beside ``linclass_gpu/`` in the repository and is installed as ``linclass_gpu.kernels``
+    (pyproject's package-dir); in a checkout that is not pip-installed the package is registered from its path.
+    """
+    package = "linclass_gpu.kernels"
+    if package not in sys.modules:
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as error:
+            if error.name != package:
+                raise
+            source = Path(__file__).resolve().parents[2] / "kernels"
+            spec = importlib.util.spec_from_file_location(
+                package, source / "__init__.py", submodule_search_locations=[str(source)])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[package] = module
+            spec.loader.exec_module(module)
+            importlib.import_module("linclass_gpu").kernels = module
+    return importlib.import_module(f"{package}.{name}")
+
+
+def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
+    """The kernel modules, built for the GPU or, without a CUDA device, for the Triton interpreter.
+
+    Triton decides at decoration time (``@triton.jit`` reads ``TRITON_INTERPRET``), so the variable is set before the
+    kernel modules are imported, and they are re-imported if an earlier import was made in the other mode.
+    """
+    import torch
+
+    if interpret is None:
+        interpret = not torch.cuda.is_available()
+    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(tl.zeros, InterpretedFunction) != interpret:
+        # triton.language's own @jit helpers (tl.zeros, tl.sum …) were built in the other mode by an earlier import
+        # of triton (the backend probe imports it): import the Python side of triton afresh; its compiled extension
+        # triton._C stays loaded.
+        for name in [name for name in sys.modules if name == "triton" or name.startswith("triton.")]:
+            if not name.startswith("triton._C"):
+                del sys.modules[name]
+        for name in _KERNEL_MODULES:
+            sys.modules.pop(f"linclass_gpu.kernels.{name}", None)
+        from triton.runtime.interpreter import InterpretedFunction
+    modules = {name: kernel_module(name) for name in _KERNEL_MODULES}
+    if isinstance(modules["softmax_sgd"].softmax_sgd_kernel, InterpretedFunction) != interpret:
+        modules = {name: importlib.reload(modules[name]) for name in _KERNEL_MODULES}  # helpers first
+    return SimpleNamespace(softmax=modules["softmax_sgd"], sigmoid=modules["sigmoid_sgd"],
+                           update=modules["sgd_update"], interpret=interpret)
+
+
+def _torch_dtype(torch, dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    return getattr(torch, name)
+
+
+class TritonFusedSGD(FusedSGD):
+    """The fused SGD step of :class:`TritonBackend`: 2 launches per step, the loss kept on the device.
+
+    Parameters are described in :meth:`Backend.fused_sgd`; ``sample_weight`` (N,) weights each row's loss and
+    gradient (``dZ_i = w_i (P_i − Y_i)/B``, loss ``Σ w_i ℓ_i``).
+    """
+
+    def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
+                 max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
+                 x_scale: float, sample_weight=None):
+        torch = backend._torch
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        W, b = np.asarray(W, dtype=np.float32), np.asarray(b, dtype=np.float32).reshape(-1)
+        if W.ndim != 2 or b.shape != (W.shape[1],) or (model == "sigmoid" and W.shape[1] != 1):
+            raise ValueError(f"W must be (D, K) and b (K,) with K = 1 for sigmoid; got {W.shape} and {b.shape}")
+        self.model, self.backend = model, backend
+        self.n_features, self.n_outputs = W.shape
+        self._kernels = backend._kernels
+        self._device = backend.device
+        self._X = backend._features(X)
+        if self._X.shape[1] != self.n_features:
+            raise ValueError(f"X has {self._X.shape[1]} features, W has {self.n_features} rows")
+        self._y = backend._labels(model, y)
+        if self._y.shape[0] != self._X.shape[0]:
+            raise ValueError(f"X has {self._X.shape[0]} rows, y has {self._y.shape[0]}")
+        if model == "softmax" and self._y.numel():
+            # One read at construction, never per step: a label outside [0, C) would silently get no one-hot.
+            low, high = (int(v) for v in self._backend_minmax(self._y))
+            if low < 0 or high >= self.n_outputs:
+                raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{low}, {high}]")
+        self._sample_weight = None if sample_weight is None else backend.asarray(sample_weight, "float32")
+        self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
+        self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
+        self.deterministic = backend.deterministic
+        n_weights = self.n_features * self.n_outputs
+        self._n_weights, n_params = n_weights, n_weights + self.n_outputs
+        self._theta = torch.empty(n_params, dtype=torch.float32, device=self._device)
+        self._velocity = torch.zeros_like(self._theta) if self.momentum else None
+        if model == "softmax":
+            self._config = self._kernels.softmax.softmax_config(self.n_features, self.n_outputs,
+                                                                backend.deterministic)
+        else:
+            self._config = self._kernels.sigmoid.sigmoid_config(self.n_features)
+        max_blocks = -(-int(max_batch_size) // self._config.block_b)
+        self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
+        if self.deterministic:
+            self._max_programs = max(1, min(max_blocks, DETERMINISTIC_PARTIALS_BYTES // (4 * n_params)))
+            self._grad = torch.empty((self._max_programs, n_params), dtype=torch.float32, device=self._device)
+            self._loss_partials = torch.empty(self._max_programs, dtype=torch.float32, device=self._device)
+        else:
+            self._max_programs = None
+            self._grad = torch.zeros(n_params, dtype=torch.float32, device=self._device)
+            self._loss_partials = None
+        self.set_params(W, b)
+
+    @staticmethod
+    def _backend_minmax(y):
+        return y.min().item(), y.max().item()
+
+    def step(self, rows: Any, learning_rate: float) -> None:
+        batch = rows.shape[0]
+        loss = self._loss_partials if self.deterministic else self._loss_sum
+        common = dict(x_scale=self.x_scale, grad_scale=1.0 / batch, config=self._config,
+                      max_programs=self._max_programs, deterministic=self.deterministic,
+                      sample_weight=self._sample_weight)
+        if self.model == "softmax":
+            n_programs = self._kernels.softmax.launch_softmax_sgd(
+                self._X, rows, self._y, self._theta, self._grad, loss, n_classes=self.n_outputs,
+                input_precision=self.backend.input_precision, **common)
+        else:
+            n_programs = self._kernels.sigmoid.launch_sigmoid_sgd(
+                self._X, rows, self._y, self._theta, self._grad, loss, **common)
+        self._kernels.update.launch_sgd_update(
+            self._theta, self._grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
+            momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+            velocity=self._velocity, deterministic=self.deterministic, n_partials=n_programs,
+            loss_partials=self._loss_partials, loss_sum=self._loss_sum)
+
+    def pop_loss_sum(self) -> float:
+        loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
+        self._loss_sum.zero_()
+        return loss_sum
+
+    def get_params(self) -> tuple[np.ndarray, np.ndarray]:
+        theta = self._theta.detach().cpu().numpy()
+        W = theta[:self._n_weights].reshape(self.n_features, self.n_outputs).copy()
+        return W, theta[self._n_weights:].copy()
+
+    def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
+        W = np.asarray(W, dtype=np.float32).reshape(self.n_features, self.n_outputs)
+        b = np.asarray(b, dtype=np.float32).reshape(self.n_outputs)
+        host = np.concatenate([W.ravel(), b])
+        self._theta.copy_(self.backend._torch.from_numpy(host).to(self._device))
+        if self._velocity is not None:
+            self._velocity.zero_()
+
+
+class TritonBackend(Backend):
+    """Fused Triton kernels over torch tensors.
+
+    Parameters
+    ----------
+    deterministic : bool
+        Reduce dW/db through per-program partial buffers summed in a fixed order (bitwise reproducible run to run)
+        instead of float atomics (faster, rounding order varies).
+    tf32 : bool
+        Let the softmax GEMMs use TF32 tensor cores (10-bit mantissa products; a speed option for large C). The
+        default ``"ieee"`` fp32 products are what the tests check.
+    device : str or torch.device, optional
+        Default ``"cuda"`` when a CUDA device is present, else ``"cpu"`` under the Triton interpreter.
+    """
+
+    name = "triton"
+
+    def __init__(self, deterministic: bool = False, tf32: bool = False, device: Any = None):
+        try:
+            import torch
+        except ImportError as error:
+            raise BackendUnavailableError(f"the triton backend needs torch: {error}") from error
+        try:
+            self._kernels = load_kernels()
+        except ImportError as error:
+            raise BackendUnavailableError(f"the triton backend needs triton: {error}") from error
+        self._torch = torch
+        self.interpreted = self._kernels.interpret
+        self.device = torch.device(device if device is not None else ("cpu" if self.interpreted else "cuda"))
+        if self.interpreted and self.device.type != "cpu":
+            raise BackendUnavailableError("the Triton interpreter runs on CPU tensors only")
+        self.deterministic = bool(deterministic)
+        self.tf32 = bool(tf32)
+        self.input_precision = "tf32" if self.tf32 else "ieee"
+
+    def describe(self) -> str:
+        if self.interpreted:
+            return "triton: Triton interpreter on CPU (TRITON_INTERPRET=1)"
+        return f"triton: CUDA device {self._torch.cuda.get_device_name(self.device)}"
+
+    # -- placement ----------------------------------------------------------------------------------------------------
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        torch = self._torch
+        if isinstance(a, torch.Tensor):
+            tensor = a
+        elif isinstance(a, np.ndarray) or np.isscalar(a) or isinstance(a, (list, tuple)):
+            host = np.asarray(a)
+            if dtype is not None and _torch_dtype(torch, dtype) is not torch.bfloat16:
+                host = host.astype(dtype, copy=False)
+            tensor = torch.from_numpy(np.ascontiguousarray(host))
+        elif hasattr(a, "__dlpack__"):  # CuPy and every other DLPack producer: zero copy on the same device
+            tensor = torch.from_dlpack(a)
+        else:
+            tensor = torch.as_tensor(np.asarray(a))
+        tensor = tensor.to(device=self.device, dtype=_torch_dtype(torch, dtype))
+        return tensor.contiguous()
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        torch = self._torch
+        if not isinstance(a, torch.Tensor):
+            return np.asarray(a)
+        a = a.detach()
+        if a.dtype == torch.bfloat16:  # NumPy has no bfloat16
+            a = a.float()
+        return a.cpu().numpy()
+
+    def _features(self, X):
+        """X on the device with contiguous rows, in its own dtype (uint8 stays uint8: 4x fewer bytes than fp32)."""
+        X = self.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D, got shape {tuple(X.shape)}")
+        return X
+
+    def _labels(self, model: str, y):
+        y = self.asarray(y)
+        if model == "softmax":
+            return y if y.dtype in (self._torch.int32, self._torch.int64) else y.to(self._torch.int64)
+        return y.to(self._torch.float32)
+
+    def _float_param(self, a):
+        """A parameter (host or device array) as a float32 tensor on the device."""
+        torch = self._torch
+        if isinstance(a, torch.Tensor):
+            return a.detach().to(device=self.device, dtype=torch.float32)
+        return torch.from_numpy(np.array(a, dtype=np.float32)).to(self.device)
+
+    def _theta(self, W, b, n_outputs: int):
+        """The flat parameter vector ``[W row-major, b]`` the kernels work on."""
+        return self._torch.cat([self._float_param(W).reshape(-1), self._float_param(b).reshape(n_outputs)])
+
+    # -- the checkable core -------------------------------------------------------------------------------------------
+
+    def softmax_loss_grad(self, X, y, W, b, x_scale=1.0, sample_weight=None):
+        X, y = self._features(X), self._labels("softmax", y)
+        n_features, n_classes = np.shape(W)
+        loss_sum, grad, _ = self._kernels.softmax.softmax_loss_grad(
+            X, y, self._theta(W, b, n_classes), n_classes, x_scale=x_scale, deterministic=self.deterministic,
+            input_precision=self.input_precision,
+            sample_weight=None if sample_weight is None else self.asarray(sample_weight, "float32"))
+        n_weights = n_features * n_classes
+        return float(loss_sum.item()) / X.shape[0], grad[:n_weights].view(n_features, n_classes), grad[n_weights:]
+
+    def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
+        X, y = self._features(X), self._labels("sigmoid", y)
+        n_features = X.shape[1]
+        loss_sum, grad, _ = self._kernels.sigmoid.sigmoid_loss_grad(
+            X, y, self._theta(w, b, 1),
+            x_scale=x_scale, deterministic=self.deterministic,
+            sample_weight=None if sample_weight is None else self.asarray(sample_weight, "float32"))
+        return float(loss_sum.item()) / X.shape[0], grad[:n_features], grad[n_features]
+
+    def predict_proba(self, model: str, X, W, b, x_scale=1.0):
+        """Probabilities from the fused kernel itself: (N, C) softmax or (N,) σ(z)."""
+        X = self._features(X)
+        n_outputs = np.shape(W)[1] if model == "softmax" else 1
+        y = self._torch.zeros(X.shape[0], dtype=self._torch.int64 if model == "softmax" else self._torch.float32,
+                              device=self.device)
+        theta = self._theta(W, b, n_outputs)
+        if model == "softmax":
+            return self._kernels.softmax.softmax_loss_grad(X, y, theta, n_outputs, x_scale=x_scale,
+                                                           input_precision=self.input_precision,
+                                                           return_probs=True)[2]
+        return self._kernels.sigmoid.sigmoid_loss_grad(X, y, theta, x_scale=x_scale, return_probs=True)[2]
+
+    def decision_function(self, X, W, b, x_scale=1.0):
+        torch = self._torch
+        X, W, b = self._features(X), self._float_param(W), self._float_param(b)
+        Z = torch.empty((X.shape[0], W.shape[1]), dtype=torch.float32, device=self.device)
+        # Plain torch (cuBLAS) GEMM: prediction is not the fused hot path. Non-float32 inputs are widened a bounded
+        # chunk of rows at a time.
+        for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
+            torch.matmul(X[start:start + PREDICT_CHUNK_ROWS].to(torch.float32), W,
+                         out=Z[start:start + PREDICT_CHUNK_ROWS])
+        return Z.mul_(float(x_scale)).add_(b)
+
+    # -- the fused step -----------------------------------------------------------------------------------------------
+
+    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, momentum=0.0, nesterov=False,
+                  fit_intercept=True, x_scale=1.0, sample_weight=None):
+        return TritonFusedSGD(self, model, X, y, W, b, max_batch_size=max_batch_size, l2=l2, momentum=momentum,
+                              nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
+                              sample_weight=sample_weight)

@@ -1,0 +1,330 @@
+"""Ahead-of-time compile report of the shipped Triton kernels, and the bytes-moved model of one SGD step.
+
+No GPU is needed: every shipped kernel configuration is compiled with
+``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 80 or 90, 32))`` and the cubin is read
+with the ``cuobjdump`` bundled in ``triton/backends/nvidia/bin``: registers per thread, shared memory (static plus
+the dynamic amount Triton launches with), local memory (the ``LOCAL`` segment plus the per-thread ``STACK`` frame,
+which is where ptxas puts spilled registers) and, from the SASS, the count of global load, store and atomic
+instructions.
+
+Compilation runs in worker subprocesses with ``TRITON_INTERPRET=0``: ``@triton.jit`` decides at import time whether
+it builds compilable or interpreted functions, and a test session (or a CPU-only backend) in this process may
+already have imported the kernels for the interpreter.
+
+``linclass-gpu kernels report [--arch sm_80,sm_90] [--json]`` prints :func:`format_report` of :func:`compile_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ARCHS = ("sm_80", "sm_90")
+# Worker processes compiling in parallel: each compile is single threaded, two cover the CI machines' two cores.
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+# MNIST shapes: the figures of the bytes-moved model in the report and in kernels/softmax_sgd.py.
+MNIST_SHAPE = (128, 784, 10)
+
+_TRITON_TYPES = {"float32": "*fp32", "uint8": "*u8", "bfloat16": "*bf16", "float16": "*fp16", "float64": "*fp64"}
+_ITEMSIZE = {"float32": 4, "uint8": 1, "bfloat16": 2, "float16": 2, "float64": 8}
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """One shipped kernel configuration: what to hand ``triton.compile``."""
+
+    kernel: str
+    config: str
+    module: str
+    signature: dict
+    constexprs: dict = field(default_factory=dict)
+    num_warps: int = 4
+
+
+def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False):
+    from .backends.triton_backend import kernel_module
+
+    config = kernel_module("softmax_sgd").softmax_config(n_features, n_classes, deterministic)
+    signature = {
+        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*i64",
+        "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
+        "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
+        "B": "i32", "D": "i32", "C": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
+    }
+    constexprs = {
+        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_C": config.block_c,
+        "X_RESIDENT": config.x_resident, "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic,
+        "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": False, "INPUT_PRECISION": "tf32" if tf32 else "ieee",
+    }
+    flags = ["deterministic" if deterministic else "atomics"] + ["tf32"] * tf32 + ["sample weights"] * sample_weight
+    label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
+    return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
+                       "constexpr")}, constexprs, config.num_warps)
+
+
+def _sigmoid_build(n_features, x_dtype, *, deterministic=False):
+    from .backends.triton_backend import kernel_module
+
+    config = kernel_module("sigmoid_sgd").sigmoid_config(n_features)
+    signature = {
+        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*fp32",
+        "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
+        "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
+        "B": "i32", "D": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
+    }
+    constexprs = {
+        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "X_RESIDENT": config.x_resident,
+        "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": False, "STORE_PROBS": False,
+    }
+    label = f"D={n_features} {x_dtype} {'deterministic' if deterministic else 'atomics'} [{config.label}]"
+    return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
+                       "constexpr")}, constexprs, config.num_warps)
+
+
+def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True):
+    from .backends.triton_backend import kernel_module
+
+    update = kernel_module("sgd_update")
+    signature = {
+        "theta_ptr": "*fp32", "grad_ptr": "*fp32", "velocity_ptr": "*fp32", "loss_partials_ptr": "*fp32",
+        "loss_sum_ptr": "*fp64", "grad_out_ptr": "*fp32", "n_weights": "i32", "n_params": "i32", "n_partials": "i32",
+        "learning_rate": "fp32", "l2": "fp32", "momentum": "fp32",
+    }
+    constexprs = {
+        "BLOCK": update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
+        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update,
+    }
+    flags = ["deterministic" if deterministic else "atomics"]
+    flags += ["nesterov momentum" if nesterov else "momentum" if momentum else "plain"]
+    flags += [] if apply_update else ["reduce only"]
+    return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", {**signature, **dict.fromkeys(
+        constexprs, "constexpr")}, constexprs, update.NUM_WARPS)
+
+
+def shipped_builds() -> list[KernelBuild]:
+    """Every kernel configuration the backend launches for MNIST (D=784, C=10), large C (32768) and the others."""
+    builds = [_softmax_build(784, 10, dtype) for dtype in ("float32", "uint8", "bfloat16", "float16")]
+    builds += [
+        _softmax_build(784, 10, "float32", deterministic=True),
+        _softmax_build(784, 10, "float32", tf32=True),
+        _softmax_build(784, 10, "float32", sample_weight=True),
+        _softmax_build(31, 10, "float32"),
+        _softmax_build(784, 37, "float32"),
+    ]
+    builds += [_softmax_build(784, 32768, dtype) for dtype in ("float32", "uint8", "bfloat16")]
+    builds += [
+        _softmax_build(784, 32768, "float32", deterministic=True),
+        _softmax_build(784, 32768, "float32", tf32=True),
+    ]
+    builds += [_sigmoid_build(784, dtype) for dtype in ("float32", "uint8", "bfloat16")]
+    builds += [_sigmoid_build(784, "float32", deterministic=True), _sigmoid_build(4096, "float32")]
+    builds += [
+        _update_build(), _update_build(momentum=True, nesterov=True),
+        _update_build(deterministic=True, momentum=True), _update_build(deterministic=True, apply_update=False),
+    ]
+    return builds
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compiling and reading the cubin (inside a worker process)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _nvidia_tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _resource_usage(cubin: Path) -> dict:
+    out = subprocess.run([_nvidia_tool("cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True,
+                         text=True, check=True).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"unexpected cuobjdump output:\n{out}")
+    registers, stack, shared, local = (int(v) for v in found.groups())
+    return {"registers": registers, "stack_bytes": stack, "static_shared_bytes": shared, "local_segment_bytes": local}
+
+
+def _sass_counts(cubin: Path) -> dict:
+    sass = subprocess.run([_nvidia_tool("cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True,
+                          check=True).stdout
+    opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(?:\.[A-Z0-9_.]+)?", sass)
+    return {
+        "global_loads": sum(op == "LDG" for op in opcodes),
+        "global_stores": sum(op == "STG" for op in opcodes),
+        "global_atomics": sum(op in ("RED", "ATOM", "ATOMG", "REDG") for op in opcodes),
+        "sass_instructions": len(opcodes),
+    }
+
+
+def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from .backends.triton_backend import kernel_module
+
+    fn = getattr(kernel_module(build.module), build.kernel)
+    capability = int(arch.removeprefix("sm_"))
+    compiled = triton.compile(ASTSource(fn, build.signature, build.constexprs),
+                              target=GPUTarget("cuda", capability, 32), options={"num_warps": build.num_warps})
+    cubin = workdir / f"{build.kernel}_{abs(hash((build.config, arch)))}.cubin"
+    cubin.write_bytes(compiled.asm["cubin"])
+    usage = _resource_usage(cubin)
+    row = {
+        "kernel": build.kernel, "config": build.config, "arch": arch, "num_warps": build.num_warps,
+        "registers": usage["registers"],
+        "shared_bytes": usage["static_shared_bytes"] + int(compiled.metadata.shared),
+        # ptxas spills into the per-thread stack frame; LOCAL counts local arrays. Either means local memory traffic.
+        "local_bytes": usage["local_segment_bytes"] + usage["stack_bytes"],
+        "stack_bytes": usage["stack_bytes"],
+    }
+    row.update(_sass_counts(cubin))
+    return row
+
+
+def _worker(payload: str) -> None:
+    """Entry point of a compile worker: ``payload`` is JSON ``{"indices": [...], "archs": [...]}``."""
+    os.environ["TRITON_INTERPRET"] = "0"
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated to silence its warning
+    request = json.loads(payload)
+    builds = shipped_builds()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in request["indices"]:
+            for arch in request["archs"]:
+                rows.append({"index": index, **_compile_one(builds[index], arch, Path(tmp))})
+    print(json.dumps(rows))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _normalise_arch(arch: str) -> str:
+    arch = str(arch).strip().lower()
+    arch = arch if arch.startswith("sm_") else f"sm_{arch.removeprefix('sm')}"
+    if not arch.removeprefix("sm_").isdigit():
+        raise ValueError(f"arch must look like sm_80 or sm_90, got {arch!r}")
+    return arch
+
+
+def compile_report(archs=ARCHS, workers: int | None = None) -> list[dict]:
+    """Compile every shipped kernel configuration for each arch and read its resource usage.
+
+    Parameters
+    ----------
+    archs : iterable of str
+        ``"sm_80"``, ``"sm_90"`` … (``"80"`` and ``"sm80"`` are accepted too).
+    workers : int, optional
+        Compile processes run in parallel (default: 2, or 1 on a single core).
+
+    Returns
+    -------
+    list of dict
+        One row per (configuration, arch) with ``kernel``, ``config``, ``arch``, ``num_warps``, ``registers``,
+        ``shared_bytes``, ``local_bytes`` (0 means no spills), ``stack_bytes``, ``global_loads``, ``global_stores``,
+        ``global_atomics`` and ``sass_instructions``; ordered by configuration, then arch.
+    """
+    archs = [_normalise_arch(arch) for arch in (archs.split(",") if isinstance(archs, str) else archs)]
+    n_builds = len(shipped_builds())
+    workers = max(1, min(workers or DEFAULT_WORKERS, n_builds))
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "TRITON_INTERPRET": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    processes = []
+    for worker in range(workers):
+        payload = json.dumps({"indices": list(range(worker, n_builds, workers)), "archs": archs})
+        code = f"from linclass_gpu.kernel_report import _worker; _worker({payload!r})"
+        processes.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    rows = []
+    for process in processes:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"kernel compile worker failed:\n{err[-4000:]}")
+        rows += json.loads(out.strip().splitlines()[-1])
+    rows.sort(key=lambda row: (row["index"], archs.index(row["arch"])))
+    for row in rows:
+        del row["index"]
+    return rows
+
+
+def bytes_moved(B: int, D: int, C: int, x_dtype: str = "float32") -> dict:
+    """Global-memory bytes of one softmax-regression SGD step: the fused kernels versus an unfused sequence.
+
+    Compulsory traffic: every distinct array a kernel touches is counted once per kernel (re-reads a kernel serves
+    from L2, such as each program's copy of W, are not DRAM traffic and are left out). Row indices and labels are
+    int64, parameters and gradients float32, plain SGD (momentum adds a read and a write of θ-sized ``v`` to both).
+
+    Fused (2 launches): the step kernel reads ``rows``, ``y``, ``X[rows]`` and ``θ = [W, b]`` and adds the gradient
+    into the θ-sized accumulator (atomics resolve in L2; the accumulator's bytes are counted once); the update kernel
+    reads the gradient and θ and writes θ and the zeroed accumulator.
+
+    Unfused (the eager sequence): gather ``X[rows]`` → widen to float32 (non-float32 X only) → ``Z = X W + b`` →
+    ``P = softmax(Z)`` → loss from ``P[y]`` → ``dZ = (P − Y)/B`` → ``dW = Xᵀ dZ`` → ``db = Σ dZ`` → update.
+
+    Returns
+    -------
+    dict
+        ``fused_bytes``, ``unfused_bytes``, ``ratio`` (unfused / fused), and the itemised ``fused`` and ``unfused``
+        steps, each ``{"step": …, "read": bytes, "written": bytes}``.
+    """
+    e = _ITEMSIZE[str(x_dtype).removeprefix("torch.")]
+    params = 4 * (D * C + C)
+    x_b, x_f, logits = B * D * e, B * D * 4, B * C * 4
+    fused = [
+        {"step": "fused step kernel", "read": 8 * B + 8 * B + x_b + params, "written": params + 8},
+        {"step": "update kernel", "read": 2 * params, "written": 2 * params},
+    ]
+    unfused = [{"step": "gather X[rows]", "read": 8 * B + x_b, "written": x_b}]
+    if e != 4:
+        unfused.append({"step": "widen X[rows] to float32", "read": x_b, "written": x_f})
+    unfused += [
+        {"step": "Z = X W + b", "read": x_f + params, "written": logits},
+        {"step": "P = softmax(Z)", "read": logits, "written": logits},
+        {"step": "loss = mean −log P[y]", "read": 8 * B + 4 * B, "written": 4},
+        {"step": "dZ = (P − Y)/B", "read": logits + 8 * B, "written": logits},
+        {"step": "dW = Xᵀ dZ", "read": x_f + logits, "written": 4 * D * C},
+        {"step": "db = Σ dZ", "read": logits, "written": 4 * C},
+        {"step": "update W, b", "read": 2 * params, "written": params},
+    ]
+    fused_bytes = sum(s["read"] + s["written"] for s in fused)
+    unfused_bytes = sum(s["read"] + s["written"] for s in unfused)
+    return {"B": B, "D": D, "C": C, "x_dtype": str(x_dtype), "fused_bytes": fused_bytes,
+            "unfused_bytes": unfused_bytes, "ratio": unfused_bytes / fused_bytes, "fused": fused, "unfused": unfused}
+
+
+def format_report(rows: list[dict], bytes_model: bool = True) -> str:
+    """A plain-text table of :func:`compile_report` rows, then (optionally) the MNIST bytes-moved figures."""
+    header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics")
+    table = [header] + [
+        (row["kernel"], row["config"], row["arch"], str(row["num_warps"]), str(row["registers"]),
+         str(row["shared_bytes"]), str(row["local_bytes"]), str(row["global_loads"]), str(row["global_stores"]),
+         str(row["global_atomics"]))
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    spills = [row for row in rows if row["local_bytes"]]
+    lines.append("")
+    lines.append(f"{len(rows)} builds, " + (f"{len(spills)} with local memory (spills)" if spills else
+                                             "no local memory (no spills)"))
+    if bytes_model:
+        B, D, C = MNIST_SHAPE
+        lines.append("")
+        lines.append(f"Bytes moved per SGD step, softmax regression B={B} D={D} C={C} (compulsory global traffic):")
+        for x_dtype in ("float32", "uint8"):
+            model = bytes_moved(B, D, C, x_dtype)
+            lines.append(f"  X {x_dtype:8s} fused {model['fused_bytes']:>10,d} B   unfused {model['unfused_bytes']:>10,d}"
+                         f" B   unfused/fused {model['ratio']:.2f}x")
+    return "\n".join(lines)
