@@ -4,6 +4,10 @@ One forward/backward function, :func:`linear_loss_grad_`, serves both the checka
 ``sigmoid_loss_grad``) and the fused training step, which adds only the row gather before it and the update after
 it. The step allocates nothing of the size of X or the logits: rows are gathered into a buffer made once for the
 largest batch, and every intermediate of shape (B, K) or (D, K) lives in a buffer of its own.
+
+Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_` (logits
+to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum and the update). Here they are plain
+array code; the CuPy backend replaces each by one CUDA kernel doing the same arithmetic.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ def gather_rows(xp, source: Any, rows: Any, out: Any) -> Any:
     return xp.take(source, rows, axis=0, out=out)
 
 
-def linear_loss_grad_(xp, model: str, X: Any, targets: Any, W: Any, b: Any, x_scale: float,
-                      Z: Any, dW: Any, db: Any) -> Any:
+def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any, W: Any, b: Any, x_scale: float,
+                      Z: Any, dW: Any, db: Any, loss_sum: Any) -> None:
     """Forward and backward pass of the linear model on a batch, into preallocated buffers.
 
     Parameters
     ----------
-    xp : module
+    backend : ArrayBackend
+        Supplies ``xp`` and :meth:`ArrayBackend.logits_to_grad_`.
     model : {"softmax", "sigmoid"}
     X : array, shape (B, D), float
     targets : array, shape (B,)
@@ -51,45 +56,17 @@ def linear_loss_grad_(xp, model: str, X: Any, targets: Any, W: Any, b: Any, x_sc
         Receives ``x_scale·Xᵀ dZ``.
     db : array, shape (K,)
         Receives ``Σ_rows dZ``.
-
-    Returns
-    -------
-    0-d array
-        The summed (not mean) data loss over the B rows.
+    loss_sum : 0-d float64 array
+        The summed (not mean) data loss over the B rows is added to it.
     """
-    batch_size = X.shape[0]
-    # Z = s·X W + b; the scale is applied to the (B, K) product, not to the (B, D) input.
+    xp = backend.xp
     xp.matmul(X, W, out=Z)
-    if x_scale != 1.0:
-        Z *= x_scale
-    Z += b
-    loss_sum = ROW_LOSSES[model](xp, Z, targets)
-    # Mean over rows: dZ = (P − Y)/B, then dW = s·Xᵀ dZ and db = Σ dZ.
-    Z *= 1.0 / batch_size
+    backend.logits_to_grad_(model, Z, targets, b, x_scale, loss_sum)
+    # dW = s·Xᵀ dZ and db = Σ dZ (dZ is already divided by B).
     Z.sum(axis=0, out=db)
     xp.matmul(X.T, Z, out=dW)
     if x_scale != 1.0:
         dW *= x_scale
-    return loss_sum
-
-
-def sgd_update_(xp, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float,
-                momentum: float, nesterov: bool) -> None:
-    """In-place (momentum) SGD: ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov else v)``.
-
-    ``grad`` is overwritten; ``velocity`` is None for plain SGD; ``scratch`` has ``param``'s shape.
-    """
-    step = grad
-    if velocity is not None:
-        velocity *= momentum
-        velocity += grad
-        if nesterov:
-            xp.multiply(velocity, momentum, out=scratch)
-            grad += scratch
-        else:
-            step = velocity
-    xp.multiply(step, learning_rate, out=scratch)
-    param -= scratch
 
 
 class ArrayFusedSGD(FusedSGD):
@@ -98,11 +75,13 @@ class ArrayFusedSGD(FusedSGD):
     Parameters are described in :meth:`Backend.fused_sgd`.
     """
 
-    def __init__(self, xp, model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *, max_batch_size: int,
-                 l2: float, momentum: float, nesterov: bool, fit_intercept: bool, x_scale: float):
+    def __init__(self, backend: "ArrayBackend", model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
+                 max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
+                 x_scale: float):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-        self.xp, self.model = xp, model
+        xp = backend.xp
+        self.backend, self.xp, self.model = backend, xp, model
         self.n_features, self.n_outputs = W.shape
         self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
@@ -124,7 +103,7 @@ class ArrayFusedSGD(FusedSGD):
         self._loss_sum = xp.zeros((), dtype=np.float64)
 
     def step(self, rows: Any, learning_rate: float) -> None:
-        xp, batch_size = self.xp, rows.shape[0]
+        xp, backend, batch_size = self.xp, self.backend, rows.shape[0]
         if self._raw_rows is None:
             X_batch = gather_rows(xp, self._X, rows, self._rows[:batch_size])
         else:
@@ -133,17 +112,14 @@ class ArrayFusedSGD(FusedSGD):
         targets = gather_rows(xp, self._y, rows, self._targets[:batch_size])
         if self._row_offsets is not None:
             targets += self._row_offsets[:batch_size]
-        self._loss_sum += linear_loss_grad_(xp, self.model, X_batch, targets, self.W, self.b, self.x_scale,
-                                            self._Z[:batch_size], self._dW, self._db)
-        if self.l2:
-            # d/dW of l2/2·‖W‖² is l2·W; the bias is never penalised.
-            xp.multiply(self.W, self.l2, out=self._scratch_W)
-            self._dW += self._scratch_W
+        linear_loss_grad_(backend, self.model, X_batch, targets, self.W, self.b, self.x_scale,
+                          self._Z[:batch_size], self._dW, self._db, self._loss_sum)
         velocity_W, velocity_b = self._velocity
-        sgd_update_(xp, self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.momentum, self.nesterov)
-        if self.fit_intercept:
-            sgd_update_(xp, self.b, self._db, velocity_b, self._scratch_b, learning_rate, self.momentum,
-                        self.nesterov)
+        backend.sgd_update_(self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.l2, self.momentum,
+                            self.nesterov)
+        if self.fit_intercept:  # the bias is never penalised
+            backend.sgd_update_(self.b, self._db, velocity_b, self._scratch_b, learning_rate, 0.0, self.momentum,
+                                self.nesterov)
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum)
@@ -168,6 +144,48 @@ class ArrayBackend(Backend):
     """The backend contract over the array module ``xp`` (set by subclasses)."""
 
     xp: Any
+
+    def logits_to_grad_(self, model: str, Z: Any, targets: Any, b: Any, x_scale: float, loss_sum: Any) -> None:
+        """Turn ``X_b W`` into ``dZ = (P − Y)/B`` in place and add the batch's summed loss to ``loss_sum``.
+
+        Parameters
+        ----------
+        model : {"softmax", "sigmoid"}
+        Z : array, shape (B, K), C-contiguous
+            ``X_b W`` on entry; the logits are ``x_scale·Z + b``.
+        targets : array, shape (B,)
+            As in :func:`linear_loss_grad_`.
+        b : array, shape (K,)
+        x_scale : float
+        loss_sum : 0-d float64 array
+        """
+        if x_scale != 1.0:
+            Z *= x_scale
+        Z += b
+        loss_sum += ROW_LOSSES[model](self.xp, Z, targets)
+        Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
+
+    def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
+                    momentum: float, nesterov: bool) -> None:
+        """In-place (momentum) SGD with L2: ``g = grad + l2·p``; ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov
+        else v)``.
+
+        ``grad`` is overwritten; ``velocity`` is None for plain SGD; ``scratch`` has ``param``'s shape.
+        """
+        xp, step = self.xp, grad
+        if l2:
+            xp.multiply(param, l2, out=scratch)  # d/dp of l2/2·‖p‖² is l2·p
+            grad += scratch
+        if velocity is not None:
+            velocity *= momentum
+            velocity += grad
+            if nesterov:
+                xp.multiply(velocity, momentum, out=scratch)
+                grad += scratch
+            else:
+                step = velocity
+        xp.multiply(step, learning_rate, out=scratch)
+        param -= scratch
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
@@ -196,8 +214,8 @@ class ArrayBackend(Backend):
         else:
             targets = xp.asarray(y, dtype=dtype)
         Z = xp.empty((n_rows, n_outputs), dtype=dtype)
-        dW, db = xp.empty_like(W), xp.empty_like(b)
-        loss_sum = linear_loss_grad_(xp, model, X_float, targets, W, b, float(x_scale), Z, dW, db)
+        dW, db, loss_sum = xp.empty_like(W), xp.empty_like(b), xp.zeros((), dtype=np.float64)
+        linear_loss_grad_(self, model, X_float, targets, W, b, float(x_scale), Z, dW, db, loss_sum)
         return float(loss_sum) / n_rows, dW, db
 
     def decision_function(self, X, W, b, x_scale=1.0):
@@ -218,6 +236,6 @@ class ArrayBackend(Backend):
                   fit_intercept=True, x_scale=1.0):
         if model == "sigmoid":
             y = y.astype(compute_dtype(X.dtype), copy=False)
-        return ArrayFusedSGD(self.xp, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
+        return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
                              l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
                              x_scale=x_scale)

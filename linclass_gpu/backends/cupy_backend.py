@@ -1,0 +1,111 @@
+"""The CUDA backend on CuPy: :class:`~.array_backend.ArrayBackend` over ``cupy`` with the two seams fused.
+
+Everything but two steps is the array-generic code the NumPy backend runs (and its tests exercise): the row gather,
+both GEMMs (``cupy.matmul`` calls cuBLAS), ``db = Σ dZ``, the buffers and the loss accumulator. The two steps that
+would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from ``cuda_rowwise.cu``:
+
+- :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits;
+- :meth:`CupyBackend.sgd_update_`: L2, momentum and the parameter update in one pass over the parameters.
+
+One training step is then about eight launches and no host sync: the loss stays in a device float64 scalar that the
+training loop reads once per epoch. cuBLAS runs in full fp32 (CuPy uses TF32 only when ``CUPY_TF32=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from typing import Any
+
+import numpy as np
+
+from .array_backend import ArrayBackend
+
+KERNEL_SOURCE = importlib.resources.files(__package__).joinpath("cuda_rowwise.cu").read_text(encoding="utf-8")
+WARP_SIZE = 32
+# Softmax rows: one warp per row, four warps (128 threads) per block.
+ROWS_PER_BLOCK = 4
+# Sigmoid rows and parameter updates: one thread per value.
+THREADS_PER_BLOCK = 256
+# A warp keeps a row of up to 32·32 = 1024 logits in registers (float64: 156 registers, no spills on sm_80/sm_90);
+# wider rows take the array-generic path.
+MAX_VALUES_PER_LANE = 32
+REAL_TYPES = {"float32": "float", "float64": "double"}
+
+
+def values_per_lane(n_classes: int) -> int | None:
+    """Logits each lane of a warp holds for a row of ``n_classes``: a power of two (few compiled variants), or None
+    when the row is wider than :data:`MAX_VALUES_PER_LANE` · 32."""
+    needed = -(-n_classes // WARP_SIZE)  # ceil(C / 32)
+    lanes = 1 << (needed - 1).bit_length()  # next power of two >= needed
+    return lanes if lanes <= MAX_VALUES_PER_LANE else None
+
+
+def compile_options(dtype: Any, values_per_lane: int) -> tuple[str, ...]:
+    """The ``-D`` options that specialise ``cuda_rowwise.cu`` (the same for NVRTC at run time and nvcc in tests)."""
+    return (f"-DLINCLASS_REAL={REAL_TYPES[np.dtype(dtype).name]}", f"-DLINCLASS_VALUES_PER_LANE={values_per_lane}")
+
+
+@functools.cache
+def _kernel(dtype_name: str, values_per_lane: int, name: str):
+    """The compiled kernel ``name`` (CuPy caches the binary on disk too, so a process compiles at most once)."""
+    import cupy
+
+    module = cupy.RawModule(code=KERNEL_SOURCE, options=compile_options(dtype_name, values_per_lane))
+    return module.get_function(name)
+
+
+def _blocks(n_items: int, per_block: int) -> tuple[int]:
+    return (-(-n_items // per_block),)
+
+
+class CupyBackend(ArrayBackend):
+    """CuPy on the current CUDA device (float32 or float64); ``auto`` picks it when Triton cannot run on a GPU."""
+
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+
+        self.xp = cupy
+
+    def describe(self) -> str:
+        cupy = self.xp
+        device = cupy.cuda.Device()
+        name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"].decode()
+        return f"cupy (CUDA device {device.id}: {name}, CuPy {cupy.__version__})"
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def fused_sgd(self, model, X, y, W, b, **options):
+        if model == "softmax":
+            y = y.astype(np.int64, copy=False)  # the kernel reads flat target indices as 64-bit integers
+        return super().fused_sgd(model, X, y, W, b, **options)
+
+    def logits_to_grad_(self, model, Z, targets, b, x_scale, loss_sum):
+        n_rows, n_outputs = Z.shape
+        real = Z.dtype.type
+        scale_and_mean = (real(x_scale), real(1.0 / n_rows))
+        if model == "sigmoid":
+            kernel = _kernel(Z.dtype.name, 1, "sigmoid_binary_cross_entropy_rows")
+            kernel(_blocks(n_rows, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
+                   (Z, targets, b, loss_sum, np.int32(n_rows)) + scale_and_mean)
+            return
+        lanes = values_per_lane(n_outputs)
+        if lanes is None:
+            super().logits_to_grad_(model, Z, targets, b, x_scale, loss_sum)
+            return
+        kernel = _kernel(Z.dtype.name, lanes, "softmax_cross_entropy_rows")
+        kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
+               (Z, targets.astype(np.int64, copy=False), b, loss_sum, np.int32(n_rows), np.int32(n_outputs))
+               + scale_and_mean)
+
+    def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov):
+        real = param.dtype.type
+        kernel = _kernel(param.dtype.name, 1, "sgd_update")
+        # Plain SGD has no velocity buffer: the kernel then reads and writes grad in its place (μ = 0 gives v = g).
+        velocity = grad if velocity is None else velocity
+        kernel(_blocks(param.size, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
+               (param, grad, velocity, np.int32(param.size), real(learning_rate), real(l2), real(momentum),
+                np.int32(nesterov)))

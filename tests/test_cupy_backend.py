@@ -1,0 +1,292 @@
+"""The CuPy backend: its CUDA source built for the GPU, run on the CPU, and run for real where a GPU exists.
+
+No machine of this project has a GPU, so the CUDA kernels are checked three ways without one:
+
+1. nvcc builds ``cuda_rowwise.cu`` for sm_80 and sm_90 with the ``-D`` options CuPy hands NVRTC, warning-free and
+   without register spills (cuobjdump's LOCAL and STACK bytes);
+2. ``cuda_warp_emulator.cpp`` runs that same source on the CPU (each lane a thread, shuffles at a barrier) under
+   :class:`CupyBackend`'s own Python launch code on NumPy arrays ("cpu-emulator"): the backend contract, the two
+   fused seams and 20 fused steps, against the float64 oracle and the NumPy backend;
+3. the NumPy backend's versions of the two seams -- the array-generic mirror of the kernels' per-row formulas, step
+   for step: max, exp, sum, loss, dZ -- against the oracle, beside the kernels ("numpy-mirror").
+
+Each such test also has a "gpu" case running the real backend, skipped with the probe's reason where CuPy cannot run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import inspect
+import re
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_backend_contract as contract
+from tolerances import assert_close
+
+from linclass_gpu import oracle
+from linclass_gpu.backends import cupy_backend, probe
+from linclass_gpu.backends.cupy_backend import (
+    KERNEL_SOURCE,
+    MAX_VALUES_PER_LANE,
+    CupyBackend,
+    compile_options,
+    values_per_lane,
+)
+from linclass_gpu.backends.numpy_backend import NumpyBackend
+
+CUDA_SOURCE = Path(cupy_backend.__file__).with_name("cuda_rowwise.cu")
+EMULATOR_SOURCE = Path(__file__).with_name("cuda_warp_emulator.cpp")
+NVCC = shutil.which("nvcc")
+# cuobjdump ships with the CUDA toolkit and, on machines without one, inside triton's NVIDIA backend.
+CUOBJDUMP = shutil.which("cuobjdump") or next(
+    (str(path) for path in Path(sysconfig.get_paths()["purelib"]).glob("triton/backends/nvidia/bin/cuobjdump")), None)
+
+# The C parameters of each kernel in cuda_rowwise.cu, in order ("real" is the compute dtype). The emulator checks
+# every launch against them: a GPU would silently misread an argument of the wrong width.
+KERNEL_PARAMETERS = {
+    "softmax_cross_entropy_rows": ("real*", "int64*", "real*", "float64*", "int32", "int32", "real", "real"),
+    "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*", "float64*", "int32", "real", "real"),
+    "sgd_update": ("real*", "real*", "real*", "int32", "real", "real", "real", "int32"),
+}
+# Input dtypes of the contract tests: float16 inputs compute in float32, like every non-float64 input.
+DTYPES = ("float32", "float64", "float16")
+
+
+# -- nvcc: the source as the GPU gets it ----------------------------------------------------------------------
+
+
+def test_kernel_source_is_self_contained_for_nvrtc():
+    """NVRTC compiles without the host's headers: the source may include nothing."""
+    assert not re.search(r"^\s*#\s*include", KERNEL_SOURCE, flags=re.MULTILINE)
+    assert set(re.findall(r'extern "C" __global__ void (\w+)\(', KERNEL_SOURCE)) == set(KERNEL_PARAMETERS)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("values_per_lane_", [1, MAX_VALUES_PER_LANE])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("arch", [80, 90])
+def test_cuda_source_compiles_warning_free_without_spills(tmp_path, arch, dtype, values_per_lane_):
+    cubin = tmp_path / "cuda_rowwise.cubin"
+    build = subprocess.run(
+        [NVCC, f"-arch=sm_{arch}", "-cubin", "-Werror", "all-warnings", *compile_options(dtype, values_per_lane_),
+         str(CUDA_SOURCE), "-o", str(cubin)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    if CUOBJDUMP is None:
+        pytest.skip("cuobjdump not found: built, but register use not checked")
+    usage = subprocess.run([CUOBJDUMP, "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
+                           check=True).stdout
+    functions = re.findall(r"Function (\w+):\s+REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+    assert {name for name, *_ in functions} == set(KERNEL_PARAMETERS), usage
+    for name, registers, stack, local in functions:
+        assert (stack, local) == ("0", "0"), f"{name} spills to local memory: {usage}"
+        assert int(registers) <= 255, f"{name} uses {registers} registers"
+
+
+@pytest.mark.parametrize("n_classes,expected", [(1, 1), (32, 1), (33, 2), (65, 4), (200, 8), (1024, 32),
+                                                (1025, None)])
+def test_values_per_lane_is_the_next_power_of_two_up_to_the_register_limit(n_classes, expected):
+    assert values_per_lane(n_classes) == expected
+
+
+# -- the CPU emulator of the kernels ------------------------------------------------------------------------------
+
+
+class EmulatedKernel:
+    """A kernel of ``cuda_rowwise.cu`` compiled for the CPU, called like a ``cupy.RawKernel``."""
+
+    def __init__(self, library: ctypes.CDLL, name: str, dtype_name: str):
+        self.name, self.dtype_name = name, dtype_name
+        self._run = getattr(library, f"run_{name}")
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple) -> None:
+        assert len(grid) == len(block) == 1 and block[0] % 32 == 0, (grid, block)
+        parameters = KERNEL_PARAMETERS[self.name]
+        assert len(args) == len(parameters), f"{self.name} takes {len(parameters)} arguments, got {len(args)}"
+        converted = []
+        for position, (parameter, value) in enumerate(zip(parameters, args)):
+            dtype = np.dtype(self.dtype_name if parameter.startswith("real") else parameter.rstrip("*"))
+            where = f"{self.name} argument {position} ({parameter} = {dtype})"
+            if parameter.endswith("*"):
+                assert isinstance(value, np.ndarray) and value.dtype == dtype, f"{where}: got {value!r}"
+                assert value.flags.c_contiguous, f"{where}: not C-contiguous"
+                converted.append(ctypes.c_void_p(value.ctypes.data))
+            else:
+                assert type(value) is dtype.type, f"{where}: got {type(value).__name__}"
+                converted.append(np.ctypeslib.as_ctypes_type(dtype)(value))
+        self._run(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), *converted)
+
+
+@pytest.fixture(scope="session")
+def emulated_kernel(tmp_path_factory):
+    """A stand-in for ``cupy_backend._kernel``: ``(dtype name, values per lane, kernel name) -> EmulatedKernel``."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed: the CUDA kernels cannot be emulated on the CPU")
+    directory = tmp_path_factory.mktemp("cuda_warp_emulator")
+
+    @functools.cache
+    def library(dtype_name: str, values_per_lane_: int) -> ctypes.CDLL:
+        path = directory / f"emulator_{dtype_name}_{values_per_lane_}.so"
+        # No FMA contraction: the host's rounding is then plain IEEE, a stricter check than the GPU's fused ops.
+        subprocess.run([compiler, "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                        "-Wall", "-Wno-unknown-pragmas", *compile_options(dtype_name, values_per_lane_),
+                        f'-DKERNEL_SOURCE="{CUDA_SOURCE}"', str(EMULATOR_SOURCE), "-o", str(path)],
+                       check=True, capture_output=True)
+        return ctypes.CDLL(str(path))
+
+    def kernel(dtype_name: str, values_per_lane_: int, name: str) -> EmulatedKernel:
+        return EmulatedKernel(library(dtype_name, values_per_lane_), name, dtype_name)
+
+    return kernel
+
+
+class EmulatedCupyBackend(CupyBackend):
+    """:class:`CupyBackend`'s Python code on NumPy arrays; its kernels run by the CPU emulator."""
+
+    xp = np
+
+    def __init__(self):  # no cupy import
+        pass
+
+    def to_numpy(self, a):
+        return np.array(a)
+
+
+def make_backend_flavour(flavour: str, request, monkeypatch):
+    """The backend a flavour stands for; "gpu" is skipped with the probe's reason where CuPy cannot run."""
+    if flavour == "numpy-mirror":
+        return NumpyBackend()
+    if flavour == "gpu":
+        status = probe("cupy")
+        if not status.usable:
+            pytest.skip(f"needs a GPU: cupy cannot run here ({status.detail})")
+        return CupyBackend()
+    monkeypatch.setattr(cupy_backend, "_kernel", request.getfixturevalue("emulated_kernel"))
+    return EmulatedCupyBackend()
+
+
+@pytest.fixture(params=["cpu-emulator", "gpu"])
+def cupy_flavour(request, monkeypatch):
+    """The CuPy backend, on the CPU emulator or on the GPU."""
+    return make_backend_flavour(request.param, request, monkeypatch)
+
+
+@pytest.fixture(params=["numpy-mirror", "cpu-emulator", "gpu"])
+def seam_backend(request, monkeypatch):
+    """The array-generic seams (NumPy) or the CuPy backend's kernels (emulated or on the GPU)."""
+    return make_backend_flavour(request.param, request, monkeypatch)
+
+
+# -- the two fused seams against the oracle -------------------------------------------------------------------
+
+SEAM_CASES = [("softmax", c) for c in (2, 3, 10, 37, 1000, 1100)] + [("sigmoid", 1)]  # 1000: 32 values per lane;
+#                                                                               1100: wider than a warp's registers
+
+
+@pytest.mark.parametrize("logit_scale", [1.0, 1e4])  # 1e4: exp of a raw logit would overflow in any dtype
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model,n_outputs", SEAM_CASES)
+def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, dtype, logit_scale):
+    backend, n_rows, x_scale, previous_loss = seam_backend, 37, 0.5, 1.5  # 37 rows: a partial last block of rows
+    product = (logit_scale * rng.normal(size=(n_rows, n_outputs))).astype(dtype)  # X_b W
+    b = rng.normal(size=n_outputs).astype(dtype)
+    logits = x_scale * product.astype(np.float64) + b
+    if model == "softmax":
+        y = rng.integers(0, n_outputs, size=n_rows)
+        targets = np.arange(n_rows) * n_outputs + y
+        expected_loss = n_rows * oracle.cross_entropy(logits, y)
+        expected_dZ = (oracle.softmax(logits) - np.eye(n_outputs)[y]) / n_rows
+    else:
+        y = rng.integers(0, 2, size=n_rows)
+        targets = y.astype(dtype)
+        expected_loss = n_rows * oracle.binary_cross_entropy_with_logits(logits[:, 0], y)
+        expected_dZ = (oracle.sigmoid(logits) - y[:, np.newaxis]) / n_rows
+    Z, loss_sum = backend.asarray(product), backend.xp.full((), previous_loss, dtype=np.float64)
+    backend.logits_to_grad_(model, Z, backend.asarray(targets), backend.asarray(b), x_scale, loss_sum)
+    assert_close(backend.to_numpy(Z), expected_dZ, dtype, n_outputs, "dZ")
+    assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
+
+
+@pytest.mark.parametrize("l2,momentum,nesterov", [(0.0, 0.0, False), (0.1, 0.0, False), (0.1, 0.9, False),
+                                                  (0.0, 0.9, True), (0.1, 0.5, True)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, nesterov):
+    backend, learning_rate, shape = seam_backend, 0.3, (13, 37)  # 481 values: a partial last block of threads
+    param, grad, velocity = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+    expected_param, expected_velocity = oracle._momentum_update(
+        param.astype(np.float64), grad + l2 * param.astype(np.float64), velocity if momentum else 0.0,
+        learning_rate, momentum, nesterov)
+    param_d, velocity_d = backend.asarray(param), backend.asarray(velocity) if momentum else None
+    backend.sgd_update_(param_d, backend.asarray(grad), velocity_d, backend.asarray(np.empty_like(param)),
+                        learning_rate, l2, momentum, nesterov)
+    assert_close(backend.to_numpy(param_d), expected_param, dtype, 1, "param")
+    if momentum:
+        assert_close(backend.to_numpy(velocity_d), expected_velocity, dtype, 1, "velocity")
+
+
+# -- the backend contract (the same checks every backend passes), on the emulator and the GPU ----------------
+
+
+@pytest.mark.parametrize("n,d,c", contract.SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d, c):
+    contract.test_softmax_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d, c)
+
+
+@pytest.mark.parametrize("n,d", [(n, d) for n in (1, 7, 129) for d in (1, 13, 784)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d):
+    contract.test_sigmoid_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d)
+
+
+@pytest.mark.parametrize("check", [contract.test_uint8_inputs_with_a_scale_match_the_oracle,
+                                   contract.test_extreme_logits_stay_finite,
+                                   contract.test_decision_function_is_the_affine_map,
+                                   contract.test_set_params_overwrites_weights_and_clears_momentum],
+                         ids=lambda check: check.__name__.removeprefix("test_"))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_contract_checks(cupy_flavour, rng, dtype, check):
+    arguments = {"make_backend": lambda _: cupy_flavour, "rng": rng, "backend_name": "cupy", "dtype": dtype}
+    check(**{name: arguments[name] for name in inspect.signature(check).parameters})
+
+
+@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_twenty_fused_steps_match_twenty_oracle_steps(cupy_flavour, rng, dtype, model, n, d, c, batch, l2,
+                                                      momentum, nesterov, fit_intercept):
+    contract.test_twenty_fused_steps_match_twenty_oracle_steps(
+        lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, l2, momentum, nesterov, fit_intercept)
+
+
+@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)
+@pytest.mark.parametrize("input_dtype", ["float32", "float64", "uint8"])
+def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dtype, model, n, d, c, batch, l2,
+                                                    momentum, nesterov, fit_intercept):
+    """Both backends take the same 20 steps over the same batches; uint8 pixels are scaled by 1/255 on the way."""
+    x_scale = 1 / 255 if input_dtype == "uint8" else 1.0
+    X = rng.integers(0, 256, size=(n, d)).astype(input_dtype) if input_dtype == "uint8" else \
+        rng.normal(size=(n, d)).astype(input_dtype)
+    y = rng.integers(0, c if model == "softmax" else 2, size=n)
+    compute = "float64" if input_dtype == "float64" else "float32"
+    W, b = (rng.normal(size=(d, c)) / np.sqrt(d)).astype(compute), rng.normal(size=c).astype(compute)
+    order = rng.permutation(n)
+    results = []
+    for backend in (cupy_flavour, NumpyBackend()):
+        stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch,
+                                    l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                                    x_scale=x_scale)
+        rows = backend.asarray(order)
+        for step in range(20):
+            start = (step * batch) % n
+            stepper.step(rows[start:start + batch], 0.3 / (1 + step))
+        results.append((*stepper.get_params(), stepper.pop_loss_sum()))
+    (W_cupy, b_cupy, loss_cupy), (W_numpy, b_numpy, loss_numpy) = results
+    assert_close(W_cupy, W_numpy, input_dtype, 20 * max(d, batch), "W after 20 steps")
+    assert_close(b_cupy, b_numpy, input_dtype, 20 * batch, "b after 20 steps")
+    assert_close(loss_cupy, loss_numpy, input_dtype, 20 * d * batch, "summed loss")
