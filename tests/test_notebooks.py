@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ("01_logistic_regression", "02_softmax_mnist")
+NOTEBOOKS = ("01_logistic_regression", "02_softmax_mnist", "03_kernels")
 CELL_TIMEOUT_SECONDS = 300
 # A kernelspec of our own, so the kernel is this interpreter even where a user-wide "python3" spec points elsewhere.
 KERNEL_NAME = "linclass-gpu-tests"
