@@ -157,7 +157,8 @@ def _sass_counts(cubin: Path) -> dict:
                           check=True).stdout
     opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(?:\.[A-Z0-9_.]+)?", sass)
     return {
-        "global_loads": sum(op == "LDG" for op in opcodes),
+        # LDGSTS is cp.async (global → shared, used by the software pipeliner), UTMALDG a Hopper TMA load.
+        "global_loads": sum(op in ("LDG", "LDGSTS", "UTMALDG") for op in opcodes),
         "global_stores": sum(op == "STG" for op in opcodes),
         "global_atomics": sum(op in ("RED", "ATOM", "ATOMG", "REDG") for op in opcodes),
         "sass_instructions": len(opcodes),
@@ -271,6 +272,11 @@ def bytes_moved(B: int, D: int, C: int, x_dtype: str = "float32") -> dict:
 
     Unfused (the eager sequence): gather ``X[rows]`` → widen to float32 (non-float32 X only) → ``Z = X W + b`` →
     ``P = softmax(Z)`` → loss from ``P[y]`` → ``dZ = (P − Y)/B`` → ``dW = Xᵀ dZ`` → ``db = Σ dZ`` → update.
+
+    The saving is per row: the fused path moves ``X[rows]`` once instead of four or five times and no (B, C) array,
+    but it also moves six θ-sized arrays per step (read θ, the atomic accumulator, the update's read of it, read and
+    write θ, the accumulator's reset) against the unfused four. For few rows and very many classes (B=64, D=784,
+    C=1000) parameter traffic dominates and the fused step moves ~4% more; at MNIST shapes it moves 3x to 6x less.
 
     Returns
     -------

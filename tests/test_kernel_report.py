@@ -1,0 +1,106 @@
+"""Ahead-of-time compile of every shipped kernel configuration for sm_80 and sm_90 on this CPU-only machine: no
+spills, sane resources, the atomics where they belong; and the bytes-moved model of one SGD step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="compiling the Triton kernels needs torch")
+triton = pytest.importorskip("triton", reason="compiling the Triton kernels needs triton")
+
+from linclass_gpu import kernel_report  # noqa: E402
+
+ARCHS = ("sm_80", "sm_90")
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+@pytest.fixture(scope="session")
+def report_rows():
+    """Compile once per session (about 30 s on 2 cores; Triton's cache makes later sessions faster)."""
+    if not CUOBJDUMP.exists() or shutil.which(str(CUOBJDUMP)) is None:
+        pytest.skip(f"triton's bundled cuobjdump is missing ({CUOBJDUMP})")
+    return kernel_report.compile_report(ARCHS)
+
+
+def test_every_shipped_configuration_compiles_for_each_arch(report_rows):
+    builds = kernel_report.shipped_builds()
+    assert len(report_rows) == len(builds) * len(ARCHS)
+    assert {(row["kernel"], row["config"]) for row in report_rows} == {(b.kernel, b.config) for b in builds}
+    for row in report_rows:
+        assert row["arch"] in ARCHS
+        assert 0 < row["registers"] <= 255, row
+        assert row["shared_bytes"] <= 99 * 1024, row  # fits sm_80 and sm_90 with room for 2 programs per SM
+        assert row["sass_instructions"] > 0 and row["global_loads"] > 0, row
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("shape", ["D=784 C=10 ", "D=784 C=32768 ", "D=784 float32", "D=784 uint8"])
+def test_no_local_memory_no_spills(report_rows, arch, shape):
+    rows = [row for row in report_rows if row["arch"] == arch and row["config"].startswith(shape)]
+    assert rows, f"no shipped configuration {shape!r} for {arch}"
+    spilled = [(row["kernel"], row["config"], row["local_bytes"]) for row in rows if row["local_bytes"]]
+    assert not spilled, f"local memory (spills) on {arch}: {spilled}"
+
+
+def test_whole_report_is_spill_free(report_rows):
+    assert all(row["local_bytes"] == 0 and row["stack_bytes"] == 0 for row in report_rows), [
+        (row["kernel"], row["config"], row["arch"]) for row in report_rows if row["local_bytes"]]
+
+
+def test_reductions_use_atomics_only_in_fast_mode(report_rows):
+    for row in report_rows:
+        if row["kernel"] == "sgd_update_kernel":
+            assert row["global_atomics"] == 0, row
+        elif "deterministic" in row["config"]:
+            assert row["global_atomics"] == 0 and row["global_stores"] > 0, row
+        else:
+            assert row["global_atomics"] > 0, row
+
+
+def test_report_formats_and_serialises(report_rows):
+    text = kernel_report.format_report(report_rows)
+    for row in report_rows:
+        assert row["config"] in text
+    assert "no local memory (no spills)" in text
+    assert "Bytes moved per SGD step" in text
+    decoded = json.loads(json.dumps({"kernels": report_rows}))
+    required = {"kernel", "config", "arch", "registers", "shared_bytes", "local_bytes", "global_loads", "global_stores"}
+    assert all(required <= set(row) for row in decoded["kernels"])
+
+
+@pytest.mark.parametrize("x_dtype", ("float32", "bfloat16", "uint8"))
+@pytest.mark.parametrize("shape", [(128, 784, 10), (17, 31, 37), (64, 784, 1000)])
+def test_bytes_moved_model(shape, x_dtype):
+    B, D, C = shape
+    model = kernel_report.bytes_moved(B, D, C, x_dtype)
+    itemsize = {"float32": 4, "bfloat16": 2, "uint8": 1}[x_dtype]
+    params = 4 * (D * C + C)
+    # The fused step kernel reads X[rows] exactly once and writes nothing of size B·C or B·D.
+    step = model["fused"][0]
+    assert step["read"] == 16 * B + B * D * itemsize + params
+    assert step["written"] == params + 8
+    assert model["fused_bytes"] == sum(s["read"] + s["written"] for s in model["fused"])
+    assert model["fused_bytes"] == 16 * B + B * D * itemsize + 6 * params + 8
+    # The unfused sequence moves X[rows] at least 4 times (gather read + write, two GEMM reads) plus the logits.
+    assert model["unfused_bytes"] >= 4 * B * D * itemsize + 4 * B * C * 4
+    assert model["ratio"] == pytest.approx(model["unfused_bytes"] / model["fused_bytes"])
+    # Fusion saves bytes per row: the saving grows with the batch (parameter traffic does not depend on B).
+    bigger = kernel_report.bytes_moved(2 * B, D, C, x_dtype)
+    saving = model["unfused_bytes"] - model["fused_bytes"]
+    assert bigger["unfused_bytes"] - bigger["fused_bytes"] > saving + B * D * 3 * itemsize
+
+
+def test_bytes_moved_mnist_figures():
+    """The MNIST figures quoted in kernels/softmax_sgd.py's docstring."""
+    fp32 = kernel_report.bytes_moved(128, 784, 10, "float32")
+    u8 = kernel_report.bytes_moved(128, 784, 10, "uint8")
+    assert fp32["fused_bytes"] == 591_864 and u8["fused_bytes"] == 290_808
+    assert fp32["unfused_bytes"] == 1_802_060 and u8["unfused_bytes"] == 1_701_708
+    # uint8 pixels: 4x fewer X bytes in the fused kernel, and the unfused path loses that by widening first.
+    assert fp32["fused_bytes"] - u8["fused_bytes"] == 3 * 128 * 784
+    assert u8["ratio"] > fp32["ratio"] > 2
