@@ -3,7 +3,8 @@
 Probing is cheap and happens once per process (cached): it looks for the optional packages without importing them
 and for the CUDA driver library, and only where a driver exists imports torch or cupy and touches the device.
 A backend asked for by name that cannot run raises :class:`BackendUnavailableError` with the probe's reason; it never
-silently runs somewhere else.
+silently runs somewhere else. ``auto`` takes the first backend of :data:`AUTO_ORDER` that probes as runnable on a GPU
+(numpy always is) and also moves on when that backend then fails while starting up, recording why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .base import Backend, BackendUnavailableError
@@ -23,6 +25,11 @@ logger = logging.getLogger("linclass_gpu")
 
 AUTO_ORDER = ("triton", "cupy", "numpy")
 ENV_VARIABLE = "LINCLASS_BACKEND"
+# cudaErrorNoDevice: CUDA's runtime status when a driver is installed but no device is visible.
+CUDA_ERROR_NO_DEVICE = 100
+# What a backend that cannot run raises while starting up: a failed import, a missing shared library, a CUDA error
+# (CuPy's CUDARuntimeError is a RuntimeError, as is BackendUnavailableError). A bad option's TypeError is not one.
+STARTUP_ERRORS = (ImportError, OSError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class BackendStatus:
 def _installed(*modules: str) -> str:
     """Empty when every module can be found, else the reason (without importing anything)."""
     for module in modules:
-        if importlib.util.find_spec(module) is None:
+        if sys.modules.get(module) is None and importlib.util.find_spec(module) is None:
             return f"{module} is not installed (pip install 'linclass-gpu[gpu]')"
     return ""
 
@@ -75,13 +82,19 @@ def _probe_triton() -> BackendStatus:
         return BackendStatus("triton", True, False, no_driver + interpreter)
     try:
         import torch
-
+        import triton  # noqa: F401  (a broken triton fails here rather than at the first kernel)
+    except Exception as error:  # a broken install raises anything from ImportError to OSError
+        return BackendStatus("triton", False, False, f"importing torch or triton failed: {type(error).__name__}: "
+                                                     f"{error}")
+    try:
         if not torch.cuda.is_available():
             return BackendStatus("triton", True, False, "no CUDA device (torch.cuda.is_available() is False)"
                                  + interpreter)
-        return BackendStatus("triton", True, True, f"CUDA device {torch.cuda.get_device_name(0)}")
-    except Exception as error:  # a broken install raises anything from ImportError to OSError
-        return BackendStatus("triton", False, False, f"importing torch failed: {type(error).__name__}: {error}")
+        name = torch.cuda.get_device_name(0)
+    except Exception as error:
+        return BackendStatus("triton", True, False, f"CUDA error at first use: {type(error).__name__}: {error}"
+                             + interpreter)
+    return BackendStatus("triton", True, True, f"CUDA device {name}")
 
 
 def _probe_cupy() -> BackendStatus:
@@ -98,7 +111,10 @@ def _probe_cupy() -> BackendStatus:
         int((cupy.arange(2) + 1).sum())  # first use: driver/runtime mismatches surface here, not at import
         name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     except Exception as error:
-        return BackendStatus("cupy", False, False, f"CUDA error at first use: {type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}"
+        if getattr(error, "status", None) == CUDA_ERROR_NO_DEVICE:
+            return BackendStatus("cupy", False, False, f"no CUDA device ({reason})")
+        return BackendStatus("cupy", False, False, f"CUDA error at first use: {reason}")
     return BackendStatus("cupy", True, True, f"CUDA device {name}")
 
 
@@ -134,30 +150,46 @@ def available_backends() -> list[str]:
     return [status.name for status in backend_statuses() if status.usable]
 
 
-def resolve_name(name: str | None = "auto") -> tuple[str, list[str]]:
+def _requested(name: str | None) -> tuple[str, str]:
+    """The backend name asked for (``$LINCLASS_BACKEND`` standing in for ``auto`` when set) and who asked for it."""
+    requested = "auto" if name is None else str(name).strip().lower()
+    source = f"backend={requested!r}"
+    if requested == "auto" and os.environ.get(ENV_VARIABLE, "").strip():
+        requested = os.environ[ENV_VARIABLE].strip().lower()
+        source = f"${ENV_VARIABLE}={requested}"
+    if requested != "auto" and requested not in AUTO_ORDER:
+        raise ValueError(f"{source}: unknown backend; expected one of {', '.join(('auto',) + AUTO_ORDER)}")
+    return requested, source
+
+
+def resolve_name(name: str | None = "auto", startup_failures: Mapping[str, str] | None = None
+                 ) -> tuple[str, list[str]]:
     """The backend ``name`` stands for, and the skip reasons collected on the way.
 
     ``None`` and ``"auto"`` defer to ``$LINCLASS_BACKEND`` when it is set, else walk :data:`AUTO_ORDER` and take the
-    first backend ``auto`` may pick. An explicit name that cannot run raises :class:`BackendUnavailableError`.
+    first backend ``auto`` may pick. An explicit name that cannot run raises :class:`BackendUnavailableError`; an
+    unknown one raises ValueError.
+
+    Parameters
+    ----------
+    name : str or None
+    startup_failures : mapping of backend name to reason, optional
+        Backends that probed as runnable but failed while starting up; ``auto`` skips them with that reason.
     """
-    requested = "auto" if name is None else str(name).lower()
-    if requested == "auto" and os.environ.get(ENV_VARIABLE):
-        requested = os.environ[ENV_VARIABLE].strip().lower()
-        source = f"${ENV_VARIABLE}={requested}"
-    else:
-        source = f"backend={requested!r}"
+    requested, source = _requested(name)
     if requested != "auto":
         status = probe(requested)
         if not status.usable:
             raise BackendUnavailableError(f"{source} cannot run here: {status.detail}")
         return requested, []
+    startup_failures = startup_failures or {}
     skipped = []
     for candidate in AUTO_ORDER:
         status = probe(candidate)
-        if status.auto:
+        if status.auto and candidate not in startup_failures:
             return candidate, skipped
-        skipped.append(f"{candidate}: {status.detail}")
-    raise BackendUnavailableError("no backend can run here: " + "; ".join(skipped))  # numpy always can
+        skipped.append(f"{candidate}: {startup_failures.get(candidate, status.detail)}")
+    raise BackendUnavailableError("no backend can run here: " + "; ".join(skipped))
 
 
 def get_backend(name: str | None = "auto", **options) -> Backend:
@@ -172,10 +204,28 @@ def get_backend(name: str | None = "auto", **options) -> Backend:
     Returns
     -------
     Backend
-        ``.name`` says which one was chosen.
+        ``.name`` says which one was chosen. ``auto`` logs its choice, with the reason for each backend it skipped,
+        once per call (logger ``"linclass_gpu"``, level INFO).
+
+    Raises
+    ------
+    BackendUnavailableError
+        An explicitly requested backend (argument or ``$LINCLASS_BACKEND``) cannot run here, by its probe or while
+        starting up; the message says why.
     """
-    chosen, skipped = resolve_name(name)
-    if skipped:
-        logger.info("backend auto -> %s (skipped %s)", chosen, "; ".join(skipped))
-    module_name, class_name = _FACTORIES[chosen].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(**options)
+    requested, source = _requested(name)
+    startup_failures: dict[str, str] = {}
+    while True:  # each pass either returns or adds a failed backend, so at most len(AUTO_ORDER) passes
+        chosen, skipped = resolve_name(name, startup_failures)
+        module_name, class_name = _FACTORIES[chosen].split(":")
+        try:
+            backend = getattr(importlib.import_module(module_name), class_name)(**options)
+        except STARTUP_ERRORS as error:
+            reason = f"failed while starting up: {type(error).__name__}: {error}"
+            if requested != "auto":
+                raise BackendUnavailableError(f"{source} cannot run here: {reason}") from error
+            startup_failures[chosen] = reason
+            continue
+        if requested == "auto":
+            logger.info("backend auto -> %s%s", chosen, f" (skipped {'; '.join(skipped)})" if skipped else "")
+        return backend
