@@ -183,19 +183,21 @@ def sigmoid_loss_grad(X, y, theta, *, x_scale=1.0, deterministic=False, sample_w
     Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D + 1,) mean gradient ``[dw, db]`` and
     the (N,) probabilities σ(z) (``None`` unless ``return_probs``).
     """
-    from .sgd_update import launch_sgd_update
+    from .sgd_update import launch_sgd_update, max_partials
 
     n_rows, n_features = X.shape
+    n_params = n_features + 1
     config = sigmoid_config(n_features)
     rows = torch.arange(n_rows, device=X.device)
     probs = torch.empty(n_rows, dtype=torch.float32, device=X.device) if return_probs else None
     loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
     n_blocks = triton.cdiv(n_rows, config.block_b)
     if deterministic:
-        partials = torch.empty((n_blocks, n_features + 1), dtype=torch.float32, device=X.device)
-        loss_partials = torch.empty(n_blocks, dtype=torch.float32, device=X.device)
+        n_programs = max_partials(n_params, n_blocks)
+        partials = torch.empty((n_programs, n_params), dtype=torch.float32, device=X.device)
+        loss_partials = torch.empty(n_programs, dtype=torch.float32, device=X.device)
         n_programs = launch_sigmoid_sgd(X, rows, y, theta, partials, loss_partials, x_scale=x_scale,
-                                        grad_scale=1.0 / n_rows, config=config, max_programs=n_blocks,
+                                        grad_scale=1.0 / n_rows, config=config, max_programs=n_programs,
                                         deterministic=True, sample_weight=sample_weight, probs=probs)
         grad = torch.empty(n_features + 1, dtype=torch.float32, device=X.device)
         launch_sgd_update(theta, partials, n_weights=n_features, deterministic=True, n_partials=n_programs,

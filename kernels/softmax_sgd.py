@@ -9,7 +9,9 @@ For the minibatch rows ``r`` (indices into the device-resident ``X``; shuffling 
 
 Nothing of size B·C is written: the logits live in registers, one (BLOCK_B, BLOCK_C) tile at a time. When ``C``
 does not fit one class tile the kernel makes two sweeps over the class tiles, an online log-sum-exp first and the
-gradient second, recomputing each logits tile rather than storing it, so the extra memory stays O(B).
+gradient second, recomputing each logits tile rather than storing it, so the extra memory stays O(B). The grid
+is over row blocks only, so at C = 32768 each of the B/16 programs sweeps all of W twice (from L2 when it fits, else
+DRAM); spreading the classes over programs as well would need a cross-program log-sum-exp, i.e. a third launch.
 
 ``X[r]`` is loaded once and kept in registers for both GEMMs when D fits one feature chunk (``BLOCK_D``: 64 for
 C ≤ 16, 32 beyond). Wider inputs (MNIST's 784) are streamed in ``BLOCK_D`` chunks by the forward sweep and again by
@@ -20,15 +22,17 @@ was tried and compiled: an fp32 tl.dot with K = 1024 takes 255 registers and a 1
 The parameter update is not here: ``sgd_update.py`` applies it in a second small launch, which also resets the
 gradient buffer, so an SGD step is exactly 2 launches and 0 host synchronisations.
 
-Bytes moved per SGD step, MNIST shapes B=128, D=784, C=10 (``linclass_gpu.kernel_report.bytes_moved``, compulsory
+Bytes moved per SGD step, MNIST shapes B=128, D=784, C=10 (``linclass_gpu.kernel_report.bytes_moved``: compulsory
 global-memory traffic, each distinct array counted once per kernel touching it)::
 
-                       fused (2 launches)   unfused (gather, matmul, softmax, dZ, matmul, sum, update)
-    X float32               0.60 MB               2.15 MB
-    X uint8 (s = 1/255)     0.30 MB               2.25 MB   (unfused must widen X[r] to float32 first)
+                           fused (2 launches)   unfused (gather, [widen], matmul, softmax, loss, dZ, matmul, sum, update)
+    X float32                    591,864 B        1,802,060 B   (3.0x)
+    X uint8 (s = 1/255)          290,808 B        1,701,708 B   (5.9x: unfused must widen X[r] to float32 first)
 
-The fused path reads ``X[r]`` once and never writes it; the unfused sequence gathers it (read + write), reads it in
-both matmuls and moves the (B, C) logits, probabilities and dZ through memory.
+The fused path reads ``X[r]`` once from DRAM and never writes it; the unfused sequence gathers it (read + write),
+reads it in both matmuls and moves the (B, C) logits, probabilities and dZ through memory. The fused path moves six
+θ-sized arrays to the unfused four (atomic accumulator and its reset), so with few rows and many classes it can move
+slightly more (B=64, D=784, C=1000: 4% more).
 """
 
 from __future__ import annotations
@@ -290,7 +294,7 @@ def softmax_loss_grad(X, y, theta, n_classes, *, x_scale=1.0, deterministic=Fals
     Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D·C + C,) mean gradient
     ``[dW row-major, db]`` and the (N, C) probabilities (``None`` unless ``return_probs``).
     """
-    from .sgd_update import launch_sgd_update
+    from .sgd_update import launch_sgd_update, max_partials
 
     n_rows, n_features = X.shape
     n_params = n_features * n_classes + n_classes
@@ -300,11 +304,12 @@ def softmax_loss_grad(X, y, theta, n_classes, *, x_scale=1.0, deterministic=Fals
     loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
     n_blocks = triton.cdiv(n_rows, config.block_b)
     if deterministic:
-        partials = torch.empty((n_blocks, n_params), dtype=torch.float32, device=X.device)
-        loss_partials = torch.empty(n_blocks, dtype=torch.float32, device=X.device)
+        n_programs = max_partials(n_params, n_blocks)
+        partials = torch.empty((n_programs, n_params), dtype=torch.float32, device=X.device)
+        loss_partials = torch.empty(n_programs, dtype=torch.float32, device=X.device)
         n_programs = launch_softmax_sgd(X, rows, y, theta, partials, loss_partials, n_classes=n_classes,
                                         x_scale=x_scale, grad_scale=1.0 / n_rows, config=config,
-                                        max_programs=n_blocks, deterministic=True, input_precision=input_precision,
+                                        max_programs=n_programs, deterministic=True, input_precision=input_precision,
                                         sample_weight=sample_weight, probs=probs)
         grad = torch.empty(n_params, dtype=torch.float32, device=X.device)
         launch_sgd_update(theta, partials, n_weights=n_features * n_classes, deterministic=True,

@@ -278,13 +278,15 @@ def test_deterministic_mode_is_bitwise_reproducible(deterministic_backend, trito
 
 def test_partials_are_capped_for_large_models(rng):
     """Deterministic mode keeps one gradient slice per program, capped in bytes: fewer programs for huge D·C."""
-    from linclass_gpu.backends import triton_backend as module
-
     backend = TritonBackend(deterministic=True)
+    update = backend._kernels.update
     X, y, W, b, _ = problem(rng, "softmax", 64, 31, 10, "float32")
     small = backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=64)
     assert small._max_programs == 4  # 64 rows / 16-row blocks
-    assert small._grad.numel() * 4 <= module.DETERMINISTIC_PARTIALS_BYTES
+    assert small._grad.numel() * 4 <= update.PARTIALS_BYTES
+    assert update.max_partials(784 * 32768 + 32768, 8) == 1  # one 103 MB slice at C = 32768, not 8
+    assert update.max_partials(784 * 1000 + 1000, 8) == 8  # 3.1 MB slices: 8 fit in 64 MB
+    assert update.max_partials(784 * 1000 + 1000, 64) == update.PARTIALS_BYTES // (4 * 785000)
 
 
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))

@@ -23,9 +23,6 @@ import numpy as np
 
 from .base import MODELS, Backend, BackendUnavailableError, FusedSGD
 
-# Deterministic mode keeps one gradient slice per program; this caps their total size (the number of programs, and
-# so the parallelism of the step, shrinks for very large D·K instead of the buffer growing without bound).
-DETERMINISTIC_PARTIALS_BYTES = 64 * 2**20
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
 
@@ -142,7 +139,7 @@ class TritonFusedSGD(FusedSGD):
         max_blocks = -(-int(max_batch_size) // self._config.block_b)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
         if self.deterministic:
-            self._max_programs = max(1, min(max_blocks, DETERMINISTIC_PARTIALS_BYTES // (4 * n_params)))
+            self._max_programs = self._kernels.update.max_partials(n_params, max_blocks)
             self._grad = torch.empty((self._max_programs, n_params), dtype=torch.float32, device=self._device)
             self._loss_partials = torch.empty(self._max_programs, dtype=torch.float32, device=self._device)
         else:
