@@ -7,8 +7,9 @@ would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from 
 - :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits;
 - :meth:`CupyBackend.sgd_update_`: L2, momentum and the parameter update in one pass over the parameters.
 
-One training step is then about eight launches and no host sync: the loss stays in a device float64 scalar that the
-training loop reads once per epoch. cuBLAS runs in full fp32 (CuPy uses TF32 only when ``CUPY_TF32=1``).
+One training step is then about ten launches (gathers, two GEMMs, the row-wise kernel, ``db``, two updates) and no
+host sync: the loss stays in a device float64 scalar that the training loop reads once per epoch. cuBLAS runs in full
+fp32 (CuPy uses TF32 only when ``CUPY_TF32=1``).
 """
 
 from __future__ import annotations
