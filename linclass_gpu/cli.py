@@ -26,7 +26,7 @@ PIXEL_SCALE = 1 / 255  # MNIST pixels stay uint8 on the device; the model sees t
 
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
 # ``run`` to a function (args) -> dict, the JSON summary. Registering imports nothing heavy; running may.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("linclass_gpu.bench.cli",)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:

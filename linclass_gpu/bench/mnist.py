@@ -1,0 +1,230 @@
+"""``bench mnist``: end-to-end MNIST training per provider, each run in a fresh process, all in one invocation.
+
+Every provider of :mod:`.mnist_providers` trains with the same epochs, batch size, learning rate, schedule,
+momentum and L2 strength (the estimators' defaults) in a process of its own (:mod:`.isolated`), which also gives its
+peak memory above the interpreter's baseline. The providers take turns epoch by epoch (in an order rotated each
+round), so a burst of load from elsewhere hits them alike and the ratios between them hold on a noisy machine.
+
+Per provider: the median epoch seconds (training only), the fit seconds, the seconds of training until the test
+accuracy first reaches the target (0.92; None if it never does), the final test accuracy and the peak memory.
+:func:`targets` puts the ratios the library is held to beside their goals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..backends import probe, resolve_name
+from ..backends.registry import AUTO_ORDER
+from ..estimators import SoftmaxRegression
+from .isolated import MB, IsolatedWorker, WorkerError, thread_limits
+from .mnist_providers import MNIST_FEATURES, MNIST_TEST_ROWS, MNIST_TRAIN_ROWS
+
+_PROVIDERS_MODULE = "linclass_gpu.bench.mnist_providers"
+# name -> (class in mnist_providers, modules it needs)
+PEERS = {
+    "torch-eager": ("TorchTraining", ("torch",)),
+    "sklearn-sgd": ("SklearnSGDTraining", ("sklearn",)),
+    "sklearn-lbfgs": ("SklearnLbfgsTraining", ("sklearn",)),
+    "numpy-gemm-floor": ("GemmFloor", ()),
+    "linclass-gpu-train": ("CliTraining", ()),
+}
+MNIST_PROVIDERS = AUTO_ORDER + tuple(PEERS)
+# The uint8 images and labels of both splits: what the memory target is measured against.
+MNIST_DATASET_BYTES = (MNIST_TRAIN_ROWS + MNIST_TEST_ROWS) * (MNIST_FEATURES + 1)
+# --quick: a smoke test of the harness in seconds.
+QUICK = {"epochs": 2, "train_rows": 2048, "test_rows": 512, "lbfgs_max_iter": 10}
+
+
+@dataclass(frozen=True)
+class MnistSettings:
+    """What every provider trains with.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+    learning_rate, gamma, momentum, alpha : float
+        The initial step size, its decay per epoch (exponential schedule), heavy-ball momentum and L2 on W.
+    seed : int
+    target_accuracy : float
+        The test accuracy the seconds-to-target are measured to.
+    lbfgs_max_iter : int
+        Iteration budget of ``sklearn-lbfgs`` (it stops earlier once at the target).
+    data_dir : str, optional
+        Where the MNIST files are (default: the library's search path).
+    train_rows, test_rows : int, optional
+        Use only the first rows (the --quick smoke test).
+    threads : int, optional
+        Cap on every provider's BLAS, OpenMP and joblib threads (default: each library's own choice, all cores).
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    gamma: float
+    momentum: float
+    alpha: float
+    seed: int = 0
+    target_accuracy: float = 0.92
+    lbfgs_max_iter: int = 100
+    data_dir: str | None = None
+    train_rows: int | None = None
+    test_rows: int | None = None
+    threads: int | None = None
+
+    @classmethod
+    def library_defaults(cls, **overrides) -> "MnistSettings":
+        """The estimators' defaults, with ``overrides`` (None values keep the default)."""
+        defaults = SoftmaxRegression()
+        if defaults.schedule != "exponential":
+            raise ValueError(f"the PyTorch loop replicates an exponential schedule, not {defaults.schedule!r}")
+        settings = {"epochs": defaults.epochs, "batch_size": defaults.batch_size,
+                    "learning_rate": defaults.learning_rate, "gamma": defaults.gamma,
+                    "momentum": defaults.momentum, "alpha": defaults.alpha}
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**settings)
+
+
+def unavailable_reason(name: str) -> str:
+    """Why provider ``name`` cannot run here, or "" (nothing is imported to find out)."""
+    if name not in MNIST_PROVIDERS:
+        raise ValueError(f"unknown MNIST provider {name!r}; expected one of {', '.join(MNIST_PROVIDERS)}")
+    if name in AUTO_ORDER:
+        status = probe(name)
+        return "" if status.usable else status.detail
+    missing = [module for module in PEERS[name][1] if importlib.util.find_spec(module) is None]
+    return f"{' and '.join(missing)} not installed" if missing else ""
+
+
+def default_providers() -> list[str]:
+    """The backends ``auto`` could pick here (not the Triton interpreter) and every peer; those not installed
+    are reported as skipped."""
+    return [name for name in AUTO_ORDER if probe(name).auto] + list(PEERS)
+
+
+def _factory(name: str) -> tuple[str, dict]:
+    """The ``module:class`` that runs provider ``name`` and its extra keyword arguments."""
+    if name in AUTO_ORDER:
+        return f"{_PROVIDERS_MODULE}:BackendTraining", {"backend": name}
+    return f"{_PROVIDERS_MODULE}:{PEERS[name][0]}", {}
+
+
+def seconds_to_accuracy(epoch_seconds, test_accuracy, target: float) -> float | None:
+    """Training seconds summed up to the first epoch whose test accuracy reaches ``target``; None if none does."""
+    elapsed = 0.0
+    for seconds, accuracy in zip(epoch_seconds, test_accuracy):
+        elapsed += seconds
+        if accuracy >= target:
+            return elapsed
+    return None
+
+
+def summarise_run(name: str, run: dict, target: float) -> dict:
+    """One result row from a provider's summary and memory figures."""
+    epochs, accuracy = run["epoch_seconds"], run["test_accuracy"]
+    return {
+        "provider": name, "status": "ok", "device": run["device"], "input": run["input"], "epochs": len(epochs),
+        "median_epoch_s": float(np.median(epochs)) if epochs else None, "fit_s": run["fit_seconds"],
+        "seconds_to_target": seconds_to_accuracy(epochs, accuracy, target),
+        "final_accuracy": accuracy[-1] if accuracy else None,
+        "peak_above_baseline_mb": run["peak_above_baseline_mb"], "baseline_mb": run["baseline_mb"],
+        **({"iterations": run["iterations"]} if "iterations" in run else {}),
+    }
+
+
+def run_mnist_bench(providers: list[str], settings: MnistSettings, *, timeout: float = 900, progress=print) -> dict:
+    """Train every provider, each in a process of its own, the providers taking turns epoch by epoch.
+
+    Parameters
+    ----------
+    providers : list of str
+        Names from :data:`MNIST_PROVIDERS`.
+    settings : MnistSettings
+    timeout : float
+        Seconds one epoch (or the setup) may take before the provider is killed and reported as an error.
+    progress : callable (str) -> None
+        Told what starts.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``results`` (one row per provider: ``status`` "ok", "skipped" (not installed, no device) or
+        "error", with ``reason``), ``dataset_mb`` and ``targets`` (:func:`targets`).
+    """
+    reasons = {name: unavailable_reason(name) for name in providers}
+    outcomes: dict[str, dict] = {name: {"status": "skipped", "reason": reason} for name, reason in reasons.items()
+                                 if reason}
+    with contextlib.ExitStack() as stack:
+        active = {}
+        for name in providers:
+            if reasons[name]:
+                continue
+            progress(f"mnist {name}: loading and setting up")
+            factory, extra = _factory(name)
+            try:
+                active[name] = stack.enter_context(IsolatedWorker(factory, {**asdict(settings), **extra}, timeout,
+                                                                  env=thread_limits(settings.threads)))
+            except (WorkerError, TimeoutError) as error:
+                outcomes[name] = {"status": "error", "reason": str(error)}
+        epoch = 0
+        while active:
+            progress(f"mnist epoch {epoch + 1}: {', '.join(active)}")
+            names = list(active)
+            shift = epoch % len(names)
+            for name in names[shift:] + names[:shift]:  # rotated, so no provider always runs right after another
+                worker = active[name]
+                try:
+                    if worker.call("epoch"):
+                        outcomes[name] = summarise_run(name, {**worker.call("summary"), **worker.memory()},
+                                                       settings.target_accuracy)
+                        del active[name]
+                except (WorkerError, TimeoutError) as error:  # one failing provider must not lose the others
+                    outcomes[name] = {"status": "error", "reason": str(error)}
+                    del active[name]
+            epoch += 1
+    results = [{"provider": name, **outcomes[name]} for name in providers]
+    return {"settings": asdict(settings), "results": results, "dataset_mb": MNIST_DATASET_BYTES / MB,
+            "targets": targets(results, settings.target_accuracy)}
+
+
+def targets(results: list[dict], target_accuracy: float) -> list[dict]:
+    """The ratios the library is held to, for the backend ``auto`` picks here, where both sides were measured.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``value``, ``goal`` (text) and ``met`` (bool).
+    """
+    rows = {row["provider"]: row for row in results if row["status"] == "ok"}
+    library = rows.get(resolve_name("auto")[0])
+    checks = []
+
+    def check(name, value, goal, holds):
+        checks.append({"name": name, "value": value, "goal": goal, "met": value is not None and holds(value)})
+
+    def ratio(numerator, denominator):
+        return None if numerator is None or not denominator else numerator / denominator
+
+    if library is not None:
+        lib = library["provider"]
+        if "torch-eager" in rows:
+            check(f"median epoch, torch-eager / {lib}", ratio(rows["torch-eager"]["median_epoch_s"],
+                                                              library["median_epoch_s"]), ">= 3", lambda v: v >= 3)
+        if lib == "numpy" and "numpy-gemm-floor" in rows:
+            check("median epoch, numpy / numpy-gemm-floor", ratio(library["median_epoch_s"],
+                                                                  rows["numpy-gemm-floor"]["median_epoch_s"]),
+                  "<= 2", lambda v: v <= 2)
+        if "sklearn-lbfgs" in rows:
+            value = ratio(rows["sklearn-lbfgs"]["seconds_to_target"], library["seconds_to_target"])
+            check(f"seconds to {target_accuracy:.0%}, sklearn-lbfgs / {lib}", value, ">= 20", lambda v: v >= 20)
+        if lib != "numpy":
+            check(f"median epoch ms, {lib}", library["median_epoch_s"] * 1e3, "< 1", lambda v: v < 1)
+    train = rows.get("linclass-gpu-train")
+    if train is not None and train["peak_above_baseline_mb"] is not None:
+        check("linclass-gpu train peak above baseline / dataset", train["peak_above_baseline_mb"] * MB
+              / MNIST_DATASET_BYTES, "<= 1.5", lambda v: v <= 1.5)
+    return checks
