@@ -5,9 +5,10 @@ No machine of this project has a GPU, so the CUDA kernels are checked three ways
 1. nvcc, and NVRTC where its library is installed (CuPy's run-time compiler; it needs no GPU), build
    ``cuda_rowwise.cu`` for sm_80 and sm_90 with the ``-D`` options CuPy uses, warning-free and without register
    spills (cuobjdump's LOCAL and STACK bytes);
-2. ``cuda_warp_emulator.cpp`` runs that same source on the CPU (each lane a thread, shuffles at a barrier) under
-   :class:`CupyBackend`'s own Python launch code on NumPy arrays ("cpu-emulator"): the backend contract, the two
-   fused seams and 20 fused steps, against the float64 oracle and the NumPy backend;
+2. ``cuda_warp_emulator.cpp`` runs that same source on the CPU (each lane a coroutine, shuffles where all 32 meet)
+   under :class:`CupyBackend`'s own Python launch code on NumPy arrays ("cpu-emulator"), checking every argument's
+   type against the kernel's C signature: the backend contract, the two fused seams, 20 fused steps and whole
+   estimator fits, against the float64 oracle and the NumPy backend;
 3. the NumPy backend's versions of the two seams -- the array-generic mirror of the kernels' per-row formulas, step
    for step: max, exp, sum, loss, dZ -- against the oracle, beside the kernels ("numpy-mirror").
 
@@ -30,8 +31,8 @@ import pytest
 import test_backend_contract as contract
 from tolerances import assert_close
 
-from linclass_gpu import oracle
-from linclass_gpu.backends import cupy_backend, probe
+from linclass_gpu import LogisticRegression, SoftmaxRegression, oracle
+from linclass_gpu.backends import cupy_backend, probe, registry
 from linclass_gpu.backends.cupy_backend import (
     KERNEL_SOURCE,
     MAX_VALUES_PER_LANE,
@@ -40,6 +41,7 @@ from linclass_gpu.backends.cupy_backend import (
     values_per_lane,
 )
 from linclass_gpu.backends.numpy_backend import NumpyBackend
+from linclass_gpu.backends.registry import BackendStatus
 
 CUDA_SOURCE = Path(cupy_backend.__file__).with_name("cuda_rowwise.cu")
 EMULATOR_SOURCE = Path(__file__).with_name("cuda_warp_emulator.cpp")
@@ -184,6 +186,9 @@ class EmulatedCupyBackend(CupyBackend):
     def __init__(self):  # no cupy import
         pass
 
+    def describe(self):
+        return "cupy (kernels on the CPU warp emulator)"
+
     def to_numpy(self, a):
         return np.array(a)
 
@@ -320,3 +325,33 @@ def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dty
     assert_close(W_cupy, W_numpy, input_dtype, 20 * max(d, batch), "W after 20 steps")
     assert_close(b_cupy, b_numpy, input_dtype, 20 * batch, "b after 20 steps")
     assert_close(loss_cupy, loss_numpy, input_dtype, 20 * d * batch, "summed loss")
+
+
+# -- end to end: the estimators on the CuPy backend -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator_class,labels", [(SoftmaxRegression, np.array([3, 5, 7, 9])),
+                                                    (LogisticRegression, np.array(["no", "yes"]))])
+def test_estimators_fit_on_the_cupy_backend_as_on_numpy(cupy_flavour, monkeypatch, rng, estimator_class, labels):
+    """get_backend("cupy"), the training loop, validation scoring and prediction, against the same fit on NumPy."""
+    if isinstance(cupy_flavour, EmulatedCupyBackend):  # let get_backend("cupy") build the emulated backend
+        real_probe = registry.probe
+        monkeypatch.setattr(registry, "probe", lambda name: BackendStatus("cupy", True, True, "CPU emulator")
+                            if name == "cupy" else real_probe(name))
+        monkeypatch.setitem(registry._FACTORIES, "cupy", f"{__name__}:EmulatedCupyBackend")
+    n_rows, n_features = 300, 20  # 300 = 4·64 + 44: every epoch ends on a short batch
+    centres = rng.uniform(40, 215, size=(len(labels), n_features))
+    classes = rng.integers(0, len(labels), size=n_rows)
+    pixels = np.clip(centres[classes] + rng.normal(0, 30, size=(n_rows, n_features)), 0, 255).astype(np.uint8)
+    y = labels[classes]
+    models = [estimator_class(backend=name, epochs=3, batch_size=64, random_state=0, input_scale=1 / 255)
+              .fit(pixels, y, validation_data=(pixels[:50], y[:50])) for name in ("cupy", "numpy")]
+    on_cupy, on_numpy = models
+    assert on_cupy.backend_ == "cupy" and on_numpy.backend_ == "numpy"
+    steps, batch_size = on_cupy.t_, 64  # rounding compounds over the steps, as in the contract's 20-step test
+    assert_close(on_cupy.coef_, on_numpy.coef_, "uint8", steps * max(n_features, batch_size), "coef_")
+    assert_close(on_cupy.intercept_, on_numpy.intercept_, "uint8", steps * batch_size, "intercept_")
+    assert_close(on_cupy.loss_curve_, on_numpy.loss_curve_, "uint8", steps * n_features, "loss_curve_")
+    np.testing.assert_array_equal(on_cupy.validation_scores_, on_numpy.validation_scores_)
+    np.testing.assert_array_equal(on_cupy.predict(pixels), on_numpy.predict(pixels))
+    assert on_cupy.score(pixels, y) > 0.9
