@@ -38,8 +38,8 @@ def values_per_lane(n_classes: int) -> int | None:
     """Logits each lane of a warp holds for a row of ``n_classes``: a power of two (few compiled variants), or None
     when the row is wider than :data:`MAX_VALUES_PER_LANE` · 32."""
     needed = -(-n_classes // WARP_SIZE)  # ceil(C / 32)
-    lanes = 1 << (needed - 1).bit_length()  # next power of two >= needed
-    return lanes if lanes <= MAX_VALUES_PER_LANE else None
+    values = 1 << (needed - 1).bit_length()  # next power of two >= needed
+    return values if values <= MAX_VALUES_PER_LANE else None
 
 
 def compile_options(dtype: Any, values_per_lane: int) -> tuple[str, ...]:
@@ -49,7 +49,10 @@ def compile_options(dtype: Any, values_per_lane: int) -> tuple[str, ...]:
 
 @functools.cache
 def _kernel(dtype_name: str, values_per_lane: int, name: str):
-    """The compiled kernel ``name`` (CuPy caches the binary on disk too, so a process compiles at most once)."""
+    """The compiled kernel ``name`` (CuPy caches the binary on disk too, so a process compiles at most once).
+
+    Only the softmax kernel reads ``values_per_lane``; the others are taken from the build with 1.
+    """
     import cupy
 
     module = cupy.RawModule(code=KERNEL_SOURCE, options=compile_options(dtype_name, values_per_lane))
@@ -57,6 +60,7 @@ def _kernel(dtype_name: str, values_per_lane: int, name: str):
 
 
 def _blocks(n_items: int, per_block: int) -> tuple[int]:
+    """The grid: enough blocks of ``per_block`` items to cover ``n_items``."""
     return (-(-n_items // per_block),)
 
 
@@ -85,6 +89,7 @@ class CupyBackend(ArrayBackend):
         return super().fused_sgd(model, X, y, W, b, **options)
 
     def logits_to_grad_(self, model, Z, targets, b, x_scale, loss_sum):
+        """One launch of the row-wise kernel (rows of more than 1024 classes take the array-generic path)."""
         n_rows, n_outputs = Z.shape
         real = Z.dtype.type
         scale_and_mean = (real(x_scale), real(1.0 / n_rows))
@@ -93,16 +98,17 @@ class CupyBackend(ArrayBackend):
             kernel(_blocks(n_rows, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
                    (Z, targets, b, loss_sum, np.int32(n_rows)) + scale_and_mean)
             return
-        lanes = values_per_lane(n_outputs)
-        if lanes is None:
+        values = values_per_lane(n_outputs)
+        if values is None:
             super().logits_to_grad_(model, Z, targets, b, x_scale, loss_sum)
             return
-        kernel = _kernel(Z.dtype.name, lanes, "softmax_cross_entropy_rows")
+        kernel = _kernel(Z.dtype.name, values, "softmax_cross_entropy_rows")
         kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
                (Z, targets.astype(np.int64, copy=False), b, loss_sum, np.int32(n_rows), np.int32(n_outputs))
                + scale_and_mean)
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov):
+        """One launch of the update kernel; ``scratch`` is not needed."""
         real = param.dtype.type
         kernel = _kernel(param.dtype.name, 1, "sgd_update")
         # Plain SGD has no velocity buffer: the kernel then reads and writes grad in its place (μ = 0 gives v = g).
