@@ -63,6 +63,16 @@ NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
 WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
 WIDE_DETERMINISTIC_BLOCK_D = 16
 NUM_WARPS = 8
+# Register cap handed to ptxas (.maxnreg). Left to itself, ptxas aims at 2–3 resident 256-thread programs per SM and
+# caps the kernel at 80 or 128 registers, spilling 8–16 bytes per thread to local memory in half the shipped
+# configurations (sm_80 and sm_90 alike). With an explicit cap of 255 it allocates what the kernel needs (80–146
+# registers here) and spills nothing; at B = 128 there are only 8 programs per step, so occupancy is not what limits.
+MAX_REGISTERS = 255
+# Software-pipelining stages of the feature loop (cp.async prefetch of the next X / W chunk into shared memory).
+# Each stage costs registers and shared memory: two (double buffering, ~121 registers) for the light C ≤ 16 tiles,
+# one for the wider tiles, which already hold 64 classes' worth of W and dW (98–146 registers).
+NARROW_NUM_STAGES = 2
+WIDE_NUM_STAGES = 1
 
 
 @dataclass(frozen=True)
@@ -75,26 +85,29 @@ class SoftmaxConfig:
     x_resident: bool
     one_class_tile: bool
     num_warps: int
+    num_stages: int
 
     @property
     def label(self) -> str:
         mode = "resident" if self.x_resident else "streamed"
         tiles = "1 class tile" if self.one_class_tile else "class-tile loop"
-        return f"B{self.block_b} D{self.block_d} C{self.block_c} X {mode}, {tiles}, {self.num_warps} warps"
+        return (f"B{self.block_b} D{self.block_d} C{self.block_c} X {mode}, {tiles}, {self.num_warps} warps, "
+                f"{self.num_stages} stages")
 
 
 def softmax_config(n_features: int, n_classes: int, deterministic: bool = False) -> SoftmaxConfig:
     """The tile shape shipped for ``D = n_features``, ``C = n_classes`` and the reduction mode."""
     if n_classes <= NARROW_BLOCK_C:
-        block_d, block_c = NARROW_BLOCK_D, NARROW_BLOCK_C
+        block_d, block_c, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_C, NARROW_NUM_STAGES
     else:
-        block_d, block_c = (WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D), WIDE_BLOCK_C
+        block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
+        block_c, num_stages = WIDE_BLOCK_C, WIDE_NUM_STAGES
     d_pad = max(16, triton.next_power_of_2(n_features))
     # Small D fits one chunk: X[rows] is loaded once and kept in registers for both GEMMs.
     x_resident = d_pad <= block_d
     return SoftmaxConfig(
         block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_c=block_c, x_resident=x_resident,
-        one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS,
+        one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS, num_stages=num_stages,
     )
 
 
@@ -277,7 +290,8 @@ def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, gra
         BLOCK_B=config.block_b, BLOCK_D=config.block_d, BLOCK_C=config.block_c,
         X_RESIDENT=config.x_resident, ONE_CLASS_TILE=config.one_class_tile, DETERMINISTIC=deterministic,
         HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
-        INPUT_PRECISION=input_precision, num_warps=config.num_warps,
+        INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
+        maxnreg=MAX_REGISTERS,
     )
     return n_programs
 

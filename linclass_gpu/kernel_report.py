@@ -45,9 +45,16 @@ class KernelBuild:
     signature: dict
     constexprs: dict = field(default_factory=dict)
     num_warps: int = 4
+    num_stages: int = 3  # Triton's default
+    maxnreg: int | None = None  # ptxas' own choice
+    # Integer arguments' values in the configuration's scenario: like a launch, the compile assumes 16-divisibility
+    # (vectorised, aligned accesses) for the ones that are multiples of 16, and for every pointer (torch allocates
+    # 256-byte aligned).
+    int_values: dict = field(default_factory=dict)
 
 
-def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False):
+def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False,
+                   batch=128):
     from .backends.triton_backend import kernel_module
 
     config = kernel_module("softmax_sgd").softmax_config(n_features, n_classes, deterministic)
@@ -65,10 +72,11 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
     flags = ["deterministic" if deterministic else "atomics"] + ["tf32"] * tf32 + ["sample weights"] * sample_weight
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps)
+                       "constexpr")}, constexprs, config.num_warps, config.num_stages,
+                       kernel_module("softmax_sgd").MAX_REGISTERS, {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
 
-def _sigmoid_build(n_features, x_dtype, *, deterministic=False):
+def _sigmoid_build(n_features, x_dtype, *, deterministic=False, batch=128):
     from .backends.triton_backend import kernel_module
 
     config = kernel_module("sigmoid_sgd").sigmoid_config(n_features)
@@ -84,10 +92,12 @@ def _sigmoid_build(n_features, x_dtype, *, deterministic=False):
     }
     label = f"D={n_features} {x_dtype} {'deterministic' if deterministic else 'atomics'} [{config.label}]"
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps)
+                       "constexpr")}, constexprs, config.num_warps, 3, None,
+                       {"stride_xn": n_features, "B": batch, "D": n_features})
 
 
-def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True):
+def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, n_features=784,
+                  n_classes=10):
     from .backends.triton_backend import kernel_module
 
     update = kernel_module("sgd_update")
@@ -103,8 +113,11 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
     flags = ["deterministic" if deterministic else "atomics"]
     flags += ["nesterov momentum" if nesterov else "momentum" if momentum else "plain"]
     flags += [] if apply_update else ["reduce only"]
+    flags += [f"D={n_features} C={n_classes}"]
+    n_weights = n_features * n_classes
     return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", {**signature, **dict.fromkeys(
-        constexprs, "constexpr")}, constexprs, update.NUM_WARPS)
+        constexprs, "constexpr")}, constexprs, update.NUM_WARPS, 3, None,
+        {"n_weights": n_weights, "n_params": n_weights + n_classes, "n_partials": 8})
 
 
 def shipped_builds() -> list[KernelBuild]:
@@ -174,13 +187,22 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
 
     fn = getattr(kernel_module(build.module), build.kernel)
     capability = int(arch.removeprefix("sm_"))
-    compiled = triton.compile(ASTSource(fn, build.signature, build.constexprs),
-                              target=GPUTarget("cuda", capability, 32), options={"num_warps": build.num_warps})
+    divisible = {
+        (fn.arg_names.index(name),): [["tt.divisibility", 16]]
+        for name, kind in build.signature.items()
+        if kind.startswith("*") or (kind == "i32" and build.int_values.get(name, 1) % 16 == 0)
+    }
+    options = {"num_warps": build.num_warps, "num_stages": build.num_stages}
+    if build.maxnreg is not None:
+        options["maxnreg"] = build.maxnreg
+    compiled = triton.compile(ASTSource(fn, build.signature, build.constexprs, divisible),
+                              target=GPUTarget("cuda", capability, 32), options=options)
     cubin = workdir / f"{build.kernel}_{abs(hash((build.config, arch)))}.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
     usage = _resource_usage(cubin)
     row = {
         "kernel": build.kernel, "config": build.config, "arch": arch, "num_warps": build.num_warps,
+        "num_stages": build.num_stages,
         "registers": usage["registers"],
         "shared_bytes": usage["static_shared_bytes"] + int(compiled.metadata.shared),
         # ptxas spills into the per-thread stack frame; LOCAL counts local arrays. Either means local memory traffic.
