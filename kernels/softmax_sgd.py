@@ -52,13 +52,13 @@ from ._tiles import accumulate, add_loss, load_row_block, load_x_tile
 # Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward). More rows per program would mean
 # fewer W re-reads, but at B = 128 already only 8 programs share the GPU.
 BLOCK_B = 16
-# (BLOCK_D, BLOCK_C) tile shapes, chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): an fp32
-# tl.dot keeps its whole K extent and the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with
-# BLOCK_D·BLOCK_C. 64 × 16 at 8 warps (128 registers, no spills) serves C ≤ 16 (MNIST's 10 classes: C padded with
-# −inf logits to tl.dot's minimum N of 16); 32 × 64 at 8 warps (≈166 registers, no spills) serves wider C, one tile up
-# to 64 classes, a class-tile loop with an online log-sum-exp beyond. 64 × 64 or 128 × 16 already spill. The
-# deterministic mode's read-add-write of the partial tile needs more: 32 × 64 reaches 255 registers and spills 16 bytes
-# on sm_90, so wide deterministic tiles take half the features (16 × 64: 183 registers).
+# (BLOCK_D, BLOCK_C) tile shapes, chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32
+# tl.dot and the atomics keep the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with
+# BLOCK_D·BLOCK_C. 64 × 16 serves C ≤ 16 (MNIST's 10 classes, padded with −inf logits to tl.dot's minimum N of 16):
+# ~121 registers. 32 × 64 serves wider C, one tile up to 64 classes and a class-tile loop with an online log-sum-exp
+# beyond: 98–146 registers. 64 × 64 and 128 × 16 were tried and reach 255 registers with spills. The deterministic
+# read-add-write of a partial tile costs more: 32 × 64 reached 255 and spilled on sm_90, so wide deterministic tiles
+# take half the features (16 × 64: ~110 registers).
 NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
 WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
 WIDE_DETERMINISTIC_BLOCK_D = 16
