@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,14 +194,18 @@ class EmulatedCupyBackend(CupyBackend):
         return np.array(a)
 
 
+def skip_without_gpu() -> None:
+    status = probe("cupy")
+    if not status.usable:
+        pytest.skip(f"needs a GPU: cupy cannot run here ({status.detail})")
+
+
 def make_backend_flavour(flavour: str, request, monkeypatch):
     """The backend a flavour stands for; "gpu" is skipped with the probe's reason where CuPy cannot run."""
     if flavour == "numpy-mirror":
         return NumpyBackend()
     if flavour == "gpu":
-        status = probe("cupy")
-        if not status.usable:
-            pytest.skip(f"needs a GPU: cupy cannot run here ({status.detail})")
+        skip_without_gpu()
         return CupyBackend()
     monkeypatch.setattr(cupy_backend, "_kernel", request.getfixturevalue("emulated_kernel"))
     return EmulatedCupyBackend()
@@ -325,6 +330,29 @@ def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dty
     assert_close(W_cupy, W_numpy, input_dtype, 20 * max(d, batch), "W after 20 steps")
     assert_close(b_cupy, b_numpy, input_dtype, 20 * batch, "b after 20 steps")
     assert_close(loss_cupy, loss_numpy, input_dtype, 20 * d * batch, "summed loss")
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_fused_steps_never_synchronise_with_the_host(model, rng):
+    """A whole epoch of steps runs without one device-to-host wait (CuPy's sync detector raises on any)."""
+    skip_without_gpu()
+    import cupyx
+
+    backend, n_rows, n_features, n_outputs, batch_size = CupyBackend(), 1000, 784, 10, 128
+    pixels = rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8)
+    y = rng.integers(0, n_outputs if model == "softmax" else 2, size=n_rows)
+    n_outputs = n_outputs if model == "softmax" else 1
+    stepper = backend.fused_sgd(model, backend.asarray(pixels), backend.asarray(y), np.zeros((n_features, n_outputs),
+                                np.float32), np.zeros(n_outputs, np.float32), max_batch_size=batch_size, l2=1e-4,
+                                momentum=0.9, x_scale=1 / 255)
+    rows = backend.asarray(rng.permutation(n_rows))
+    stepper.step(rows[:batch_size], 0.1)  # compiles the kernels first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # allow_synchronize is deprecated, but still the detector CuPy ships
+        with cupyx.allow_synchronize(False):
+            for start in range(batch_size, n_rows, batch_size):
+                stepper.step(rows[start:start + batch_size], 0.1)
+    assert np.isfinite(stepper.pop_loss_sum())
 
 
 # -- end to end: the estimators on the CuPy backend -------------------------------------------------------------
