@@ -136,6 +136,18 @@ class ArrayFusedSGD(FusedSGD):
             if velocity is not None:
                 velocity[...] = 0
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        W, b = self.get_params()
+        velocity_W, velocity_b = (np.zeros_like(p) if v is None else self._to_host(v)
+                                  for p, v in zip((W, b), self._velocity))
+        return {"W": W, "b": b, "velocity_W": velocity_W, "velocity_b": velocity_b}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.set_params(state["W"], state["b"])
+        for velocity, name in zip(self._velocity, ("velocity_W", "velocity_b")):
+            if velocity is not None:
+                velocity[...] = self.xp.asarray(state[name])
+
     def _to_host(self, a: Any) -> np.ndarray:
         return np.array(a) if self.xp is np else self.xp.asnumpy(a)
 

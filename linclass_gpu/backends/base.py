@@ -77,6 +77,15 @@ class FusedSGD(abc.ABC):
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
         """Overwrite the parameters (and zero the momentum buffers) from host arrays of shapes (D, K) and (K,)."""
 
+    @abc.abstractmethod
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Everything a resumed run needs to continue bitwise: host copies of ``W`` (D, K), ``b`` (K,),
+        ``velocity_W`` (D, K) and ``velocity_b`` (K,) (zeros without momentum)."""
+
+    @abc.abstractmethod
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_state` returned."""
+
 
 class Backend(abc.ABC):
     """A compute path: array placement, the checkable loss/gradient core, prediction and the fused step.

@@ -176,18 +176,35 @@ class TritonFusedSGD(FusedSGD):
         self._loss_sum.zero_()
         return loss_sum
 
+    def _unflatten(self, flat) -> tuple[np.ndarray, np.ndarray]:
+        """A device vector laid out as ``[W.ravel(), b]`` as host arrays (D, K) and (K,)."""
+        host = flat.detach().cpu().numpy()
+        return host[:self._n_weights].reshape(self.n_features, self.n_outputs).copy(), host[self._n_weights:].copy()
+
+    def _flatten_into(self, flat, W: np.ndarray, b: np.ndarray) -> None:
+        """Copy host arrays (D, K) and (K,) into the device vector ``flat`` laid out as ``[W.ravel(), b]``."""
+        host = np.concatenate([np.asarray(W, dtype=np.float32).reshape(-1),
+                               np.asarray(b, dtype=np.float32).reshape(-1)])
+        flat.copy_(self.backend._torch.from_numpy(host).to(self._device))
+
     def get_params(self) -> tuple[np.ndarray, np.ndarray]:
-        theta = self._theta.detach().cpu().numpy()
-        W = theta[:self._n_weights].reshape(self.n_features, self.n_outputs).copy()
-        return W, theta[self._n_weights:].copy()
+        return self._unflatten(self._theta)
 
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
-        W = np.asarray(W, dtype=np.float32).reshape(self.n_features, self.n_outputs)
-        b = np.asarray(b, dtype=np.float32).reshape(self.n_outputs)
-        host = np.concatenate([W.ravel(), b])
-        self._theta.copy_(self.backend._torch.from_numpy(host).to(self._device))
+        self._flatten_into(self._theta, W, b)
         if self._velocity is not None:
             self._velocity.zero_()
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        W, b = self.get_params()
+        velocity_W, velocity_b = ((np.zeros_like(W), np.zeros_like(b)) if self._velocity is None
+                                  else self._unflatten(self._velocity))
+        return {"W": W, "b": b, "velocity_W": velocity_W, "velocity_b": velocity_b}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.set_params(state["W"], state["b"])
+        if self._velocity is not None:
+            self._flatten_into(self._velocity, state["velocity_W"], state["velocity_b"])
 
 
 class TritonBackend(Backend):
