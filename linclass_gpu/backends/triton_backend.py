@@ -60,8 +60,8 @@ def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
     """
     import torch
 
-    if interpret is None:
-        interpret = not torch.cuda.is_available()
+    if interpret is None:  # an explicit TRITON_INTERPRET=1 is honoured on a GPU machine too
+        interpret = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
     os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
     import triton.language as tl
     from triton.runtime.interpreter import InterpretedFunction
@@ -154,6 +154,8 @@ class TritonFusedSGD(FusedSGD):
 
     def step(self, rows: Any, learning_rate: float) -> None:
         batch = rows.shape[0]
+        if batch == 0:
+            raise ValueError("a minibatch needs at least one row")
         loss = self._loss_partials if self.deterministic else self._loss_sum
         common = dict(x_scale=self.x_scale, grad_scale=1.0 / batch, config=self._config,
                       max_programs=self._max_programs, deterministic=self.deterministic,
