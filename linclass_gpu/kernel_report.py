@@ -356,3 +356,36 @@ def format_report(rows: list[dict], bytes_model: bool = True) -> str:
             lines.append(f"  X {x_dtype:8s} fused {model['fused_bytes']:>10,d} B   unfused {model['unfused_bytes']:>10,d}"
                          f" B   unfused/fused {model['ratio']:.2f}x")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ``linclass-gpu kernels report``: registered by linclass_gpu.cli (SUBCOMMAND_MODULES)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def register(subparsers, add_json) -> None:
+    """Add ``kernels`` with its ``report`` subcommand to the ``linclass-gpu`` parser (imports nothing heavy)."""
+    kernels = subparsers.add_parser("kernels", help="the shipped Triton kernels: ahead-of-time compile report")
+    commands = kernels.add_subparsers(dest="kernels_command", required=True)
+    report = commands.add_parser(
+        "report", help="compile every shipped kernel configuration for each arch (no GPU needed) and report "
+        "registers, shared and local memory (spills), SASS global loads/stores, and the bytes-moved model")
+    report.add_argument("--arch", default=",".join(ARCHS), metavar="sm_XX,...",
+                        help=f"target architectures (default {','.join(ARCHS)})")
+    report.add_argument("--workers", type=int, default=None, help=f"compile processes (default {DEFAULT_WORKERS})")
+    add_json(report)
+    report.set_defaults(run=run_report)
+
+
+def run_report(args) -> dict:
+    """Print the compile report table (and the MNIST bytes-moved figures); return it as the JSON summary."""
+    archs = [_normalise_arch(arch) for arch in args.arch.split(",") if arch.strip()]
+    rows = compile_report(archs, workers=args.workers)
+    print(format_report(rows))
+    B, D, C = MNIST_SHAPE
+    return {
+        "archs": archs,
+        "kernels": rows,
+        "spilling_builds": sum(1 for row in rows if row["local_bytes"]),
+        "bytes_moved": [bytes_moved(B, D, C, x_dtype) for x_dtype in ("float32", "uint8")],
+    }

@@ -104,3 +104,21 @@ def test_bytes_moved_mnist_figures():
     # uint8 pixels: 4x fewer X bytes in the fused kernel, and the unfused path loses that by widening first.
     assert fp32["fused_bytes"] - u8["fused_bytes"] == 3 * 128 * 784
     assert u8["ratio"] > fp32["ratio"] > 2
+
+
+def test_kernels_report_subcommand(report_rows, monkeypatch, capsys):
+    """``linclass-gpu kernels report --arch sm_90 --json``, registered on a bare parser (cli.py wires the same)."""
+    import argparse
+
+    monkeypatch.setattr(kernel_report, "compile_report",
+                        lambda archs, workers=None: [row for row in report_rows if row["arch"] in archs])
+    parser = argparse.ArgumentParser()
+    kernel_report.register(parser.add_subparsers(dest="command"),
+                           lambda p: p.add_argument("--json", action="store_true"))
+    args = parser.parse_args(["kernels", "report", "--arch", "90", "--json"])
+    summary = args.run(args)
+    assert summary["archs"] == ["sm_90"] and summary["spilling_builds"] == 0
+    assert summary["kernels"] and all(row["arch"] == "sm_90" for row in summary["kernels"])
+    assert [model["x_dtype"] for model in summary["bytes_moved"]] == ["float32", "uint8"]
+    json.dumps(summary)
+    assert "softmax_sgd_kernel" in capsys.readouterr().out
