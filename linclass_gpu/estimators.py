@@ -7,24 +7,21 @@ row-wise probabilities are :mod:`.backends.rowwise`'s.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from .arrays import OUTPUT_TYPES, array_kind, common_kind, convert, to_numpy
 from .backends import get_backend
 from .backends.rowwise import log_softmax
+from .checkpoints import CheckpointKeeper, data_fingerprint
+from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
 from .training import TrainingHistory, train_sgd
 from .validation import NotFittedError, check_features, check_labels, check_positive
 
 logger = logging.getLogger("linclass_gpu")
 
-MODEL_FORMAT_VERSION = 1
 _FITTED_ARRAYS = ("coef_", "intercept_", "classes_", "loss_curve_")
 
 
@@ -136,7 +133,7 @@ class _LinearClassifier:
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
-    def fit(self, X, y, validation_data=None):
+    def fit(self, X, y, validation_data=None, *, checkpoint=None, checkpoint_every: int = 1):
         """Train by minibatch SGD from zero weights.
 
         Parameters
@@ -147,6 +144,12 @@ class _LinearClassifier:
             Class labels of any values.
         validation_data : (X_val, y_val), optional
             Scored (accuracy) after every epoch into ``validation_scores_``; labels must be among those of ``y``.
+        checkpoint : str or Path, optional
+            Resumable training: when the file exists and was written by a fit of the same model on the same data,
+            training resumes from it (bitwise as if never interrupted, on NumPy); checkpoints are written there.
+            ``epochs``, ``backend``, ``progress`` and ``output_type`` may change between the two runs.
+        checkpoint_every : int
+            Write the checkpoint after every this many epochs (and after the last).
 
         Returns
         -------
@@ -170,12 +173,16 @@ class _LinearClassifier:
         score_validation = None
         if validation_data is not None:
             score_validation = self._validation_scorer(backend, classes, X.shape[1], dtype, *validation_data)
-        history = TrainingHistory()
+        history, rng, start_epoch, on_epoch_end = TrainingHistory(), np.random.default_rng(self.random_state), 0, None
+        if checkpoint is not None:
+            keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
+                                      self.get_params(), classes, data_fingerprint(X.shape[1], targets), stepper)
+            start_epoch, on_epoch_end = keeper.resume(history, rng), keeper.write_if_due
         self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
         try:
             train_sgd(stepper, backend, X.shape[0], epochs=self.epochs, batch_size=self.batch_size,
-                      schedule=schedule, rng=np.random.default_rng(self.random_state), shuffle=self.shuffle,
-                      score_validation=score_validation, progress=self.progress, history=history)
+                      schedule=schedule, rng=rng, shuffle=self.shuffle, score_validation=score_validation,
+                      progress=self.progress, history=history, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
         finally:  # a diverged or interrupted fit still leaves the last finite epoch's model
             W, b = stepper.get_params()
             self.coef_, self.intercept_ = W.T.copy(), b
@@ -262,38 +269,20 @@ class _LinearClassifier:
         self._check_fitted()
         if self.classes_.dtype.kind == "O":
             raise TypeError("cannot save labels stored as Python objects; use numbers or strings")
-        path = Path(path)
-        arrays = {name: getattr(self, name) for name in _FITTED_ARRAYS}
-        arrays.update(format_version=np.array(MODEL_FORMAT_VERSION), estimator=np.array(type(self).__name__),
-                      params=np.array(json.dumps(self.get_params())), backend_=np.array(self.backend_))
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_npz_atomically(path, {**{name: getattr(self, name) for name in _FITTED_ARRAYS},
+                                    "estimator": np.array(type(self).__name__), "params": self.get_params(),
+                                    "backend_": np.array(self.backend_)})
 
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save`; never runs code from the file (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as stored:
-            missing = {"format_version", "estimator", "params", "backend_", *_FITTED_ARRAYS} - set(stored.files)
-            if missing:
-                raise ValueError(f"{path}: not a linclass_gpu model file, missing {sorted(missing)}")
-            version = int(stored["format_version"])
-            if version > MODEL_FORMAT_VERSION:
-                raise ValueError(f"{path}: model format version {version} is newer than this library's "
-                                 f"({MODEL_FORMAT_VERSION}); upgrade linclass-gpu")
-            if str(stored["estimator"]) != cls.__name__:
-                raise ValueError(f"{path} holds a {stored['estimator']}, not a {cls.__name__}")
-            model = cls(**json.loads(str(stored["params"])))
-            for name in _FITTED_ARRAYS:
-                setattr(model, name, stored[name])
-            model.backend_ = str(stored["backend_"])
+        stored = read_npz(path, {"estimator", "params", "backend_", *_FITTED_ARRAYS}, "model")
+        if str(stored["estimator"]) != cls.__name__:
+            raise ValueError(f"{path} holds a {stored['estimator']}, not a {cls.__name__}")
+        model = cls(**json_value(stored["params"]))
+        for name in _FITTED_ARRAYS:
+            setattr(model, name, stored[name])
+        model.backend_ = str(stored["backend_"])
         n_outputs = cls._n_outputs(len(model.classes_))
         if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
             raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "

@@ -45,7 +45,7 @@ class TrainingHistory:
     steps: int = 0
 
 
-def _progress_bar(epochs: int, progress: bool | None):
+def _progress_bar(epochs: int, start_epoch: int, progress: bool | None):
     """A tqdm bar over epochs, or None: on when asked, or by default when stderr is a terminal and tqdm is there."""
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
@@ -53,7 +53,7 @@ def _progress_bar(epochs: int, progress: bool | None):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=epochs, unit="epoch", leave=False)
+    return tqdm(total=epochs, initial=start_epoch, unit="epoch", leave=False)
 
 
 def train_sgd(
@@ -69,6 +69,8 @@ def train_sgd(
     score_validation: Callable[[np.ndarray, np.ndarray], float] | None = None,
     progress: bool | None = None,
     history: TrainingHistory | None = None,
+    start_epoch: int = 0,
+    on_epoch_end: Callable[[int, TrainingHistory, np.random.Generator], None] | None = None,
 ) -> TrainingHistory:
     """Train ``stepper`` in place for ``epochs`` passes over ``n_rows`` rows.
 
@@ -92,6 +94,10 @@ def train_sgd(
         Show a progress bar: always, never, or (None) when stderr is a terminal.
     history : TrainingHistory, optional
         Appended to as epochs finish; pass one in to keep what was recorded if this raises.
+    start_epoch : int
+        Epochs already done (a resumed run): training continues from this epoch to ``epochs``.
+    on_epoch_end : callable (epoch, history, rng) -> None, optional
+        Called after each finished epoch, with ``rng`` as the next epoch will find it (for checkpoints).
 
     Returns
     -------
@@ -108,12 +114,12 @@ def train_sgd(
     history = TrainingHistory() if history is None else history
     last_finite = stepper.get_params()
     in_order = backend.asarray(np.arange(n_rows))
-    bar = _progress_bar(epochs, progress)
+    bar = _progress_bar(epochs, start_epoch, progress)
     # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
     # only repeat it (other array libraries ignore this setting).
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            for epoch in range(epochs):
+            for epoch in range(start_epoch, epochs):
                 started = time.perf_counter()
                 rows = backend.asarray(rng.permutation(n_rows)) if shuffle else in_order
                 for start in range(0, n_rows, batch_size):
@@ -133,6 +139,8 @@ def train_sgd(
                 if score_validation is not None:
                     history.validation_score.append(float(score_validation(*params)))
                 history.epoch_seconds.append(time.perf_counter() - started)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, history, rng)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     bar.update()
