@@ -26,7 +26,7 @@ PIXEL_SCALE = 1 / 255  # MNIST pixels stay uint8 on the device; the model sees t
 
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
 # ``run`` to a function (args) -> dict, the JSON summary. Registering imports nothing heavy; running may.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("linclass_gpu.bench.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("linclass_gpu.bench.cli", "linclass_gpu.kernel_report")
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -100,12 +100,15 @@ def run_train(args: argparse.Namespace) -> dict:
 
 
 def run_info(args: argparse.Namespace) -> dict:
-    """Print every backend, whether it can run here and why not; return the same as a dict."""
-    chosen, _ = resolve_name("auto")
+    """Print every backend, whether it can run here and why not; return the same as a dict.
+
+    The table comes first, so a ``$LINCLASS_BACKEND`` naming a backend that cannot run is explained by it.
+    """
     rows = [{"name": s.name, "usable": s.usable, "auto": s.auto, "detail": s.detail} for s in backend_statuses()]
     for row in rows:
         state = "auto" if row["auto"] else ("by name" if row["usable"] else "unavailable")
         print(f"{row['name']:<7} {state:<12} {row['detail']}")
+    chosen, _ = resolve_name("auto")
     print(f"auto -> {chosen}")
     return {"version": __version__, "auto": chosen, "backends": rows}
 

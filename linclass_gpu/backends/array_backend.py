@@ -200,7 +200,7 @@ class ArrayBackend(Backend):
         param -= scratch
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+        return self.xp.asarray(a, dtype=dtype, order="C")  # C-contiguous, and a 0-d array stays 0-d
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a)
