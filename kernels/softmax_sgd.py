@@ -25,7 +25,7 @@ gradient buffer, so an SGD step is exactly 2 launches and 0 host synchronisation
 Bytes moved per SGD step, MNIST shapes B=128, D=784, C=10 (``linclass_gpu.kernel_report.bytes_moved``: compulsory
 global-memory traffic, each distinct array counted once per kernel touching it)::
 
-                           fused (2 launches)   unfused (gather, [widen], matmul, softmax, loss, dZ, matmul, sum, update)
+                           fused (2 launches)   unfused (gather, [widen], matmul, softmax, loss, dZ, matmul, Σ, update)
     X float32                    591,864 B        1,802,060 B   (3.0x)
     X uint8 (s = 1/255)          290,808 B        1,701,708 B   (5.9x: unfused must widen X[r] to float32 first)
 

@@ -73,7 +73,8 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, config.num_stages,
-                       kernel_module("softmax_sgd").MAX_REGISTERS, {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
+                       kernel_module("softmax_sgd").MAX_REGISTERS,
+                       {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
 
 def _sigmoid_build(n_features, x_dtype, *, deterministic=False, batch=128):
@@ -353,8 +354,8 @@ def format_report(rows: list[dict], bytes_model: bool = True) -> str:
         lines.append(f"Bytes moved per SGD step, softmax regression B={B} D={D} C={C} (compulsory global traffic):")
         for x_dtype in ("float32", "uint8"):
             model = bytes_moved(B, D, C, x_dtype)
-            lines.append(f"  X {x_dtype:8s} fused {model['fused_bytes']:>10,d} B   unfused {model['unfused_bytes']:>10,d}"
-                         f" B   unfused/fused {model['ratio']:.2f}x")
+            lines.append(f"  X {x_dtype:8s} fused {model['fused_bytes']:>10,d} B   "
+                         f"unfused {model['unfused_bytes']:>10,d} B   unfused/fused {model['ratio']:.2f}x")
     return "\n".join(lines)
 
 

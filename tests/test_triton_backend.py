@@ -45,7 +45,7 @@ def problem(rng, model, n_rows, n_features, n_classes, dtype):
     return X, y, W, b, x_scale
 
 
-# -- contract -----------------------------------------------------------------------------------------------------------
+# -- contract ----------------------------------------------------------------------------------------------------------
 
 
 def test_name_describe_and_registry_options(triton_backend):
@@ -190,7 +190,7 @@ def test_large_c_steps_match_oracle(triton_backend, n_classes, rng):
     assert_close(losses_t, losses_o, "float32", steps * 5, "loss")
 
 
-# -- launches and host synchronisations ---------------------------------------------------------------------------------
+# -- launches and host synchronisations --------------------------------------------------------------------------------
 
 
 class LaunchCounter:
@@ -318,7 +318,7 @@ def test_sample_weights_scale_loss_and_gradient(triton_backend, model, rng):
     assert_close(W_zero, W - 0.5 * np.reshape(dW_ref, W.shape) / 2, "float32", 16, "zero weights drop rows")
 
 
-# -- MNIST subset ---------------------------------------------------------------------------------------------------------
+# -- MNIST subset ------------------------------------------------------------------------------------------------------
 
 
 def test_mnist_subset_trains_to_numpy_accuracy(triton_backend):

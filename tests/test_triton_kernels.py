@@ -86,7 +86,8 @@ def test_softmax_matches_oracle(dtype, shape, rng):
 
 
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
-@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000)], ids=lambda s: "B{}-D{}-C{}".format(*s))
+@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000)],
+                         ids=lambda s: "B{}-D{}-C{}".format(*s))
 def test_softmax_deterministic_mode_matches_oracle(dtype, shape, rng):
     n_rows, n_features, n_classes = shape
     X_dev, X64, x_scale = make_inputs(rng, n_rows, n_features, dtype)
