@@ -120,7 +120,7 @@ class TritonFusedSGD(FusedSGD):
             raise ValueError(f"X has {self._X.shape[0]} rows, y has {self._y.shape[0]}")
         if model == "softmax" and self._y.numel():
             # One read at construction, never per step: a label outside [0, C) would silently get no one-hot.
-            low, high = (int(v) for v in self._backend_minmax(self._y))
+            low, high = (int(v) for v in self._label_range(self._y))
             if low < 0 or high >= self.n_outputs:
                 raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{low}, {high}]")
         self._sample_weight = None if sample_weight is None else backend.asarray(sample_weight, "float32")
@@ -149,7 +149,7 @@ class TritonFusedSGD(FusedSGD):
         self.set_params(W, b)
 
     @staticmethod
-    def _backend_minmax(y):
+    def _label_range(y):
         return y.min().item(), y.max().item()
 
     def step(self, rows: Any, learning_rate: float) -> None:
