@@ -249,6 +249,25 @@ def test_cuda_rows_are_put_against_the_peak_and_the_cuda_floor():
     assert rows["cuda-gemm-floor"]["bandwidth_fraction"] is None
 
 
+def test_step_targets_hold_the_bandwidth_and_mnist_shape_goals():
+    rows = [
+        {"provider": "triton", "status": "ok", "device": "cuda", "B": 65536, "D": 784, "C": 10,
+         "bandwidth_fraction": 0.9},
+        {"provider": "triton", "status": "ok", "device": "cuda", "B": 65536, "D": 784, "C": 1024,
+         "bandwidth_fraction": 0.5},
+        {"provider": "triton", "status": "ok", "device": "cuda", "B": 128, "D": 784, "C": 10,
+         "bandwidth_fraction": 0.2},
+        {"provider": "cuda-gemm-floor", "status": "ok", "device": "cuda", "B": 65536, "D": 784, "C": 10},
+        {"provider": "numpy", "status": "ok", "device": "cpu", "B": 128, "D": 784, "C": 10,
+         "speedup_vs_torch_eager": 4.0, "time_vs_floor": 2.5},
+        {"provider": "cupy", "status": "skipped", "B": 128, "D": 784, "C": 10, "reason": "no CUDA driver"},
+    ]
+    assert [(t["name"], t["value"], t["met"]) for t in step.step_targets(rows)] == [
+        ("triton step 65536x784x10, fraction of peak bandwidth", 0.9, True),
+        ("step 128x784x10, torch-eager / numpy", 4.0, True),
+        ("step 128x784x10, numpy / numpy-gemm-floor", 2.5, False)]
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_torch_step_provider_trains():
     problem = step_providers.StepProblem.random(16, 8, 3, x_dtype="uint8")

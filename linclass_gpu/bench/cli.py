@@ -101,7 +101,7 @@ def run_step(args: argparse.Namespace) -> dict:
     """Run the step sweep, print its table; return the results with the machine context."""
     from ..backends import probe
     from . import step as step_bench
-    from .report import format_table, machine_context
+    from .report import format_table, format_targets, machine_context
     from .step_providers import STEP_PROVIDERS, default_providers
 
     _check_plot_possible(args)
@@ -125,6 +125,8 @@ def run_step(args: argparse.Namespace) -> dict:
     if outcome["peak"]:
         peak = outcome["peak"]
         print(f"peak of {peak['device']}: {peak['gbps']:.0f} GB/s, {peak['tflops']:.1f} FP32 TFLOP/s")
+    if outcome["targets"]:
+        print(format_targets(outcome["targets"]))
     _append_csv(args, [{"threads": args.threads, **row} for row in outcome["results"]], STEP_CSV_COLUMNS, context)
     if args.plot:
         from .plot import plot_step
@@ -137,7 +139,7 @@ def run_step(args: argparse.Namespace) -> dict:
 def run_mnist(args: argparse.Namespace) -> dict:
     """Run the MNIST comparison, print its table and the targets; return the results with the machine context."""
     from . import mnist as mnist_bench
-    from .report import format_table, machine_context
+    from .report import format_table, format_targets, machine_context
 
     _check_plot_possible(args)
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -156,9 +158,7 @@ def run_mnist(args: argparse.Namespace) -> dict:
           f"x{settings.gamma}/epoch, momentum {settings.momentum}, alpha {settings.alpha}; "
           f"target {settings.target_accuracy:.0%}; dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")
     print(format_table(outcome["results"], _MNIST_TABLE))
-    for target in outcome["targets"]:
-        value = "-" if target["value"] is None else f"{target['value']:.3g}"
-        print(f"target {target['name']}: {value} (goal {target['goal']}) {'met' if target['met'] else 'NOT met'}")
+    print(format_targets(outcome["targets"]))
     rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "threads": settings.threads,
              "target_accuracy": settings.target_accuracy, **row} for row in outcome["results"]]
     _append_csv(args, rows, MNIST_CSV_COLUMNS, context)

@@ -23,6 +23,7 @@ from ..backends.registry import AUTO_ORDER
 from ..estimators import SoftmaxRegression
 from .isolated import MB, IsolatedWorker, WorkerError, thread_limits
 from .mnist_providers import MNIST_FEATURES, MNIST_TEST_ROWS, MNIST_TRAIN_ROWS
+from .report import target
 
 _PROVIDERS_MODULE = "linclass_gpu.bench.mnist_providers"
 # name -> (class in mnist_providers, modules it needs)
@@ -203,28 +204,24 @@ def targets(results: list[dict], target_accuracy: float) -> list[dict]:
     library = rows.get(resolve_name("auto")[0])
     checks = []
 
-    def check(name, value, goal, holds):
-        checks.append({"name": name, "value": value, "goal": goal, "met": value is not None and holds(value)})
-
     def ratio(numerator, denominator):
         return None if numerator is None or not denominator else numerator / denominator
 
     if library is not None:
         lib = library["provider"]
         if "torch-eager" in rows:
-            check(f"median epoch, torch-eager / {lib}", ratio(rows["torch-eager"]["median_epoch_s"],
-                                                              library["median_epoch_s"]), ">= 3", lambda v: v >= 3)
+            checks.append(target(f"median epoch, torch-eager / {lib}", ratio(
+                rows["torch-eager"]["median_epoch_s"], library["median_epoch_s"]), ">= 3", lambda v: v >= 3))
         if lib == "numpy" and "numpy-gemm-floor" in rows:
-            check("median epoch, numpy / numpy-gemm-floor", ratio(library["median_epoch_s"],
-                                                                  rows["numpy-gemm-floor"]["median_epoch_s"]),
-                  "<= 2", lambda v: v <= 2)
+            checks.append(target("median epoch, numpy / numpy-gemm-floor", ratio(
+                library["median_epoch_s"], rows["numpy-gemm-floor"]["median_epoch_s"]), "<= 2", lambda v: v <= 2))
         if "sklearn-lbfgs" in rows:
-            value = ratio(rows["sklearn-lbfgs"]["seconds_to_target"], library["seconds_to_target"])
-            check(f"seconds to {target_accuracy:.0%}, sklearn-lbfgs / {lib}", value, ">= 20", lambda v: v >= 20)
+            checks.append(target(f"seconds to {target_accuracy:.0%}, sklearn-lbfgs / {lib}", ratio(
+                rows["sklearn-lbfgs"]["seconds_to_target"], library["seconds_to_target"]), ">= 20", lambda v: v >= 20))
         if lib != "numpy":
-            check(f"median epoch ms, {lib}", library["median_epoch_s"] * 1e3, "< 1", lambda v: v < 1)
+            checks.append(target(f"median epoch ms, {lib}", library["median_epoch_s"] * 1e3, "< 1", lambda v: v < 1))
     train = rows.get("linclass-gpu-train")
-    if train is not None and train["peak_above_baseline_mb"] is not None:
-        check("linclass-gpu train peak above baseline / dataset", train["peak_above_baseline_mb"] * MB
-              / MNIST_DATASET_BYTES, "<= 1.5", lambda v: v <= 1.5)
+    if train is not None:
+        checks.append(target("linclass-gpu train peak above baseline / dataset", ratio(
+            train["peak_above_baseline_mb"], MNIST_DATASET_BYTES / MB), "<= 1.5", lambda v: v <= 1.5))
     return checks

@@ -44,7 +44,8 @@ def plot_step(results: list[dict], path, peak: dict | None = None) -> None:
                                 alpha=0.2, color=line.get_color())
         if peak:
             ax.axhline(peak["gbps"], color="black", linestyle="--", label=f"peak {peak['gbps']:.0f} GB/s")
-        ax.set(xscale="log", yscale="log", xlabel="B (rows per step)", ylabel=label, title=f"D={D}, C={C}")
+        ax.set_xscale("log", base=2)
+        ax.set(yscale="log", xlabel="B (rows per step)", ylabel=label, title=f"D={D}, C={C}")
         ax.legend(fontsize="small")
     figure.savefig(path, dpi=120)
 

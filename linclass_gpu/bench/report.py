@@ -54,6 +54,17 @@ def machine_context() -> dict:
     }
 
 
+def target(name: str, value: float | None, goal: str, holds) -> dict:
+    """One goal beside its measured value: ``met`` is ``holds(value)``, False when nothing was measured (None)."""
+    return {"name": name, "value": value, "goal": goal, "met": value is not None and bool(holds(value))}
+
+
+def format_targets(targets: list[dict]) -> str:
+    """One line per :func:`target`."""
+    return "\n".join(f"target {t['name']}: {'-' if t['value'] is None else format(t['value'], '.3g')} "
+                     f"(goal {t['goal']}) {'met' if t['met'] else 'NOT met'}" for t in targets)
+
+
 def _cell(value, digits: int) -> str:
     if value is None:
         return "-"

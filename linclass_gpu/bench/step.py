@@ -15,8 +15,11 @@ import itertools
 import os
 
 from .roofline import DevicePeak, cuda_device_peak, step_bytes, step_flop
+from ..backends.registry import AUTO_ORDER
+from ..kernel_report import MNIST_SHAPE
 from .isolated import IsolatedWorker, WorkerError, thread_limits
 from .step_providers import FLOOR_PROVIDERS, ProviderServer, ProviderUnavailable, unavailable_reason
+from .report import target
 from .timing import Timing, interleaved_wall_clock
 
 # The sweeps ``bench step`` runs by default. On the CPU: the MNIST shapes and a large C that 2 cores finish in about
@@ -134,6 +137,35 @@ def measure_shape(shape: tuple[int, int, int], servers: dict[str, IsolatedWorker
     return [rows[name] for name in servers]
 
 
+def step_targets(results: list[dict]) -> list[dict]:
+    """The step-level goals, where measured.
+
+    On a GPU: each CUDA backend's fused step at its largest B (and smallest C, the bandwidth-bound end) at 85% or more
+    of the peak bandwidth. On the CPU, at the MNIST shape (128, 784, 10): the NumPy step at least 3× faster than
+    ``torch-eager`` and at most 2× the bare-GEMM floor (per step; ``bench mnist`` holds the same ratios per epoch).
+
+    Returns
+    -------
+    list of dict
+        :func:`.report.target` rows.
+    """
+    rows = [row for row in results if row["status"] == "ok"]
+    checks = []
+    for name in sorted({row["provider"] for row in rows if row["device"] == "cuda" and row["provider"] in AUTO_ORDER}):
+        own = [row for row in rows if row["provider"] == name]
+        largest = max(own, key=lambda row: (row["B"], -row["C"]))
+        checks.append(target(f"{name} step {largest['B']}x{largest['D']}x{largest['C']}, fraction of peak bandwidth",
+                             largest["bandwidth_fraction"], ">= 0.85", lambda v: v >= 0.85))
+    mnist_numpy = [row for row in rows if row["provider"] == "numpy" and (row["B"], row["D"], row["C"]) == MNIST_SHAPE]
+    if mnist_numpy:
+        row, label = mnist_numpy[0], "x".join(map(str, MNIST_SHAPE))
+        checks.append(target(f"step {label}, torch-eager / numpy", row["speedup_vs_torch_eager"], ">= 3",
+                             lambda v: v >= 3))
+        checks.append(target(f"step {label}, numpy / numpy-gemm-floor", row["time_vs_floor"], "<= 2",
+                             lambda v: v <= 2))
+    return checks
+
+
 def run_step_bench(shapes: list[tuple[int, int, int]], providers: list[str], *, x_dtype: str = "float32",
                    repeats: int = DEFAULT_REPEATS, max_gflop: float | None = None, on_cuda: bool = False,
                    threads: int | None = None, progress=print) -> dict:
@@ -161,7 +193,7 @@ def run_step_bench(shapes: list[tuple[int, int, int]], providers: list[str], *, 
     dict
         ``results`` (rows of :func:`measure_shape`, with the providers that cannot run here as skipped rows and
         one ``provider="*"`` skipped row per shape left out), ``peak`` (the CUDA device's peak GB/s and TFLOP/s, or
-        None) and ``bytes_model``.
+        None), ``bytes_model`` and ``targets`` (:func:`step_targets`).
     """
     peak = cuda_device_peak() if on_cuda else None
     budget = memory_budget_bytes(on_cuda)
@@ -181,7 +213,7 @@ def run_step_bench(shapes: list[tuple[int, int, int]], providers: list[str], *, 
             results += [_row(name, shape, x_dtype, status="skipped", reason=reasons[name])
                         for name in providers if reasons[name]]
     return {
-        "results": results,
+        "results": results, "targets": step_targets(results),
         "peak": None if peak is None else {"device": peak.name, "gbps": peak.bytes_per_second / 1e9,
                                            "tflops": peak.flop_per_second / 1e12},
         "bytes_model": "compulsory traffic of the fused step (linclass_gpu.kernel_report.bytes_moved fused_bytes); "
