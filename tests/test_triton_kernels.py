@@ -233,3 +233,60 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
         expected[n_weights:] = b
     assert_close(theta.cpu().numpy(), expected, "float32", 1, "theta")
     assert not grad.any(), "the atomic accumulator must be zeroed for the next step"
+
+
+@pytest.mark.parametrize("n_programs", (1, 2, 3))
+@pytest.mark.parametrize("model", ("softmax", "sigmoid"))
+def test_deterministic_programs_taking_several_row_blocks(model, n_programs, rng):
+    """Fewer programs than row blocks (what the partial-buffer cap does for huge models): each program overwrites its
+    slice on its first block and adds on the later ones; the update kernel's fixed-order reduce gives the gradient."""
+    n_rows, n_features, n_classes = 70, 31, (37 if model == "softmax" else 1)  # 5 row blocks, the last a tail
+    X_dev, X64, x_scale = make_inputs(rng, n_rows, n_features, "uint8")
+    W, b, theta = make_params(rng, n_features, n_classes, scale=0.3)
+    y = rng.integers(0, n_classes if model == "softmax" else 2, size=n_rows)
+    rows = rng.permutation(n_rows)
+    n_params = theta.numel()
+    partials = torch.full((n_programs, n_params), float("nan"), device=DEVICE)  # must be overwritten, never read
+    loss_partials = torch.full((n_programs,), float("nan"), device=DEVICE)
+    common = dict(x_scale=x_scale, grad_scale=1.0 / n_rows, max_programs=n_programs, deterministic=True)
+    if model == "softmax":
+        used = KERNELS.softmax.launch_softmax_sgd(
+            X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y).to(DEVICE), theta, partials, loss_partials,
+            n_classes=n_classes, config=KERNELS.softmax.softmax_config(n_features, n_classes, True), **common)
+        ref_loss, dW, db = oracle.softmax_loss_grad(X64, y, W.astype(np.float64), b.astype(np.float64), x_scale)
+    else:
+        used = KERNELS.sigmoid.launch_sigmoid_sgd(
+            X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta,
+            partials, loss_partials, config=KERNELS.sigmoid.sigmoid_config(n_features), **common)
+        ref_loss, dW, db = oracle.sigmoid_loss_grad(X64, y, W[:, 0].astype(np.float64), float(b[0]), x_scale)
+    assert used == n_programs
+    grad = torch.empty(n_params, device=DEVICE)
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=DEVICE)
+    KERNELS.update.launch_sgd_update(theta, partials, n_weights=n_features * n_classes, deterministic=True,
+                                     n_partials=used, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
+    grad = grad.cpu().numpy()
+    assert_close(loss_sum.item() / n_rows, ref_loss, "uint8", n_features, "loss")
+    assert_close(grad[:n_features * n_classes], np.reshape(dW, -1), "uint8", n_rows, "dW")
+    assert_close(grad[n_features * n_classes:], np.reshape(db, -1), "uint8", n_rows, "db")
+
+
+hypothesis = pytest.importorskip("hypothesis", reason="the property test needs hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(dtype=st.sampled_from(DTYPES), n_rows=st.integers(1, 40), n_features=st.integers(1, 80),
+       n_classes=st.integers(1, 80), deterministic=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_any_shape_matches_oracle(dtype, n_rows, n_features, n_classes, deterministic, seed):
+    """Arbitrary small shapes (n_classes = 1 stands for the sigmoid model): every output within the table."""
+    rng = np.random.default_rng(seed)
+    X_dev, X64, x_scale = make_inputs(rng, n_rows, n_features, dtype)
+    if n_classes == 1:
+        W, b, theta = make_params(rng, n_features, 1, scale=1.0 / np.sqrt(n_features))
+        check_sigmoid(X_dev, X64, rng.integers(0, 2, size=n_rows), W[:, 0], b[0], theta, x_scale, dtype,
+                      deterministic=deterministic)
+    else:
+        W, b, theta = make_params(rng, n_features, n_classes, scale=1.0 / np.sqrt(n_features))
+        check_softmax(X_dev, X64, rng.integers(0, n_classes, size=n_rows), W, b, theta, x_scale, dtype,
+                      deterministic=deterministic)
