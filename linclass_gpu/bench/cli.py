@@ -156,8 +156,12 @@ def run_mnist(args: argparse.Namespace) -> dict:
     outcome = mnist_bench.run_mnist_bench(providers, settings, timeout=args.timeout, progress=_progress)
     print(f"MNIST: {settings.epochs} epochs, batch {settings.batch_size}, learning rate {settings.learning_rate} "
           f"x{settings.gamma}/epoch, momentum {settings.momentum}, alpha {settings.alpha}; "
-          f"target {settings.target_accuracy:.0%}; dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")
+          f"target {settings.target_accuracy:.0%}; threads {settings.threads or 'all'}; "
+          f"dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")
     print(format_table(outcome["results"], _MNIST_TABLE))
+    print("epoch s: training only, providers taking turns epoch by epoch; peak MB: peak resident set above the "
+          "baseline (after imports, before loading data). linclass-gpu-train runs whole, for its memory: its epoch "
+          "seconds include evaluation.")
     print(format_targets(outcome["targets"]))
     rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "threads": settings.threads,
              "target_accuracy": settings.target_accuracy, **row} for row in outcome["results"]]

@@ -31,6 +31,8 @@ CUDA_SWEEP = {"batch_sizes": (128, 1024, 8192, 65536), "features": (784, 4096), 
 # --quick: tiny shapes for a smoke test of the harness.
 QUICK_SWEEP = {"batch_sizes": (16, 64), "features": (32,), "classes": (4,), "max_gflop": None}
 DEFAULT_REPEATS = 9
+# Seconds one call to a provider's process may take: building torch-compile takes a minute or two on 2 cores.
+CALL_TIMEOUT_SECONDS = 900
 QUICK_REPEATS = 3
 _ITEMSIZE = {"float32": 4, "uint8": 1}
 
@@ -201,7 +203,8 @@ def run_step_bench(shapes: list[tuple[int, int, int]], providers: list[str], *, 
     results = []
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(IsolatedWorker(f"{ProviderServer.__module__}:ProviderServer",
-                                                            {"name": name}, env=thread_limits(threads)))
+                                                            {"name": name}, CALL_TIMEOUT_SECONDS,
+                                                            env=thread_limits(threads)))
                    for name in providers if not reasons[name]}
         for shape in shapes:
             reason = shape_skip_reason(shape, x_dtype, max_gflop, budget)
