@@ -290,3 +290,11 @@ def test_any_shape_matches_oracle(dtype, n_rows, n_features, n_classes, determin
         W, b, theta = make_params(rng, n_features, n_classes, scale=1.0 / np.sqrt(n_features))
         check_softmax(X_dev, X64, rng.integers(0, n_classes, size=n_rows), W, b, theta, x_scale, dtype,
                       deterministic=deterministic)
+
+
+@pytest.mark.parametrize("dtype", ("float32",))  # ~17 s under the interpreter: one dtype (others run at C = 1000)
+def test_softmax_32768_classes_on_two_rows(dtype, rng):
+    """The largest C the report compiles, run: 512 class tiles swept twice, extra memory O(B)."""
+    X_dev, X64, x_scale = make_inputs(rng, 2, 31, dtype)
+    W, b, theta = make_params(rng, 31, 32768, scale=0.2)
+    check_softmax(X_dev, X64, np.array([0, 32767]), W, b, theta, x_scale, dtype)
