@@ -54,7 +54,7 @@ class KernelBuild:
 
 
 def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False,
-                   batch=128):
+                   probabilities=False, batch=128):
     from .backends.triton_backend import kernel_module
 
     config = kernel_module("softmax_sgd").softmax_config(n_features, n_classes, deterministic)
@@ -67,9 +67,11 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
     constexprs = {
         "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_C": config.block_c,
         "X_RESIDENT": config.x_resident, "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic,
-        "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": False, "INPUT_PRECISION": "tf32" if tf32 else "ieee",
+        "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
+        "INPUT_PRECISION": "tf32" if tf32 else "ieee",
     }
     flags = ["deterministic" if deterministic else "atomics"] + ["tf32"] * tf32 + ["sample weights"] * sample_weight
+    flags += ["probabilities"] * probabilities
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, config.num_stages,
@@ -77,7 +79,7 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
                        {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
 
-def _sigmoid_build(n_features, x_dtype, *, deterministic=False, batch=128):
+def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=False, probabilities=False, batch=128):
     from .backends.triton_backend import kernel_module
 
     config = kernel_module("sigmoid_sgd").sigmoid_config(n_features)
@@ -89,9 +91,11 @@ def _sigmoid_build(n_features, x_dtype, *, deterministic=False, batch=128):
     }
     constexprs = {
         "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "X_RESIDENT": config.x_resident,
-        "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": False, "STORE_PROBS": False,
+        "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
     }
-    label = f"D={n_features} {x_dtype} {'deterministic' if deterministic else 'atomics'} [{config.label}]"
+    flags = ["deterministic" if deterministic else "atomics"] + ["sample weights"] * sample_weight
+    flags += ["probabilities"] * probabilities
+    label = f"D={n_features} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, 3, None,
                        {"stride_xn": n_features, "B": batch, "D": n_features})
@@ -128,6 +132,7 @@ def shipped_builds() -> list[KernelBuild]:
         _softmax_build(784, 10, "float32", deterministic=True),
         _softmax_build(784, 10, "float32", tf32=True),
         _softmax_build(784, 10, "float32", sample_weight=True),
+        _softmax_build(784, 10, "uint8", probabilities=True),
         _softmax_build(31, 10, "float32"),
         _softmax_build(784, 37, "float32"),
     ]
@@ -137,7 +142,11 @@ def shipped_builds() -> list[KernelBuild]:
         _softmax_build(784, 32768, "float32", tf32=True),
     ]
     builds += [_sigmoid_build(784, dtype) for dtype in ("float32", "uint8", "bfloat16")]
-    builds += [_sigmoid_build(784, "float32", deterministic=True), _sigmoid_build(4096, "float32")]
+    builds += [
+        _sigmoid_build(784, "float32", deterministic=True),
+        _sigmoid_build(784, "uint8", sample_weight=True, probabilities=True),
+        _sigmoid_build(4096, "float32"),
+    ]
     builds += [
         _update_build(), _update_build(momentum=True, nesterov=True),
         _update_build(deterministic=True, momentum=True), _update_build(deterministic=True, apply_update=False),
