@@ -70,8 +70,9 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
         "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
         "INPUT_PRECISION": "tf32" if tf32 else "ieee",
     }
-    flags = ["deterministic" if deterministic else "atomics"] + ["tf32"] * tf32 + ["sample weights"] * sample_weight
-    flags += ["probabilities"] * probabilities
+    # The probability-storing variant serves predict_proba, not training: named by that, not by its reduction mode.
+    flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
+    flags += ["tf32"] * tf32 + ["sample weights"] * sample_weight
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, config.num_stages,
@@ -93,8 +94,8 @@ def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=Fa
         "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "X_RESIDENT": config.x_resident,
         "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
     }
-    flags = ["deterministic" if deterministic else "atomics"] + ["sample weights"] * sample_weight
-    flags += ["probabilities"] * probabilities
+    flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
+    flags += ["sample weights"] * sample_weight
     label = f"D={n_features} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, 3, None,
@@ -144,7 +145,8 @@ def shipped_builds() -> list[KernelBuild]:
     builds += [_sigmoid_build(784, dtype) for dtype in ("float32", "uint8", "bfloat16")]
     builds += [
         _sigmoid_build(784, "float32", deterministic=True),
-        _sigmoid_build(784, "uint8", sample_weight=True, probabilities=True),
+        _sigmoid_build(784, "uint8", sample_weight=True),
+        _sigmoid_build(784, "uint8", probabilities=True),
         _sigmoid_build(4096, "float32"),
     ]
     builds += [
