@@ -20,7 +20,7 @@ _STEP_TABLE = [("provider", "provider"), ("B", "B"), ("D", "D"), ("C", "C"), ("m
                ("speedup_vs_torch_eager", "x eager"), ("time_vs_floor", "/ floor")]
 _STEP_GPU_TABLE = [("bandwidth_fraction", "of peak BW"), ("roofline_fraction", "of roofline"), ("method", "timer")]
 _MNIST_TABLE = [("provider", "provider"), ("median_epoch_s", "epoch s"), ("fit_s", "fit s"),
-                ("seconds_to_target", "s to target"), ("final_accuracy", "test acc"),
+                ("seconds_to_target", "s to target"), ("final_accuracy", "test acc"), ("iterations", "lbfgs its"),
                 ("peak_above_baseline_mb", "peak MB"), ("baseline_mb", "base MB"), ("input", "input")]
 
 
@@ -160,8 +160,9 @@ def run_mnist(args: argparse.Namespace) -> dict:
           f"dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")
     print(format_table(outcome["results"], _MNIST_TABLE))
     print("epoch s: training only, providers taking turns epoch by epoch; peak MB: peak resident set above the "
-          "baseline (after imports, before loading data). linclass-gpu-train runs whole, for its memory: its epoch "
-          "seconds include evaluation.")
+          "baseline (after imports, before loading data). sklearn-lbfgs: warm-start chunks of growing size until the "
+          "target or --lbfgs-max-iter iterations, one chunk per 'epoch'. linclass-gpu-train runs whole, for its "
+          "memory: its epoch seconds include evaluation.")
     print(format_targets(outcome["targets"]))
     rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "threads": settings.threads,
              "target_accuracy": settings.target_accuracy, **row} for row in outcome["results"]]
