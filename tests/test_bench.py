@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,13 +17,14 @@ import pytest
 from linclass_gpu import cli
 from linclass_gpu.bench import mnist, mnist_providers, report, step, step_providers
 from linclass_gpu.bench.isolated import IsolatedWorker, WorkerError, thread_limits
-from linclass_gpu.bench.roofline import DevicePeak, step_bytes, step_flop
-from linclass_gpu.bench.timing import LocalSampler, Timing, interleaved_wall_clock
+from linclass_gpu.bench.roofline import DevicePeak, cuda_device_peak, step_bytes, step_flop
+from linclass_gpu.bench.timing import LocalSampler, Timing, do_bench_timing, interleaved_wall_clock
 from linclass_gpu.kernel_report import bytes_moved
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAS_TRITON = HAS_TORCH and importlib.util.find_spec("triton") is not None
 
 
 def run_cli(capsys, argv):
@@ -216,6 +218,18 @@ def test_step_bench_runs_every_provider_and_reports_the_unavailable_as_skipped()
             rows["torch-eager", 16]["median_ms"] / numpy_row["median_ms"])
 
 
+def test_default_step_providers_run_natively_here(monkeypatch):
+    assert step_providers.default_providers(quick=True)[:1] == ["numpy"]
+    assert "torch-compile" not in step_providers.default_providers(quick=True)
+    assert "triton" not in step_providers.default_providers()  # the interpreter is for tests, not timings
+    on_gpu = {"triton": True, "cupy": False, "numpy": True}
+    monkeypatch.setattr(step_providers, "probe", lambda name: SimpleNamespace(usable=True, auto=on_gpu[name],
+                                                                               detail=""))
+    monkeypatch.setattr(step_providers, "_torch_device", lambda: "cuda")
+    expected = ["triton"] + ["torch-eager", "torch-compile", "cuda-gemm-floor"] * HAS_TORCH
+    assert step_providers.default_providers() == expected
+
+
 def test_step_bench_reports_missing_torch_as_skipped(monkeypatch):
     monkeypatch.setattr(step_providers.importlib.util, "find_spec", lambda name: None)
     rows = step.run_step_bench([(8, 16, 4)], ["torch-eager", "torch-compile", "numpy-gemm-floor"], repeats=1,
@@ -266,6 +280,49 @@ def test_step_targets_hold_the_bandwidth_and_mnist_shape_goals():
         ("triton step 65536x784x10, fraction of peak bandwidth", 0.9, True),
         ("step 128x784x10, torch-eager / numpy", 4.0, True),
         ("step 128x784x10, numpy / numpy-gemm-floor", 2.5, False)]
+
+
+@pytest.fixture
+def fake_do_bench(monkeypatch):
+    """triton.testing.do_bench answering [2, 1.5, 3] ms (median, 20%, 80%), as it would on a GPU; records its calls."""
+    import triton.testing
+
+    calls = []
+
+    def do_bench(fn, warmup, rep, quantiles):
+        fn()
+        calls.append(quantiles)
+        return [2.0, 1.5, 3.0]
+
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    return calls
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_do_bench_quantiles_become_seconds_per_call(fake_do_bench):
+    assert do_bench_timing(lambda: None) == Timing(2e-3, 1.5e-3, 3e-3, "do_bench")
+    assert fake_do_bench == [[0.5, 0.2, 0.8]]
+    server = step_providers.ProviderServer(lambda: None, "numpy-gemm-floor")
+    server.build(8, 16, 4, "float32")
+    assert server.do_bench() == [2e-3, 1.5e-3, 3e-3]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_cuda_device_peak_comes_from_the_device_attributes(monkeypatch):
+    """triton.testing's formulas over a faked driver: an A100's attributes give its data-sheet peaks."""
+    import torch
+    from triton.runtime import driver
+
+    properties = {"sm_clock_rate": 1_410_000, "mem_clock_rate": 1_215_000, "mem_bus_width": 5120}  # A100, kHz
+    monkeypatch.setattr(driver, "_active", SimpleNamespace(utils=SimpleNamespace(
+        get_device_properties=lambda device: {**properties, "multiprocessor_count": 108})))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "A100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    peak = cuda_device_peak()
+    assert peak.name == "A100"
+    assert peak.bytes_per_second == pytest.approx(1555.2e9)  # 1215 MHz × 2 (DDR) × 5120 bits / 8
+    assert peak.flop_per_second == pytest.approx(19.49e12, rel=1e-3)  # 108 SMs × 4 × 32 lanes × 1.41 GHz
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")

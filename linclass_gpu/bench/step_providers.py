@@ -34,6 +34,8 @@ STEP_LEARNING_RATE = 0.01
 TORCH_PROVIDERS = ("torch-eager", "torch-compile")
 FLOOR_PROVIDERS = ("numpy-gemm-floor", "cuda-gemm-floor")
 STEP_PROVIDERS = AUTO_ORDER + TORCH_PROVIDERS + FLOOR_PROVIDERS
+# Providers that never use a GPU.
+CPU_ONLY = ("numpy", "numpy-gemm-floor")
 # torch.compile takes about a minute per shape on a 2-core CPU: --quick leaves it out.
 SLOW_TO_BUILD = ("torch-compile",)
 X_DTYPES = ("float32", "uint8")
@@ -133,11 +135,13 @@ def unavailable_reason(name: str) -> str:
 
 def default_providers(quick: bool = False) -> list[str]:
     """Providers that run natively here: backends ``auto`` could pick (not the Triton interpreter), the torch
-    baselines and the floors of the devices present; ``quick`` leaves out those slow to build."""
+    baselines and the floors of the devices present. With a CUDA device, only those that run on it (the CPU ones
+    would take hours on the GPU sweep's shapes; name them to have them). ``quick`` leaves out those slow to build."""
+    on_cuda = any(probe(name).auto for name in AUTO_ORDER if name not in CPU_ONLY)
     names = []
     for name in STEP_PROVIDERS:
         native = probe(name).auto if name in AUTO_ORDER else not unavailable_reason(name)
-        if native and not (quick and name in SLOW_TO_BUILD):
+        if native and not (quick and name in SLOW_TO_BUILD) and not (on_cuda and name in CPU_ONLY):
             names.append(name)
     return names
 
