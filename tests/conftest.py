@@ -16,6 +16,19 @@ BACKEND_DTYPES = {"numpy": ("float32", "float64"), "cupy": ("float32", "float64"
 BACKEND_DTYPE_PAIRS = [(name, dtype) for name in BACKEND_NAMES for dtype in BACKEND_DTYPES[name]]
 
 
+class DLPackOnly:
+    """An array from an unknown library that speaks nothing but DLPack, as a CuPy array or a JAX array does."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
 @pytest.fixture(scope="session")
 def backends():
     """One instance per backend name, made once (the Triton interpreter and CuPy are slow to start)."""

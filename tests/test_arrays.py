@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import DLPackOnly
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 from linclass_gpu.arrays import array_kind, common_kind, convert, to_numpy
 
 torch = pytest.importorskip("torch")
-
-
-class HostDLPackProducer:
-    """An array from an unknown library that only speaks DLPack (host memory)."""
-
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 @pytest.fixture
@@ -31,7 +19,7 @@ def problem(rng):
 
 
 def test_kinds_are_recognised():
-    assert array_kind(np.zeros(2)) == array_kind([1, 2]) == array_kind(HostDLPackProducer(np.zeros(2))) == "numpy"
+    assert array_kind(np.zeros(2)) == array_kind([1, 2]) == array_kind(DLPackOnly(np.zeros(2))) == "numpy"
     assert array_kind(torch.zeros(2)) == "torch"
     assert common_kind(torch.zeros(2), None, names=("X", "y")) == "torch"
 
@@ -69,7 +57,7 @@ def test_mixed_kinds_in_one_call_are_refused(problem):
 def test_dlpack_producers_and_low_precision_tensors_are_accepted(problem):
     X, y = problem
     reference = SoftmaxRegression(epochs=2, random_state=0).fit(X, y)
-    model = SoftmaxRegression(epochs=2, random_state=0).fit(HostDLPackProducer(X), y)
+    model = SoftmaxRegression(epochs=2, random_state=0).fit(DLPackOnly(X), y)
     np.testing.assert_array_equal(model.coef_, reference.coef_)
     half = SoftmaxRegression(epochs=2, random_state=0).fit(torch.from_numpy(X).to(torch.bfloat16),
                                                            torch.from_numpy(y))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import DLPackOnly
 
 torch = pytest.importorskip("torch", reason="the Triton backend needs torch")
 pytest.importorskip("triton", reason="the Triton backend needs triton")
@@ -56,19 +57,6 @@ def test_name_describe_and_registry_options(triton_backend):
         assert "CUDA device" in triton_backend.describe()
     chosen = get_backend("triton", deterministic=True, tf32=True)
     assert chosen.name == "triton" and chosen.deterministic and chosen.input_precision == "tf32"
-
-
-class DLPackOnly:
-    """Exposes nothing but the DLPack protocol, like a CuPy array does."""
-
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 @pytest.mark.parametrize("dtype", ("float32", "uint8", "bfloat16", "float16", "int64"))
