@@ -22,10 +22,10 @@ from .step_providers import FLOOR_PROVIDERS, ProviderServer, ProviderUnavailable
 from .report import target
 from .timing import Timing, interleaved_wall_clock
 
-# The sweeps ``bench step`` runs by default. On the CPU: the MNIST shapes and a large C that 2 cores finish in about
-# two minutes (``max_gflop`` drops the larger large-C shapes); on a GPU: up to the sizes where the fused step is
-# bandwidth-bound (large B) or GEMM-bound (large C).
-CPU_SWEEP = {"batch_sizes": (128, 1024, 8192), "features": (784,), "classes": (10, 32768), "max_gflop": 20.0}
+# The sweeps ``bench step`` runs by default. On the CPU: the MNIST shapes, a wide D and a large C, what 2 cores finish
+# in two to three minutes (``max_gflop`` drops the larger large-C shapes); on a GPU: up to the sizes where the fused
+# step is bandwidth-bound (large B) or GEMM-bound (large C).
+CPU_SWEEP = {"batch_sizes": (128, 1024, 8192), "features": (784, 4096), "classes": (10, 32768), "max_gflop": 20.0}
 CUDA_SWEEP = {"batch_sizes": (128, 1024, 8192, 65536), "features": (784, 4096), "classes": (10, 1024, 32768),
               "max_gflop": None}
 # --quick: tiny shapes for a smoke test of the harness.
