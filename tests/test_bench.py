@@ -408,12 +408,15 @@ def test_backend_training_matches_one_train_sgd_call():
     np.testing.assert_array_equal(b, model.intercept_)
 
 
-def test_mnist_bench_reports_missing_peers_as_skipped(monkeypatch):
+def test_mnist_bench_reports_missing_peers_as_skipped_and_failures_as_errors(monkeypatch):
     monkeypatch.setitem(mnist.PEERS, "sklearn-sgd", ("SklearnSGDTraining", ("no_such_module_for_linclass",)))
-    outcome = mnist.run_mnist_bench(["sklearn-sgd"], mnist.MnistSettings(**QUICK_SETTINGS),
+    monkeypatch.setitem(mnist.PEERS, "numpy-gemm-floor", ("NoSuchTraining", ()))
+    outcome = mnist.run_mnist_bench(["sklearn-sgd", "numpy-gemm-floor"], mnist.MnistSettings(**QUICK_SETTINGS),
                                     progress=lambda message: None)
-    assert outcome["results"] == [{"provider": "sklearn-sgd", "status": "skipped",
-                                   "reason": "no_such_module_for_linclass not installed"}]
+    skipped, failed = outcome["results"]
+    assert skipped == {"provider": "sklearn-sgd", "status": "skipped",
+                       "reason": "no_such_module_for_linclass not installed"}
+    assert failed["status"] == "error" and "NoSuchTraining" in failed["reason"]
 
 
 def test_mnist_cli_trains_each_provider_in_its_own_process(capsys, tmp_path):

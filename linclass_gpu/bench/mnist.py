@@ -114,23 +114,24 @@ def _factory(name: str) -> tuple[str, dict]:
     return f"{_PROVIDERS_MODULE}:{PEERS[name][0]}", {}
 
 
-def seconds_to_accuracy(epoch_seconds, test_accuracy, target: float) -> float | None:
-    """Training seconds summed up to the first epoch whose test accuracy reaches ``target``; None if none does."""
+def seconds_to_accuracy(epoch_seconds, test_accuracy, target_accuracy: float) -> float | None:
+    """Training seconds summed up to the first epoch whose test accuracy reaches ``target_accuracy``; None if none
+    does."""
     elapsed = 0.0
     for seconds, accuracy in zip(epoch_seconds, test_accuracy):
         elapsed += seconds
-        if accuracy >= target:
+        if accuracy >= target_accuracy:
             return elapsed
     return None
 
 
-def summarise_run(name: str, run: dict, target: float) -> dict:
+def summarise_run(name: str, run: dict, target_accuracy: float) -> dict:
     """One result row from a provider's summary and memory figures."""
     epochs, accuracy = run["epoch_seconds"], run["test_accuracy"]
     return {
         "provider": name, "status": "ok", "device": run["device"], "input": run["input"], "epochs": len(epochs),
         "median_epoch_s": float(np.median(epochs)) if epochs else None, "fit_s": run["fit_seconds"],
-        "seconds_to_target": seconds_to_accuracy(epochs, accuracy, target),
+        "seconds_to_target": seconds_to_accuracy(epochs, accuracy, target_accuracy),
         "final_accuracy": accuracy[-1] if accuracy else None,
         "peak_above_baseline_mb": run["peak_above_baseline_mb"], "baseline_mb": run["baseline_mb"],
         **({"iterations": run["iterations"]} if "iterations" in run else {}),

@@ -2,10 +2,13 @@
 
 Every provider of :mod:`.step_providers` is served from its own process (:mod:`.isolated`) and built per shape on
 the same data; the host providers are timed together in interleaved rounds (:func:`.timing.interleaved_wall_clock`),
-the CUDA ones with ``do_bench``. Each result row
-holds the time quantiles, the GB/s of the fused step's compulsory traffic and the GEMMs' TFLOP/s, the speed-up over
-``torch-eager``, the time relative to the bare-GEMM floor of the same device and, on a GPU, the fractions of the peak
-bandwidth and of the roofline (:mod:`.roofline`).
+the CUDA ones with ``do_bench``. Each result row holds the time quantiles, the GB/s of the fused step's compulsory
+traffic and the GEMMs' TFLOP/s, the speed-up over ``torch-eager``, the time relative to the bare-GEMM floor of the
+same device and, on a GPU, the fractions of the peak bandwidth and of the roofline (:mod:`.roofline`).
+
+The sweep is this package's own loop rather than ``triton.testing.perf_report``: the report's loop measures one
+(shape, provider) cell after another, which cannot interleave providers sample by sample, and its ``run`` needs
+pandas; the results here go to a table, JSON, CSV and :func:`.plot.plot_step` instead.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import contextlib
 import itertools
 import os
 
-from .roofline import DevicePeak, cuda_device_peak, step_bytes, step_flop
 from ..backends.registry import AUTO_ORDER
 from ..kernel_report import MNIST_SHAPE
 from .isolated import IsolatedWorker, WorkerError, thread_limits
-from .step_providers import FLOOR_PROVIDERS, ProviderServer, ProviderUnavailable, unavailable_reason
 from .report import target
+from .roofline import DevicePeak, cuda_device_peak, step_bytes, step_flop
+from .step_providers import FLOOR_PROVIDERS, ProviderServer, ProviderUnavailable, unavailable_reason
 from .timing import Timing, interleaved_wall_clock
 
 # The sweeps ``bench step`` runs by default. On the CPU: the MNIST shapes, a wide D and a large C, what 2 cores finish
@@ -31,9 +34,9 @@ CUDA_SWEEP = {"batch_sizes": (128, 1024, 8192, 65536), "features": (784, 4096), 
 # --quick: tiny shapes for a smoke test of the harness.
 QUICK_SWEEP = {"batch_sizes": (16, 64), "features": (32,), "classes": (4,), "max_gflop": None}
 DEFAULT_REPEATS = 9
+QUICK_REPEATS = 3
 # Seconds one call to a provider's process may take: building torch-compile takes a minute or two on 2 cores.
 CALL_TIMEOUT_SECONDS = 900
-QUICK_REPEATS = 3
 _ITEMSIZE = {"float32": 4, "uint8": 1}
 
 
