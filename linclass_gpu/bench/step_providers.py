@@ -120,7 +120,7 @@ def _torch_device() -> str:
 
 
 def unavailable_reason(name: str) -> str:
-    """Why provider ``name`` cannot run here, or "" when it can (cheap: nothing heavy is imported)."""
+    """Why provider ``name`` cannot run here, or "" when it can (only ``cuda-gemm-floor`` imports torch to find out)."""
     if name not in STEP_PROVIDERS:
         raise ValueError(f"unknown step provider {name!r}; expected one of {', '.join(STEP_PROVIDERS)}")
     if name in AUTO_ORDER:
