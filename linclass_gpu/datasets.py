@@ -69,6 +69,9 @@ DOWNLOAD_TIMEOUT_SECONDS = 60.0
 VENDORED_MNIST_DIR = Path(__file__).resolve().parent / "data" / "mnist"
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_SIZE_MODULUS = 2**32  # gzip records the uncompressed size modulo 2**32
+# gzip's readinto decompresses into a temporary as large as the request: reading in chunks bounds it.
+_READ_CHUNK_BYTES = 1 << 20
 # IDX type code -> dtype of the stored (big-endian) values.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -121,8 +124,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         If the file is not valid IDX: short header, bad magic number, unknown type code, a payload shorter or
         longer than the dims say, or a corrupt or truncated gzip stream. The message names the file and the problem.
     """
-    path = Path(path)
-    return _decode_idx(_read_decompressed(path), path)
+    return _read_idx_file(Path(path))[0]
 
 
 def user_cache_dir(kind: str = "mnist") -> Path:
@@ -231,11 +233,6 @@ def load_mnist(
     )
 
 
-def _read_decompressed(path: Path) -> bytes:
-    """The uncompressed content of `path`, gunzipped if it starts with the gzip magic bytes."""
-    return _gunzip_if_compressed(path.read_bytes(), path)
-
-
 def _gunzip_if_compressed(data: bytes, source: str | Path) -> bytes:
     """`data` decompressed if it is a gzip stream, else unchanged; `source` names it in errors."""
     if not data.startswith(_GZIP_MAGIC):
@@ -246,37 +243,87 @@ def _gunzip_if_compressed(data: bytes, source: str | Path) -> bytes:
         raise ValueError(f"{source}: corrupt or truncated gzip stream ({exc})") from exc
 
 
-def _decode_idx(content: bytes, source: str | Path) -> np.ndarray:
-    """Parse uncompressed IDX bytes into an array shaped by the header; `source` names the file in errors."""
+def _read_exactly(stream, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``stream`` (reads may come short, gzip's do); return how many bytes arrived before EOF."""
+    filled = 0
+    while filled < len(buffer):
+        count = stream.readinto(buffer[filled:filled + _READ_CHUNK_BYTES])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _uncompressed_size(raw, compressed: bool) -> int:
+    """Bytes the open file holds once uncompressed: its size, or gzip's ISIZE trailer (that size mod 2**32)."""
+    end = raw.seek(0, os.SEEK_END)
+    if not compressed:
+        return end
+    if end < 4:
+        return 0
+    raw.seek(end - 4)
+    return struct.unpack("<I", raw.read(4))[0]
+
+
+def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
+    """Decode one IDX file, raw or gzip, straight into a new array; also return the MD5 of its uncompressed bytes.
+
+    The payload is decompressed into the array's own memory, so reading needs no more memory than the array: no copy
+    of the file's bytes is ever held beside it.
+    """
 
     def invalid(problem: str) -> ValueError:
-        return ValueError(f"{source}: not a valid IDX file: {problem}")
+        return ValueError(f"{path}: not a valid IDX file: {problem}")
 
-    if len(content) < 4:
-        raise invalid(f"short header ({len(content)} bytes; the magic number alone takes 4)")
-    type_code, ndim = content[2], content[3]
-    if content[:2] != b"\x00\x00":
-        raise invalid(f"bad magic number 0x{content[:4].hex()} (must start with two zero bytes)")
-    if type_code not in _IDX_DTYPES:
-        known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
-        raise invalid(f"unknown type code 0x{type_code:02x} (known: {known})")
-    if ndim == 0:
-        raise invalid("bad magic number: 0 dimensions")
-    header_size = 4 + 4 * ndim
-    if len(content) < header_size:
-        raise invalid(f"short header ({len(content)} bytes; {ndim} dimensions need {header_size})")
-    dims = struct.unpack(f">{ndim}I", content[4:header_size])
-    dtype = np.dtype(_IDX_DTYPES[type_code])
-    count = math.prod(dims)
-    expected_payload, actual_payload = count * dtype.itemsize, len(content) - header_size
-    if actual_payload != expected_payload:
-        problem = "truncated" if actual_payload < expected_payload else "trailing bytes"
-        raise invalid(
-            f"payload is {actual_payload} bytes but dims {dims} of {dtype.name} need {expected_payload} ({problem})"
-        )
-    values = np.frombuffer(content, dtype=dtype, count=count, offset=header_size)
-    # astype copies into a writable array in native byte order.
-    return values.reshape(dims).astype(dtype.newbyteorder("="))
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        stored_size = _uncompressed_size(raw, compressed)
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw) if compressed else raw
+        try:
+            magic = bytearray(4)
+            if _read_exactly(stream, memoryview(magic)) < 4:
+                raise invalid("short header (the magic number alone takes 4 bytes)")
+            type_code, ndim = magic[2], magic[3]
+            if magic[:2] != b"\x00\x00":
+                raise invalid(f"bad magic number 0x{magic.hex()} (must start with two zero bytes)")
+            if type_code not in _IDX_DTYPES:
+                known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
+                raise invalid(f"unknown type code 0x{type_code:02x} (known: {known})")
+            if ndim == 0:
+                raise invalid("bad magic number: 0 dimensions")
+            dims_bytes = bytearray(4 * ndim)
+            if _read_exactly(stream, memoryview(dims_bytes)) < len(dims_bytes):
+                raise invalid(f"short header ({ndim} dimensions need {4 + 4 * ndim} bytes)")
+            dims = struct.unpack(f">{ndim}I", dims_bytes)
+            dtype = np.dtype(_IDX_DTYPES[type_code])
+            header_size, needed = 4 + 4 * ndim, math.prod(dims) * dtype.itemsize
+            # Check the declared size before allocating: a corrupt header must not ask for terabytes. gzip's trailer
+            # only hints at the size (and lies in a corrupt stream), so a mismatch there is measured by reading on.
+            declared = header_size + needed
+            size_matches = declared % _GZIP_SIZE_MODULUS == stored_size if compressed else declared == stored_size
+            if not size_matches:
+                held = len(stream.read()) if compressed else stored_size - header_size
+                raise invalid(f"payload is {held} bytes but dims {dims} of {dtype.name} need {needed} "
+                              f"({'truncated' if held < needed else 'trailing bytes'})")
+            try:
+                values = np.empty(math.prod(dims), dtype=dtype)
+            except (MemoryError, ValueError) as exc:
+                raise invalid(f"dims {dims} of {dtype.name} need {needed} bytes, more than can be allocated") from exc
+            payload = memoryview(values).cast("B")
+            received = _read_exactly(stream, payload)
+            trailing = len(stream.read()) if received == len(payload) else 0
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
+            raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+    if received < len(payload) or trailing:
+        problem = "truncated" if received < len(payload) else "trailing bytes"
+        raise invalid(f"payload is {received + trailing} bytes but dims {dims} of {dtype.name} need {len(payload)} "
+                      f"({problem})")
+    md5 = hashlib.md5(magic + dims_bytes, usedforsecurity=False)
+    md5.update(payload)
+    if dtype.byteorder == ">":  # IDX is big-endian: swap multi-byte values to native order, in place
+        values = values.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return values.reshape(dims), md5.hexdigest()
 
 
 def _search_directories(kind: str) -> list[tuple[str, Path | None]]:
@@ -342,14 +389,13 @@ def _read_split(directory: Path, kind: str, images_name: str, labels_name: str) 
 
 def _read_verified(path: Path, name: str, kind: str) -> np.ndarray:
     """Read one IDX file; MNIST content must match its canonical MD5, Fashion-MNIST must not be MNIST's file."""
-    content = _read_decompressed(path)
-    actual_md5 = _md5(content)
+    values, actual_md5 = _read_idx_file(path)
     if kind == "mnist":
         _require_md5(path, expected=MNIST_MD5[name], actual=actual_md5)
     elif actual_md5 == MNIST_MD5[name]:
         # A flat $LINCLASS_DATA holding MNIST would otherwise pass as Fashion-MNIST.
         raise ValueError(f"{path} is the MNIST file {name}, not {kind}")
-    return _decode_idx(content, path)
+    return values
 
 
 def _md5(data: bytes) -> str:
