@@ -19,8 +19,12 @@ from .backends.base import Backend, FusedSGD
 from .schedules import LearningRateSchedule
 
 
-class TrainingDivergedError(FloatingPointError):
-    """The training loss became NaN or infinite; the model keeps the parameters of the last finite epoch."""
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite; the model keeps the parameters of the last finite epoch.
+
+    A ValueError too: the usual cause is a setting (the learning rate) or data (features of huge magnitude) that does
+    not suit the problem, and code catching bad input with ``except ValueError`` catches this as well.
+    """
 
 
 @dataclass
@@ -132,7 +136,8 @@ def train_sgd(
                     raise TrainingDivergedError(
                         f"training diverged: the loss became {mean_loss} in epoch {epoch + 1} at learning_rate="
                         f"{learning_rate:g}; the model keeps the weights of the last finite epoch ({epoch}). "
-                        f"Use a smaller learning_rate, e.g. {schedule.initial / 10:g}."
+                        f"Use a smaller learning_rate, e.g. {schedule.initial / 10:g}, or scale the features if "
+                        "their magnitudes are large."
                     )
                 last_finite = params
                 history.loss.append(mean_loss)

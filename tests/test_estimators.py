@@ -127,6 +127,7 @@ BAD_INPUTS = [
     ("no features", lambda X, y: (X[:, :0], y), ValueError, "empty"),
     ("one class", lambda X, y: (X, np.zeros_like(y)), ValueError, "at least 2"),
     ("string X", lambda X, y: (X.astype(str), y), TypeError, "numbers"),
+    ("object X", lambda X, y: (X.astype(object), y), TypeError, "numbers"),
     ("continuous y", lambda X, y: (X, y + 0.5), ValueError, "continuous"),
     ("2-D y", lambda X, y: (X, np.stack([y, y], axis=1)), ValueError, "1-D"),
 ]
@@ -208,6 +209,14 @@ def test_options_shape_the_fit(rng):
     assert validated.validation_scores_.shape == (4,) and validated.validation_scores_[-1] > 0.9
     with pytest.raises(ValueError, match="not in the training y"):
         SoftmaxRegression().fit(X, y, validation_data=(X, y + 10))
+
+
+def test_features_near_the_float32_limit_stop_with_a_value_error(rng):
+    X, y = blobs(rng)
+    model = SoftmaxRegression(epochs=3)
+    with pytest.raises(ValueError, match="diverged.*scale the features"):
+        model.fit(X * np.float32(1e37), y)
+    assert np.isfinite(model.coef_).all()
 
 
 def test_l2_keeps_weights_bounded_on_separable_data(rng):
