@@ -7,6 +7,11 @@ and the binary cross-entropy). It is never selected as a backend.
 
 Shapes: ``N`` rows, ``D`` features, ``C`` classes. Labels are integer class ids in ``[0, C)`` for the softmax model
 and ``{0, 1}`` for the binary sigmoid model (mapping other label values happens in the estimators).
+
+Sample weights ``w_i ≥ 0`` (``None``: every ``w_i = 1``) weight each row's loss: the mean loss is
+``(1/N) Σ_i w_i ℓ_i``, divided by the row count ``N``, not by ``Σ_i w_i`` (as scikit-learn's SGD does; see
+:meth:`linclass_gpu.backends.base.Backend.fused_sgd`), so its gradient with respect to row ``i``'s logits is
+``w_i ∂ℓ_i/∂z_i / N``.
 """
 
 from __future__ import annotations
@@ -84,8 +89,29 @@ def softmax(Z):
     return np.exp(log_softmax(Z))
 
 
-def cross_entropy(Z, y):
-    """Mean cross-entropy of softmax probabilities against integer class ids.
+def _row_weights(sample_weight, n_rows):
+    """The per-row weights as float64, shape (N,): ones for ``None``.
+
+    Parameters
+    ----------
+    sample_weight : array_like, shape (N,), or None
+    n_rows : int
+        ``N``.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    if sample_weight is None:
+        return np.ones(n_rows)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
+    return weights
+
+
+def cross_entropy(Z, y, sample_weight=None):
+    """Mean (weighted) cross-entropy of softmax probabilities against integer class ids.
 
     Parameters
     ----------
@@ -93,20 +119,23 @@ def cross_entropy(Z, y):
         Logits.
     y : array_like of int, shape (N,)
         Class ids in ``[0, C)`` (never one-hot).
+    sample_weight : array_like, shape (N,), optional
+        ``w_i``; ``None`` is 1 for every row.
 
     Returns
     -------
     float
-        ``(1/N) Σ_i −log softmax(Z)_{i, y_i}``.
+        ``(1/N) Σ_i w_i · (−log softmax(Z)_{i, y_i})``.
     """
     y = np.asarray(y, dtype=np.intp)
     log_probabilities = log_softmax(Z)
     rows = np.arange(len(y))
-    return float(-log_probabilities[rows, y].mean())  # (1/N) Σ_i −log softmax(Z)_{i, y_i}
+    weights = _row_weights(sample_weight, len(y))
+    return float((weights * -log_probabilities[rows, y]).mean())  # (1/N) Σ_i w_i · (−log softmax(Z)_{i, y_i})
 
 
-def binary_cross_entropy_with_logits(z, y):
-    """Mean binary cross-entropy of ``σ(z)`` against targets in {0, 1}, computed from the logits.
+def binary_cross_entropy_with_logits(z, y, sample_weight=None):
+    """Mean (weighted) binary cross-entropy of ``σ(z)`` against targets in {0, 1}, computed from the logits.
 
     Parameters
     ----------
@@ -114,18 +143,20 @@ def binary_cross_entropy_with_logits(z, y):
         Logits.
     y : array_like, shape (N,)
         Targets in {0, 1}.
+    sample_weight : array_like, shape (N,), optional
+        ``w_i``; ``None`` is 1 for every row.
 
     Returns
     -------
     float
-        ``(1/N) Σ_i max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|))``, which equals
+        ``(1/N) Σ_i w_i · (max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|)))``, the row loss being
         ``−y log σ(z) − (1 − y) log(1 − σ(z))`` without ever forming ``log σ(z)`` (that is ``−inf`` once ``σ``
         rounds to 0).
     """
     z = np.asarray(z, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     per_row_loss = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))  # max(z,0) − z·y + log1p(e^{−|z|})
-    return float(per_row_loss.mean())  # (1/N) Σ_i
+    return float((_row_weights(sample_weight, len(z)) * per_row_loss).mean())  # (1/N) Σ_i w_i ℓ_i
 
 
 def _linear_forward(X, W, b, x_scale):
@@ -143,8 +174,8 @@ def _linear_backward(X, dZ, x_scale):
     return x_scale * (X.T @ dZ), dZ.sum(axis=0)
 
 
-def softmax_loss_grad(X, y, W, b, x_scale=1.0):
-    """Mean cross-entropy of softmax regression and its gradients.
+def softmax_loss_grad(X, y, W, b, x_scale=1.0, sample_weight=None):
+    """Mean (weighted) cross-entropy of softmax regression and its gradients.
 
     Parameters
     ----------
@@ -155,13 +186,15 @@ def softmax_loss_grad(X, y, W, b, x_scale=1.0):
     b : array_like, shape (C,)
     x_scale : float
         The model sees ``x_scale · X`` (1/255 for raw pixels).
+    sample_weight : array_like, shape (N,), optional
+        ``w_i ≥ 0``; ``None`` is 1 for every row.
 
     Returns
     -------
     loss : float
-        ``(1/N) Σ_i −log softmax(Z)_{i, y_i}`` with ``Z = x_scale · X W + b``.
+        ``(1/N) Σ_i w_i · (−log softmax(Z)_{i, y_i})`` with ``Z = x_scale · X W + b``.
     dW : ndarray, shape (D, C)
-        ``x_scale · Xᵀ dZ`` with ``dZ = (softmax(Z) − onehot(y)) / N``.
+        ``x_scale · Xᵀ dZ`` with ``dZ_i = w_i (softmax(Z)_i − onehot(y_i)) / N``.
     db : ndarray, shape (C,)
         ``Σ_i dZ_i``.
     """
@@ -169,13 +202,14 @@ def softmax_loss_grad(X, y, W, b, x_scale=1.0):
     Z = _linear_forward(X, W, b, x_scale)  # Z = x_scale · X W + b, (N, C)
     n_rows, n_classes = Z.shape
     one_hot = np.eye(n_classes)[y]  # Y_ij = [y_i = j]; built here only, never passed in
-    dZ = (softmax(Z) - one_hot) / n_rows  # ∂(mean CE)/∂Z = (P − Y) / N
+    weights = _row_weights(sample_weight, n_rows)[:, np.newaxis]  # w_i as a column
+    dZ = weights * (softmax(Z) - one_hot) / n_rows  # ∂((1/N) Σ w_i CE_i)/∂Z_i = w_i (P_i − Y_i) / N
     dW, db = _linear_backward(X, dZ, x_scale)
-    return cross_entropy(Z, y), dW, db
+    return cross_entropy(Z, y, sample_weight), dW, db
 
 
-def sigmoid_loss_grad(X, y, w, b, x_scale=1.0):
-    """Mean binary cross-entropy of logistic regression (from logits) and its gradients.
+def sigmoid_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
+    """Mean (weighted) binary cross-entropy of logistic regression (from logits) and its gradients.
 
     Parameters
     ----------
@@ -185,24 +219,27 @@ def sigmoid_loss_grad(X, y, w, b, x_scale=1.0):
     w : array_like, shape (D,)
     b : float
     x_scale : float
+    sample_weight : array_like, shape (N,), optional
+        ``w_i ≥ 0``; ``None`` is 1 for every row.
 
     Returns
     -------
     loss : float
-        ``(1/N) Σ_i max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|))`` with ``z = x_scale · X w + b``.
+        ``(1/N) Σ_i w_i · (max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|)))`` with ``z = x_scale · X w + b``.
     dw : ndarray, shape (D,)
-        ``x_scale · Xᵀ dz`` with ``dz = (σ(z) − y) / N``.
+        ``x_scale · Xᵀ dz`` with ``dz_i = w_i (σ(z_i) − y_i) / N``.
     db : float
         ``Σ_i dz_i``.
     """
     y = np.asarray(y, dtype=np.float64)
     z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
-    dz = (sigmoid(z) - y) / len(z)  # ∂(mean BCE)/∂z = (σ(z) − y) / N
+    weights = _row_weights(sample_weight, len(z))
+    dz = weights * (sigmoid(z) - y) / len(z)  # ∂((1/N) Σ w_i BCE_i)/∂z_i = w_i (σ(z_i) − y_i) / N
     dw, db = _linear_backward(X, dz, x_scale)
-    return binary_cross_entropy_with_logits(z, y), dw, float(db)
+    return binary_cross_entropy_with_logits(z, y, sample_weight), dw, float(db)
 
 
-def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0):
+def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     """Mean squared error of the sigmoid model's probabilities and its gradients (for teaching, not for training).
 
     The gradient carries the factor ``σ(z)(1 − σ(z))``, which goes to 0 as ``|z|`` grows: a confidently *wrong*
@@ -217,13 +254,15 @@ def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0):
     w : array_like, shape (D,)
     b : float
     x_scale : float
+    sample_weight : array_like, shape (N,), optional
+        ``w_i ≥ 0``; ``None`` is 1 for every row.
 
     Returns
     -------
     loss : float
-        ``(1/N) Σ_i (σ(z_i) − y_i)²`` with ``z = x_scale · X w + b``.
+        ``(1/N) Σ_i w_i (σ(z_i) − y_i)²`` with ``z = x_scale · X w + b``.
     dw : ndarray, shape (D,)
-        ``x_scale · Xᵀ dz`` with ``dz = 2 (σ(z) − y) σ(z) (1 − σ(z)) / N``.
+        ``x_scale · Xᵀ dz`` with ``dz_i = 2 w_i (σ(z_i) − y_i) σ(z_i) (1 − σ(z_i)) / N``.
     db : float
         ``Σ_i dz_i``.
     """
@@ -231,9 +270,11 @@ def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0):
     z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
     probability = sigmoid(z)
     error = probability - y  # σ(z) − y
-    dz = 2.0 * error * probability * (1.0 - probability) / len(z)  # ∂(mean (σ − y)²)/∂z, using σ' = σ(1 − σ)
+    weights = _row_weights(sample_weight, len(z))
+    # ∂((1/N) Σ w_i (σ_i − y_i)²)/∂z_i, using σ' = σ(1 − σ)
+    dz = 2.0 * weights * error * probability * (1.0 - probability) / len(z)
     dw, db = _linear_backward(X, dz, x_scale)
-    return float(np.mean(error**2)), dw, float(db)
+    return float(np.mean(weights * error**2)), dw, float(db)
 
 
 def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
@@ -258,6 +299,7 @@ def sgd_step(
     nesterov=False,
     fit_intercept=True,
     x_scale=1.0,
+    sample_weight=None,
 ):
     """One minibatch SGD step with L2 and (Nesterov) momentum: the reference for the backends' fused step.
 
@@ -289,11 +331,13 @@ def sgd_step(
         When False, ``b`` and ``velocity_b`` are returned unchanged.
     x_scale : float
         The model sees ``x_scale · X``.
+    sample_weight : array_like, shape (B,), optional
+        The weights ``w_i`` of the minibatch rows; the data gradient is that of ``(1/B) Σ_i w_i ℓ_i``.
 
     Returns
     -------
     loss : float
-        Mean data loss (no L2 term) at the parameters *before* the update.
+        Mean (weighted) data loss ``(1/B) Σ_i w_i ℓ_i`` (no L2 term) at the parameters *before* the update.
     W, b, velocity_W, velocity_b : ndarray
         The updated values, shapes as given.
 
@@ -307,10 +351,10 @@ def sgd_step(
     velocity_W = np.asarray(velocity_W, dtype=np.float64)
     velocity_b = np.asarray(velocity_b, dtype=np.float64)
     if model == "softmax":
-        loss, dW, db = softmax_loss_grad(X, y, W, b, x_scale)
+        loss, dW, db = softmax_loss_grad(X, y, W, b, x_scale, sample_weight)
     elif model == "sigmoid":
         # The binary model is stored as one output column; its loss and gradients are those of w = W[:, 0].
-        loss, dw, db_scalar = sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale)
+        loss, dw, db_scalar = sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale, sample_weight)
         dW, db = dw[:, np.newaxis], np.array([db_scalar])
     else:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")

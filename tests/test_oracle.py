@@ -38,6 +38,13 @@ def random_problem(loss_name, n_rows, n_features, n_classes, seed=0):
     return X, rng.integers(0, 2, n_rows), rng.normal(size=n_features), np.float64(rng.normal())
 
 
+def random_weights(n_rows, seed=2):
+    """Sample weights in [0, 3) with the first row's weight 0 (a row that must drop out)."""
+    weights = np.random.default_rng(seed).uniform(0, 3, size=n_rows)
+    weights[0] = 0.0
+    return weights
+
+
 def central_difference(loss_of, param):
     """``∂loss_of(param)/∂param`` by ``(f(p + h e_k) − f(p − h e_k)) / 2h`` for every entry ``k`` of ``param``."""
     param = np.array(param, dtype=np.float64)
@@ -50,23 +57,54 @@ def central_difference(loss_of, param):
     return gradient
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("loss_name", LOSS_GRADS)
 @pytest.mark.parametrize(
     ("n_rows", "n_features", "n_classes", "x_scale"),
     [(6, 4, 3, 1.0), (1, 3, 4, 1.0), (5, 1, 2, 1.0), (8, 3, 2, 1.0), (7, 5, 3, 0.25)],
 )
-def test_gradients_match_central_differences(loss_name, n_rows, n_features, n_classes, x_scale):
+def test_gradients_match_central_differences(loss_name, n_rows, n_features, n_classes, x_scale, weighted):
     loss_grad = LOSS_GRADS[loss_name]
     X, y, W, b = random_problem(loss_name, n_rows, n_features, n_classes)
-    _, dW, db = loss_grad(X, y, W, b, x_scale)
+    weights = random_weights(n_rows) if weighted else None
+    _, dW, db = loss_grad(X, y, W, b, x_scale, weights)
 
     np.testing.assert_allclose(
-        dW, central_difference(lambda W_: loss_grad(X, y, W_, b, x_scale)[0], W), rtol=FD_RTOL, atol=FD_ATOL
+        dW, central_difference(lambda W_: loss_grad(X, y, W_, b, x_scale, weights)[0], W), rtol=FD_RTOL,
+        atol=FD_ATOL,
     )
     np.testing.assert_allclose(
-        db, central_difference(lambda b_: loss_grad(X, y, W, b_, x_scale)[0], b), rtol=FD_RTOL, atol=FD_ATOL
+        db, central_difference(lambda b_: loss_grad(X, y, W, b_, x_scale, weights)[0], b), rtol=FD_RTOL,
+        atol=FD_ATOL,
     )
     assert np.shape(dW) == np.shape(W) and np.shape(db) == np.shape(b)
+
+
+@pytest.mark.parametrize("loss_name", LOSS_GRADS)
+def test_weights_of_one_are_no_weights(loss_name):
+    X, y, W, b = random_problem(loss_name, 7, 4, 3)
+    unweighted = LOSS_GRADS[loss_name](X, y, W, b, 0.5)
+    for actual, expected in zip(LOSS_GRADS[loss_name](X, y, W, b, 0.5, np.ones(7)), unweighted):
+        np.testing.assert_array_equal(actual, expected)  # 1·x is exact: bitwise the same
+
+
+@pytest.mark.parametrize("loss_name", LOSS_GRADS)
+def test_integer_weights_equal_repeated_rows(loss_name):
+    # Weight k counts row i k times: (1/N) Σ w_i ℓ_i over N rows is (M/N) times the mean over the M = Σ w_i rows of
+    # the repeated data set. Weight 0 drops the row.
+    X, y, W, b = random_problem(loss_name, 6, 4, 3)
+    weights = np.array([0, 1, 2, 3, 1, 2])
+    repeated = np.repeat(np.arange(6), weights)
+    expected = LOSS_GRADS[loss_name](X[repeated], y[repeated], W, b, 0.5)
+    actual = LOSS_GRADS[loss_name](X, y, W, b, 0.5, weights)
+    for name, got, want in zip(("loss", "dW", "db"), actual, expected):
+        np.testing.assert_allclose(np.multiply(got, 6 / len(repeated)), want, rtol=1e-13, atol=1e-16, err_msg=name)
+
+
+def test_weighted_losses_reject_a_wrong_number_of_weights():
+    X, y, W, b = random_problem("softmax", 5, 2, 3)
+    with pytest.raises(ValueError, match=r"shape \(5,\)"):
+        oracle.softmax_loss_grad(X, y, W, b, sample_weight=np.ones(4))
 
 
 def test_lecture_worked_example():
@@ -183,23 +221,26 @@ def sgd_problem(model, seed=5):
     return X, y, rng.normal(size=(4, n_outputs)), rng.normal(size=n_outputs)
 
 
-def data_gradients(model, X, y, W, b, x_scale=1.0):
+def data_gradients(model, X, y, W, b, x_scale=1.0, sample_weight=None):
     """Loss, ``dW`` (D, K) and ``db`` (K,) of the data term, in the ``sgd_step`` layout."""
     if model == "softmax":
-        return oracle.softmax_loss_grad(X, y, W, b, x_scale)
-    loss, dw, db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale)
+        return oracle.softmax_loss_grad(X, y, W, b, x_scale, sample_weight)
+    loss, dw, db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale, sample_weight)
     return loss, dw[:, None], np.array([db])
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("model", ["softmax", "sigmoid"])
-def test_plain_sgd_step_is_gradient_plus_l2_on_weights_only(model):
+def test_plain_sgd_step_is_gradient_plus_l2_on_weights_only(model, weighted):
     X, y, W, b = sgd_problem(model)
+    weights = random_weights(len(y)) if weighted else None
     inputs = [a.copy() for a in (X, y, W, b)]
     lr, l2, x_scale = 0.3, 0.7, 0.5
-    data_loss, dW, db = data_gradients(model, X, y, W, b, x_scale)
+    data_loss, dW, db = data_gradients(model, X, y, W, b, x_scale, weights)
 
     loss, W1, b1, velocity_W, velocity_b = oracle.sgd_step(
-        model, X, y, W, b, np.zeros_like(W), np.zeros_like(b), learning_rate=lr, l2=l2, x_scale=x_scale
+        model, X, y, W, b, np.zeros_like(W), np.zeros_like(b), learning_rate=lr, l2=l2, x_scale=x_scale,
+        sample_weight=weights,
     )
     assert loss == data_loss  # before the update, without the penalty
     np.testing.assert_allclose(W1, W - lr * (dW + l2 * W), rtol=1e-15)
