@@ -22,8 +22,10 @@ from .training import TrainingHistory
 RESUMABLE_CHANGES = frozenset({"epochs", "backend", "progress", "output_type"})
 
 _STATE = ("W", "b", "velocity_W", "velocity_b")
-_KEYS = {"estimator", "params", "classes_", "fingerprint", "epochs_done", "steps", "loss", "validation_score",
-         "epoch_seconds", "rng_state", *_STATE}
+# TrainingHistory's scalars: the step count and the plateau rule's state.
+_HISTORY_SCALARS = ("steps", "rate_scale", "best_metric", "epochs_without_improvement")
+_KEYS = {"estimator", "params", "classes_", "fingerprint", "epochs_done", "loss", "validation_score",
+         "epoch_seconds", "rng_state", *_STATE, *_HISTORY_SCALARS}
 
 
 def data_fingerprint(n_features: int, targets: np.ndarray) -> dict:
@@ -89,7 +91,8 @@ class CheckpointKeeper:
         history.loss[:] = stored["loss"].tolist()
         history.validation_score[:] = stored["validation_score"].tolist()
         history.epoch_seconds[:] = stored["epoch_seconds"].tolist()
-        history.steps = int(stored["steps"])
+        for name in _HISTORY_SCALARS:
+            setattr(history, name, type(getattr(history, name))(stored[name]))
         rng.bit_generator.state = json_value(stored["rng_state"])
         return int(stored["epochs_done"])
 
@@ -101,7 +104,7 @@ class CheckpointKeeper:
         write_npz_atomically(self.path, {
             **self.stepper.get_state(), "estimator": np.array(self.estimator_name), "params": self.params,
             "classes_": self.classes, "fingerprint": self.fingerprint, "epochs_done": np.array(done),
-            "steps": np.array(history.steps), "loss": np.asarray(history.loss),
+            **{name: np.array(getattr(history, name)) for name in _HISTORY_SCALARS}, "loss": np.asarray(history.loss),
             "validation_score": np.asarray(history.validation_score),
             "epoch_seconds": np.asarray(history.epoch_seconds), "rng_state": rng.bit_generator.state,
         })

@@ -17,8 +17,8 @@ from .backends.rowwise import log_softmax
 from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
-from .training import TrainingHistory, train_sgd
-from .validation import NotFittedError, check_features, check_labels, check_positive
+from .training import PlateauRule, TrainingHistory, holdout_rows, train_sgd
+from .validation import NotFittedError, check_features, check_labels, check_positive, encode_labels
 
 logger = logging.getLogger("linclass_gpu")
 
@@ -55,6 +55,11 @@ class _LinearClassifier:
         input_scale: float = 1.0,
         progress: bool | None = False,
         output_type: str = "input",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        tol: float | None = None,
+        warm_start: bool = False,
     ):
         self.backend = backend
         self.epochs = epochs
@@ -74,6 +79,11 @@ class _LinearClassifier:
         self.input_scale = input_scale
         self.progress = progress
         self.output_type = output_type
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -124,7 +134,22 @@ class _LinearClassifier:
             raise ValueError("nesterov=True needs momentum > 0")
         check_positive("learning_rate", self.learning_rate)
         return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
-                                    float(self.power_t))
+                                    float(self.power_t), float(self.alpha), int(self.batch_size))
+
+    def _checked_plateau(self) -> PlateauRule | None:
+        """scikit-learn's rule: monitor the validation score with ``early_stopping``, else the training loss; act
+        when it fails to improve by ``tol`` for ``n_iter_no_change`` epochs (None: never, unless early stopping or
+        the adaptive schedule asks, then any improvement counts)."""
+        check_positive("n_iter_no_change", self.n_iter_no_change, integer=True)
+        if self.tol is not None:
+            check_positive("tol", self.tol, allow_zero=True)
+        if not (isinstance(self.validation_fraction, (int, float)) and 0 < self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        adaptive = self.schedule == "adaptive"
+        if self.tol is None and not (self.early_stopping or adaptive):
+            return None
+        return PlateauRule("validation" if self.early_stopping else "loss", float(self.tol or 0.0),
+                           int(self.n_iter_no_change), adaptive=adaptive, restore_best=bool(self.early_stopping))
 
     @classmethod
     def _n_outputs(cls, n_classes: int) -> int:
@@ -134,7 +159,7 @@ class _LinearClassifier:
     # -- fitting ----------------------------------------------------------------------------------------------
 
     def fit(self, X, y, validation_data=None, *, checkpoint=None, checkpoint_every: int = 1):
-        """Train by minibatch SGD from zero weights.
+        """Train by minibatch SGD from zero weights (from the current ones with ``warm_start``).
 
         Parameters
         ----------
@@ -144,6 +169,7 @@ class _LinearClassifier:
             Class labels of any values.
         validation_data : (X_val, y_val), optional
             Scored (accuracy) after every epoch into ``validation_scores_``; labels must be among those of ``y``.
+            With ``early_stopping`` it is the set monitored (instead of a ``validation_fraction`` of ``X``).
         checkpoint : str or Path, optional
             Resumable training: when the file exists and was written by a fit of the same model on the same data,
             training resumes from it (bitwise as if never interrupted, on NumPy); checkpoints are written there.
@@ -155,7 +181,7 @@ class _LinearClassifier:
         -------
         self
         """
-        dtype, schedule = self._checked_dtype(), self._checked_schedule()
+        dtype, schedule, plateau = self._checked_dtype(), self._checked_schedule(), self._checked_plateau()
         if validation_data is not None and len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         common_kind(X, y, *(validation_data or ()), names=("X", "y", "validation X", "validation y"))
@@ -163,43 +189,105 @@ class _LinearClassifier:
         classes, targets = self._encode_labels(check_labels(y, X.shape[0]))
         backend = get_backend(self.backend)
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
-        n_outputs = self._n_outputs(len(classes))
-        stepper = backend.fused_sgd(
-            self._model, backend.asarray(X), backend.asarray(targets),
-            np.zeros((X.shape[1], n_outputs), dtype=dtype), np.zeros(n_outputs, dtype=dtype),
-            max_batch_size=min(self.batch_size, X.shape[0]), l2=self.alpha, momentum=self.momentum,
-            nesterov=self.nesterov, fit_intercept=self.fit_intercept, x_scale=self.input_scale,
-        )
+        rng = np.random.default_rng(self.random_state)
+        X_device, targets_device = backend.asarray(X), backend.asarray(targets)
         score_validation = None
         if validation_data is not None:
-            score_validation = self._validation_scorer(backend, classes, X.shape[1], dtype, *validation_data)
-        history, rng, start_epoch, on_epoch_end = TrainingHistory(), np.random.default_rng(self.random_state), 0, None
+            X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=X.shape[1])
+            _, held_targets = self._encode_labels(check_labels(validation_data[1], X_val.shape[0],
+                                                               name="validation y"), classes, "validation y")
+            score_validation = self._validation_scorer(backend, backend.asarray(X_val), held_targets)
+        elif self.early_stopping:
+            kept, held = holdout_rows(targets, self.validation_fraction, rng)
+            score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], targets[held])
+            X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
+        warm = self.warm_start and getattr(self, "_sgd_state", None) is not None and np.array_equal(
+            classes, self.classes_) and X.shape[1] == self.n_features_in_
+        state = self._sgd_state if warm else None
+        history, on_epoch_end = TrainingHistory(), None
+        stepper = self._stepper(backend, X_device, targets_device, X.shape[1], len(classes), dtype, state)
         if checkpoint is not None:
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
                                       self.get_params(), classes, data_fingerprint(X.shape[1], targets), stepper)
-            start_epoch, on_epoch_end = keeper.resume(history, rng), keeper.write_if_due
+            keeper.resume(history, rng)
+            on_epoch_end = keeper.write_if_due
         self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
+        self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
+                    score_validation, plateau, on_epoch_end)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch of minibatch SGD over ``(X, y)``, continuing the model and optimizer state of earlier calls.
+
+        For data that arrives in chunks or does not fit in memory at once. The learning-rate schedule counts the
+        calls as epochs and the SGD steps across them; momentum carries over.
+
+        Parameters
+        ----------
+        X : array-like, shape (N, D)
+        y : array-like, shape (N,)
+        classes : array-like, shape (C,), optional
+            Every label the model will ever see: required on the first call (a chunk may lack some classes).
+
+        Returns
+        -------
+        self
+        """
+        dtype, schedule = self._checked_dtype(), self._checked_schedule()
+        common_kind(X, y, names=("X", "y"))
+        first = getattr(self, "_sgd_state", None) is None
+        if first and classes is None:
+            raise ValueError("classes must be given on the first call to partial_fit: every label the model will "
+                             "see, since one chunk may lack some")
+        if classes is not None:
+            classes, _ = self._encode_labels(check_labels(classes, len(classes), name="classes"))
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes {classes.tolist()} differ from those of the first call "
+                                 f"{self.classes_.tolist()}")
+        X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_)
+        classes = classes if first else self.classes_
+        _, targets = self._encode_labels(check_labels(y, X.shape[0]), classes)
+        backend = get_backend(self.backend)
+        if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
+            history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
+        else:
+            history, rng = self._history, self._rng
+        stepper = self._stepper(backend, backend.asarray(X), backend.asarray(targets), X.shape[1], len(classes),
+                                dtype, None if first else self._sgd_state)
+        self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
+        self._train(stepper, backend, X.shape[0], schedule, rng, history, len(history.loss) + 1)
+        return self
+
+    def _stepper(self, backend, X_device, targets_device, n_features: int, n_classes: int, dtype, state):
+        """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros."""
+        n_outputs = self._n_outputs(n_classes)
+        stepper = backend.fused_sgd(
+            self._model, X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
+            np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
+            l2=self.alpha, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+            x_scale=self.input_scale,
+        )
+        if state is not None:
+            stepper.set_state(state)
+        return stepper
+
+    def _train(self, stepper, backend, n_rows: int, schedule, rng, history, epochs: int, score_validation=None,
+               plateau=None, on_epoch_end=None) -> None:
+        """Run the loop from ``history``'s epoch to ``epochs`` and record the fitted attributes, whatever happens."""
         try:
-            train_sgd(stepper, backend, X.shape[0], epochs=self.epochs, batch_size=self.batch_size,
-                      schedule=schedule, rng=rng, shuffle=self.shuffle, score_validation=score_validation,
-                      progress=self.progress, history=history, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+            train_sgd(stepper, backend, n_rows, epochs=epochs, batch_size=self.batch_size, schedule=schedule, rng=rng,
+                      shuffle=self.shuffle, score_validation=score_validation, progress=self.progress,
+                      history=history, start_epoch=len(history.loss), on_epoch_end=on_epoch_end, plateau=plateau)
         finally:  # a diverged or interrupted fit still leaves the last finite epoch's model
-            W, b = stepper.get_params()
-            self.coef_, self.intercept_ = W.T.copy(), b
+            self._sgd_state, self._history, self._rng = stepper.get_state(), history, rng
+            self.coef_, self.intercept_ = self._sgd_state["W"].T.copy(), self._sgd_state["b"].copy()
             self.loss_curve_ = np.asarray(history.loss)
             self.validation_scores_ = np.asarray(history.validation_score) if score_validation else None
             self.epoch_seconds_ = np.asarray(history.epoch_seconds)
             self.n_iter_, self.t_ = len(history.loss), history.steps
-        return self
 
-    def _validation_scorer(self, backend, classes, n_features, dtype, X_val, y_val):
-        """A function (W, b) -> accuracy on the validation set, which is placed on the device once."""
-        X_val = check_features(X_val, dtype=dtype, name="validation X", n_features=n_features)
-        y_val = check_labels(y_val, X_val.shape[0], name="validation y")
-        unseen = np.setdiff1d(y_val, classes)
-        if unseen.size:
-            raise ValueError(f"validation y has labels not in the training y: {unseen[:5].tolist()}")
-        X_device, expected = backend.asarray(X_val), np.searchsorted(classes, y_val)
+    def _validation_scorer(self, backend, X_device, expected: np.ndarray):
+        """A function (W, b) -> accuracy on device-resident validation rows with class indices ``expected``."""
 
         def accuracy(W, b):
             logits = to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
@@ -283,6 +371,8 @@ class _LinearClassifier:
         for name in _FITTED_ARRAYS:
             setattr(model, name, stored[name])
         model.backend_ = str(stored["backend_"])
+        model._sgd_state = {"W": model.coef_.T.copy(), "b": model.intercept_.copy(),  # continue without momentum
+                            "velocity_W": np.zeros_like(model.coef_.T), "velocity_b": np.zeros_like(model.intercept_)}
         n_outputs = cls._n_outputs(len(model.classes_))
         if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
             raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "
@@ -309,8 +399,9 @@ class SoftmaxRegression(_LinearClassifier):
         Rows per SGD step; the last step of an epoch takes the remainder.
     learning_rate : float
         Initial step size ``η0``.
-    schedule : {"constant", "step", "exponential", "invscaling"}
-        How the step size decays (see :class:`~linclass_gpu.schedules.LearningRateSchedule`).
+    schedule : {"constant", "step", "exponential", "invscaling", "optimal", "adaptive"}
+        How the step size decays (see :class:`~linclass_gpu.schedules.LearningRateSchedule`); "optimal" and
+        "adaptive" as scikit-learn's SGD defines them.
     gamma, step_size, power_t : float, int, float
         Schedule parameters.
     momentum : float
@@ -334,6 +425,20 @@ class SoftmaxRegression(_LinearClassifier):
     output_type : {"input", "numpy", "cupy", "torch"}
         Array kind of ``predict``/``predict_proba``/``decision_function`` results: by default the kind of their
         ``X`` (a torch CUDA tensor in, a tensor on that device out). String labels are always NumPy arrays.
+    early_stopping : bool
+        Hold out ``validation_fraction`` of the rows (stratified; or use ``fit``'s ``validation_data``), score them
+        every epoch, stop when the score fails to improve by ``tol`` for ``n_iter_no_change`` epochs, and keep the
+        best epoch's weights.
+    validation_fraction : float
+        In (0, 1).
+    n_iter_no_change : int
+        Epochs without improvement before the schedule adapts or training stops.
+    tol : float or None
+        Minimum improvement. Without early stopping, a float stops training when the training loss stalls
+        (scikit-learn's convergence rule); None (the default) always runs ``epochs`` epochs, and makes early stopping
+        and "adaptive" count any improvement.
+    warm_start : bool
+        ``fit`` starts from the previous fit's weights and momentum instead of zeros.
 
     Notes
     -----
@@ -361,10 +466,10 @@ class SoftmaxRegression(_LinearClassifier):
 
     _model = "softmax"
 
-    def _encode_labels(self, y):
-        classes, targets = np.unique(y, return_inverse=True)
+    def _encode_labels(self, y, classes=None, name="y"):
+        classes, targets = encode_labels(y, classes, name)
         if len(classes) < 2:
-            raise ValueError(f"y has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
+            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
         return classes, targets.astype(np.int64)
 
     def _decision_output(self, logits):
@@ -393,10 +498,10 @@ class LogisticRegression(_LinearClassifier):
 
     _model = "sigmoid"
 
-    def _encode_labels(self, y):
-        classes, targets = np.unique(y, return_inverse=True)
+    def _encode_labels(self, y, classes=None, name="y"):
+        classes, targets = encode_labels(y, classes, name)
         if len(classes) != 2:
-            raise ValueError(f"LogisticRegression is binary, but y has {len(classes)} classes "
+            raise ValueError(f"LogisticRegression is binary, but {name} has {len(classes)} classes "
                              f"({classes[:10].tolist()}); use SoftmaxRegression for more than two")
         return classes, targets.astype(np.float64)
 

@@ -1,10 +1,16 @@
-"""Learning-rate schedules: the step size as a function of the epoch and of the SGD step count."""
+"""Learning-rate schedules: the step size as a function of the epoch and of the SGD step count.
+
+"adaptive" also depends on how training goes: the loop divides its rate by 5 each time the monitored metric
+plateaus (see :class:`~linclass_gpu.training.PlateauRule`); here it is the constant it starts from.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEDULES = ("constant", "step", "exponential", "invscaling")
+import math
+
+SCHEDULES = ("constant", "step", "exponential", "invscaling", "optimal", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,9 @@ class LearningRateSchedule:
         ``constant``: ``η0``. ``step``: ``η0·γ^⌊epoch / step_size⌋`` (PyTorch's StepLR).
         ``exponential``: ``η0·γ^epoch`` (ExponentialLR). ``invscaling``: ``η0 / (t + 1)^power_t`` with ``t`` the
         number of SGD steps taken so far (scikit-learn's "invscaling", counted in steps rather than samples).
+        ``optimal``: scikit-learn's ``1 / (α (t0 + t))`` with ``t`` the samples seen so far and ``t0`` chosen by
+        Bottou's heuristic so that the first rate is ``α^(−1/4)``; ``η0`` is not used. ``adaptive``: ``η0``, divided
+        by 5 by the training loop at each plateau.
     initial : float
         ``η0 > 0``.
     gamma : float
@@ -25,6 +34,10 @@ class LearningRateSchedule:
         Epochs between decays for ``step``.
     power_t : float
         Exponent for ``invscaling``.
+    alpha : float
+        The L2 strength, which sets the scale of ``optimal`` (must then be > 0).
+    batch_size : int
+        Rows per step, to count the samples ``optimal`` decays with.
     """
 
     kind: str = "constant"
@@ -32,6 +45,8 @@ class LearningRateSchedule:
     gamma: float = 0.5
     step_size: int = 5
     power_t: float = 0.5
+    alpha: float = 0.0
+    batch_size: int = 1
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -44,6 +59,8 @@ class LearningRateSchedule:
             raise ValueError(f"step_size must be a positive integer, got {self.step_size!r}")
         if not self.power_t >= 0:
             raise ValueError(f"power_t must be >= 0, got {self.power_t!r}")
+        if self.kind == "optimal" and not self.alpha > 0:
+            raise ValueError("schedule='optimal' scales with alpha, which must then be > 0")
 
     def __call__(self, epoch: int, step: int) -> float:
         """The learning rate for SGD step ``step`` (counted from 0 over the whole fit) in epoch ``epoch`` (from 0)."""
@@ -53,4 +70,8 @@ class LearningRateSchedule:
             return self.initial * self.gamma ** epoch
         if self.kind == "invscaling":
             return self.initial / (step + 1) ** self.power_t
+        if self.kind == "optimal":
+            # With typw = α^(−1/4), t0 = 1/(typw·α) makes the first rate 1/(α·t0) = typw (scikit-learn's choice).
+            t0 = 1.0 / (math.sqrt(1.0 / math.sqrt(self.alpha)) * self.alpha)
+            return 1.0 / (self.alpha * (t0 + step * self.batch_size))
         return self.initial

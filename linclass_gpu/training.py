@@ -27,6 +27,39 @@ class TrainingDivergedError(FloatingPointError, ValueError):
     """
 
 
+# scikit-learn's floor for "adaptive": a plateau divides the rate while it is above this, then stops training.
+MIN_ADAPTIVE_RATE = 1e-6
+# scikit-learn's factor for "adaptive": each plateau divides the rate by it.
+ADAPTIVE_DIVISOR = 5.0
+
+
+@dataclass(frozen=True)
+class PlateauRule:
+    """What counts as a plateau and what to do at one (scikit-learn's SGD rule).
+
+    An epoch fails to improve when its metric does not beat the best so far by more than ``tol``; after ``patience``
+    such epochs in a row the learning rate is divided by 5 (``adaptive``, while it stays above 1e-6) or training stops.
+
+    Attributes
+    ----------
+    monitor : {"loss", "validation"}
+        The training loss (lower is better) or the validation score (higher is better).
+    tol : float
+    patience : int
+        ``n_iter_no_change``.
+    adaptive : bool
+        Divide the rate instead of stopping.
+    restore_best : bool
+        On stopping or at the end, go back to the parameters of the best epoch (early stopping).
+    """
+
+    monitor: str
+    tol: float
+    patience: int
+    adaptive: bool = False
+    restore_best: bool = False
+
+
 @dataclass
 class TrainingHistory:
     """What a fit recorded, one entry per finished epoch (filled in as training goes, so it survives an error).
@@ -41,12 +74,65 @@ class TrainingHistory:
         Wall time of each epoch, the end-of-epoch read included.
     steps : int
         SGD steps taken.
+    rate_scale : float
+        Factor on the schedule's rate (``adaptive`` shrinks it).
+    best_metric : float
+        Best value of the monitored metric so far (for a :class:`PlateauRule`).
+    epochs_without_improvement : int
     """
 
     loss: list[float] = field(default_factory=list)
     validation_score: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     steps: int = 0
+    rate_scale: float = 1.0
+    best_metric: float = math.nan
+    epochs_without_improvement: int = 0
+
+    def note_plateau(self, rule: PlateauRule) -> tuple[bool, bool]:
+        """Score the last epoch against ``rule``; return (it is the best so far, patience has run out)."""
+        value = self.validation_score[-1] if rule.monitor == "validation" else self.loss[-1]
+        sign = 1.0 if rule.monitor == "validation" else -1.0  # compare so that higher is better
+        first = math.isnan(self.best_metric)
+        if not first and sign * value <= sign * self.best_metric + rule.tol:
+            self.epochs_without_improvement += 1
+        else:
+            self.epochs_without_improvement = 0
+        is_best = first or sign * value > sign * self.best_metric
+        if is_best:
+            self.best_metric = value
+        exhausted = self.epochs_without_improvement >= rule.patience
+        if exhausted:
+            self.epochs_without_improvement = 0
+        return is_best, exhausted
+
+
+def holdout_rows(targets: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into kept and held-out ones, stratified: each class gives ``fraction`` of its rows (at least
+    one row of a class with two or more), so the held-out score sees every class.
+
+    Parameters
+    ----------
+    targets : ndarray, shape (N,)
+        Class indices (or {0, 1} labels).
+    fraction : float
+        In (0, 1).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    kept, held : ndarray of int
+        Sorted row indices.
+    """
+    held = []
+    for label in np.unique(targets):
+        rows = rng.permutation(np.flatnonzero(targets == label))
+        held.append(rows[:int(round(fraction * len(rows))) or (1 if len(rows) > 1 else 0)])
+    held = np.sort(np.concatenate(held))
+    if len(held) == 0 or len(held) == len(targets):
+        raise ValueError(f"validation_fraction={fraction} of {len(targets)} rows leaves no rows to train on or "
+                         "none to validate on")
+    return np.setdiff1d(np.arange(len(targets)), held), held
 
 
 def _progress_bar(epochs: int, start_epoch: int, progress: bool | None):
@@ -75,6 +161,7 @@ def train_sgd(
     history: TrainingHistory | None = None,
     start_epoch: int = 0,
     on_epoch_end: Callable[[int, TrainingHistory, np.random.Generator], None] | None = None,
+    plateau: PlateauRule | None = None,
 ) -> TrainingHistory:
     """Train ``stepper`` in place for ``epochs`` passes over ``n_rows`` rows.
 
@@ -102,6 +189,8 @@ def train_sgd(
         Epochs already done (a resumed run): training continues from this epoch to ``epochs``.
     on_epoch_end : callable (epoch, history, rng) -> None, optional
         Called after each finished epoch, with ``rng`` as the next epoch will find it (for checkpoints).
+    plateau : PlateauRule, optional
+        Adapt the rate or stop early when the monitored metric stops improving.
 
     Returns
     -------
@@ -116,7 +205,7 @@ def train_sgd(
         Re-raised after resetting ``stepper`` to the parameters of the last finished epoch.
     """
     history = TrainingHistory() if history is None else history
-    last_finite = stepper.get_params()
+    last_finite = best = stepper.get_params()
     in_order = backend.asarray(np.arange(n_rows))
     bar = _progress_bar(epochs, start_epoch, progress)
     # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
@@ -127,7 +216,7 @@ def train_sgd(
                 started = time.perf_counter()
                 rows = backend.asarray(rng.permutation(n_rows)) if shuffle else in_order
                 for start in range(0, n_rows, batch_size):
-                    learning_rate = schedule(epoch, history.steps)
+                    learning_rate = schedule(epoch, history.steps) * history.rate_scale
                     stepper.step(rows[start:start + batch_size], learning_rate)
                     history.steps += 1
                 mean_loss = stepper.pop_loss_sum() / n_rows
@@ -144,11 +233,23 @@ def train_sgd(
                 if score_validation is not None:
                     history.validation_score.append(float(score_validation(*params)))
                 history.epoch_seconds.append(time.perf_counter() - started)
+                stop = False
+                if plateau is not None:
+                    is_best, exhausted = history.note_plateau(plateau)
+                    best = params if is_best else best
+                    if exhausted and plateau.adaptive and learning_rate > MIN_ADAPTIVE_RATE:
+                        history.rate_scale /= ADAPTIVE_DIVISOR
+                    else:
+                        stop = exhausted
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, history, rng)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     bar.update()
+                if stop:
+                    break
+            if plateau is not None and plateau.restore_best:
+                stepper.set_params(*best)
         except (TrainingDivergedError, KeyboardInterrupt):
             stepper.set_params(*last_finite)
             raise

@@ -88,6 +88,29 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     return y
 
 
+def encode_labels(y: np.ndarray, classes: np.ndarray | None = None, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """Sorted class labels and each row's index among them.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+    classes : ndarray, optional
+        The known classes (sorted, as ``classes_``); labels of ``y`` outside them are an error. By default the
+        distinct values of ``y``.
+
+    Returns
+    -------
+    classes : ndarray, shape (C,)
+    indices : ndarray of int, shape (N,)
+    """
+    if classes is None:
+        return np.unique(y, return_inverse=True)
+    unseen = np.setdiff1d(y, classes)
+    if unseen.size:
+        raise ValueError(f"{name} has labels not among the classes {classes[:10].tolist()}: {unseen[:5].tolist()}")
+    return classes, np.searchsorted(classes, y)
+
+
 def check_positive(name: str, value, integer: bool = False, allow_zero: bool = False) -> None:
     """Raise ValueError unless ``value`` is a (non-negative if ``allow_zero``) number, an integer if asked."""
     ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))

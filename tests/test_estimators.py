@@ -207,7 +207,7 @@ def test_options_shape_the_fit(rng):
     assert double.coef_.dtype == np.float64 and no_intercept.coef_.dtype == np.float32
     validated = SoftmaxRegression(epochs=4).fit(X[:200], y[:200], validation_data=(X[200:], y[200:]))
     assert validated.validation_scores_.shape == (4,) and validated.validation_scores_[-1] > 0.9
-    with pytest.raises(ValueError, match="not in the training y"):
+    with pytest.raises(ValueError, match="validation y has labels not among the classes"):
         SoftmaxRegression().fit(X, y, validation_data=(X, y + 10))
 
 

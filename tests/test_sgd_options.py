@@ -1,0 +1,149 @@
+"""scikit-learn's SGD options: partial_fit, warm_start, early stopping, tol, the adaptive and optimal schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linclass_gpu import LogisticRegression, SoftmaxRegression
+from linclass_gpu.backends import get_backend
+from linclass_gpu.schedules import LearningRateSchedule
+from linclass_gpu.training import PlateauRule, holdout_rows, train_sgd
+
+
+@pytest.fixture
+def problem(rng):
+    centres = rng.normal(scale=2.0, size=(3, 6))
+    y = rng.integers(0, 3, size=330)
+    return (centres[y] + rng.normal(size=(330, 6))).astype(np.float32), y
+
+
+def test_partial_fit_calls_equal_fit_epochs_bitwise(problem):
+    X, y = problem
+    streamed = SoftmaxRegression(random_state=4, momentum=0.9, schedule="invscaling")
+    for _ in range(3):
+        streamed.partial_fit(X, y, classes=np.unique(y))
+    fitted = SoftmaxRegression(random_state=4, momentum=0.9, schedule="invscaling", epochs=3).fit(X, y)
+    np.testing.assert_array_equal(streamed.coef_, fitted.coef_)
+    np.testing.assert_array_equal(streamed.loss_curve_, fitted.loss_curve_)
+    assert streamed.n_iter_ == 3 and streamed.t_ == fitted.t_
+
+
+def test_partial_fit_over_chunks_that_lack_classes(problem):
+    X, y = problem
+    model = SoftmaxRegression(random_state=0, schedule="constant", learning_rate=0.1)
+    order = np.argsort(y, kind="stable")  # chunks hold one or two classes each
+    for chunk in np.array_split(order, 5):
+        model.partial_fit(X[chunk], y[chunk], classes=[0, 1, 2])
+    for _ in range(5):
+        model.partial_fit(X, y)
+    reference = SoftmaxRegression(random_state=0, schedule="constant", learning_rate=0.1, epochs=5).fit(X, y)
+    assert model.score(X, y) >= reference.score(X, y) - 0.03 and model.n_iter_ == 10
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m, X, y: m.partial_fit(X, y), "classes must be given on the first call"),
+    (lambda m, X, y: m.partial_fit(X, y + 5, classes=[0, 1, 2]), "not among the classes"),
+])
+def test_partial_fit_first_call_checks(problem, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(SoftmaxRegression(), *problem)
+
+
+def test_partial_fit_later_calls_check_consistency(problem):
+    X, y = problem
+    model = SoftmaxRegression().partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="differ from those of the first call"):
+        model.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="5 features, but the model was fitted with 6"):
+        model.partial_fit(X[:, :5], y)
+    binary = LogisticRegression()
+    with pytest.raises(ValueError, match="binary"):
+        binary.partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_a_loaded_model_continues_with_partial_fit(tmp_path, problem):
+    X, y = problem
+    model = SoftmaxRegression(epochs=1, random_state=0).fit(X, y)
+    model.save(tmp_path / "m.npz")
+    loaded = SoftmaxRegression.load(tmp_path / "m.npz").partial_fit(X, y)
+    assert loaded.n_iter_ == 1 and not np.array_equal(loaded.coef_, model.coef_)
+
+
+def test_warm_start_continues_from_the_fitted_weights(problem):
+    X, y = problem
+    cold = SoftmaxRegression(epochs=2, random_state=0).fit(X, y)
+    first_loss = cold.loss_curve_[0]
+    cold.fit(X, y)
+    assert cold.loss_curve_[0] == first_loss, "without warm_start a second fit starts afresh"
+    warm = SoftmaxRegression(epochs=2, random_state=0, warm_start=True).fit(X, y)
+    warm.fit(X, y)
+    assert warm.loss_curve_[0] < first_loss
+
+
+def test_early_stopping_keeps_the_best_epoch(problem, rng):
+    X, y = problem
+    X_val, y_val = X[:100] + rng.normal(scale=2.0, size=(100, 6)).astype(np.float32), y[:100]
+    stopped = SoftmaxRegression(epochs=30, random_state=0, early_stopping=True, n_iter_no_change=2, tol=0.05,
+                                schedule="constant").fit(X, y, validation_data=(X_val, y_val))
+    assert stopped.n_iter_ < 30, "a tolerance of 5 points must end training early"
+    best_epoch = int(np.argmax(stopped.validation_scores_)) + 1
+    reference = SoftmaxRegression(epochs=best_epoch, random_state=0, schedule="constant").fit(X, y)
+    np.testing.assert_array_equal(stopped.coef_, reference.coef_)
+
+
+def test_early_stopping_holds_out_a_stratified_fraction(problem):
+    X, y = problem
+    model = SoftmaxRegression(epochs=3, early_stopping=True, validation_fraction=0.2, random_state=0).fit(X, y)
+    assert model.validation_scores_.shape == (3,) and model.t_ == 3 * -(-(330 - 66) // 128)
+    kept, held = holdout_rows(y, 0.2, np.random.default_rng(0))
+    assert len(np.intersect1d(kept, held)) == 0 and len(kept) + len(held) == 330
+    for label in range(3):
+        assert abs(np.sum(y[held] == label) - 0.2 * np.sum(y == label)) <= 1
+    with pytest.raises(ValueError, match="validation_fraction"):
+        SoftmaxRegression(early_stopping=True, validation_fraction=1.5).fit(X, y)
+
+
+def test_tol_stops_when_the_training_loss_stalls(problem):
+    X, y = problem
+    model = SoftmaxRegression(epochs=50, tol=10.0, n_iter_no_change=3, random_state=0).fit(X, y)
+    assert model.n_iter_ == 1 + 3
+
+
+def test_adaptive_divides_the_rate_by_five_at_each_plateau():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, size=40)
+    backend = get_backend("numpy")
+    stepper = backend.fused_sgd("softmax", X, y, np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
+                                max_batch_size=20)
+    rates = []
+    original_step = stepper.step
+    stepper.step = lambda rows, rate: (rates.append(rate), original_step(rows, rate))
+    history = train_sgd(stepper, backend, 40, epochs=4, batch_size=20, rng=rng, progress=False,
+                        schedule=LearningRateSchedule("adaptive", 0.1),
+                        plateau=PlateauRule("loss", tol=1e9, patience=1, adaptive=True))
+    assert rates == pytest.approx([0.1] * 4 + [0.02] * 2 + [0.004] * 2)
+    assert history.rate_scale == pytest.approx(1 / 125)
+
+
+def test_adaptive_stops_once_the_rate_is_tiny(problem):
+    X, y = problem
+    model = SoftmaxRegression(epochs=100, schedule="adaptive", learning_rate=1e-5, tol=1e9, n_iter_no_change=1)
+    assert model.fit(X, y).n_iter_ < 100
+
+
+def test_optimal_schedule_needs_alpha_and_trains(problem):
+    X, y = problem
+    with pytest.raises(ValueError, match="alpha"):
+        SoftmaxRegression(schedule="optimal", alpha=0.0).fit(X, y)
+    assert SoftmaxRegression(schedule="optimal", alpha=1e-2, epochs=5).fit(X, y).score(X, y) > 0.8
+
+
+def test_resume_mid_plateau_equals_an_uninterrupted_run(tmp_path, problem):
+    X, y = problem
+    options = dict(random_state=0, schedule="adaptive", tol=1e-3, n_iter_no_change=2, learning_rate=0.5)
+    SoftmaxRegression(epochs=4, **options).fit(X, y, checkpoint=tmp_path / "c.npz")
+    resumed = SoftmaxRegression(epochs=9, **options).fit(X, y, checkpoint=tmp_path / "c.npz")
+    straight = SoftmaxRegression(epochs=9, **options).fit(X, y)
+    np.testing.assert_array_equal(resumed.coef_, straight.coef_)
+    np.testing.assert_array_equal(resumed.loss_curve_, straight.loss_curve_)
