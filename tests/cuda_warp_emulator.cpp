@@ -97,15 +97,15 @@ static void launch(void (*kernel)(Args...), unsigned grid, unsigned block, std::
 
 extern "C" {
 void run_softmax_cross_entropy_rows(unsigned grid, unsigned block, real_t* logits, const long long* targets,
-                                    const real_t* bias, double* loss_sum, int n_rows, int n_classes, real_t x_scale,
-                                    real_t inv_batch) {
-    launch(softmax_cross_entropy_rows, grid, block, logits, targets, bias, loss_sum, n_rows, n_classes, x_scale,
-           inv_batch);
+                                    const real_t* weights, const real_t* bias, double* loss_sum, int n_rows,
+                                    int n_classes, real_t x_scale, real_t inv_batch) {
+    launch(softmax_cross_entropy_rows, grid, block, logits, targets, weights, bias, loss_sum, n_rows, n_classes,
+           x_scale, inv_batch);
 }
 void run_sigmoid_binary_cross_entropy_rows(unsigned grid, unsigned block, real_t* logits, const real_t* labels,
-                                           const real_t* bias, double* loss_sum, int n_rows, real_t x_scale,
-                                           real_t inv_batch) {
-    launch(sigmoid_binary_cross_entropy_rows, grid, block, logits, labels, bias, loss_sum, n_rows, x_scale,
+                                           const real_t* weights, const real_t* bias, double* loss_sum, int n_rows,
+                                           real_t x_scale, real_t inv_batch) {
+    launch(sigmoid_binary_cross_entropy_rows, grid, block, logits, labels, weights, bias, loss_sum, n_rows, x_scale,
            inv_batch);
 }
 void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity, int n_values,

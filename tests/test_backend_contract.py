@@ -1,4 +1,5 @@
-"""Every backend against the float64 oracle: loss, gradients, logits and 20 fused SGD steps, on odd shapes."""
+"""Every backend against the float64 oracle: loss, gradients, logits and 20 fused SGD steps, on odd shapes, without
+and with per-row sample weights."""
 
 from __future__ import annotations
 
@@ -20,26 +21,47 @@ def random_problem(rng, n, d, c, dtype):
     return X, rng.integers(0, c, size=n), W, b
 
 
+def random_weights(rng, n, dtype, weighted=True):
+    """Sample weights in [0, 3) rounded to ``dtype``, 0 on every third row (row 0 too); None when not ``weighted``."""
+    if not weighted:
+        return None
+    return np.where(np.arange(n) % 3 == 0, 0.0, rng.uniform(0, 3, size=n)).astype(dtype)
+
+
+def on_device(backend, a):
+    """``a`` on the backend's device; None stays None."""
+    return None if a is None else backend.asarray(a)
+
+
+WEIGHTED = pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+
+
+@WEIGHTED
 @pytest.mark.parametrize("n,d,c", SHAPES)
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
-def test_softmax_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d, c):
+def test_softmax_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d, c, weighted):
     backend = make_backend(backend_name)
     X, y, W, b = random_problem(rng, n, d, c, dtype)
-    loss, dW, db = backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, b)
-    expected_loss, expected_dW, expected_db = oracle.softmax_loss_grad(X, y, W, b)
+    weights = random_weights(rng, n, dtype, weighted)
+    loss, dW, db = backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, b,
+                                             sample_weight=on_device(backend, weights))
+    expected_loss, expected_dW, expected_db = oracle.softmax_loss_grad(X, y, W, b, sample_weight=weights)
     assert_close(loss, expected_loss, dtype, d, "loss")
     assert_close(backend.to_numpy(dW), expected_dW, dtype, n, "dW")
     assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
 
 
+@WEIGHTED
 @pytest.mark.parametrize("n,d", [(n, d) for n in (1, 7, 129) for d in (1, 13, 784)])
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
-def test_sigmoid_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d):
+def test_sigmoid_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d, weighted):
     backend = make_backend(backend_name)
     X, y, W, b = random_problem(rng, n, d, 1, dtype)
     y = (y + rng.integers(0, 2, size=n)) % 2  # random_problem's labels are all 0 for one class
-    loss, dw, db = backend.sigmoid_loss_grad(backend.asarray(X), backend.asarray(y.astype(dtype)), W[:, 0], b[0])
-    expected_loss, expected_dw, expected_db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0])
+    weights = random_weights(rng, n, dtype, weighted)
+    loss, dw, db = backend.sigmoid_loss_grad(backend.asarray(X), backend.asarray(y.astype(dtype)), W[:, 0], b[0],
+                                             sample_weight=on_device(backend, weights))
+    expected_loss, expected_dw, expected_db = oracle.sigmoid_loss_grad(X, y, W[:, 0], b[0], sample_weight=weights)
     assert_close(loss, expected_loss, dtype, d, "loss")
     assert_close(backend.to_numpy(dw), expected_dw, dtype, n, "dw")
     assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
@@ -92,16 +114,19 @@ STEP_CASES = [
 ]
 
 
+@WEIGHTED
 @pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", STEP_CASES)
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
 def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend_name, dtype, model, n, d, c,
-                                                      batch, l2, momentum, nesterov, fit_intercept):
+                                                      batch, l2, momentum, nesterov, fit_intercept, weighted):
     backend = make_backend(backend_name)
     X, y, W, b = random_problem(rng, n, d, c, dtype)
     if model == "sigmoid":
         y = rng.integers(0, 2, size=n)
+    weights = random_weights(rng, n, dtype, weighted)
     stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch, l2=l2,
-                                momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept)
+                                momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                                sample_weight=on_device(backend, weights))
     order = rng.permutation(n)
     rows = backend.asarray(order)
     W_ref, b_ref = W.astype(np.float64), b.astype(np.float64)
@@ -114,8 +139,9 @@ def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend
         stepper.step(rows[start:start + batch], learning_rate)
         loss, W_ref, b_ref, velocity_W, velocity_b = oracle.sgd_step(
             model, X[batch_rows], y[batch_rows], W_ref, b_ref, velocity_W, velocity_b, learning_rate=learning_rate,
-            l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept)
-        expected_loss_sum += loss * len(batch_rows)
+            l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+            sample_weight=None if weights is None else weights[batch_rows])
+        expected_loss_sum += loss * len(batch_rows)  # the mean (1/B) Σ w_i ℓ_i back to the sum
     W_out, b_out = stepper.get_params()
     assert W_out.shape == (d, c) and b_out.shape == (c,)
     # Twenty steps compound rounding: one dtype rounding per step on top of each step's reduction.
@@ -140,3 +166,34 @@ def test_set_params_overwrites_weights_and_clears_momentum(make_backend, rng, ba
     W_out, b_out = stepper.get_params()
     assert_close(W_out, W_ref, dtype, 20, "W")
     assert_close(b_out, b_ref, dtype, 20, "b")
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_a_batch_of_zero_weights_makes_no_step(make_backend, rng, backend_name, dtype, model):
+    """The mean divides by B, not by Σ w: a batch whose weights are all 0 has zero loss and gradient, not 0/0."""
+    backend = make_backend(backend_name)
+    n_outputs = 3 if model == "softmax" else 1
+    X, y, W, b = random_problem(rng, 10, 5, n_outputs, dtype)
+    weights = np.ones(10, dtype)
+    weights[:4] = 0
+    stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y % 2 if model == "sigmoid" else y), W, b,
+                                max_batch_size=4, momentum=0.9, sample_weight=backend.asarray(weights))
+    stepper.step(backend.asarray(np.arange(4)), 0.5)
+    W_out, b_out = stepper.get_params()
+    np.testing.assert_array_equal(W_out, W)
+    np.testing.assert_array_equal(b_out, b)
+    assert stepper.pop_loss_sum() == 0.0
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_sample_weight_of_the_wrong_length_is_rejected(make_backend, rng, backend_name, dtype):
+    """Checked once when the step is built: the step's row gather would otherwise read past the weights."""
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, 10, 5, 3, dtype)
+    with pytest.raises(ValueError, match="sample_weight"):
+        backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=4,
+                          sample_weight=backend.asarray(np.ones(9, dtype)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, b,
+                                  sample_weight=backend.asarray(np.ones(11, dtype)))

@@ -51,11 +51,13 @@ NVCC = shutil.which("nvcc")
 CUOBJDUMP = shutil.which("cuobjdump") or next(
     (str(path) for path in Path(sysconfig.get_paths()["purelib"]).glob("triton/backends/nvidia/bin/cuobjdump")), None)
 
-# The C parameters of each kernel in cuda_rowwise.cu, in order ("real" is the compute dtype). The emulator checks
-# every launch against them: a GPU would silently misread an argument of the wrong width.
+# The C parameters of each kernel in cuda_rowwise.cu, in order ("real" is the compute dtype; "?" marks a pointer that
+# may be null, passed as cupy_backend.NULL_POINTER). The emulator checks every launch against them: a GPU would
+# silently misread an argument of the wrong width.
 KERNEL_PARAMETERS = {
-    "softmax_cross_entropy_rows": ("real*", "int64*", "real*", "float64*", "int32", "int32", "real", "real"),
-    "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*", "float64*", "int32", "real", "real"),
+    "softmax_cross_entropy_rows": ("real*", "int64*", "real*?", "real*", "float64*", "int32", "int32", "real",
+                                   "real"),
+    "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*?", "real*", "float64*", "int32", "real", "real"),
     "sgd_update": ("real*", "real*", "real*", "int32", "real", "real", "real", "int32"),
 }
 # Input dtypes of the contract tests: float16 inputs compute in float32, like every non-float64 input.
@@ -143,9 +145,11 @@ class EmulatedKernel:
         assert len(args) == len(parameters), f"{self.name} takes {len(parameters)} arguments, got {len(args)}"
         converted = []
         for position, (parameter, value) in enumerate(zip(parameters, args)):
-            dtype = np.dtype(self.dtype_name if parameter.startswith("real") else parameter.rstrip("*"))
+            dtype = np.dtype(self.dtype_name if parameter.startswith("real") else parameter.rstrip("*?"))
             where = f"{self.name} argument {position} ({parameter} = {dtype})"
-            if parameter.endswith("*"):
+            if parameter.endswith("?") and value is cupy_backend.NULL_POINTER:
+                converted.append(ctypes.c_void_p(None))
+            elif parameter.endswith("*") or parameter.endswith("?"):
                 assert isinstance(value, np.ndarray) and value.dtype == dtype, f"{where}: got {value!r}"
                 assert value.flags.c_contiguous, f"{where}: not C-contiguous"
                 converted.append(ctypes.c_void_p(value.ctypes.data))
@@ -229,26 +233,32 @@ SEAM_CASES = [("softmax", c) for c in (2, 3, 10, 37, 1000, 1100)] + [("sigmoid",
 #                                                                               1100: wider than a warp's registers
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("logit_scale", [1.0, 1e4])  # 1e4: exp of a raw logit would overflow in any dtype
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("model,n_outputs", SEAM_CASES)
-def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, dtype, logit_scale):
+def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, dtype, logit_scale, weighted):
     backend, n_rows, x_scale, previous_loss = seam_backend, 37, 0.5, 1.5  # 37 rows: a partial last block of rows
     product = (logit_scale * rng.normal(size=(n_rows, n_outputs))).astype(dtype)  # X_b W
     b = rng.normal(size=n_outputs).astype(dtype)
     logits = x_scale * product.astype(np.float64) + b
+    # Weights in [0, 3), every third row's 0; without weights the kernels get a null pointer.
+    weights = np.where(np.arange(n_rows) % 3 == 0, 0, rng.uniform(0, 3, size=n_rows)).astype(dtype) if weighted \
+        else None
+    row_weights = np.ones(n_rows) if weights is None else weights.astype(np.float64)
     if model == "softmax":
         y = rng.integers(0, n_outputs, size=n_rows)
         targets = np.arange(n_rows) * n_outputs + y
-        expected_loss = n_rows * oracle.cross_entropy(logits, y)
-        expected_dZ = (oracle.softmax(logits) - np.eye(n_outputs)[y]) / n_rows
+        expected_loss = n_rows * oracle.cross_entropy(logits, y, weights)
+        expected_dZ = row_weights[:, np.newaxis] * (oracle.softmax(logits) - np.eye(n_outputs)[y]) / n_rows
     else:
         y = rng.integers(0, 2, size=n_rows)
         targets = y.astype(dtype)
-        expected_loss = n_rows * oracle.binary_cross_entropy_with_logits(logits[:, 0], y)
-        expected_dZ = (oracle.sigmoid(logits) - y[:, np.newaxis]) / n_rows
+        expected_loss = n_rows * oracle.binary_cross_entropy_with_logits(logits[:, 0], y, weights)
+        expected_dZ = row_weights[:, np.newaxis] * (oracle.sigmoid(logits) - y[:, np.newaxis]) / n_rows
     Z, loss_sum = backend.asarray(product), backend.xp.full((), previous_loss, dtype=np.float64)
-    backend.logits_to_grad_(model, Z, backend.asarray(targets), backend.asarray(b), x_scale, loss_sum)
+    backend.logits_to_grad_(model, Z, backend.asarray(targets), None if weights is None else backend.asarray(weights),
+                            backend.asarray(b), x_scale, loss_sum)
     assert_close(backend.to_numpy(Z), expected_dZ, dtype, n_outputs, "dZ")
     assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
 
@@ -273,22 +283,25 @@ def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, n
 # -- the backend contract (the same checks every backend passes), on the emulator and the GPU ----------------
 
 
+@contract.WEIGHTED
 @pytest.mark.parametrize("n,d,c", contract.SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d, c):
-    contract.test_softmax_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d, c)
+def test_softmax_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d, c, weighted):
+    contract.test_softmax_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d, c, weighted)
 
 
+@contract.WEIGHTED
 @pytest.mark.parametrize("n,d", [(n, d) for n in (1, 7, 129) for d in (1, 13, 784)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sigmoid_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d):
-    contract.test_sigmoid_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d)
+def test_sigmoid_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d, weighted):
+    contract.test_sigmoid_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d, weighted)
 
 
 @pytest.mark.parametrize("check", [contract.test_uint8_inputs_with_a_scale_match_the_oracle,
                                    contract.test_extreme_logits_stay_finite,
                                    contract.test_decision_function_is_the_affine_map,
-                                   contract.test_set_params_overwrites_weights_and_clears_momentum],
+                                   contract.test_set_params_overwrites_weights_and_clears_momentum,
+                                   contract.test_sample_weight_of_the_wrong_length_is_rejected],
                          ids=lambda check: check.__name__.removeprefix("test_"))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_contract_checks(cupy_flavour, rng, dtype, check):
@@ -296,12 +309,20 @@ def test_contract_checks(cupy_flavour, rng, dtype, check):
     check(**{name: arguments[name] for name in inspect.signature(check).parameters})
 
 
+@contract.WEIGHTED
 @pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_twenty_fused_steps_match_twenty_oracle_steps(cupy_flavour, rng, dtype, model, n, d, c, batch, l2,
-                                                      momentum, nesterov, fit_intercept):
+                                                      momentum, nesterov, fit_intercept, weighted):
     contract.test_twenty_fused_steps_match_twenty_oracle_steps(
-        lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, l2, momentum, nesterov, fit_intercept)
+        lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, l2, momentum, nesterov, fit_intercept,
+        weighted)
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_batch_of_zero_weights_makes_no_step(cupy_flavour, rng, dtype, model):
+    contract.test_a_batch_of_zero_weights_makes_no_step(lambda _: cupy_flavour, rng, "cupy", dtype, model)
 
 
 @pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)

@@ -2,8 +2,9 @@
 
 One forward/backward function, :func:`linear_loss_grad_`, serves both the checkable core (``softmax_loss_grad``,
 ``sigmoid_loss_grad``) and the fused training step, which adds only the row gather before it and the update after
-it. The step allocates nothing of the size of X or the logits: rows are gathered into a buffer made once for the
-largest batch, and every intermediate of shape (B, K) or (D, K) lives in a buffer of its own.
+it. The step allocates nothing of the size of X or the logits: rows (and their sample weights) are gathered into
+buffers made once for the largest batch, and every intermediate of shape (B, K) or (D, K) lives in a buffer of its
+own.
 
 Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_` (logits
 to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum and the update). Here they are plain
@@ -36,8 +37,8 @@ def gather_rows(xp, source: Any, rows: Any, out: Any) -> Any:
     return xp.take(source, rows, axis=0, out=out)
 
 
-def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any, W: Any, b: Any, x_scale: float,
-                      Z: Any, dW: Any, db: Any, loss_sum: Any) -> None:
+def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any, weights: Any, W: Any, b: Any,
+                      x_scale: float, Z: Any, dW: Any, db: Any, loss_sum: Any) -> None:
     """Forward and backward pass of the linear model on a batch, into preallocated buffers.
 
     Parameters
@@ -48,21 +49,23 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     X : array, shape (B, D), float
     targets : array, shape (B,)
         Flat target indices (softmax) or {0, 1} labels (sigmoid): see :mod:`.rowwise`.
+    weights : array, shape (B,), or None
+        Per-row sample weights ``w_i`` in ``X``'s float dtype; None is 1 for every row.
     W : array, shape (D, K)
     b : array, shape (K,)
     x_scale : float
     Z : array, shape (B, K)
-        Scratch for the logits; holds ``dZ = (P − Y)/B`` on return.
+        Scratch for the logits; holds ``dZ_i = w_i (P_i − Y_i)/B`` on return.
     dW : array, shape (D, K)
         Receives ``x_scale·Xᵀ dZ``.
     db : array, shape (K,)
         Receives ``Σ_rows dZ``.
     loss_sum : 0-d float64 array
-        The summed (not mean) data loss over the B rows is added to it.
+        The weighted summed (not mean) data loss ``Σ_i w_i ℓ_i`` over the B rows is added to it.
     """
     xp = backend.xp
     xp.matmul(X, W, out=Z)
-    backend.logits_to_grad_(model, Z, targets, b, x_scale, loss_sum)
+    backend.logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum)
     # dW = s·Xᵀ dZ and db = Σ dZ (dZ is already divided by B).
     Z.sum(axis=0, out=db)
     xp.matmul(X.T, Z, out=dW)
@@ -78,7 +81,7 @@ class ArrayFusedSGD(FusedSGD):
 
     def __init__(self, backend: "ArrayBackend", model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
-                 x_scale: float):
+                 x_scale: float, sample_weight: Any):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         xp = backend.xp
@@ -96,6 +99,8 @@ class ArrayFusedSGD(FusedSGD):
         self._raw_rows = None if X.dtype == dtype else xp.empty((rows, features), dtype=X.dtype)
         self._rows = xp.empty((rows, features), dtype=dtype)
         self._targets = xp.empty(rows, dtype=y.dtype)
+        self._sample_weight = sample_weight
+        self._weights = None if sample_weight is None else xp.empty(rows, dtype=dtype)
         # Row i's target logit sits at flat index i·C + y_i of the C-contiguous logits buffer.
         self._row_offsets = xp.arange(rows, dtype=y.dtype) * outputs if model == "softmax" else None
         self._Z = xp.empty((rows, outputs), dtype=dtype)
@@ -113,7 +118,9 @@ class ArrayFusedSGD(FusedSGD):
         targets = gather_rows(xp, self._y, rows, self._targets[:batch_size])
         if self._row_offsets is not None:
             targets += self._row_offsets[:batch_size]
-        linear_loss_grad_(backend, self.model, X_batch, targets, self.W, self.b, self.x_scale,
+        weights = None if self._weights is None else gather_rows(xp, self._sample_weight, rows,
+                                                                  self._weights[:batch_size])
+        linear_loss_grad_(backend, self.model, X_batch, targets, weights, self.W, self.b, self.x_scale,
                           self._Z[:batch_size], self._dW, self._db, self._loss_sum)
         velocity_W, velocity_b = self._velocity
         backend.sgd_update_(self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.l2, self.momentum,
@@ -158,8 +165,9 @@ class ArrayBackend(Backend):
 
     xp: Any
 
-    def logits_to_grad_(self, model: str, Z: Any, targets: Any, b: Any, x_scale: float, loss_sum: Any) -> None:
-        """Turn ``X_b W`` into ``dZ = (P − Y)/B`` in place and add the batch's summed loss to ``loss_sum``.
+    def logits_to_grad_(self, model: str, Z: Any, targets: Any, weights: Any, b: Any, x_scale: float,
+                        loss_sum: Any) -> None:
+        """Turn ``X_b W`` into ``dZ_i = w_i (P_i − Y_i)/B`` in place and add ``Σ_i w_i ℓ_i`` to ``loss_sum``.
 
         Parameters
         ----------
@@ -168,6 +176,8 @@ class ArrayBackend(Backend):
             ``X_b W`` on entry; the logits are ``x_scale·Z + b``.
         targets : array, shape (B,)
             As in :func:`linear_loss_grad_`.
+        weights : array, shape (B,), or None
+            Per-row sample weights in ``Z``'s dtype; None is 1 for every row.
         b : array, shape (K,)
         x_scale : float
         loss_sum : 0-d float64 array
@@ -175,7 +185,7 @@ class ArrayBackend(Backend):
         if x_scale != 1.0:
             Z *= x_scale
         Z += b
-        loss_sum += ROW_LOSSES[model](self.xp, Z, targets)
+        loss_sum += ROW_LOSSES[model](self.xp, Z, targets, weights)
         Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
 
     def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
@@ -206,19 +216,21 @@ class ArrayBackend(Backend):
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a)
 
-    def softmax_loss_grad(self, X, y, W, b, x_scale=1.0):
-        return self._loss_grad("softmax", X, y, W, b, x_scale)
+    def softmax_loss_grad(self, X, y, W, b, x_scale=1.0, sample_weight=None):
+        return self._loss_grad("softmax", X, y, W, b, x_scale, sample_weight)
 
-    def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0):
+    def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
         xp = self.xp
         loss, dW, db = self._loss_grad("sigmoid", X, y, xp.reshape(xp.asarray(w), (-1, 1)),
-                                       xp.reshape(xp.asarray(b), (1,)), x_scale)
+                                       xp.reshape(xp.asarray(b), (1,)), x_scale, sample_weight)
         return loss, dW[:, 0], db[0]
 
-    def _loss_grad(self, model: str, X: Any, y: Any, W: Any, b: Any, x_scale: float) -> tuple[float, Any, Any]:
+    def _loss_grad(self, model: str, X: Any, y: Any, W: Any, b: Any, x_scale: float,
+                   sample_weight: Any) -> tuple[float, Any, Any]:
         """Mean loss and gradients over all rows of X: :func:`linear_loss_grad_` with freshly allocated outputs."""
         xp = self.xp
         dtype = compute_dtype(X.dtype)
+        weights = self._weights(sample_weight, X.shape[0], dtype)
         X_float = X.astype(dtype, copy=False)
         W, b = xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype)
         n_rows, n_outputs = X.shape[0], W.shape[1]
@@ -228,7 +240,7 @@ class ArrayBackend(Backend):
             targets = xp.asarray(y, dtype=dtype)
         Z = xp.empty((n_rows, n_outputs), dtype=dtype)
         dW, db, loss_sum = xp.empty_like(W), xp.empty_like(b), xp.zeros((), dtype=np.float64)
-        linear_loss_grad_(self, model, X_float, targets, W, b, float(x_scale), Z, dW, db, loss_sum)
+        linear_loss_grad_(self, model, X_float, targets, weights, W, b, float(x_scale), Z, dW, db, loss_sum)
         return float(loss_sum) / n_rows, dW, db
 
     def decision_function(self, X, W, b, x_scale=1.0):
@@ -246,9 +258,22 @@ class ArrayBackend(Backend):
         return Z
 
     def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, momentum=0.0, nesterov=False,
-                  fit_intercept=True, x_scale=1.0):
+                  fit_intercept=True, x_scale=1.0, sample_weight=None):
+        dtype = compute_dtype(X.dtype)
         if model == "sigmoid":
-            y = y.astype(compute_dtype(X.dtype), copy=False)
+            y = y.astype(dtype, copy=False)
         return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
                              l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                             x_scale=x_scale)
+                             x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype))
+
+    def _weights(self, sample_weight: Any, n_rows: int, dtype: np.dtype) -> Any:
+        """``sample_weight`` as a device array (N,) of the compute ``dtype``, or None.
+
+        The shape is checked here, once: the fused step's gather clips out-of-range indices instead of raising.
+        """
+        if sample_weight is None:
+            return None
+        weights = self.asarray(sample_weight, dtype=dtype)
+        if weights.shape != (n_rows,):
+            raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
+        return weights

@@ -6,6 +6,14 @@ subclass, nothing else.
 
 Shapes used throughout: ``N`` rows, ``D`` features, ``C`` classes, ``B`` rows in one minibatch, ``K`` output
 columns of the linear map (``K = C`` for softmax regression, ``K = 1`` for the binary sigmoid model).
+
+Sample weights. Every loss and step takes optional per-row weights ``w_i ≥ 0`` (``None``: every ``w_i = 1``). Row
+``i``'s loss ``ℓ_i`` counts ``w_i`` times: the summed loss is ``Σ_i w_i ℓ_i`` and the gradient with respect to row
+``i``'s logits is ``dZ_i = w_i (P_i − Y_i) / B``. The divisor is the row count ``B`` (``N`` for the loss/gradient over
+all rows), never ``Σ_i w_i``, as in scikit-learn's ``SGDClassifier`` (each row's gradient is scaled by its weight): a
+row's step is then a fixed multiple of its own weight, whatever weights the other rows of its minibatch carry, a
+batch whose weights are all 0 makes no step (not 0/0), and an integer weight ``k`` counts the row ``k`` times in its
+batch's sum.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ class FusedSGD(abc.ABC):
     """The parameters of one linear model and the fused SGD step that updates them in place on the device.
 
     One ``step`` call computes, for the rows of one minibatch,
-    ``Z = s·X_b W + b``, the softmax or sigmoid of ``Z``, the summed loss, ``dZ = P − Y``,
-    ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B`` and the (momentum) SGD update of ``W`` and ``b``, where ``s`` is
-    the input scale. It never reads anything back to the host: the loss is accumulated on the device and
-    fetched by :meth:`pop_loss_sum`, once per epoch.
+    ``Z = s·X_b W + b``, the softmax or sigmoid of ``Z``, the weighted summed loss ``Σ_i w_i ℓ_i``,
+    ``dZ_i = w_i (P_i − Y_i)``, ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B`` and the (momentum) SGD update of ``W``
+    and ``b``, where ``s`` is the input scale and ``w_i`` the row's sample weight (1 without weights). It never reads
+    anything back to the host: the loss is accumulated on the device and fetched by :meth:`pop_loss_sum`, once per
+    epoch.
 
     Attributes
     ----------
@@ -58,7 +67,7 @@ class FusedSGD(abc.ABC):
 
     @abc.abstractmethod
     def pop_loss_sum(self) -> float:
-        """Sum of the per-row data losses of every step since the last call, then reset it to 0.
+        """Sum of the per-row data losses ``Σ_i w_i ℓ_i`` of every step since the last call, then reset it to 0.
 
         The one device-to-host read of the training loop; call it once per epoch.
         """
@@ -110,8 +119,9 @@ class Backend(abc.ABC):
         """Copy a device array back to a host NumPy array."""
 
     @abc.abstractmethod
-    def softmax_loss_grad(self, X: Any, y: Any, W: Any, b: Any, x_scale: float = 1.0) -> tuple[float, Any, Any]:
-        """Mean cross-entropy of softmax regression and its gradients.
+    def softmax_loss_grad(self, X: Any, y: Any, W: Any, b: Any, x_scale: float = 1.0,
+                          sample_weight: Any = None) -> tuple[float, Any, Any]:
+        """Mean (weighted) cross-entropy of softmax regression and its gradients.
 
         Parameters
         ----------
@@ -123,20 +133,23 @@ class Backend(abc.ABC):
         b : array, shape (C,)
         x_scale : float
             The model sees ``x_scale * X`` (1/255 for raw pixels).
+        sample_weight : device float array, shape (N,), optional
+            ``w_i ≥ 0`` (see the module notes); None is 1 for every row.
 
         Returns
         -------
         loss : float
-            ``mean_i −log softmax(z_i)[y_i]``.
+            ``(1/N) Σ_i w_i · (−log softmax(z_i)[y_i])``.
         dW : device array, shape (D, C)
-            ``x_scaleᵀ Xᵀ (P − Y) / N``.
+            ``x_scale · Xᵀ dZ`` with ``dZ_i = w_i (P_i − Y_i) / N``.
         db : device array, shape (C,)
-            ``Σ_i (P − Y)_i / N``.
+            ``Σ_i dZ_i``.
         """
 
     @abc.abstractmethod
-    def sigmoid_loss_grad(self, X: Any, y: Any, w: Any, b: Any, x_scale: float = 1.0) -> tuple[float, Any, Any]:
-        """Mean binary cross-entropy of logistic regression (from logits) and its gradients.
+    def sigmoid_loss_grad(self, X: Any, y: Any, w: Any, b: Any, x_scale: float = 1.0,
+                          sample_weight: Any = None) -> tuple[float, Any, Any]:
+        """Mean (weighted) binary cross-entropy of logistic regression (from logits) and its gradients.
 
         Parameters
         ----------
@@ -146,13 +159,17 @@ class Backend(abc.ABC):
         w : array, shape (D,)
         b : float or 0-d array
         x_scale : float
+        sample_weight : device float array, shape (N,), optional
+            ``w_i ≥ 0``; None is 1 for every row.
 
         Returns
         -------
         loss : float
-            ``mean_i max(z,0) − z·y + log1p(exp(−|z|))``.
+            ``(1/N) Σ_i w_i · (max(z_i,0) − z_i·y_i + log1p(exp(−|z_i|)))``.
         dw : device array, shape (D,)
+            ``x_scale · Xᵀ dz`` with ``dz_i = w_i (σ(z_i) − y_i) / N``.
         db : device 0-d array or float
+            ``Σ_i dz_i``.
         """
 
     @abc.abstractmethod
@@ -174,6 +191,7 @@ class Backend(abc.ABC):
         nesterov: bool = False,
         fit_intercept: bool = True,
         x_scale: float = 1.0,
+        sample_weight: Any = None,
     ) -> FusedSGD:
         """Build the fused SGD step for one model over device-resident data.
 
@@ -197,6 +215,10 @@ class Backend(abc.ABC):
             When False, ``b`` stays at its initial value.
         x_scale : float
             The model sees ``x_scale * X``.
+        sample_weight : device float array, shape (N,), optional
+            ``w_i ≥ 0`` for every row of ``X`` (indexed like ``X``, not like a minibatch); a step weights row ``i`` of
+            its batch by ``w_i``: ``dZ_i = w_i (P_i − Y_i) / B`` and the loss ``Σ_i w_i ℓ_i`` (see the module notes).
+            None is 1 for every row.
         """
 
     def describe(self) -> str:

@@ -37,12 +37,19 @@ __device__ __forceinline__ real_t warp_sum(real_t value) {
     return value;
 }
 
+// Row r's sample weight w_r: its loss counts w_r times and its dZ is scaled by w_r. Without weights (nullptr) every
+// w_r is 1, and multiplying by 1 is exact: the results are bitwise those of the unweighted formulas.
+__device__ __forceinline__ real_t row_weight(const real_t* __restrict__ weights, int row) {
+    return weights != nullptr ? weights[row] : (real_t)1;
+}
+
 // One warp per row. Lane l holds columns l, l + 32, l + 64, … of its row in registers.
 extern "C" __global__ void softmax_cross_entropy_rows(
-    real_t* __restrict__ logits,           // (B, C) C-contiguous: X_b W on entry, dZ = (P − Y)/B on exit
+    real_t* __restrict__ logits,           // (B, C) C-contiguous: X_b W on entry, dZ = w·(P − Y)/B on exit
     const long long* __restrict__ targets, // (B,): flat index r·C + y_r of each row's target logit (rowwise.py)
+    const real_t* __restrict__ weights,    // (B,) sample weights of the batch's rows, or nullptr for all 1
     const real_t* __restrict__ bias,       // (C,)
-    double* __restrict__ loss_sum,         // (): Σ_r cross-entropy of row r is added here
+    double* __restrict__ loss_sum,         // (): Σ_r w_r · cross-entropy of row r is added here
     int n_rows, int n_classes, real_t x_scale, real_t inv_batch)
 {
     const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
@@ -50,6 +57,7 @@ extern "C" __global__ void softmax_cross_entropy_rows(
     if (row >= n_rows) return;  // the whole warp leaves together: the shuffles below see all 32 lanes
     real_t* row_logits = logits + (long long)row * n_classes;
     const long long target_column = targets[row] - (long long)row * n_classes;
+    const real_t weight = row_weight(weights, row);
 
     // 0. z = s·(X_b W) + b, read once; padded columns are −inf.
     real_t z[VALUES_PER_LANE];
@@ -71,24 +79,26 @@ extern "C" __global__ void softmax_cross_entropy_rows(
         lane_sum += z[k];
     }
     const real_t row_sum = warp_sum(lane_sum);
-    // 2. Cross-entropy: −log p_y = log Σ exp(z − m) − (z_y − m); exactly one lane holds z_y − m.
+    // 2. Cross-entropy: −log p_y = log Σ exp(z − m) − (z_y − m); exactly one lane holds z_y − m. Counted w times.
     const real_t shifted_target = warp_sum(lane_target);
-    if (lane == 0) atomicAdd(loss_sum, (double)(log(row_sum) - shifted_target));
-    // 3. dL/dz = softmax(z) − onehot(y), averaged over the B rows of the batch.
+    if (lane == 0) atomicAdd(loss_sum, (double)(weight * (log(row_sum) - shifted_target)));
+    // 3. d(w·CE)/dz = w·(softmax(z) − onehot(y)), averaged over the B rows of the batch.
+    const real_t row_scale = weight * inv_batch;
 #pragma unroll
     for (int k = 0; k < VALUES_PER_LANE; ++k) {
         const int column = lane + k * WARP_SIZE;
         if (column < n_classes)
-            row_logits[column] = (z[k] / row_sum - (column == target_column ? (real_t)1 : (real_t)0)) * inv_batch;
+            row_logits[column] = (z[k] / row_sum - (column == target_column ? (real_t)1 : (real_t)0)) * row_scale;
     }
 }
 
 // One thread per row; the warp adds its rows' losses before a single atomic.
 extern "C" __global__ void sigmoid_binary_cross_entropy_rows(
-    real_t* __restrict__ logits,        // (B, 1): X_b w on entry, dz = (σ(z) − y)/B on exit
-    const real_t* __restrict__ labels,  // (B,) in {0, 1}
-    const real_t* __restrict__ bias,    // (1,)
-    double* __restrict__ loss_sum,      // (): Σ_r binary cross-entropy of row r is added here
+    real_t* __restrict__ logits,         // (B, 1): X_b w on entry, dz = w·(σ(z) − y)/B on exit
+    const real_t* __restrict__ labels,   // (B,) in {0, 1}
+    const real_t* __restrict__ weights,  // (B,) sample weights of the batch's rows, or nullptr for all 1
+    const real_t* __restrict__ bias,     // (1,)
+    double* __restrict__ loss_sum,       // (): Σ_r w_r · binary cross-entropy of row r is added here
     int n_rows, real_t x_scale, real_t inv_batch)
 {
     const int row = blockIdx.x * blockDim.x + threadIdx.x;
@@ -96,12 +106,13 @@ extern "C" __global__ void sigmoid_binary_cross_entropy_rows(
     if (row < n_rows) {
         const real_t z = x_scale * logits[row] + bias[0];
         const real_t y = labels[row];
+        const real_t weight = row_weight(weights, row);
         const real_t exp_neg_abs = exp(-fabs(z));  // in (0, 1]: never overflows
-        // max(z, 0) − z·y + log1p(exp(−|z|)): log σ(z) is never formed, so no log(0) for |z| large.
-        loss = larger(z, (real_t)0) - z * y + log1p(exp_neg_abs);
+        // w·(max(z, 0) − z·y + log1p(exp(−|z|))): log σ(z) is never formed, so no log(0) for |z| large.
+        loss = weight * (larger(z, (real_t)0) - z * y + log1p(exp_neg_abs));
         // σ(z) = 1/(1 + e^{−|z|}) for z >= 0 and e^{−|z|}/(1 + e^{−|z|}) for z < 0: both forms stable.
         const real_t probability = (z >= 0 ? (real_t)1 : exp_neg_abs) / (1 + exp_neg_abs);
-        logits[row] = (probability - y) * inv_batch;
+        logits[row] = (probability - y) * (weight * inv_batch);  // d(w·BCE)/dz = w·(σ(z) − y), over B rows
     }
     loss = warp_sum(loss);
     if (threadIdx.x % WARP_SIZE == 0) atomicAdd(loss_sum, (double)loss);

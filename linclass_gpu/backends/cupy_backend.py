@@ -32,6 +32,9 @@ THREADS_PER_BLOCK = 256
 # wider rows take the array-generic path.
 MAX_VALUES_PER_LANE = 32
 REAL_TYPES = {"float32": "float", "float64": "double"}
+# A null pointer argument (the kernels' "no sample weights"): a 64-bit zero. CuPy passes None as 0xffffffff, not 0
+# (cupy/cupy#9046).
+NULL_POINTER = np.uintp(0)
 
 
 def values_per_lane(n_classes: int) -> int | None:
@@ -88,24 +91,25 @@ class CupyBackend(ArrayBackend):
             y = y.astype(np.int64, copy=False)  # the kernel reads flat target indices as 64-bit integers
         return super().fused_sgd(model, X, y, W, b, **options)
 
-    def logits_to_grad_(self, model, Z, targets, b, x_scale, loss_sum):
+    def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum):
         """One launch of the row-wise kernel (rows of more than 1024 classes take the array-generic path)."""
         n_rows, n_outputs = Z.shape
+        values = 1 if model == "sigmoid" else values_per_lane(n_outputs)
+        if values is None:
+            super().logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum)
+            return
         real = Z.dtype.type
+        weights = NULL_POINTER if weights is None else weights
         scale_and_mean = (real(x_scale), real(1.0 / n_rows))
         if model == "sigmoid":
-            kernel = _kernel(Z.dtype.name, 1, "sigmoid_binary_cross_entropy_rows")
+            kernel = _kernel(Z.dtype.name, values, "sigmoid_binary_cross_entropy_rows")
             kernel(_blocks(n_rows, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
-                   (Z, targets, b, loss_sum, np.int32(n_rows)) + scale_and_mean)
-            return
-        values = values_per_lane(n_outputs)
-        if values is None:
-            super().logits_to_grad_(model, Z, targets, b, x_scale, loss_sum)
+                   (Z, targets, weights, b, loss_sum, np.int32(n_rows)) + scale_and_mean)
             return
         kernel = _kernel(Z.dtype.name, values, "softmax_cross_entropy_rows")
         kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
-               (Z, targets.astype(np.int64, copy=False), b, loss_sum, np.int32(n_rows), np.int32(n_outputs))
-               + scale_and_mean)
+               (Z, targets.astype(np.int64, copy=False), weights, b, loss_sum, np.int32(n_rows),
+                np.int32(n_outputs)) + scale_and_mean)
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov):
         """One launch of the update kernel; ``scratch`` is not needed."""

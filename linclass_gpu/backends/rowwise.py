@@ -1,9 +1,10 @@
 """Row-wise math of the two models, written once for any array module (NumPy or CuPy): probabilities, losses
 and the gradient of the loss with respect to the logits.
 
-Both loss functions take the logits ``Z`` of a minibatch and the model's ``targets`` and overwrite them in place with ``P − Y`` (the gradient of the
-summed loss with respect to the logits), returning the summed loss. Working in place on one preallocated buffer is
-what keeps the training step free of allocations of the size of the logits.
+Both loss functions take the logits ``Z`` of a minibatch, the model's ``targets`` and optional per-row weights ``w``
+(``None``: every ``w_i = 1``, at no cost) and overwrite ``Z`` in place with ``w_i (P_i − Y_i)`` (the gradient of the
+weighted summed loss ``Σ_i w_i ℓ_i`` with respect to the logits), returning that sum. Working in place on one
+preallocated buffer is what keeps the training step free of allocations of the size of the logits.
 """
 
 from __future__ import annotations
@@ -11,22 +12,29 @@ from __future__ import annotations
 from typing import Any
 
 
-def softmax_cross_entropy_(xp, Z: Any, targets: Any) -> Any:
-    """Turn logits into ``softmax(Z) − onehot(y)`` in place; return the summed cross-entropy.
+def weighted_sum(values: Any, weights: Any) -> Any:
+    """``Σ_i w_i v_i`` over a (B,) array, or ``Σ_i v_i`` when ``weights`` is None; a 0-d array."""
+    return values.sum() if weights is None else values @ weights
+
+
+def softmax_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any:
+    """Turn logits into ``w_i (softmax(z_i) − onehot(y_i))`` in place; return the weighted summed cross-entropy.
 
     Parameters
     ----------
     xp : module
         ``numpy`` or ``cupy``.
     Z : array, shape (B, C), C-contiguous
-        Logits; overwritten with ``P − Y``.
+        Logits; overwritten with ``w_i (P_i − Y_i)``.
     targets : integer array, shape (B,)
-        Flat indices ``i·C + y_i`` of each row's target logit in ``Z.ravel()`` (see :func:`softmax_targets`).
+        Flat indices ``i·C + y_i`` of each row's target logit in ``Z.ravel()``.
+    weights : array, shape (B,), optional
+        ``w_i``, same float dtype as ``Z``; ``None`` is 1 for every row.
 
     Returns
     -------
     0-d array
-        ``Σ_i logsumexp(z_i) − z_{i, y_i}``.
+        ``Σ_i w_i (logsumexp(z_i) − z_{i, y_i})``.
     """
     flat = Z.reshape(-1)
     # 1. Subtract the row max: logsumexp(z) = m + log Σ exp(z − m), and exp(z − m) <= 1 never overflows.
@@ -35,35 +43,41 @@ def softmax_cross_entropy_(xp, Z: Any, targets: Any) -> Any:
     target_logit = flat[targets]
     xp.exp(Z, out=Z)
     row_sum = Z.sum(axis=1, keepdims=True)
-    loss_sum = xp.log(row_sum).sum() - target_logit.sum()
-    # 3. dL/dz = softmax(z) − onehot(y).
+    loss_sum = weighted_sum(xp.log(row_sum[:, 0]), weights) - weighted_sum(target_logit, weights)
+    # 3. dL/dz = softmax(z) − onehot(y), times w_i for row i (the derivative of w_i·CE_i).
     Z /= row_sum
     flat[targets] -= 1
+    if weights is not None:
+        Z *= weights[:, None]
     return loss_sum
 
 
-def sigmoid_binary_cross_entropy_(xp, Z: Any, targets: Any) -> Any:
-    """Turn logits into ``σ(Z) − y`` in place; return the summed binary cross-entropy from logits.
+def sigmoid_binary_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any:
+    """Turn logits into ``w_i (σ(z_i) − y_i)`` in place; return the weighted summed binary cross-entropy from logits.
 
     Parameters
     ----------
     xp : module
     Z : array, shape (B, 1)
-        Logits; overwritten with ``σ(z) − y``.
+        Logits; overwritten with ``w_i (σ(z_i) − y_i)``.
     targets : array, shape (B,)
         Labels in {0, 1}, same float dtype as ``Z``.
+    weights : array, shape (B,), optional
+        ``w_i``, same float dtype as ``Z``; ``None`` is 1 for every row.
 
     Returns
     -------
     0-d array
-        ``Σ_i max(z,0) − z·y + log1p(exp(−|z|))``: log σ(z) is never formed, so no log(0) for |z| large.
+        ``Σ_i w_i (max(z,0) − z·y + log1p(exp(−|z|)))``: log σ(z) is never formed, so no log(0) for |z| large.
     """
     z = Z[:, 0]
     exp_neg_abs = xp.exp(-xp.abs(z))  # in (0, 1]: never overflows
-    loss_sum = (xp.maximum(z, 0) - z * targets + xp.log1p(exp_neg_abs)).sum()
+    loss_sum = weighted_sum(xp.maximum(z, 0) - z * targets + xp.log1p(exp_neg_abs), weights)
     # σ(z) = 1/(1+e^{−|z|}) for z >= 0 and e^{−|z|}/(1+e^{−|z|}) for z < 0: both forms stable.
     probability = xp.where(z >= 0, 1, exp_neg_abs) / (1 + exp_neg_abs)
     xp.subtract(probability, targets, out=z)
+    if weights is not None:
+        z *= weights  # the derivative of w_i·BCE_i
     return loss_sum
 
 

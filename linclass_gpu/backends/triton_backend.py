@@ -123,7 +123,7 @@ class TritonFusedSGD(FusedSGD):
             low, high = (int(v) for v in self._label_range(self._y))
             if low < 0 or high >= self.n_outputs:
                 raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{low}, {high}]")
-        self._sample_weight = None if sample_weight is None else backend.asarray(sample_weight, "float32")
+        self._sample_weight = backend._weights(sample_weight, self._X.shape[0])
         self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
         self.deterministic = backend.deterministic
@@ -289,6 +289,16 @@ class TritonBackend(Backend):
             return y if y.dtype in (self._torch.int32, self._torch.int64) else y.to(self._torch.int64)
         return y.to(self._torch.float32)
 
+    def _weights(self, sample_weight, n_rows: int):
+        """Per-row sample weights as a float32 (N,) tensor on the device, or None; the length is checked here, once:
+        the kernels index them by row and would read past a short array."""
+        if sample_weight is None:
+            return None
+        weights = self.asarray(sample_weight, "float32")
+        if tuple(weights.shape) != (n_rows,):
+            raise ValueError(f"sample_weight must have shape ({n_rows},), got {tuple(weights.shape)}")
+        return weights
+
     def _float_param(self, a):
         """A parameter (host or device array) as a float32 tensor on the device."""
         torch = self._torch
@@ -308,7 +318,7 @@ class TritonBackend(Backend):
         loss_sum, grad, _ = self._kernels.softmax.softmax_loss_grad(
             X, y, self._theta(W, b, n_classes), n_classes, x_scale=x_scale, deterministic=self.deterministic,
             input_precision=self.input_precision,
-            sample_weight=None if sample_weight is None else self.asarray(sample_weight, "float32"))
+            sample_weight=self._weights(sample_weight, X.shape[0]))
         n_weights = n_features * n_classes
         return float(loss_sum.item()) / X.shape[0], grad[:n_weights].view(n_features, n_classes), grad[n_weights:]
 
@@ -318,7 +328,7 @@ class TritonBackend(Backend):
         loss_sum, grad, _ = self._kernels.sigmoid.sigmoid_loss_grad(
             X, y, self._theta(w, b, 1),
             x_scale=x_scale, deterministic=self.deterministic,
-            sample_weight=None if sample_weight is None else self.asarray(sample_weight, "float32"))
+            sample_weight=self._weights(sample_weight, X.shape[0]))
         return float(loss_sum.item()) / X.shape[0], grad[:n_features], grad[n_features]
 
     def predict_proba(self, model: str, X, W, b, x_scale=1.0):
