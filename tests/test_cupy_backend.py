@@ -325,10 +325,11 @@ def test_a_batch_of_zero_weights_makes_no_step(cupy_flavour, rng, dtype, model):
     contract.test_a_batch_of_zero_weights_makes_no_step(lambda _: cupy_flavour, rng, "cupy", dtype, model)
 
 
+@contract.WEIGHTED
 @pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)
 @pytest.mark.parametrize("input_dtype", ["float32", "float64", "uint8"])
 def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dtype, model, n, d, c, batch, l2,
-                                                    momentum, nesterov, fit_intercept):
+                                                    momentum, nesterov, fit_intercept, weighted):
     """Both backends take the same 20 steps over the same batches; uint8 pixels are scaled by 1/255 on the way."""
     x_scale = 1 / 255 if input_dtype == "uint8" else 1.0
     X = rng.integers(0, 256, size=(n, d)).astype(input_dtype) if input_dtype == "uint8" else \
@@ -336,12 +337,13 @@ def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dty
     y = rng.integers(0, c if model == "softmax" else 2, size=n)
     compute = "float64" if input_dtype == "float64" else "float32"
     W, b = (rng.normal(size=(d, c)) / np.sqrt(d)).astype(compute), rng.normal(size=c).astype(compute)
+    weights = contract.random_weights(rng, n, compute, weighted)
     order = rng.permutation(n)
     results = []
     for backend in (cupy_flavour, NumpyBackend()):
         stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch,
                                     l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                                    x_scale=x_scale)
+                                    x_scale=x_scale, sample_weight=contract.on_device(backend, weights))
         rows = backend.asarray(order)
         for step in range(20):
             start = (step * batch) % n

@@ -1,11 +1,11 @@
 // CUDA kernels of the CuPy backend: the row-wise part of one SGD step and the fused parameter update.
 //
-// One training step on the CuPy backend is: gather the minibatch rows; cuBLAS Z = X_b W; ONE launch of
-// softmax_cross_entropy_rows (or sigmoid_binary_cross_entropy_rows) turning Z into dZ in place; db = Σ dZ;
-// cuBLAS dW = Xᵀ dZ; sgd_update on W and on b. The row-wise kernel reads each logit once from global memory,
-// keeps it in registers through max, exp, sum and loss, and writes dZ once: two passes over the (B, C) logits in one
-// launch, where the array-generic version (rowwise.py, one CuPy kernel per operation: scale, bias, max, subtract,
-// exp, sum, divide, mean …) makes about fourteen passes in as many launches.
+// One training step on the CuPy backend is: gather the minibatch rows (and their sample weights); cuBLAS
+// Z = X_b W; ONE launch of softmax_cross_entropy_rows (or sigmoid_binary_cross_entropy_rows) turning Z into dZ in
+// place; db = Σ dZ; cuBLAS dW = Xᵀ dZ; sgd_update on W and on b. The row-wise kernel reads each logit once from
+// global memory, keeps it in registers through max, exp, sum and loss, and writes dZ once: two passes over the (B, C)
+// logits in one launch, where the array-generic version (rowwise.py, one CuPy kernel per operation: scale, bias,
+// max, subtract, exp, sum, divide, mean …) makes about fourteen passes in as many launches.
 //
 // The arithmetic follows linclass_gpu/backends/rowwise.py step for step (same numbered steps); that NumPy code is the
 // mirror the CPU tests check against the float64 oracle. Needs sm_60 or newer (atomicAdd on double); the tests build

@@ -4,7 +4,8 @@ Everything but two steps is the array-generic code the NumPy backend runs (and i
 both GEMMs (``cupy.matmul`` calls cuBLAS), ``db = Σ dZ``, the buffers and the loss accumulator. The two steps that
 would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from ``cuda_rowwise.cu``:
 
-- :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits;
+- :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits,
+  each row weighted by its sample weight when there are any (a null pointer otherwise);
 - :meth:`CupyBackend.sgd_update_`: L2, momentum and the parameter update in one pass over the parameters.
 
 One training step is then about ten launches (gathers, two GEMMs, the row-wise kernel, ``db``, two updates) and no
