@@ -28,10 +28,11 @@ _KEYS = {"estimator", "params", "classes_", "fingerprint", "epochs_done", "loss"
          "epoch_seconds", "rng_state", *_STATE, *_HISTORY_SCALARS}
 
 
-def data_fingerprint(n_features: int, targets: np.ndarray) -> dict:
-    """What identifies the training data cheaply: its shape and a CRC of the encoded labels."""
+def data_fingerprint(n_features: int, targets: np.ndarray, weights: np.ndarray | None = None) -> dict:
+    """What identifies the training data cheaply: its shape and CRCs of the encoded labels and the row weights."""
     return {"rows": int(len(targets)), "features": int(n_features),
-            "labels_crc32": zlib.crc32(np.ascontiguousarray(targets).tobytes())}
+            "labels_crc32": zlib.crc32(np.ascontiguousarray(targets).tobytes()),
+            "weights_crc32": None if weights is None else zlib.crc32(np.ascontiguousarray(weights).tobytes())}
 
 
 class CheckpointKeeper:

@@ -18,7 +18,8 @@ from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
 from .training import PlateauRule, TrainingHistory, holdout_rows, train_sgd
-from .validation import NotFittedError, check_features, check_labels, check_positive, encode_labels
+from .validation import (NotFittedError, check_features, check_labels, check_positive, check_sample_weight,
+                         class_weights, encode_labels)
 
 logger = logging.getLogger("linclass_gpu")
 
@@ -60,6 +61,7 @@ class _LinearClassifier:
         n_iter_no_change: int = 5,
         tol: float | None = None,
         warm_start: bool = False,
+        class_weight: dict | str | None = None,
     ):
         self.backend = backend
         self.epochs = epochs
@@ -84,6 +86,7 @@ class _LinearClassifier:
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.warm_start = warm_start
+        self.class_weight = class_weight
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -158,7 +161,7 @@ class _LinearClassifier:
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
-    def fit(self, X, y, validation_data=None, *, checkpoint=None, checkpoint_every: int = 1):
+    def fit(self, X, y, validation_data=None, *, sample_weight=None, checkpoint=None, checkpoint_every: int = 1):
         """Train by minibatch SGD from zero weights (from the current ones with ``warm_start``).
 
         Parameters
@@ -170,6 +173,8 @@ class _LinearClassifier:
         validation_data : (X_val, y_val), optional
             Scored (accuracy) after every epoch into ``validation_scores_``; labels must be among those of ``y``.
             With ``early_stopping`` it is the set monitored (instead of a ``validation_fraction`` of ``X``).
+        sample_weight : array-like, shape (N,), optional
+            Non-negative weight of each row's loss (multiplied by its ``class_weight``).
         checkpoint : str or Path, optional
             Resumable training: when the file exists and was written by a fit of the same model on the same data,
             training resumes from it (bitwise as if never interrupted, on NumPy); checkpoints are written there.
@@ -184,9 +189,11 @@ class _LinearClassifier:
         dtype, schedule, plateau = self._checked_dtype(), self._checked_schedule(), self._checked_plateau()
         if validation_data is not None and len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        common_kind(X, y, *(validation_data or ()), names=("X", "y", "validation X", "validation y"))
+        common_kind(X, y, *(validation_data or ()), sample_weight,
+                    names=("X", "y", "validation X", "validation y", "sample_weight"))
         X = check_features(X, dtype=dtype)
         classes, targets = self._encode_labels(check_labels(y, X.shape[0]))
+        weights = self._row_weights(sample_weight, classes, targets)
         backend = get_backend(self.backend)
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
         rng = np.random.default_rng(self.random_state)
@@ -201,14 +208,16 @@ class _LinearClassifier:
             kept, held = holdout_rows(targets, self.validation_fraction, rng)
             score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], targets[held])
             X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
+            weights = None if weights is None else weights[kept]
         warm = self.warm_start and getattr(self, "_sgd_state", None) is not None and np.array_equal(
             classes, self.classes_) and X.shape[1] == self.n_features_in_
         state = self._sgd_state if warm else None
         history, on_epoch_end = TrainingHistory(), None
-        stepper = self._stepper(backend, X_device, targets_device, X.shape[1], len(classes), dtype, state)
+        stepper = self._stepper(backend, X_device, targets_device, X.shape[1], len(classes), dtype, state, weights)
         if checkpoint is not None:
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
-                                      self.get_params(), classes, data_fingerprint(X.shape[1], targets), stepper)
+                                      self.get_params(), classes, data_fingerprint(X.shape[1], targets, weights),
+                                      stepper)
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
         self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
@@ -216,7 +225,7 @@ class _LinearClassifier:
                     score_validation, plateau, on_epoch_end)
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch of minibatch SGD over ``(X, y)``, continuing the model and optimizer state of earlier calls.
 
         For data that arrives in chunks or does not fit in memory at once. The learning-rate schedule counts the
@@ -228,13 +237,19 @@ class _LinearClassifier:
         y : array-like, shape (N,)
         classes : array-like, shape (C,), optional
             Every label the model will ever see: required on the first call (a chunk may lack some classes).
+        sample_weight : array-like, shape (N,), optional
+            Non-negative weight of each row's loss. ``class_weight="balanced"`` needs the whole data and is refused
+            here; pass a dict (scikit-learn's ``compute_class_weight`` computes one).
 
         Returns
         -------
         self
         """
         dtype, schedule = self._checked_dtype(), self._checked_schedule()
-        common_kind(X, y, names=("X", "y"))
+        if isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' needs the whole data, which partial_fit never sees: pass a "
+                             "dict of weights per class instead")
+        common_kind(X, y, sample_weight, names=("X", "y", "sample_weight"))
         first = getattr(self, "_sgd_state", None) is None
         if first and classes is None:
             raise ValueError("classes must be given on the first call to partial_fit: every label the model will "
@@ -247,25 +262,36 @@ class _LinearClassifier:
         X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_)
         classes = classes if first else self.classes_
         _, targets = self._encode_labels(check_labels(y, X.shape[0]), classes)
+        weights = self._row_weights(sample_weight, classes, targets)
         backend = get_backend(self.backend)
         if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
             history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
         else:
             history, rng = self._history, self._rng
         stepper = self._stepper(backend, backend.asarray(X), backend.asarray(targets), X.shape[1], len(classes),
-                                dtype, None if first else self._sgd_state)
+                                dtype, None if first else self._sgd_state, weights)
         self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
         self._train(stepper, backend, X.shape[0], schedule, rng, history, len(history.loss) + 1)
         return self
 
-    def _stepper(self, backend, X_device, targets_device, n_features: int, n_classes: int, dtype, state):
-        """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros."""
+    def _row_weights(self, sample_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+        """Each row's loss weight, ``sample_weight_i · class_weight[y_i]``, shape (N,), or None when all are 1."""
+        weights = check_sample_weight(sample_weight, len(targets))
+        per_class = class_weights(self.class_weight, classes, targets)
+        if per_class is None:
+            return weights
+        return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
+
+    def _stepper(self, backend, X_device, targets_device, n_features: int, n_classes: int, dtype, state,
+                 weights=None):
+        """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros, with
+        per-row loss weights (host, shape (N,)) or none."""
         n_outputs = self._n_outputs(n_classes)
         stepper = backend.fused_sgd(
             self._model, X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
             np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
             l2=self.alpha, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
-            x_scale=self.input_scale,
+            x_scale=self.input_scale, sample_weight=None if weights is None else backend.asarray(weights, dtype),
         )
         if state is not None:
             stepper.set_state(state)
@@ -439,6 +465,8 @@ class SoftmaxRegression(_LinearClassifier):
         and "adaptive" count any improvement.
     warm_start : bool
         ``fit`` starts from the previous fit's weights and momentum instead of zeros.
+    class_weight : dict, "balanced" or None
+        Weight of each class's rows in the loss: ``{label: weight}`` (others 1), or "balanced", ``N / (C·count)``.
 
     Notes
     -----

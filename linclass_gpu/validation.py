@@ -88,6 +88,55 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     return y
 
 
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
+    """Validate per-row weights: None, or ``n_samples`` finite non-negative numbers (any array kind).
+
+    Returns
+    -------
+    ndarray of float64, shape (N,), or None
+    """
+    if sample_weight is None:
+        return None
+    weights = to_numpy(sample_weight)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold numbers, got dtype {weights.dtype}")
+    weights = weights.astype(np.float64)
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), one weight per row, got {weights.shape}")
+    if not np.isfinite(weights).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (weights < 0).any():
+        raise ValueError(f"sample_weight must be >= 0, found {weights.min()}")
+    return weights
+
+
+def class_weights(class_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+    """Each class's weight, shape (C,): from a dict {label: weight}, or "balanced" (``N / (C · count)``, as in
+    scikit-learn), or None.
+
+    Parameters
+    ----------
+    class_weight : dict, "balanced" or None
+    classes : ndarray, shape (C,)
+    targets : ndarray, shape (N,)
+        Class indices of the training rows.
+    """
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        counts = np.bincount(targets.astype(np.int64), minlength=len(classes))
+        return len(targets) / (len(classes) * np.maximum(counts, 1))
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got {class_weight!r}")
+    unknown = [label for label in class_weight if label not in set(classes.tolist())]
+    if unknown:
+        raise ValueError(f"class_weight names labels that are not classes: {unknown[:5]}")
+    weights = np.array([float(class_weight.get(label, 1.0)) for label in classes.tolist()])
+    if not (np.isfinite(weights).all() and (weights >= 0).all()):
+        raise ValueError(f"class_weight values must be finite and >= 0, got {class_weight}")
+    return weights
+
+
 def encode_labels(y: np.ndarray, classes: np.ndarray | None = None, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
     """Sorted class labels and each row's index among them.
 
