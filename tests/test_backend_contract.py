@@ -3,12 +3,15 @@ and with per-row sample weights."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from conftest import BACKEND_DTYPE_PAIRS
 from tolerances import assert_close
 
 from linclass_gpu import oracle
+from linclass_gpu.backends import get_backend
 
 SHAPES = [(n, d, c) for n in (1, 7, 129) for d in (1, 13, 784) for c in (2, 3, 10, 37)]
 
@@ -197,3 +200,26 @@ def test_sample_weight_of_the_wrong_length_is_rejected(make_backend, rng, backen
     with pytest.raises(ValueError, match="sample_weight"):
         backend.softmax_loss_grad(backend.asarray(X), backend.asarray(y), W, b,
                                   sample_weight=backend.asarray(np.ones(11, dtype)))
+
+
+@WEIGHTED
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_numpy_steps_allocate_nothing_the_size_of_the_logits(rng, model, weighted):
+    """The weights are gathered into a buffer made once; what a step allocates is O(B), far below the (B, K) logits."""
+    backend = get_backend("numpy")
+    n, d, batch, n_outputs = 3000, 20, 512, 100 if model == "softmax" else 1
+    X, y, W, b = random_problem(rng, n, d, n_outputs, "float32")
+    stepper = backend.fused_sgd(model, X, y % 2 if model == "sigmoid" else y, W, b, max_batch_size=batch,
+                                momentum=0.9, l2=1e-4, sample_weight=random_weights(rng, n, "float32", weighted))
+    rows = rng.permutation(n)
+    stepper.step(rows[:batch], 0.1)  # first-call caches out of the way
+    tracemalloc.start()
+    try:
+        for start in range(0, n - batch, batch):
+            stepper.step(rows[start:start + batch], 0.1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # (B,) temporaries (row max, sums, per-row losses) and NumPy's fixed 8192-value ufunc buffer (32 KB), which does
+    # not grow with the batch; a (B, K) temporary would be 200 KB for softmax.
+    assert peak < 16 * batch * 8 + 40 * 1024, f"peak {peak} bytes; the logits are {batch * n_outputs * 4} bytes"
