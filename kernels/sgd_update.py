@@ -7,6 +7,11 @@ sigmoid (K = 1) kernels, so one kernel serves both models::
        = Σ_p partial_p                  deterministic: fixed-order sum of the per-program slices
     g += l2·W                           (W only, never b)
     v  = μ v + g;  step = g + μ v (Nesterov) or v;   θ ← θ − lr·step
+    W ← sign(W)·max(|W| − lr·l1, 0)     L1's proximal (soft-thresholding) step, W only, when L1 (see below)
+
+L1 is proximal rather than the subgradient ``l1·sign(W)`` added to g: a weight that should be 0 lands on exactly 0
+instead of oscillating around it by lr·l1. ``L1`` is a constexpr, so without it the kernel is the one without L1
+(bitwise the same step).
 
 With ``APPLY_UPDATE=False`` it only reduces (``grad_out = g``): the deterministic ``*_loss_grad`` path.
 Traffic: reads θ and the gradient once, writes θ once (and the zeroed accumulator, and v with momentum).
@@ -44,9 +49,9 @@ def max_partials(n_params: int, n_blocks: int) -> int:
 @triton.jit
 def sgd_update_kernel(
     theta_ptr, grad_ptr, velocity_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
-    n_weights, n_params, n_partials, learning_rate, l2, momentum,
+    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum,
     BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr,
+    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr, L1: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -85,7 +90,14 @@ def sgd_update_kernel(
         else:
             step = g
         # 4. θ ← θ − lr·step
-        tl.store(theta_ptr + offs, theta - learning_rate * step, mask=update_mask)
+        theta = theta - learning_rate * step
+        if L1:
+            # 5. Proximal step of lr·l1·‖W‖₁ on W only: sign(W)·max(|W| − t, 0) as its three exact cases.
+            threshold = learning_rate * l1
+            shrunk = tl.where(theta > threshold, theta - threshold,
+                              tl.where(theta < -threshold, theta + threshold, 0.0))
+            theta = tl.where(is_weight, shrunk, theta)
+        tl.store(theta_ptr + offs, theta, mask=update_mask)
     else:
         tl.store(grad_out_ptr + offs, g, mask=mask)
 
@@ -95,7 +107,7 @@ def sgd_update_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, momentum=0.0, nesterov=False,
+def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                       fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
                       loss_sum=None, grad_out=None):
     """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given)."""
@@ -113,7 +125,7 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, mome
         theta, grad, velocity if velocity is not None else dummy,
         loss_partials if loss_partials is not None else dummy, loss_sum if loss_sum is not None else dummy,
         grad_out if grad_out is not None else dummy,
-        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(momentum),
+        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(l1), float(momentum),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
-        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, num_warps=NUM_WARPS,
+        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, L1=bool(l1), num_warps=NUM_WARPS,
     )

@@ -29,6 +29,7 @@ __all__ = [
     "softmax_loss_grad",
     "sigmoid_loss_grad",
     "sigmoid_mse_loss_grad",
+    "soft_threshold",
     "sgd_step",
 ]
 
@@ -284,6 +285,23 @@ def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
     return param - learning_rate * step, new_velocity  # param ← param − lr · step
 
 
+def soft_threshold(param, threshold):
+    """The proximal operator of ``threshold · ‖p‖₁``: ``sign(p) · max(|p| − threshold, 0)``.
+
+    Parameters
+    ----------
+    param : ndarray, any shape
+    threshold : float or ndarray broadcastable to ``param``
+        ``lr · l1`` (one step size for plain SGD, one per entry for AdaGrad), ``≥ 0``.
+
+    Returns
+    -------
+    ndarray, same shape
+        Every entry moved ``threshold`` towards 0, and set to exactly 0 where it would cross it.
+    """
+    return np.sign(param) * np.maximum(np.abs(param) - threshold, 0.0)
+
+
 def sgd_step(
     model,
     X,
@@ -295,13 +313,14 @@ def sgd_step(
     *,
     learning_rate,
     l2=0.0,
+    l1=0.0,
     momentum=0.0,
     nesterov=False,
     fit_intercept=True,
     x_scale=1.0,
     sample_weight=None,
 ):
-    """One minibatch SGD step with L2 and (Nesterov) momentum: the reference for the backends' fused step.
+    """One minibatch SGD step with L2, L1 (proximal) and (Nesterov) momentum: the reference for the fused steps.
 
     Pure: the inputs are not modified; the updated parameters and velocities are new arrays.
 
@@ -323,6 +342,9 @@ def sgd_step(
         ``lr``.
     l2 : float
         ``λ``: the gradient ``λ W`` of ``λ/2 · ‖W‖²`` is added to ``dW``; the bias is never penalised.
+    l1 : float
+        ``λ₁``: the penalty ``λ₁ · ‖W‖₁``, applied to ``W`` only (never the bias) by its proximal step after the
+        (momentum) update (see Notes). ``l2`` and ``l1`` both non-zero is the elastic net.
     momentum : float
         ``μ``; 0 is plain SGD.
     nesterov : bool
@@ -337,14 +359,18 @@ def sgd_step(
     Returns
     -------
     loss : float
-        Mean (weighted) data loss ``(1/B) Σ_i w_i ℓ_i`` (no L2 term) at the parameters *before* the update.
+        Mean (weighted) data loss ``(1/B) Σ_i w_i ℓ_i`` (no penalty term) at the parameters *before* the update.
     W, b, velocity_W, velocity_b : ndarray
         The updated values, shapes as given.
 
     Notes
     -----
     ``g_W = dW + λ W``, ``g_b = db``; for each parameter ``v ← μ v + g``, ``step = g + μ v`` if ``nesterov`` else
-    ``v``, ``param ← param − lr · step``.
+    ``v``, ``param ← param − lr · step``. Then, with ``l1``, the proximal (soft-thresholding) step of
+    ``lr · λ₁ ‖W‖₁``: ``W ← sign(W) · max(|W| − lr · λ₁, 0)``. Proximal rather than the subgradient ``λ₁ sign(W)``
+    added to ``g``: the subgradient makes a weight that should be 0 oscillate around it by ``lr · λ₁`` and never
+    reach it, while the proximal step sets it to exactly 0, so the model comes out sparse. The velocity holds the
+    smooth part of the gradient only.
     """
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -361,6 +387,8 @@ def sgd_step(
 
     grad_W = dW + l2 * W  # g_W = dW + λ W
     W, velocity_W = _momentum_update(W, grad_W, velocity_W, learning_rate, momentum, nesterov)
+    if l1:
+        W = soft_threshold(W, learning_rate * l1)  # prox of lr·λ₁‖W‖₁, on W only
     if fit_intercept:
         b, velocity_b = _momentum_update(b, db, velocity_b, learning_rate, momentum, nesterov)  # g_b = db, no λ
     else:

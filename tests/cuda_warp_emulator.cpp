@@ -109,7 +109,7 @@ void run_sigmoid_binary_cross_entropy_rows(unsigned grid, unsigned block, real_t
            inv_batch);
 }
 void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity, int n_values,
-                    real_t learning_rate, real_t l2, real_t momentum, int nesterov) {
-    launch(sgd_update, grid, block, param, grad, velocity, n_values, learning_rate, l2, momentum, nesterov);
+                    real_t learning_rate, real_t l2, real_t l1, real_t momentum, int nesterov) {
+    launch(sgd_update, grid, block, param, grad, velocity, n_values, learning_rate, l2, l1, momentum, nesterov);
 }
 }

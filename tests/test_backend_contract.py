@@ -117,19 +117,30 @@ STEP_CASES = [
 ]
 
 
-@WEIGHTED
-@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", STEP_CASES)
-@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
-def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend_name, dtype, model, n, d, c,
-                                                      batch, l2, momentum, nesterov, fit_intercept, weighted):
-    backend = make_backend(backend_name)
+# Penalties and optimizers beyond STEP_CASES: model, n, d, c, batch, the fused_sgd / oracle.sgd_step options.
+# An l1 of 0.05 over 20 steps of lr 0.3/(1 + step) thresholds ~0.05 in all: some weights of scale 1/√D end at exactly
+# 0 (with momentum fewer stay there, hence the larger l1).
+OPTION_CASES = [
+    ("softmax", 129, 13, 10, 32, dict(l1=0.05)),  # L1 alone
+    ("softmax", 50, 31, 3, 16, dict(l1=0.1, l2=1e-2, momentum=0.9)),  # elastic net with momentum
+    ("sigmoid", 129, 13, 1, 20, dict(l1=0.1, l2=1e-3, momentum=0.5, nesterov=True, fit_intercept=False)),
+]
+
+
+def option_id(case) -> str:
+    """A readable test id for an OPTION_CASES entry."""
+    model, *_, options = case
+    return "-".join([model] + [f"{name}={value}" for name, value in options.items()])
+
+
+def run_twenty_steps(backend, rng, dtype, model, n, d, c, batch, weighted, **options):
+    """20 fused steps and 20 oracle steps over the same batches; asserts they agree and returns the backend's W."""
     X, y, W, b = random_problem(rng, n, d, c, dtype)
     if model == "sigmoid":
         y = rng.integers(0, 2, size=n)
     weights = random_weights(rng, n, dtype, weighted)
-    stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch, l2=l2,
-                                momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                                sample_weight=on_device(backend, weights))
+    stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch,
+                                sample_weight=on_device(backend, weights), **options)
     order = rng.permutation(n)
     rows = backend.asarray(order)
     W_ref, b_ref = W.astype(np.float64), b.astype(np.float64)
@@ -142,8 +153,7 @@ def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend
         stepper.step(rows[start:start + batch], learning_rate)
         loss, W_ref, b_ref, velocity_W, velocity_b = oracle.sgd_step(
             model, X[batch_rows], y[batch_rows], W_ref, b_ref, velocity_W, velocity_b, learning_rate=learning_rate,
-            l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-            sample_weight=None if weights is None else weights[batch_rows])
+            sample_weight=None if weights is None else weights[batch_rows], **options)
         expected_loss_sum += loss * len(batch_rows)  # the mean (1/B) Σ w_i ℓ_i back to the sum
     W_out, b_out = stepper.get_params()
     assert W_out.shape == (d, c) and b_out.shape == (c,)
@@ -152,6 +162,32 @@ def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend
     assert_close(b_out, b_ref, dtype, 20 * batch, "b after 20 steps")
     assert_close(stepper.pop_loss_sum(), expected_loss_sum, dtype, 20 * d * batch, "summed loss")
     assert stepper.pop_loss_sum() == 0.0, "pop_loss_sum resets the accumulator"
+    if not options.get("fit_intercept", True):
+        np.testing.assert_array_equal(b_out, b)
+    return W_out, W_ref
+
+
+@WEIGHTED
+@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", STEP_CASES)
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_twenty_fused_steps_match_twenty_oracle_steps(make_backend, rng, backend_name, dtype, model, n, d, c,
+                                                      batch, l2, momentum, nesterov, fit_intercept, weighted):
+    run_twenty_steps(make_backend(backend_name), rng, dtype, model, n, d, c, batch, weighted, l2=l2,
+                     momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept)
+
+
+@WEIGHTED
+@pytest.mark.parametrize("model,n,d,c,batch,options", OPTION_CASES, ids=[option_id(case) for case in OPTION_CASES])
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_twenty_fused_steps_with_options_match_the_oracle(make_backend, rng, backend_name, dtype, model, n, d, c,
+                                                          batch, options, weighted):
+    W_out, W_ref = run_twenty_steps(make_backend(backend_name), rng, dtype, model, n, d, c, batch, weighted,
+                                    **options)
+    if options.get("l1"):
+        if not options.get("momentum"):
+            assert (W_ref == 0).any(), "the case should drive some weights to exactly 0"
+        # Where the oracle's weight is 0 the backend's is 0 too, or within one rounding of the threshold.
+        assert_close(W_out[W_ref == 0], 0.0, dtype, 20 * max(d, batch), "weights the L1 step zeroed")
 
 
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)

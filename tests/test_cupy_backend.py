@@ -58,7 +58,7 @@ KERNEL_PARAMETERS = {
     "softmax_cross_entropy_rows": ("real*", "int64*", "real*?", "real*", "float64*", "int32", "int32", "real",
                                    "real"),
     "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*?", "real*", "float64*", "int32", "real", "real"),
-    "sgd_update": ("real*", "real*", "real*", "int32", "real", "real", "real", "int32"),
+    "sgd_update": ("real*", "real*", "real*", "int32", "real", "real", "real", "real", "int32"),
 }
 # Input dtypes of the contract tests: float16 inputs compute in float32, like every non-float64 input.
 DTYPES = ("float32", "float64", "float16")
@@ -263,19 +263,25 @@ def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, 
     assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
 
 
-@pytest.mark.parametrize("l2,momentum,nesterov", [(0.0, 0.0, False), (0.1, 0.0, False), (0.1, 0.9, False),
-                                                  (0.0, 0.9, True), (0.1, 0.5, True)])
+@pytest.mark.parametrize("l2,momentum,nesterov,l1", [(0.0, 0.0, False, 0.0), (0.1, 0.0, False, 0.0),
+                                                     (0.1, 0.9, False, 0.0), (0.0, 0.9, True, 0.0),
+                                                     (0.1, 0.5, True, 0.0), (0.0, 0.0, False, 1.0),
+                                                     (0.1, 0.9, True, 1.0)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, nesterov):
+def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, nesterov, l1):
     backend, learning_rate, shape = seam_backend, 0.3, (13, 37)  # 481 values: a partial last block of threads
     param, grad, velocity = (rng.normal(size=shape).astype(dtype) for _ in range(3))
     expected_param, expected_velocity = oracle._momentum_update(
         param.astype(np.float64), grad + l2 * param.astype(np.float64), velocity if momentum else 0.0,
         learning_rate, momentum, nesterov)
+    if l1:  # a threshold of 0.3 zeroes about a quarter of the N(0, 1) values
+        expected_param = oracle.soft_threshold(expected_param, learning_rate * l1)
     param_d, velocity_d = backend.asarray(param), backend.asarray(velocity) if momentum else None
     backend.sgd_update_(param_d, backend.asarray(grad), velocity_d, backend.asarray(np.empty_like(param)),
-                        learning_rate, l2, momentum, nesterov)
+                        learning_rate, l2, momentum, nesterov, l1=l1)
     assert_close(backend.to_numpy(param_d), expected_param, dtype, 1, "param")
+    if l1:
+        assert (backend.to_numpy(param_d)[expected_param == 0] == 0).all(), "soft-thresholding gives exact zeros"
     if momentum:
         assert_close(backend.to_numpy(velocity_d), expected_velocity, dtype, 1, "velocity")
 
@@ -317,6 +323,16 @@ def test_twenty_fused_steps_match_twenty_oracle_steps(cupy_flavour, rng, dtype, 
     contract.test_twenty_fused_steps_match_twenty_oracle_steps(
         lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, l2, momentum, nesterov, fit_intercept,
         weighted)
+
+
+@contract.WEIGHTED
+@pytest.mark.parametrize("model,n,d,c,batch,options", contract.OPTION_CASES,
+                         ids=[contract.option_id(case) for case in contract.OPTION_CASES])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_twenty_fused_steps_with_options_match_the_oracle(cupy_flavour, rng, dtype, model, n, d, c, batch, options,
+                                                          weighted):
+    contract.test_twenty_fused_steps_with_options_match_the_oracle(
+        lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, options, weighted)
 
 
 @pytest.mark.parametrize("model", ["softmax", "sigmoid"])

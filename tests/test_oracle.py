@@ -322,3 +322,66 @@ def test_unknown_model_is_rejected():
     with pytest.raises(ValueError, match="softmax"):
         oracle.sgd_step("tanh", np.zeros((1, 1)), [0], np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)), np.zeros(1),
                         learning_rate=0.1)
+
+
+# -- L1 (proximal) and the elastic net --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("l2", "expected_W"), [
+    # X = 0: no data gradient. lr = 1/2, λ₁ = 1/2: the threshold is lr·λ₁ = 1/4.
+    # l2 = 0: W − 0 = W, then every |W| shrinks by 1/4; −1/4 and 1/8 reach 0 exactly.
+    (0.0, [0.75, -0.75, 0.0, 0.0]),
+    # l2 = 1: W − 1/2·W = W/2 = (1/2, −1/2, −1/8, 1/16), then shrink by 1/4: (1/4, −1/4, 0, 0). The elastic net.
+    (1.0, [0.25, -0.25, 0.0, 0.0]),
+])
+def test_l1_step_by_hand(l2, expected_W):
+    X, y = np.zeros((2, 4)), np.array([0, 1])
+    W, b = np.array([[1.0], [-1.0], [-0.25], [0.125]]), np.array([0.0])
+    _, W1, b1, velocity_W, _ = oracle.sgd_step("sigmoid", X, y, W, b, np.zeros_like(W), np.zeros_like(b),
+                                               learning_rate=0.5, l2=l2, l1=0.5)
+    np.testing.assert_array_equal(W1[:, 0], expected_W)
+    np.testing.assert_array_equal(b1, [0.0])  # σ(0) − y averages to 0 over y = (0, 1)
+    # A bias below the threshold is never thresholded: b = 1/8 makes the plain step 1/8 − (σ(1/8) − 1/2)/2 ≠ 0.
+    _, _, b_small, _, _ = oracle.sgd_step("sigmoid", X, y, W, np.array([0.125]), np.zeros_like(W), np.zeros(1),
+                                          learning_rate=0.5, l2=l2, l1=0.5)
+    np.testing.assert_array_equal(b_small, [0.125 - 0.5 * (oracle.sigmoid(0.125) - 0.5)])
+    np.testing.assert_array_equal(velocity_W, l2 * W)  # the velocity holds the smooth gradient only
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_l1_is_soft_thresholding_after_the_step_and_never_touches_the_bias(model, momentum):
+    X, y, W, b = sgd_problem(model, seed=11)
+    velocity_W, velocity_b = np.ones_like(W), np.ones_like(b)
+    kwargs = dict(learning_rate=0.3, l2=0.1, momentum=momentum)
+    loss0, W0, b0, vW0, vb0 = oracle.sgd_step(model, X, y, W, b, velocity_W, velocity_b, **kwargs)
+    loss1, W1, b1, vW1, vb1 = oracle.sgd_step(model, X, y, W, b, velocity_W, velocity_b, l1=2.0, **kwargs)
+    assert loss1 == loss0
+    threshold = 0.3 * 2.0
+    np.testing.assert_array_equal(W1, np.sign(W0) * np.maximum(np.abs(W0) - threshold, 0.0))
+    assert (W1 == 0).any() and (W1 != 0).any()
+    for before, after in ((b0, b1), (vW0, vW1), (vb0, vb1)):
+        np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_strong_l1_drives_every_weight_to_exactly_zero_and_keeps_it_there(model):
+    # lr·|dW| ≤ lr·max|x| < lr·λ₁ once W = 0: the data gradient can no longer pull a weight off 0.
+    X, y, W, b = sgd_problem(model, seed=12)
+    X = np.clip(X, -1, 1)
+    velocity_W, velocity_b = np.zeros_like(W), np.zeros_like(b)
+    b_start = b.copy()
+    for _ in range(30):
+        _, W, b, velocity_W, velocity_b = oracle.sgd_step(model, X, y, W, b, velocity_W, velocity_b,
+                                                          learning_rate=0.1, l1=1.5)
+    assert (W == 0).all()
+    assert not np.array_equal(b, b_start)  # the bias keeps learning
+
+
+def test_zero_l1_is_exactly_the_step_without_it():
+    X, y, W, b = sgd_problem("softmax", seed=13)
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    without = oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.3, l2=0.1, momentum=0.9)
+    with_zero = oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.3, l2=0.1, l1=0.0, momentum=0.9)
+    for a, b_ in zip(without[1:], with_zero[1:]):
+        np.testing.assert_array_equal(a, b_)

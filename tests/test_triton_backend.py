@@ -111,6 +111,7 @@ STEP_OPTIONS = [
     dict(),
     dict(l2=1e-2, momentum=0.9),
     dict(l2=1e-3, momentum=0.5, nesterov=True, fit_intercept=False),
+    dict(l2=1e-3, l1=1e-2, momentum=0.9),
 ]
 
 
@@ -142,7 +143,7 @@ def run_oracle(model, X, y, W, b, orders, batch_size, learning_rate, options, x_
     return (W, b), losses
 
 
-@pytest.mark.parametrize("options", STEP_OPTIONS, ids=("plain", "l2-momentum", "nesterov-no-intercept"))
+@pytest.mark.parametrize("options", STEP_OPTIONS, ids=("plain", "l2-momentum", "nesterov-no-intercept", "elastic-net"))
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))
 def test_twenty_steps_match_oracle_and_numpy_backend(triton_backend, model, dtype, options, rng):

@@ -209,11 +209,13 @@ def test_gathered_rows_and_masked_tail(model, dtype, rng):
     assert_close(grad[n_features * n_classes:], np.reshape(db, -1), dtype, batch, "db")
 
 
-@pytest.mark.parametrize("momentum, nesterov, l2, fit_intercept", [
-    (0.0, False, 0.0, True), (0.9, False, 1e-2, True), (0.9, True, 1e-3, False),
+@pytest.mark.parametrize("momentum, nesterov, l2, fit_intercept, l1", [
+    (0.0, False, 0.0, True, 0.0), (0.9, False, 1e-2, True, 0.0), (0.9, True, 1e-3, False, 0.0),
+    (0.0, False, 0.0, True, 1.0), (0.9, True, 1e-2, True, 1.0),
 ])
-def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept, rng):
-    """The second launch: L2 on W only, (Nesterov) momentum, frozen intercept, accumulator reset to zero."""
+def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept, l1, rng):
+    """The second launch: L2 and L1 (proximal) on W only, (Nesterov) momentum, frozen intercept, accumulator reset
+    to zero."""
     n_features, n_classes = 31, 10
     W, b, theta = make_params(rng, n_features, n_classes, scale=0.3)
     grad_host = rng.normal(size=theta.numel()).astype(np.float32)
@@ -221,7 +223,7 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
     velocity = torch.from_numpy(rng.normal(size=theta.numel()).astype(np.float32)).to(DEVICE)
     v0 = velocity.cpu().numpy().astype(np.float64)
     n_weights = n_features * n_classes
-    KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, momentum=momentum,
+    KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1, momentum=momentum,
                                      nesterov=nesterov, fit_intercept=fit_intercept,
                                      velocity=velocity if momentum else None)
     g = grad_host.astype(np.float64)
@@ -229,6 +231,8 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
     v = momentum * v0 + g
     step = (g + momentum * v if nesterov else v) if momentum else g
     expected = np.concatenate([W.ravel(), b]) - 0.1 * step
+    # L1's soft-thresholding by lr·l1 = 0.1 on W only; the bias keeps its plain step.
+    expected[:n_weights] = oracle.soft_threshold(expected[:n_weights], 0.1 * l1) if l1 else expected[:n_weights]
     if not fit_intercept:
         expected[n_weights:] = b
     assert_close(theta.cpu().numpy(), expected, "float32", 1, "theta")

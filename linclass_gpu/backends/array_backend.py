@@ -7,7 +7,8 @@ buffers made once for the largest batch, and every intermediate of shape (B, K) 
 own.
 
 Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_` (logits
-to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum and the update). Here they are plain
+to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum, the update and L1's
+soft-thresholding). Here they are plain
 array code; the CuPy backend replaces each by one CUDA kernel doing the same arithmetic.
 """
 
@@ -73,6 +74,18 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
         dW *= x_scale
 
 
+def soft_threshold_(xp, param: Any, threshold: Any, scratch: Any) -> None:
+    """``param ← sign(param)·max(|param| − threshold, 0)`` in place (``scratch``: ``param``'s shape, overwritten).
+
+    ``threshold ≥ 0`` is a scalar or an array like ``param``. The sign is put back by ``copysign``, so an entry that
+    lands on 0 keeps its sign bit (−0.0 == 0).
+    """
+    xp.abs(param, out=scratch)
+    scratch -= threshold
+    xp.maximum(scratch, 0, out=scratch)
+    xp.copysign(scratch, param, out=param)
+
+
 class ArrayFusedSGD(FusedSGD):
     """The fused SGD step of :class:`ArrayBackend`: gather, forward, backward and update on preallocated buffers.
 
@@ -81,13 +94,14 @@ class ArrayFusedSGD(FusedSGD):
 
     def __init__(self, backend: "ArrayBackend", model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
-                 x_scale: float, sample_weight: Any):
+                 x_scale: float, sample_weight: Any, l1: float = 0.0):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         xp = backend.xp
         self.backend, self.xp, self.model = backend, xp, model
         self.n_features, self.n_outputs = W.shape
-        self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
+        self.l2, self.l1 = float(l2), float(l1)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
         dtype = compute_dtype(X.dtype)
         self._X, self._y = X, y
@@ -124,7 +138,7 @@ class ArrayFusedSGD(FusedSGD):
                           self._Z[:batch_size], self._dW, self._db, self._loss_sum)
         velocity_W, velocity_b = self._velocity
         backend.sgd_update_(self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.l2, self.momentum,
-                            self.nesterov)
+                            self.nesterov, l1=self.l1)
         if self.fit_intercept:  # the bias is never penalised
             backend.sgd_update_(self.b, self._db, velocity_b, self._scratch_b, learning_rate, 0.0, self.momentum,
                                 self.nesterov)
@@ -189,9 +203,10 @@ class ArrayBackend(Backend):
         Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
 
     def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
-                    momentum: float, nesterov: bool) -> None:
-        """In-place (momentum) SGD with L2: ``g = grad + l2·p``; ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov
-        else v)``.
+                    momentum: float, nesterov: bool, l1: float = 0.0) -> None:
+        """In-place (momentum) SGD with L2 and L1: ``g = grad + l2·p``; ``v ← μ v + g``;
+        ``p ← p − lr·(g + μ v if nesterov else v)``; then, with ``l1``, ``p ← sign(p)·max(|p| − lr·l1, 0)`` (the
+        proximal step of ``lr·l1·‖p‖₁``, see :meth:`Backend.fused_sgd`).
 
         ``grad`` is overwritten; ``velocity`` is None for plain SGD; ``scratch`` has ``param``'s shape.
         """
@@ -209,6 +224,8 @@ class ArrayBackend(Backend):
                 step = velocity
         xp.multiply(step, learning_rate, out=scratch)
         param -= scratch
+        if l1:
+            soft_threshold_(xp, param, learning_rate * l1, scratch)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self.xp.asarray(a, dtype=dtype, order="C")  # C-contiguous, and a 0-d array stays 0-d
@@ -257,13 +274,13 @@ class ArrayBackend(Backend):
         Z += b
         return Z
 
-    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, momentum=0.0, nesterov=False,
+    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                   fit_intercept=True, x_scale=1.0, sample_weight=None):
         dtype = compute_dtype(X.dtype)
         if model == "sigmoid":
             y = y.astype(dtype, copy=False)
         return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
-                             l2=l2, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                             l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
                              x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype))
 
     def _weights(self, sample_weight: Any, n_rows: int, dtype: np.dtype) -> Any:

@@ -35,8 +35,8 @@ class FusedSGD(abc.ABC):
 
     One ``step`` call computes, for the rows of one minibatch,
     ``Z = s·X_b W + b``, the softmax or sigmoid of ``Z``, the weighted summed loss ``Σ_i w_i ℓ_i``,
-    ``dZ_i = w_i (P_i − Y_i)``, ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B`` and the (momentum) SGD update of ``W``
-    and ``b``, where ``s`` is the input scale and ``w_i`` the row's sample weight (1 without weights). It never reads
+    ``dZ_i = w_i (P_i − Y_i)``, ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B``, the (momentum) SGD update of ``W``
+    and ``b`` and, with L1, the soft-thresholding of ``W`` (see :meth:`Backend.fused_sgd`), where ``s`` is the input scale and ``w_i`` the row's sample weight (1 without weights). It never reads
     anything back to the host: the loss is accumulated on the device and fetched by :meth:`pop_loss_sum`, once per
     epoch.
 
@@ -187,6 +187,7 @@ class Backend(abc.ABC):
         *,
         max_batch_size: int,
         l2: float = 0.0,
+        l1: float = 0.0,
         momentum: float = 0.0,
         nesterov: bool = False,
         fit_intercept: bool = True,
@@ -207,6 +208,14 @@ class Backend(abc.ABC):
             Largest ``B`` that ``step`` will be given (buffers are allocated once for it).
         l2 : float
             L2 strength: the gradient of ``l2/2·‖W‖²`` is added to ``dW``; never applied to ``b``.
+        l1 : float
+            L1 strength: the penalty ``l1·‖W‖₁``, never on ``b``, applied after the (momentum) update of ``W`` by its
+            proximal (soft-thresholding) step ``W ← sign(W)·max(|W| − lr·l1, 0)``. Proximal, not the subgradient
+            ``l1·sign(W)`` added to ``dW``: the subgradient leaves a weight that should be 0 oscillating around it
+            by ``lr·l1``, the proximal step sets it to exactly 0 (a sparse model), and it needs no ``sign(0)``
+            convention. The velocity holds the smooth part of the gradient only. ``l2`` and ``l1`` both non-zero is
+            the elastic net (an estimator's ``alpha, l1_ratio`` map to ``l2 = alpha·(1 − l1_ratio)``,
+            ``l1 = alpha·l1_ratio``). With ``l1 = 0`` the step is exactly the one without the L1 code.
         momentum : float
             Heavy-ball coefficient μ in ``v ← μ v + g``; 0 is plain SGD.
         nesterov : bool

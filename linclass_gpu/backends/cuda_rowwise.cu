@@ -119,16 +119,24 @@ extern "C" __global__ void sigmoid_binary_cross_entropy_rows(
 }
 
 // The whole (momentum) SGD update of one parameter array in one pass:
-//   g = grad + l2·p;  v ← μ v + g;  p ← p − lr·(g + μ v if nesterov else v).
+//   g = grad + l2·p;  v ← μ v + g;  p ← p − lr·(g + μ v if nesterov else v);
+// then, with l1 > 0, the proximal step of lr·l1·‖p‖₁ (soft-thresholding): p ← sign(p)·max(|p| − lr·l1, 0), written
+// as three exact cases (p − t, p + t or 0) so no copysign is needed. Proximal, not l1·sign(p) added to g: a weight
+// that should be 0 lands on exactly 0 instead of oscillating around it. l1 = 0 skips it (the bias passes 0).
 // Plain SGD passes velocity = grad (μ = 0 makes v = g), hence no __restrict__ on those two.
 extern "C" __global__ void sgd_update(
     real_t* __restrict__ param, const real_t* grad, real_t* velocity, int n_values,
-    real_t learning_rate, real_t l2, real_t momentum, int nesterov)
+    real_t learning_rate, real_t l2, real_t l1, real_t momentum, int nesterov)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_values) return;
     const real_t g = grad[i] + l2 * param[i];  // d/dp of l2/2·‖p‖² is l2·p
     const real_t v = momentum * velocity[i] + g;
     velocity[i] = v;
-    param[i] -= learning_rate * (nesterov ? g + momentum * v : v);
+    real_t p = param[i] - learning_rate * (nesterov ? g + momentum * v : v);
+    if (l1 > 0) {
+        const real_t threshold = learning_rate * l1;
+        p = p > threshold ? p - threshold : (p < -threshold ? p + threshold : (real_t)0);
+    }
+    param[i] = p;
 }

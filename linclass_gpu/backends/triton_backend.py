@@ -101,7 +101,7 @@ class TritonFusedSGD(FusedSGD):
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
-                 x_scale: float, sample_weight=None):
+                 x_scale: float, sample_weight=None, l1: float = 0.0):
         torch = backend._torch
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -124,7 +124,8 @@ class TritonFusedSGD(FusedSGD):
             if low < 0 or high >= self.n_outputs:
                 raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{low}, {high}]")
         self._sample_weight = backend._weights(sample_weight, self._X.shape[0])
-        self.l2, self.momentum, self.nesterov = float(l2), float(momentum), bool(nesterov)
+        self.l2, self.l1 = float(l2), float(l1)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
         self.deterministic = backend.deterministic
         n_weights = self.n_features * self.n_outputs
@@ -169,7 +170,7 @@ class TritonFusedSGD(FusedSGD):
                 self._X, rows, self._y, self._theta, self._grad, loss, **common)
         self._kernels.update.launch_sgd_update(
             self._theta, self._grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
-            momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+            l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
             velocity=self._velocity, deterministic=self.deterministic, n_partials=n_programs,
             loss_partials=self._loss_partials, loss_sum=self._loss_sum)
 
@@ -357,8 +358,8 @@ class TritonBackend(Backend):
 
     # -- the fused step -----------------------------------------------------------------------------------------------
 
-    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, momentum=0.0, nesterov=False,
+    def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                   fit_intercept=True, x_scale=1.0, sample_weight=None):
-        return TritonFusedSGD(self, model, X, y, W, b, max_batch_size=max_batch_size, l2=l2, momentum=momentum,
-                              nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
+        return TritonFusedSGD(self, model, X, y, W, b, max_batch_size=max_batch_size, l2=l2, l1=l1,
+                              momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
                               sample_weight=sample_weight)
