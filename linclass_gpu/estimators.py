@@ -62,6 +62,8 @@ class _LinearClassifier:
         tol: float | None = None,
         warm_start: bool = False,
         class_weight: dict | str | None = None,
+        penalty: str | None = "l2",
+        l1_ratio: float = 0.15,
     ):
         self.backend = backend
         self.epochs = epochs
@@ -87,6 +89,8 @@ class _LinearClassifier:
         self.tol = tol
         self.warm_start = warm_start
         self.class_weight = class_weight
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class _LinearClassifier:
         return np.dtype(self.dtype)
 
     def _checked_schedule(self) -> LearningRateSchedule:
+        """Validate the step hyperparameters (epochs, batch, penalty, momentum, rate) and build the schedule."""
         check_positive("epochs", self.epochs, integer=True)
         check_positive("batch_size", self.batch_size, integer=True)
         check_positive("alpha", self.alpha, allow_zero=True)
@@ -136,8 +141,21 @@ class _LinearClassifier:
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
         check_positive("learning_rate", self.learning_rate)
+        self._penalty_strengths()
         return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
                                     float(self.power_t), float(self.alpha), int(self.batch_size))
+
+    def _penalty_strengths(self) -> tuple[float, float]:
+        """``(l2, l1)`` from ``penalty``, ``alpha`` and ``l1_ratio``, as scikit-learn maps them: elastic net is
+        ``alpha·(1 − l1_ratio)/2·‖W‖² + alpha·l1_ratio·‖W‖₁``."""
+        if not (isinstance(self.l1_ratio, (int, float)) and 0 <= self.l1_ratio <= 1):
+            raise ValueError(f"l1_ratio must be in [0, 1], got {self.l1_ratio!r}")
+        l1_share = {"l2": 0.0, "l1": 1.0, "elasticnet": float(self.l1_ratio), None: None}
+        if self.penalty not in l1_share:
+            raise ValueError(f"penalty must be 'l2', 'l1', 'elasticnet' or None, got {self.penalty!r}")
+        if self.penalty is None:
+            return 0.0, 0.0
+        return self.alpha * (1.0 - l1_share[self.penalty]), self.alpha * l1_share[self.penalty]
 
     def _checked_plateau(self) -> PlateauRule | None:
         """scikit-learn's rule: monitor the validation score with ``early_stopping``, else the training loss; act
@@ -287,10 +305,11 @@ class _LinearClassifier:
         """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros, with
         per-row loss weights (host, shape (N,)) or none."""
         n_outputs = self._n_outputs(n_classes)
+        l2, l1 = self._penalty_strengths()
         stepper = backend.fused_sgd(
             self._model, X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
             np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
-            l2=self.alpha, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+            l2=l2, l1=l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
             x_scale=self.input_scale, sample_weight=None if weights is None else backend.asarray(weights, dtype),
         )
         if state is not None:
@@ -435,7 +454,12 @@ class SoftmaxRegression(_LinearClassifier):
     nesterov : bool
         Nesterov momentum.
     alpha : float
-        L2 strength on the weights (not the bias).
+        Penalty strength on the weights (never the bias).
+    penalty : {"l2", "l1", "elasticnet"} or None
+        ``alpha/2·‖W‖²``, ``alpha·‖W‖₁`` (a proximal step: weights reach exactly 0), or both, split by
+        ``l1_ratio`` as in scikit-learn.
+    l1_ratio : float
+        The L1 share of ``alpha`` for "elasticnet", in [0, 1].
     fit_intercept : bool
         Learn the bias ``b``; when False it stays 0.
     shuffle : bool

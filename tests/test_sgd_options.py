@@ -147,3 +147,47 @@ def test_resume_mid_plateau_equals_an_uninterrupted_run(tmp_path, problem):
     straight = SoftmaxRegression(epochs=9, **options).fit(X, y)
     np.testing.assert_array_equal(resumed.coef_, straight.coef_)
     np.testing.assert_array_equal(resumed.loss_curve_, straight.loss_curve_)
+
+
+@pytest.fixture
+def sparse_problem(rng):
+    """Two informative features among twenty: an L1 model should zero the other eighteen."""
+    X = rng.normal(size=(600, 20)).astype(np.float32)
+    return X, (X[:, 0] - X[:, 1] > 0).astype(int)
+
+
+# A constant rate keeps the proximal threshold lr·l1 from shrinking to nothing, as a decaying one would.
+SPARSE_FIT = dict(alpha=0.03, epochs=20, random_state=0, schedule="constant")
+
+
+def test_l1_zeroes_most_irrelevant_weights_exactly(sparse_problem):
+    X, y = sparse_problem
+    l1 = LogisticRegression(penalty="l1", **SPARSE_FIT).fit(X, y)
+    l2 = LogisticRegression(penalty="l2", **SPARSE_FIT).fit(X, y)
+    assert np.count_nonzero(l1.coef_[0, 2:]) <= 9 and np.all(l1.coef_[0, :2] != 0)
+    assert np.count_nonzero(l2.coef_[0, 2:]) == 18
+    assert l1.score(X, y) > 0.95
+
+
+def test_elasticnet_lies_between_and_penalty_none_is_alpha_zero(sparse_problem):
+    X, y = sparse_problem
+    nonzero = {ratio: np.count_nonzero(SoftmaxRegression(penalty="elasticnet", l1_ratio=ratio, **SPARSE_FIT)
+                                       .fit(X, y).coef_) for ratio in (0.2, 0.6, 1.0)}
+    assert nonzero[1.0] < nonzero[0.6] < nonzero[0.2]
+    no_penalty = SoftmaxRegression(penalty=None, epochs=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(no_penalty.coef_, SoftmaxRegression(alpha=0.0, epochs=3, random_state=0)
+                                  .fit(X, y).coef_)
+
+
+def test_the_bias_is_never_penalised(rng):
+    X = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (rng.random(400) < 0.9).astype(int)  # the label depends on nothing but the bias
+    model = LogisticRegression(penalty="l1", alpha=0.5, epochs=20, random_state=0).fit(X, y)
+    assert np.all(model.coef_ == 0) and model.intercept_[0] > 1.5
+
+
+@pytest.mark.parametrize("parameters,message", [(dict(penalty="l3"), "penalty"),
+                                                (dict(penalty="elasticnet", l1_ratio=1.5), "l1_ratio")])
+def test_bad_penalties_are_refused(sparse_problem, parameters, message):
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(**parameters).fit(*sparse_problem)
