@@ -6,8 +6,9 @@ sigmoid (K = 1) kernels, so one kernel serves both models::
     g  = dW_acc                         fast: the atomic accumulator, then zeroed here for the next step
        = Σ_p partial_p                  deterministic: fixed-order sum of the per-program slices
     g += l2·W                           (W only, never b)
-    v  = μ v + g;  step = g + μ v (Nesterov) or v;   θ ← θ − lr·step
-    W ← sign(W)·max(|W| − lr·l1, 0)     L1's proximal (soft-thresholding) step, W only, when L1 (see below)
+    v  = μ v + g;  step = g + μ v (Nesterov) or v;   θ ← θ − lr·step;   s = lr            SGD
+    G  = G + g²;   s = lr/(√G + ε);                  θ ← θ − s·g                      AdaGrad (ADAGRAD)
+    W ← sign(W)·max(|W| − s·l1, 0)      L1's proximal (soft-thresholding) step, W only, when L1 (see below)
 
 L1 is proximal rather than the subgradient ``l1·sign(W)`` added to g: a weight that should be 0 lands on exactly 0
 instead of oscillating around it by lr·l1. ``L1`` is a constexpr, so without it the kernel is the one without L1
@@ -48,10 +49,10 @@ def max_partials(n_params: int, n_blocks: int) -> int:
 
 @triton.jit
 def sgd_update_kernel(
-    theta_ptr, grad_ptr, velocity_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
-    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum,
+    theta_ptr, grad_ptr, velocity_ptr, accumulator_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
+    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps,
     BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr, L1: tl.constexpr,
+    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr, L1: tl.constexpr, ADAGRAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -79,21 +80,30 @@ def sgd_update_kernel(
         g += tl.where(is_weight, l2 * theta, 0.0)
         # Without an intercept, b keeps its initial value.
         update_mask = mask if FIT_INTERCEPT else mask & is_weight
-        # 3. Heavy-ball / Nesterov momentum.
-        if MOMENTUM:
-            v = momentum * tl.load(velocity_ptr + offs, mask=mask, other=0.0) + g
-            tl.store(velocity_ptr + offs, v, mask=update_mask)
-            if NESTEROV:
-                step = g + momentum * v
-            else:
-                step = v
+        if ADAGRAD:
+            # 3. AdaGrad: G ← G + g², a step size s = lr/(√G + ε) per parameter (√ rounded to nearest).
+            sum_of_squares = tl.load(accumulator_ptr + offs, mask=mask, other=0.0) + g * g
+            tl.store(accumulator_ptr + offs, sum_of_squares, mask=update_mask)
+            step_size = learning_rate / (tl.sqrt_rn(sum_of_squares) + eps)
+            # 4. θ ← θ − s·g
+            theta = theta - step_size * g
         else:
-            step = g
-        # 4. θ ← θ − lr·step
-        theta = theta - learning_rate * step
+            # 3. Heavy-ball / Nesterov momentum.
+            if MOMENTUM:
+                v = momentum * tl.load(velocity_ptr + offs, mask=mask, other=0.0) + g
+                tl.store(velocity_ptr + offs, v, mask=update_mask)
+                if NESTEROV:
+                    step = g + momentum * v
+                else:
+                    step = v
+            else:
+                step = g
+            # 4. θ ← θ − lr·step
+            theta = theta - learning_rate * step
+            step_size = learning_rate
         if L1:
-            # 5. Proximal step of lr·l1·‖W‖₁ on W only: sign(W)·max(|W| − t, 0) as its three exact cases.
-            threshold = learning_rate * l1
+            # 5. Proximal step of s·l1·‖W‖₁ on W only: sign(W)·max(|W| − t, 0) as its three exact cases.
+            threshold = step_size * l1
             shrunk = tl.where(theta > threshold, theta - threshold,
                               tl.where(theta < -threshold, theta + threshold, 0.0))
             theta = tl.where(is_weight, shrunk, theta)
@@ -109,8 +119,11 @@ def sgd_update_kernel(
 
 def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                       fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
-                      loss_sum=None, grad_out=None):
-    """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given)."""
+                      loss_sum=None, grad_out=None, accumulator=None, eps=1e-10):
+    """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given).
+
+    An ``accumulator`` (θ-sized, fp32) makes the step AdaGrad's with that ``eps``; without it, (momentum) SGD.
+    """
     n_params = theta.numel()
     if theta.dtype != torch.float32 or grad.dtype != torch.float32:
         raise ValueError("theta and grad must be float32")
@@ -118,14 +131,17 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
         raise ValueError("grad is smaller than n_partials slices of theta")
     if momentum and velocity is None:
         raise ValueError("momentum needs a velocity buffer")
+    if accumulator is not None and momentum:
+        raise ValueError("AdaGrad (an accumulator) takes no momentum")
     if deterministic and (loss_partials is None or loss_sum is None):
         raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
     dummy = theta
     sgd_update_kernel[(triton.cdiv(n_params, BLOCK),)](
-        theta, grad, velocity if velocity is not None else dummy,
+        theta, grad, velocity if velocity is not None else dummy, accumulator if accumulator is not None else dummy,
         loss_partials if loss_partials is not None else dummy, loss_sum if loss_sum is not None else dummy,
         grad_out if grad_out is not None else dummy,
-        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(l1), float(momentum),
+        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(l1), float(momentum), float(eps),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
-        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, L1=bool(l1), num_warps=NUM_WARPS,
+        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, L1=bool(l1),
+        ADAGRAD=accumulator is not None, num_warps=NUM_WARPS,
     )

@@ -103,21 +103,22 @@ def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=Fa
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
-                  n_features=784, n_classes=10):
+                  adagrad=False, n_features=784, n_classes=10):
     from .backends.triton_backend import kernel_module
 
     update = kernel_module("sgd_update")
     signature = {
-        "theta_ptr": "*fp32", "grad_ptr": "*fp32", "velocity_ptr": "*fp32", "loss_partials_ptr": "*fp32",
+        "theta_ptr": "*fp32", "grad_ptr": "*fp32", "velocity_ptr": "*fp32", "accumulator_ptr": "*fp32",
+        "loss_partials_ptr": "*fp32",
         "loss_sum_ptr": "*fp64", "grad_out_ptr": "*fp32", "n_weights": "i32", "n_params": "i32", "n_partials": "i32",
-        "learning_rate": "fp32", "l2": "fp32", "l1": "fp32", "momentum": "fp32",
+        "learning_rate": "fp32", "l2": "fp32", "l1": "fp32", "momentum": "fp32", "eps": "fp32",
     }
     constexprs = {
         "BLOCK": update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
-        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update, "L1": l1,
+        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update, "L1": l1, "ADAGRAD": adagrad,
     }
     flags = ["deterministic" if deterministic else "atomics"]
-    flags += ["nesterov momentum" if nesterov else "momentum" if momentum else "plain"]
+    flags += ["adagrad" if adagrad else "nesterov momentum" if nesterov else "momentum" if momentum else "plain"]
     flags += [] if apply_update else ["reduce only"]
     flags += ["l1"] if l1 else []
     flags += [f"D={n_features} C={n_classes}"]
@@ -153,7 +154,8 @@ def shipped_builds() -> list[KernelBuild]:
     builds += [
         _update_build(), _update_build(momentum=True, nesterov=True),
         _update_build(deterministic=True, momentum=True), _update_build(deterministic=True, apply_update=False),
-        _update_build(momentum=True, l1=True),
+        _update_build(momentum=True, l1=True), _update_build(adagrad=True, l1=True),
+        _update_build(deterministic=True, adagrad=True),
     ]
     return builds
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.base import MODELS
+from .backends.base import ADAGRAD_EPS, MODELS, check_optimizer
 
 __all__ = [
     "sigmoid",
@@ -285,6 +285,17 @@ def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
     return param - learning_rate * step, new_velocity  # param ← param − lr · step
 
 
+def _adagrad_update(param, grad, accumulator, learning_rate):
+    """One AdaGrad step: ``G ← G + g²``; ``param ← param − lr · g / (√G + ε)``.
+
+    Returns the new parameter, the new ``G`` and the per-parameter step size ``lr / (√G + ε)`` (for L1's proximal
+    step).
+    """
+    new_accumulator = accumulator + grad**2  # G ← G + g²
+    step_size = learning_rate / (np.sqrt(new_accumulator) + ADAGRAD_EPS)  # lr / (√G + ε), one per entry
+    return param - step_size * grad, new_accumulator, step_size
+
+
 def soft_threshold(param, threshold):
     """The proximal operator of ``threshold · ‖p‖₁``: ``sign(p) · max(|p| − threshold, 0)``.
 
@@ -319,8 +330,12 @@ def sgd_step(
     fit_intercept=True,
     x_scale=1.0,
     sample_weight=None,
+    optimizer="sgd",
+    accumulator_W=None,
+    accumulator_b=None,
 ):
-    """One minibatch SGD step with L2, L1 (proximal) and (Nesterov) momentum: the reference for the fused steps.
+    """One minibatch step with L2, L1 (proximal) and (Nesterov) momentum SGD or AdaGrad: the reference for the
+    fused steps.
 
     Pure: the inputs are not modified; the updated parameters and velocities are new arrays.
 
@@ -355,13 +370,19 @@ def sgd_step(
         The model sees ``x_scale · X``.
     sample_weight : array_like, shape (B,), optional
         The weights ``w_i`` of the minibatch rows; the data gradient is that of ``(1/B) Σ_i w_i ℓ_i``.
+    optimizer : {"sgd", "adagrad"}
+        ``"adagrad"`` needs ``momentum = 0`` and the accumulators.
+    accumulator_W, accumulator_b : array_like, shapes (D, K) and (K,), optional
+        AdaGrad's running sums of squared gradients ``G`` (zeros at the start of training).
 
     Returns
     -------
     loss : float
         Mean (weighted) data loss ``(1/B) Σ_i w_i ℓ_i`` (no penalty term) at the parameters *before* the update.
     W, b, velocity_W, velocity_b : ndarray
-        The updated values, shapes as given.
+        The updated values, shapes as given (the velocities unchanged with AdaGrad).
+    accumulator_W, accumulator_b : ndarray
+        The updated accumulators; returned only when they are passed (the 5-tuple above stays as it was without).
 
     Notes
     -----
@@ -371,7 +392,14 @@ def sgd_step(
     added to ``g``: the subgradient makes a weight that should be 0 oscillate around it by ``lr · λ₁`` and never
     reach it, while the proximal step sets it to exactly 0, so the model comes out sparse. The velocity holds the
     smooth part of the gradient only.
+
+    AdaGrad instead: ``G ← G + g²``, ``param ← param − lr · g / (√G + ε)`` with ``ε = 1e-10``, per entry, for ``W``
+    (``g_W`` with L2) and ``b``; L1's threshold is then per entry too, ``lr · λ₁ / (√G + ε)``.
     """
+    check_optimizer(optimizer, momentum, nesterov)
+    return_accumulators = accumulator_W is not None or accumulator_b is not None
+    if optimizer == "adagrad" and not return_accumulators:
+        raise ValueError("optimizer='adagrad' needs accumulator_W and accumulator_b")
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     velocity_W = np.asarray(velocity_W, dtype=np.float64)
@@ -385,12 +413,24 @@ def sgd_step(
     else:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
+    if return_accumulators:
+        accumulator_W = np.asarray(accumulator_W, dtype=np.float64)
+        accumulator_b = np.asarray(accumulator_b, dtype=np.float64)
     grad_W = dW + l2 * W  # g_W = dW + λ W
-    W, velocity_W = _momentum_update(W, grad_W, velocity_W, learning_rate, momentum, nesterov)
-    if l1:
-        W = soft_threshold(W, learning_rate * l1)  # prox of lr·λ₁‖W‖₁, on W only
-    if fit_intercept:
-        b, velocity_b = _momentum_update(b, db, velocity_b, learning_rate, momentum, nesterov)  # g_b = db, no λ
+    if optimizer == "adagrad":
+        W, accumulator_W, step_size_W = _adagrad_update(W, grad_W, accumulator_W, learning_rate)
+        velocity_W, velocity_b = velocity_W.copy(), velocity_b.copy()
     else:
+        W, velocity_W = _momentum_update(W, grad_W, velocity_W, learning_rate, momentum, nesterov)
+        step_size_W = learning_rate
+    if l1:
+        W = soft_threshold(W, step_size_W * l1)  # prox of step·λ₁‖W‖₁, on W only
+    if not fit_intercept:
         b, velocity_b = b.copy(), velocity_b.copy()  # pure: never hand back the caller's own arrays
+    elif optimizer == "adagrad":
+        b, accumulator_b, _ = _adagrad_update(b, db, accumulator_b, learning_rate)  # g_b = db, no λ
+    else:
+        b, velocity_b = _momentum_update(b, db, velocity_b, learning_rate, momentum, nesterov)  # g_b = db, no λ
+    if return_accumulators:
+        return loss, W, b, velocity_W, velocity_b, accumulator_W.copy(), accumulator_b.copy()
     return loss, W, b, velocity_W, velocity_b

@@ -15,7 +15,7 @@
 #include <functional>
 #include <type_traits>
 #include <ucontext.h>
-using std::exp; using std::fabs; using std::log; using std::log1p;
+using std::exp; using std::fabs; using std::log; using std::log1p; using std::sqrt;
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -108,8 +108,10 @@ void run_sigmoid_binary_cross_entropy_rows(unsigned grid, unsigned block, real_t
     launch(sigmoid_binary_cross_entropy_rows, grid, block, logits, labels, weights, bias, loss_sum, n_rows, x_scale,
            inv_batch);
 }
-void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity, int n_values,
-                    real_t learning_rate, real_t l2, real_t l1, real_t momentum, int nesterov) {
-    launch(sgd_update, grid, block, param, grad, velocity, n_values, learning_rate, l2, l1, momentum, nesterov);
+void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity,
+                    real_t* accumulator, int n_values, real_t learning_rate, real_t l2, real_t l1, real_t momentum,
+                    int nesterov, real_t eps) {
+    launch(sgd_update, grid, block, param, grad, velocity, accumulator, n_values, learning_rate, l2, l1, momentum,
+           nesterov, eps);
 }
 }

@@ -124,6 +124,10 @@ OPTION_CASES = [
     ("softmax", 129, 13, 10, 32, dict(l1=0.05)),  # L1 alone
     ("softmax", 50, 31, 3, 16, dict(l1=0.1, l2=1e-2, momentum=0.9)),  # elastic net with momentum
     ("sigmoid", 129, 13, 1, 20, dict(l1=0.1, l2=1e-3, momentum=0.5, nesterov=True, fit_intercept=False)),
+    # AdaGrad: alone, with the elastic net (L1's threshold per parameter), and a frozen intercept.
+    ("softmax", 129, 13, 10, 32, dict(optimizer="adagrad")),
+    ("softmax", 50, 31, 3, 16, dict(optimizer="adagrad", l2=1e-2, l1=0.1)),
+    ("sigmoid", 129, 13, 1, 20, dict(optimizer="adagrad", l1=0.1, fit_intercept=False)),
 ]
 
 
@@ -145,16 +149,28 @@ def run_twenty_steps(backend, rng, dtype, model, n, d, c, batch, weighted, **opt
     rows = backend.asarray(order)
     W_ref, b_ref = W.astype(np.float64), b.astype(np.float64)
     velocity_W, velocity_b = np.zeros_like(W_ref), np.zeros_like(b_ref)
+    accumulator_W, accumulator_b = np.zeros_like(W_ref), np.zeros_like(b_ref)
     expected_loss_sum = 0.0
     for step in range(20):
         start = (step * batch) % n
         batch_rows = order[start:start + batch]
         learning_rate = 0.3 / (1 + step)
         stepper.step(rows[start:start + batch], learning_rate)
-        loss, W_ref, b_ref, velocity_W, velocity_b = oracle.sgd_step(
+        loss, W_ref, b_ref, velocity_W, velocity_b, accumulator_W, accumulator_b = oracle.sgd_step(
             model, X[batch_rows], y[batch_rows], W_ref, b_ref, velocity_W, velocity_b, learning_rate=learning_rate,
-            sample_weight=None if weights is None else weights[batch_rows], **options)
+            sample_weight=None if weights is None else weights[batch_rows], accumulator_W=accumulator_W,
+            accumulator_b=accumulator_b, **options)
         expected_loss_sum += loss * len(batch_rows)  # the mean (1/B) Σ w_i ℓ_i back to the sum
+    state = stepper.get_state()
+    # The buffers an optimizer keeps (the oracle's velocity of plain SGD is g itself; the backends keep none).
+    expected_state = {}
+    if options.get("momentum"):
+        expected_state.update(velocity_W=velocity_W, velocity_b=velocity_b)
+    if options.get("optimizer") == "adagrad":
+        expected_state.update(accumulator_W=accumulator_W, accumulator_b=accumulator_b)
+    for name, expected in expected_state.items():
+        assert state[name].shape == expected.shape, name
+        assert_close(state[name], expected, dtype, 20 * max(d, batch), name)
     W_out, b_out = stepper.get_params()
     assert W_out.shape == (d, c) and b_out.shape == (c,)
     # Twenty steps compound rounding: one dtype rounding per step on top of each step's reduction.
@@ -188,6 +204,55 @@ def test_twenty_fused_steps_with_options_match_the_oracle(make_backend, rng, bac
             assert (W_ref == 0).any(), "the case should drive some weights to exactly 0"
         # Where the oracle's weight is 0 the backend's is 0 too, or within one rounding of the threshold.
         assert_close(W_out[W_ref == 0], 0.0, dtype, 20 * max(d, batch), "weights the L1 step zeroed")
+
+
+@pytest.mark.parametrize("options", [dict(momentum=0.9, l1=0.01), dict(optimizer="adagrad", l2=1e-2, l1=0.01)],
+                         ids=["momentum", "adagrad"])
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_get_state_set_state_round_trip_resumes_bitwise(make_backend, rng, backend_name, dtype, options):
+    """Ten steps, the state through the host into a fresh step, ten more: bitwise the twenty steps of one run."""
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, 40, 7, 3, dtype)
+    rows = backend.asarray(rng.permutation(40))
+
+    def build():
+        return backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=8,
+                                 **options)
+
+    def run(stepper, steps):
+        for step in steps:
+            start = (step * 8) % 40
+            stepper.step(rows[start:start + 8], 0.3 / (1 + step))
+
+    straight = build()
+    run(straight, range(20))
+    first = build()
+    run(first, range(10))
+    state = first.get_state()
+    assert set(state) >= {"W", "b", "velocity_W", "velocity_b", "accumulator_W", "accumulator_b"}
+    buffer = "accumulator_W" if options.get("optimizer") == "adagrad" else "velocity_W"
+    assert np.abs(state[buffer]).max() > 0, f"{buffer} carries the optimizer's state"
+    resumed = build()
+    resumed.set_state({name: value.copy() for name, value in state.items()})
+    run(resumed, range(10, 20))
+    for name, value in straight.get_state().items():
+        assert value.tobytes() == resumed.get_state()[name].tobytes(), name
+    # A state from before the accumulators existed (no accumulator keys) still loads, with zeros for them.
+    legacy = build()
+    legacy.set_state({name: state[name] for name in ("W", "b", "velocity_W", "velocity_b")})
+    assert not legacy.get_state()["accumulator_W"].any()
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_unknown_optimizer_and_momentum_with_adagrad_are_rejected(make_backend, rng, backend_name, dtype):
+    backend = make_backend(backend_name)
+    X, y, W, b = random_problem(rng, 10, 5, 3, dtype)
+    with pytest.raises(ValueError, match="optimizer"):
+        backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=4,
+                          optimizer="rmsprop")
+    with pytest.raises(ValueError, match="momentum"):
+        backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=4,
+                          optimizer="adagrad", momentum=0.9)
 
 
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)

@@ -385,3 +385,69 @@ def test_zero_l1_is_exactly_the_step_without_it():
     with_zero = oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.3, l2=0.1, l1=0.0, momentum=0.9)
     for a, b_ in zip(without[1:], with_zero[1:]):
         np.testing.assert_array_equal(a, b_)
+
+
+# -- AdaGrad ----------------------------------------------------------------------------------------------------------
+
+
+def test_adagrad_two_steps_by_hand():
+    # X = 0, y = (0, 1): no data gradient for W or b, so g_W = λ W with λ = 1, and lr = 1/2.
+    # Step 1: g = (1, −2), G = (1, 4), W ← W − lr·g/√G = (1 − 1/2, −2 + 1/2) = (1/2, −3/2).
+    # Step 2: g = (1/2, −3/2), G = (5/4, 25/4), W ← (1/2 − (1/4)/√(5/4), −3/2 + (3/4)/(5/2)) = (…, −6/5).
+    X, y = np.zeros((2, 2)), np.array([0, 1])
+    W, b = np.array([[1.0], [-2.0]]), np.zeros(1)
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    state = (W, b, *zeros, *zeros)
+    for expected_W, expected_G in (([0.5, -1.5], [1.0, 4.0]), ([0.5 - 0.25 / np.sqrt(1.25), -1.2], [1.25, 6.25])):
+        _, W, b, velocity_W, velocity_b, G_W, G_b = oracle.sgd_step(
+            "sigmoid", X, y, state[0], state[1], state[2], state[3], learning_rate=0.5, l2=1.0, optimizer="adagrad",
+            accumulator_W=state[4], accumulator_b=state[5])
+        np.testing.assert_allclose(W[:, 0], expected_W, rtol=1e-9)  # ε = 1e-10 shifts the last digits only
+        np.testing.assert_allclose(G_W[:, 0], expected_G, rtol=1e-9)
+        np.testing.assert_array_equal(b, [0.0])
+        np.testing.assert_array_equal(G_b, [0.0])
+        np.testing.assert_array_equal(velocity_W, 0.0)  # AdaGrad keeps no velocity
+        state = (W, b, velocity_W, velocity_b, G_W, G_b)
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_adagrad_first_step_moves_every_parameter_by_the_learning_rate(model):
+    # From G = 0: G = g², so lr·g/√G = lr·sign(g), for W and b alike, whatever the gradient's scale.
+    X, y, W, b = sgd_problem(model, seed=14)
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    _, W1, b1, *_ = oracle.sgd_step(model, X, y, W, b, *zeros, learning_rate=0.1, l2=0.2, optimizer="adagrad",
+                                    accumulator_W=zeros[0], accumulator_b=zeros[1])
+    np.testing.assert_allclose(np.abs(W1 - W), 0.1, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(b1 - b), 0.1, rtol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_adagrad_l1_threshold_is_per_parameter_and_skips_the_bias(model):
+    X, y, W, b = sgd_problem(model, seed=15)
+    rng = np.random.default_rng(16)
+    G_W, G_b = rng.uniform(0, 3, size=W.shape), rng.uniform(0, 3, size=b.shape)
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    kwargs = dict(learning_rate=0.3, l2=0.1, optimizer="adagrad", accumulator_W=G_W, accumulator_b=G_b)
+    _, W0, b0, _, _, G_W0, G_b0 = oracle.sgd_step(model, X, y, W, b, *zeros, **kwargs)
+    _, W1, b1, _, _, G_W1, G_b1 = oracle.sgd_step(model, X, y, W, b, *zeros, l1=2.0, **kwargs)
+    np.testing.assert_array_equal(W1, oracle.soft_threshold(W0, 0.3 * 2.0 / (np.sqrt(G_W0) + 1e-10)))
+    for before, after in ((b0, b1), (G_W0, G_W1), (G_b0, G_b1)):
+        np.testing.assert_array_equal(after, before)
+    assert (W1 == 0).any() and (W1 != 0).any()
+
+
+def test_optimizer_arguments_are_checked():
+    X, y, W, b = sgd_problem("softmax")
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    with pytest.raises(ValueError, match="optimizer"):
+        oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="momentum"):
+        oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1, momentum=0.9, optimizer="adagrad",
+                        accumulator_W=zeros[0], accumulator_b=zeros[1])
+    with pytest.raises(ValueError, match="accumulator"):
+        oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1, optimizer="adagrad")
+    # SGD returns the accumulators only when given them, unchanged.
+    assert len(oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1)) == 5
+    result = oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1, accumulator_W=np.ones_like(W),
+                             accumulator_b=np.ones_like(b))
+    assert len(result) == 7 and (result[5] == 1).all() and (result[6] == 1).all()

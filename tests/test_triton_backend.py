@@ -112,6 +112,7 @@ STEP_OPTIONS = [
     dict(l2=1e-2, momentum=0.9),
     dict(l2=1e-3, momentum=0.5, nesterov=True, fit_intercept=False),
     dict(l2=1e-3, l1=1e-2, momentum=0.9),
+    dict(l2=1e-3, l1=1e-2, optimizer="adagrad"),
 ]
 
 
@@ -130,20 +131,22 @@ def run_steps(backend, model, X, y, W, b, orders, batch_size, learning_rate, opt
 
 def run_oracle(model, X, y, W, b, orders, batch_size, learning_rate, options, x_scale):
     X64, W, b = X.astype(np.float64), W.astype(np.float64), b.astype(np.float64)
-    vW, vb = np.zeros_like(W), np.zeros_like(b)
+    vW, vb, aW, ab = np.zeros_like(W), np.zeros_like(b), np.zeros_like(W), np.zeros_like(b)
     losses = []
     for order in orders:
         total = 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            loss, W, b, vW, vb = oracle.sgd_step(model, X64[rows], y[rows], W, b, vW, vb,
-                                                 learning_rate=learning_rate, x_scale=x_scale, **options)
+            loss, W, b, vW, vb, aW, ab = oracle.sgd_step(model, X64[rows], y[rows], W, b, vW, vb,
+                                                         learning_rate=learning_rate, x_scale=x_scale,
+                                                         accumulator_W=aW, accumulator_b=ab, **options)
             total += loss * len(rows)
         losses.append(total)
     return (W, b), losses
 
 
-@pytest.mark.parametrize("options", STEP_OPTIONS, ids=("plain", "l2-momentum", "nesterov-no-intercept", "elastic-net"))
+@pytest.mark.parametrize("options", STEP_OPTIONS, ids=("plain", "l2-momentum", "nesterov-no-intercept", "elastic-net",
+                                                  "adagrad-elastic-net"))
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))
 def test_twenty_steps_match_oracle_and_numpy_backend(triton_backend, model, dtype, options, rng):
@@ -224,14 +227,16 @@ class LaunchCounter:
         return counted
 
 
+@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3)),
+                         ids=("momentum", "adagrad-l1"))
 @pytest.mark.parametrize("deterministic", (False, True), ids=("atomics", "deterministic"))
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))
-def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, deterministic, rng):
+def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, deterministic, options, rng):
     backend = TritonBackend(deterministic=deterministic)
     n_rows, batch_size = 100, 16
     X, y, W, b, x_scale = problem(rng, model, n_rows, 31, 10, "uint8")
     stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch_size,
-                                l2=1e-3, momentum=0.9, x_scale=x_scale)
+                                l2=1e-3, x_scale=x_scale, **options)
     rows = backend.asarray(rng.permutation(n_rows))
     counter = LaunchCounter(monkeypatch, backend._kernels)
     n_steps = 0
@@ -249,11 +254,12 @@ def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, de
 # -- deterministic mode and sample weights -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3)),
+                         ids=("momentum", "adagrad-l1"))
 @pytest.mark.parametrize("n_classes", (10, 1000))
-def test_deterministic_mode_is_bitwise_reproducible(deterministic_backend, triton_backend, n_classes, rng):
+def test_deterministic_mode_is_bitwise_reproducible(deterministic_backend, triton_backend, n_classes, options, rng):
     X, y, W, b, x_scale = problem(rng, "softmax", 40, 31, n_classes, "uint8")
     orders = [rng.permutation(40)]
-    options = dict(momentum=0.9)
     runs = [run_steps(deterministic_backend, "softmax", X, y, W, b, orders, 32, 0.5, options, x_scale)
             for _ in range(2)]
     (W1, b1), loss1, _ = runs[0]

@@ -1,9 +1,10 @@
 """The fused Triton kernels against the float64 oracle, under the Triton interpreter on a CPU-only machine.
 
 Every output is compared (loss, dW, db, probabilities) with the one tolerance table, for each input dtype on odd
-shapes: B not a multiple of the 16-row block (masked tails), D = 1 and 31 (padded feature tiles) and 784 (streamed in
-chunks), C = 2 (padded with −inf classes), 10, 37 and 1000 (a class-tile loop with the online log-sum-exp). The GEMMs
-run with ``input_precision="ieee"`` so TF32 cannot hide an error. Large C runs on few rows to keep CI time sane.
+shapes: B not a multiple of the 16-row block (masked tails), D = 1 and 31 (padded feature tiles), 784 (X resident,
+one class column at a time, for C ≤ 64) and 1100 (past the resident limit: streamed in chunks), C = 2 (padded with −inf
+classes), 10, 37 and 1000 (a class-tile loop with the online log-sum-exp). The GEMMs run with
+``input_precision="ieee"`` so TF32 cannot hide an error. Large C runs on few rows to keep CI time sane.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ DEVICE = "cpu" if KERNELS.interpret else "cuda"
 
 DTYPES = ("float32", "bfloat16", "float16", "uint8")
 # (B, D, C): every B in {1, 17, 128}, D in {1, 31, 784}, C in {2, 10, 37, 1000} appears; C = 1000 only with few rows.
+# D = 1100 is the streamed path of a single class tile (the resident tile stops at D = 1024).
 SOFTMAX_SHAPES = [
     (1, 1, 2), (17, 31, 2), (128, 784, 2), (17, 784, 10), (128, 31, 10), (17, 1, 37), (128, 31, 37),
-    (1, 784, 37), (17, 31, 1000), (1, 784, 1000),
+    (1, 784, 37), (17, 31, 1000), (1, 784, 1000), (17, 1100, 10),
 ]
 SIGMOID_SHAPES = [(1, 1), (17, 31), (128, 784), (17, 784), (128, 1)]
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
@@ -85,8 +87,22 @@ def test_softmax_matches_oracle(dtype, shape, rng):
     check_softmax(X_dev, X64, y, W, b, theta, x_scale, dtype)
 
 
+def test_x_stays_resident_for_every_mnist_configuration():
+    """X[rows] is loaded once per step (one class column at a time over the tile) wherever C fits one class tile and
+    D ≤ 1024, in both reduction modes; beyond that the kernel streams it (or, for small D, keeps it for tl.dot)."""
+    config = KERNELS.softmax.softmax_config
+    for n_features, n_classes in [(784, 10), (784, 2), (784, 37), (784, 64), (1024, 10), (31, 10), (1, 2)]:
+        for deterministic in (False, True):
+            chosen = config(n_features, n_classes, deterministic)
+            assert chosen.x_resident and chosen.one_class_tile, (n_features, n_classes, deterministic, chosen)
+            assert chosen.block_d >= n_features and chosen.num_stages == 1
+    assert not config(1025, 10).x_resident and config(1025, 10).one_class_tile  # streamed, one class tile
+    assert not config(784, 65).x_resident and not config(784, 65).one_class_tile  # streamed, class-tile loop
+    assert config(31, 1000).x_resident and not config(31, 1000).one_class_tile  # resident for the tl.dot tiles
+
+
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
-@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000)],
+@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000), (17, 1100, 10)],
                          ids=lambda s: "B{}-D{}-C{}".format(*s))
 def test_softmax_deterministic_mode_matches_oracle(dtype, shape, rng):
     n_rows, n_features, n_classes = shape
@@ -209,59 +225,84 @@ def test_gathered_rows_and_masked_tail(model, dtype, rng):
     assert_close(grad[n_features * n_classes:], np.reshape(db, -1), dtype, batch, "db")
 
 
-@pytest.mark.parametrize("momentum, nesterov, l2, fit_intercept, l1", [
-    (0.0, False, 0.0, True, 0.0), (0.9, False, 1e-2, True, 0.0), (0.9, True, 1e-3, False, 0.0),
-    (0.0, False, 0.0, True, 1.0), (0.9, True, 1e-2, True, 1.0),
+@pytest.mark.parametrize("momentum, nesterov, l2, fit_intercept, l1, adagrad", [
+    (0.0, False, 0.0, True, 0.0, False), (0.9, False, 1e-2, True, 0.0, False), (0.9, True, 1e-3, False, 0.0, False),
+    (0.0, False, 0.0, True, 1.0, False), (0.9, True, 1e-2, True, 1.0, False),
+    (0.0, False, 0.0, True, 0.0, True), (0.0, False, 1e-2, False, 0.3, True),
 ])
-def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept, l1, rng):
-    """The second launch: L2 and L1 (proximal) on W only, (Nesterov) momentum, frozen intercept, accumulator reset
-    to zero."""
+def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept, l1, adagrad, rng):
+    """The second launch: L2 and L1 (proximal) on W only, (Nesterov) momentum or AdaGrad, frozen intercept,
+    accumulator reset to zero."""
     n_features, n_classes = 31, 10
     W, b, theta = make_params(rng, n_features, n_classes, scale=0.3)
     grad_host = rng.normal(size=theta.numel()).astype(np.float32)
     grad = torch.from_numpy(grad_host.copy()).to(DEVICE)
     velocity = torch.from_numpy(rng.normal(size=theta.numel()).astype(np.float32)).to(DEVICE)
     v0 = velocity.cpu().numpy().astype(np.float64)
+    sums_host = rng.uniform(0, 2, size=theta.numel()).astype(np.float32)
+    sums = torch.from_numpy(sums_host.copy()).to(DEVICE) if adagrad else None
     n_weights = n_features * n_classes
-    KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1, momentum=momentum,
-                                     nesterov=nesterov, fit_intercept=fit_intercept,
-                                     velocity=velocity if momentum else None)
+    KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1,
+                                     momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                                     velocity=velocity if momentum else None, accumulator=sums)
     g = grad_host.astype(np.float64)
     g[:n_weights] += l2 * W.ravel()
-    v = momentum * v0 + g
-    step = (g + momentum * v if nesterov else v) if momentum else g
-    expected = np.concatenate([W.ravel(), b]) - 0.1 * step
-    # L1's soft-thresholding by lr·l1 = 0.1 on W only; the bias keeps its plain step.
-    expected[:n_weights] = oracle.soft_threshold(expected[:n_weights], 0.1 * l1) if l1 else expected[:n_weights]
+    params = np.concatenate([W.ravel(), b]).astype(np.float64)
+    if adagrad:
+        expected, expected_sums, step_size = oracle._adagrad_update(params, g, sums_host.astype(np.float64), 0.1)
+    else:
+        v = momentum * v0 + g
+        step = (g + momentum * v if nesterov else v) if momentum else g
+        expected, step_size = params - 0.1 * step, np.full_like(params, 0.1)
+    # L1's soft-thresholding by s·l1 on W only; the bias keeps its plain step.
+    if l1:
+        expected[:n_weights] = oracle.soft_threshold(expected[:n_weights], step_size[:n_weights] * l1)
     if not fit_intercept:
         expected[n_weights:] = b
     assert_close(theta.cpu().numpy(), expected, "float32", 1, "theta")
+    if adagrad:
+        if not fit_intercept:
+            expected_sums[n_weights:] = sums_host[n_weights:]
+        assert_close(sums.cpu().numpy(), expected_sums, "float32", 1, "AdaGrad's sums of squares")
     assert not grad.any(), "the atomic accumulator must be zeroed for the next step"
 
 
 @pytest.mark.parametrize("n_programs", (1, 2, 3))
-@pytest.mark.parametrize("model", ("softmax", "sigmoid"))
-def test_deterministic_programs_taking_several_row_blocks(model, n_programs, rng):
+@pytest.mark.parametrize("model, n_features, n_classes", [("softmax", 31, 37), ("softmax", 784, 10),
+                                                          ("softmax", 31, 100), ("sigmoid", 31, 1)])
+def test_deterministic_programs_taking_several_row_blocks(model, n_features, n_classes, n_programs, rng):
     """Fewer programs than row blocks (what the partial-buffer cap does for huge models): each program overwrites its
-    slice on its first block and adds on the later ones; the update kernel's fixed-order reduce gives the gradient."""
-    n_rows, n_features, n_classes = 70, 31, (37 if model == "softmax" else 1)  # 5 row blocks, the last a tail
+    slice on its first block and adds on the later ones; the update kernel's fixed-order reduce gives the gradient.
+    Bitwise the same when run again."""
+    n_rows = 70  # 5 row blocks, the last a tail
     X_dev, X64, x_scale = make_inputs(rng, n_rows, n_features, "uint8")
     W, b, theta = make_params(rng, n_features, n_classes, scale=0.3)
     y = rng.integers(0, n_classes if model == "softmax" else 2, size=n_rows)
     rows = rng.permutation(n_rows)
     n_params = theta.numel()
-    partials = torch.full((n_programs, n_params), float("nan"), device=DEVICE)  # must be overwritten, never read
-    loss_partials = torch.full((n_programs,), float("nan"), device=DEVICE)
     common = dict(x_scale=x_scale, grad_scale=1.0 / n_rows, max_programs=n_programs, deterministic=True)
+
+    def launch():
+        partials = torch.full((n_programs, n_params), float("nan"), device=DEVICE)  # must be overwritten, never read
+        loss_partials = torch.full((n_programs,), float("nan"), device=DEVICE)
+        if model == "softmax":
+            used = KERNELS.softmax.launch_softmax_sgd(
+                X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y).to(DEVICE), theta, partials,
+                loss_partials, n_classes=n_classes,
+                config=KERNELS.softmax.softmax_config(n_features, n_classes, True), **common)
+        else:
+            used = KERNELS.sigmoid.launch_sigmoid_sgd(
+                X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta,
+                partials, loss_partials, config=KERNELS.sigmoid.sigmoid_config(n_features), **common)
+        return used, partials, loss_partials
+
+    used, partials, loss_partials = launch()
+    _, partials_again, loss_partials_again = launch()
+    assert partials.cpu().numpy().tobytes() == partials_again.cpu().numpy().tobytes()
+    assert loss_partials.cpu().numpy().tobytes() == loss_partials_again.cpu().numpy().tobytes()
     if model == "softmax":
-        used = KERNELS.softmax.launch_softmax_sgd(
-            X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y).to(DEVICE), theta, partials, loss_partials,
-            n_classes=n_classes, config=KERNELS.softmax.softmax_config(n_features, n_classes, True), **common)
         ref_loss, dW, db = oracle.softmax_loss_grad(X64, y, W.astype(np.float64), b.astype(np.float64), x_scale)
     else:
-        used = KERNELS.sigmoid.launch_sigmoid_sgd(
-            X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta,
-            partials, loss_partials, config=KERNELS.sigmoid.sigmoid_config(n_features), **common)
         ref_loss, dW, db = oracle.sigmoid_loss_grad(X64, y, W[:, 0].astype(np.float64), float(b[0]), x_scale)
     assert used == n_programs
     grad = torch.empty(n_params, device=DEVICE)

@@ -7,7 +7,7 @@ buffers made once for the largest batch, and every intermediate of shape (B, K) 
 own.
 
 Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_` (logits
-to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum, the update and L1's
+to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum or AdaGrad, the update and L1's
 soft-thresholding). Here they are plain
 array code; the CuPy backend replaces each by one CUDA kernel doing the same arithmetic.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import MODELS, Backend, FusedSGD
+from .base import ADAGRAD_EPS, MODELS, Backend, FusedSGD, check_optimizer
 from .rowwise import ROW_LOSSES
 
 # Rows per chunk when predicting on non-float inputs: bounds the float copy of X (2048 MNIST rows: 6.4 MB) while
@@ -77,8 +77,8 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
 def soft_threshold_(xp, param: Any, threshold: Any, scratch: Any) -> None:
     """``param ← sign(param)·max(|param| − threshold, 0)`` in place (``scratch``: ``param``'s shape, overwritten).
 
-    ``threshold ≥ 0`` is a scalar or an array like ``param``. The sign is put back by ``copysign``, so an entry that
-    lands on 0 keeps its sign bit (−0.0 == 0).
+    ``threshold ≥ 0`` is a scalar or an array like ``param`` (not ``scratch`` itself). The sign is put back by
+    ``copysign``, so an entry that lands on 0 keeps its sign bit (−0.0 == 0).
     """
     xp.abs(param, out=scratch)
     scratch -= threshold
@@ -94,9 +94,10 @@ class ArrayFusedSGD(FusedSGD):
 
     def __init__(self, backend: "ArrayBackend", model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
-                 x_scale: float, sample_weight: Any, l1: float = 0.0):
+                 x_scale: float, sample_weight: Any, l1: float = 0.0, optimizer: str = "sgd"):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        check_optimizer(optimizer, momentum, nesterov)
         xp = backend.xp
         self.backend, self.xp, self.model = backend, xp, model
         self.n_features, self.n_outputs = W.shape
@@ -107,7 +108,11 @@ class ArrayFusedSGD(FusedSGD):
         self._X, self._y = X, y
         self.W = xp.array(W, dtype=dtype)
         self.b = xp.array(b, dtype=dtype)
+        self.optimizer = optimizer
         self._velocity = (xp.zeros_like(self.W), xp.zeros_like(self.b)) if momentum else (None, None)
+        # AdaGrad's running Σ g² of W and b.
+        self._accumulator = ((xp.zeros_like(self.W), xp.zeros_like(self.b)) if optimizer == "adagrad"
+                             else (None, None))
         rows, (features, outputs) = max_batch_size, W.shape
         # A raw gather buffer only when X must be converted (uint8, float16) before the GEMM.
         self._raw_rows = None if X.dtype == dtype else xp.empty((rows, features), dtype=X.dtype)
@@ -136,12 +141,12 @@ class ArrayFusedSGD(FusedSGD):
                                                                   self._weights[:batch_size])
         linear_loss_grad_(backend, self.model, X_batch, targets, weights, self.W, self.b, self.x_scale,
                           self._Z[:batch_size], self._dW, self._db, self._loss_sum)
-        velocity_W, velocity_b = self._velocity
+        (velocity_W, velocity_b), (accumulator_W, accumulator_b) = self._velocity, self._accumulator
         backend.sgd_update_(self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.l2, self.momentum,
-                            self.nesterov, l1=self.l1)
+                            self.nesterov, l1=self.l1, accumulator=accumulator_W)
         if self.fit_intercept:  # the bias is never penalised
             backend.sgd_update_(self.b, self._db, velocity_b, self._scratch_b, learning_rate, 0.0, self.momentum,
-                                self.nesterov)
+                                self.nesterov, accumulator=accumulator_b)
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum)
@@ -154,21 +159,24 @@ class ArrayFusedSGD(FusedSGD):
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
         self.W[...] = self.xp.asarray(W)
         self.b[...] = self.xp.asarray(b)
-        for velocity in self._velocity:
-            if velocity is not None:
-                velocity[...] = 0
+        for buffer in self._velocity + self._accumulator:
+            if buffer is not None:
+                buffer[...] = 0
 
     def get_state(self) -> dict[str, np.ndarray]:
         W, b = self.get_params()
-        velocity_W, velocity_b = (np.zeros_like(p) if v is None else self._to_host(v)
-                                  for p, v in zip((W, b), self._velocity))
-        return {"W": W, "b": b, "velocity_W": velocity_W, "velocity_b": velocity_b}
+        state = {"W": W, "b": b}
+        for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            for param, suffix, buffer in zip((W, b), ("W", "b"), buffers):
+                state[f"{prefix}_{suffix}"] = np.zeros_like(param) if buffer is None else self._to_host(buffer)
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.set_params(state["W"], state["b"])
-        for velocity, name in zip(self._velocity, ("velocity_W", "velocity_b")):
-            if velocity is not None:
-                velocity[...] = self.xp.asarray(state[name])
+        self.set_params(state["W"], state["b"])  # zeroes the buffers: a key the state lacks stays 0
+        for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            for suffix, buffer in zip(("W", "b"), buffers):
+                if buffer is not None and f"{prefix}_{suffix}" in state:
+                    buffer[...] = self.xp.asarray(state[f"{prefix}_{suffix}"])
 
     def _to_host(self, a: Any) -> np.ndarray:
         return np.array(a) if self.xp is np else self.xp.asnumpy(a)
@@ -203,17 +211,34 @@ class ArrayBackend(Backend):
         Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
 
     def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
-                    momentum: float, nesterov: bool, l1: float = 0.0) -> None:
-        """In-place (momentum) SGD with L2 and L1: ``g = grad + l2·p``; ``v ← μ v + g``;
-        ``p ← p − lr·(g + μ v if nesterov else v)``; then, with ``l1``, ``p ← sign(p)·max(|p| − lr·l1, 0)`` (the
-        proximal step of ``lr·l1·‖p‖₁``, see :meth:`Backend.fused_sgd`).
+                    momentum: float, nesterov: bool, l1: float = 0.0, accumulator: Any = None) -> None:
+        """In-place (momentum) SGD or AdaGrad with L2 and L1: ``g = grad + l2·p``; then
 
-        ``grad`` is overwritten; ``velocity`` is None for plain SGD; ``scratch`` has ``param``'s shape.
+        - SGD: ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov else v)``; the step size is ``s = lr``;
+        - AdaGrad (``accumulator`` given): ``G ← G + g²``; ``s = lr/(√G + ε)`` per entry; ``p ← p − s·g``;
+
+        and, with ``l1``, ``p ← sign(p)·max(|p| − s·l1, 0)`` (the proximal step of ``s·l1·‖p‖₁``, see
+        :meth:`Backend.fused_sgd`).
+
+        ``grad`` is overwritten; ``velocity`` is None for plain SGD and AdaGrad; ``accumulator`` is AdaGrad's ``G``
+        (None for SGD); ``scratch`` has ``param``'s shape.
         """
         xp, step = self.xp, grad
         if l2:
             xp.multiply(param, l2, out=scratch)  # d/dp of l2/2·‖p‖² is l2·p
             grad += scratch
+        if accumulator is not None:
+            xp.multiply(grad, grad, out=scratch)
+            accumulator += scratch  # G ← G + g²
+            xp.sqrt(accumulator, out=scratch)
+            scratch += ADAGRAD_EPS
+            xp.divide(learning_rate, scratch, out=scratch)  # s = lr/(√G + ε)
+            grad *= scratch
+            param -= grad
+            if l1:
+                scratch *= l1
+                soft_threshold_(xp, param, scratch, grad)
+            return
         if velocity is not None:
             velocity *= momentum
             velocity += grad
@@ -275,13 +300,14 @@ class ArrayBackend(Backend):
         return Z
 
     def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
-                  fit_intercept=True, x_scale=1.0, sample_weight=None):
+                  fit_intercept=True, x_scale=1.0, sample_weight=None, optimizer="sgd"):
         dtype = compute_dtype(X.dtype)
         if model == "sigmoid":
             y = y.astype(dtype, copy=False)
         return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
                              l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                             x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype))
+                             x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype),
+                             optimizer=optimizer)
 
     def _weights(self, sample_weight: Any, n_rows: int, dtype: np.dtype) -> Any:
         """``sample_weight`` as a device array (N,) of the compute ``dtype``, or None.

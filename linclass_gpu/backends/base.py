@@ -24,6 +24,18 @@ from typing import Any
 import numpy as np
 
 MODELS = ("softmax", "sigmoid")
+# The update rules of the fused step (see Backend.fused_sgd).
+OPTIMIZERS = ("sgd", "adagrad")
+# AdaGrad's ε in p ← p − lr·g/(√G + ε): PyTorch's default, small enough to matter only while G is ~0.
+ADAGRAD_EPS = 1e-10
+
+
+def check_optimizer(optimizer: str, momentum: float, nesterov: bool) -> None:
+    """Reject an unknown ``optimizer``, and momentum with an optimizer other than ``"sgd"`` (AdaGrad has none)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if optimizer != "sgd" and (momentum or nesterov):
+        raise ValueError(f"momentum and nesterov apply to optimizer='sgd' only, not {optimizer!r}")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -84,16 +96,19 @@ class FusedSGD(abc.ABC):
 
     @abc.abstractmethod
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
-        """Overwrite the parameters (and zero the momentum buffers) from host arrays of shapes (D, K) and (K,)."""
+        """Overwrite the parameters (and zero the momentum and AdaGrad buffers) from host arrays of shapes (D, K) and
+        (K,)."""
 
     @abc.abstractmethod
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything a resumed run needs to continue bitwise: host copies of ``W`` (D, K), ``b`` (K,),
-        ``velocity_W`` (D, K) and ``velocity_b`` (K,) (zeros without momentum)."""
+        ``velocity_W`` (D, K) and ``velocity_b`` (K,) (zeros without momentum), ``accumulator_W`` (D, K) and
+        ``accumulator_b`` (K,) (AdaGrad's running ``Σ g²``; zeros for the other optimizers)."""
 
     @abc.abstractmethod
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`get_state` returned."""
+        """Restore what :meth:`get_state` returned. Keys a state of an older version lacks (the accumulators) are
+        taken as zeros."""
 
 
 class Backend(abc.ABC):
@@ -193,6 +208,7 @@ class Backend(abc.ABC):
         fit_intercept: bool = True,
         x_scale: float = 1.0,
         sample_weight: Any = None,
+        optimizer: str = "sgd",
     ) -> FusedSGD:
         """Build the fused SGD step for one model over device-resident data.
 
@@ -228,6 +244,14 @@ class Backend(abc.ABC):
             ``w_i ≥ 0`` for every row of ``X`` (indexed like ``X``, not like a minibatch); a step weights row ``i`` of
             its batch by ``w_i``: ``dZ_i = w_i (P_i − Y_i) / B`` and the loss ``Σ_i w_i ℓ_i`` (see the module notes).
             None is 1 for every row.
+        optimizer : {"sgd", "adagrad"}
+            The update rule, for ``W`` and ``b`` alike, given the gradient ``g`` (``dW + l2·W`` or ``db``):
+
+            - ``"sgd"``: ``p ← p − lr·step`` with the (Nesterov) momentum step above (``v`` is ``velocity``);
+            - ``"adagrad"``: per-parameter learning rates, ``G ← G + g²``, ``p ← p − lr·g/(√G + ε)`` with
+              ``ε = 1e-10`` (:data:`ADAGRAD_EPS`, PyTorch's); ``G`` is ``accumulator`` in :meth:`FusedSGD.get_state`.
+              L2 enters ``g`` (so also ``G``); L1 stays proximal with the per-parameter step ``lr/(√G + ε)``:
+              ``W ← sign(W)·max(|W| − lr·l1/(√G + ε), 0)``. No momentum (``momentum`` must be 0).
         """
 
     def describe(self) -> str:

@@ -6,8 +6,8 @@ would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from 
 
 - :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits,
   each row weighted by its sample weight when there are any (a null pointer otherwise);
-- :meth:`CupyBackend.sgd_update_`: L2, momentum, the parameter update and L1's soft-thresholding in one pass over
-  the parameters.
+- :meth:`CupyBackend.sgd_update_`: L2, momentum or AdaGrad, the parameter update and L1's soft-thresholding in one
+  pass over the parameters.
 
 One training step is then about ten launches (gathers, two GEMMs, the row-wise kernel, ``db``, two updates) and no
 host sync: the loss stays in a device float64 scalar that the training loop reads once per epoch. cuBLAS runs in full
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .array_backend import ArrayBackend
+from .base import ADAGRAD_EPS
 
 KERNEL_SOURCE = importlib.resources.files(__package__).joinpath("cuda_rowwise.cu").read_text(encoding="utf-8")
 WARP_SIZE = 32
@@ -113,12 +114,14 @@ class CupyBackend(ArrayBackend):
                (Z, targets.astype(np.int64, copy=False), weights, b, loss_sum, np.int32(n_rows),
                 np.int32(n_outputs)) + scale_and_mean)
 
-    def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0):
+    def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
+                    accumulator=None):
         """One launch of the update kernel; ``scratch`` is not needed."""
         real = param.dtype.type
         kernel = _kernel(param.dtype.name, 1, "sgd_update")
         # Plain SGD has no velocity buffer: the kernel then reads and writes grad in its place (μ = 0 gives v = g).
         velocity = grad if velocity is None else velocity
+        accumulator = NULL_POINTER if accumulator is None else accumulator  # null: SGD, else AdaGrad
         kernel(_blocks(param.size, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
-               (param, grad, velocity, np.int32(param.size), real(learning_rate), real(l2), real(l1),
-                real(momentum), np.int32(nesterov)))
+               (param, grad, velocity, accumulator, np.int32(param.size), real(learning_rate), real(l2), real(l1),
+                real(momentum), np.int32(nesterov), real(ADAGRAD_EPS)))

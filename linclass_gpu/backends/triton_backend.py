@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import MODELS, Backend, BackendUnavailableError, FusedSGD
+from .base import ADAGRAD_EPS, MODELS, Backend, BackendUnavailableError, FusedSGD, check_optimizer
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
@@ -101,10 +101,12 @@ class TritonFusedSGD(FusedSGD):
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
-                 x_scale: float, sample_weight=None, l1: float = 0.0):
+                 x_scale: float, sample_weight=None, l1: float = 0.0, optimizer: str = "sgd"):
         torch = backend._torch
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        check_optimizer(optimizer, momentum, nesterov)
+        self.optimizer = optimizer
         W, b = np.asarray(W, dtype=np.float32), np.asarray(b, dtype=np.float32).reshape(-1)
         if W.ndim != 2 or b.shape != (W.shape[1],) or (model == "sigmoid" and W.shape[1] != 1):
             raise ValueError(f"W must be (D, K) and b (K,) with K = 1 for sigmoid; got {W.shape} and {b.shape}")
@@ -132,6 +134,7 @@ class TritonFusedSGD(FusedSGD):
         self._n_weights, n_params = n_weights, n_weights + self.n_outputs
         self._theta = torch.empty(n_params, dtype=torch.float32, device=self._device)
         self._velocity = torch.zeros_like(self._theta) if self.momentum else None
+        self._accumulator = torch.zeros_like(self._theta) if optimizer == "adagrad" else None  # AdaGrad's Σ g²
         if model == "softmax":
             self._config = self._kernels.softmax.softmax_config(self.n_features, self.n_outputs,
                                                                 backend.deterministic)
@@ -172,7 +175,8 @@ class TritonFusedSGD(FusedSGD):
             self._theta, self._grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
             l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
             velocity=self._velocity, deterministic=self.deterministic, n_partials=n_programs,
-            loss_partials=self._loss_partials, loss_sum=self._loss_sum)
+            loss_partials=self._loss_partials, loss_sum=self._loss_sum, accumulator=self._accumulator,
+            eps=ADAGRAD_EPS)
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
@@ -195,19 +199,23 @@ class TritonFusedSGD(FusedSGD):
 
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
         self._flatten_into(self._theta, W, b)
-        if self._velocity is not None:
-            self._velocity.zero_()
+        for buffer in (self._velocity, self._accumulator):
+            if buffer is not None:
+                buffer.zero_()
 
     def get_state(self) -> dict[str, np.ndarray]:
         W, b = self.get_params()
-        velocity_W, velocity_b = ((np.zeros_like(W), np.zeros_like(b)) if self._velocity is None
-                                  else self._unflatten(self._velocity))
-        return {"W": W, "b": b, "velocity_W": velocity_W, "velocity_b": velocity_b}
+        state = {"W": W, "b": b}
+        for prefix, buffer in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            buffer_W, buffer_b = (np.zeros_like(W), np.zeros_like(b)) if buffer is None else self._unflatten(buffer)
+            state.update({f"{prefix}_W": buffer_W, f"{prefix}_b": buffer_b})
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.set_params(state["W"], state["b"])
-        if self._velocity is not None:
-            self._flatten_into(self._velocity, state["velocity_W"], state["velocity_b"])
+        self.set_params(state["W"], state["b"])  # zeroes the buffers: keys the state lacks stay 0
+        for prefix, buffer in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            if buffer is not None and f"{prefix}_W" in state:
+                self._flatten_into(buffer, state[f"{prefix}_W"], state[f"{prefix}_b"])
 
 
 class TritonBackend(Backend):
@@ -359,7 +367,7 @@ class TritonBackend(Backend):
     # -- the fused step -----------------------------------------------------------------------------------------------
 
     def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
-                  fit_intercept=True, x_scale=1.0, sample_weight=None):
+                  fit_intercept=True, x_scale=1.0, sample_weight=None, optimizer="sgd"):
         return TritonFusedSGD(self, model, X, y, W, b, max_batch_size=max_batch_size, l2=l2, l1=l1,
                               momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
-                              sample_weight=sample_weight)
+                              sample_weight=sample_weight, optimizer=optimizer)
