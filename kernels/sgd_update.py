@@ -8,6 +8,7 @@ sigmoid (K = 1) kernels, so one kernel serves both models::
     g += l2·W                           (W only, never b)
     v  = μ v + g;  step = g + μ v (Nesterov) or v;   θ ← θ − lr·step;   s = lr            SGD
     G  = G + g²;   s = lr/(√G + ε);                  θ ← θ − s·g                      AdaGrad (ADAGRAD)
+    m  = β₁ m + (1 − β₁) g;  v = β₂ v + (1 − β₂) g²;  s = lr/(√v/√(1 − β₂ᵗ) + ε);  θ ← θ − s·m/(1 − β₁ᵗ)   Adam (ADAM)
     W ← sign(W)·max(|W| − s·l1, 0)      L1's proximal (soft-thresholding) step, W only, when L1 (see below)
 
 L1 is proximal rather than the subgradient ``l1·sign(W)`` added to g: a weight that should be 0 lands on exactly 0
@@ -50,9 +51,11 @@ def max_partials(n_params: int, n_blocks: int) -> int:
 @triton.jit
 def sgd_update_kernel(
     theta_ptr, grad_ptr, velocity_ptr, accumulator_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
-    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps,
+    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps, beta1, beta2, bias_correction1,
+    bias_correction2_sqrt,
     BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
     FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr, L1: tl.constexpr, ADAGRAD: tl.constexpr,
+    ADAM: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -87,6 +90,16 @@ def sgd_update_kernel(
             step_size = learning_rate / (tl.sqrt_rn(sum_of_squares) + eps)
             # 4. θ ← θ − s·g
             theta = theta - step_size * g
+        elif ADAM:
+            # 3. Adam: moving averages m (in the velocity buffer) and v (in the accumulator), bias-corrected by
+            # (1 − β₁ᵗ) and √(1 − β₂ᵗ), computed on the host from the step count t.
+            m = beta1 * tl.load(velocity_ptr + offs, mask=mask, other=0.0) + (1.0 - beta1) * g
+            v = beta2 * tl.load(accumulator_ptr + offs, mask=mask, other=0.0) + (1.0 - beta2) * (g * g)
+            tl.store(velocity_ptr + offs, m, mask=update_mask)
+            tl.store(accumulator_ptr + offs, v, mask=update_mask)
+            step_size = learning_rate / (tl.sqrt_rn(v) / bias_correction2_sqrt + eps)
+            # 4. θ ← θ − s·m̂
+            theta = theta - (m / bias_correction1) * step_size
         else:
             # 3. Heavy-ball / Nesterov momentum.
             if MOMENTUM:
@@ -119,10 +132,11 @@ def sgd_update_kernel(
 
 def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                       fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
-                      loss_sum=None, grad_out=None, accumulator=None, eps=1e-10):
+                      loss_sum=None, grad_out=None, accumulator=None, eps=1e-10, adam_step=0, betas=(0.9, 0.999)):
     """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given).
 
-    An ``accumulator`` (θ-sized, fp32) makes the step AdaGrad's with that ``eps``; without it, (momentum) SGD.
+    An ``accumulator`` (θ-sized, fp32) makes the step AdaGrad's with that ``eps``; with ``adam_step = t ≥ 1`` too it
+    is Adam's (``velocity`` holds m, ``accumulator`` v; ``betas``, ``eps``); without either, (momentum) SGD.
     """
     n_params = theta.numel()
     if theta.dtype != torch.float32 or grad.dtype != torch.float32:
@@ -132,7 +146,12 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
     if momentum and velocity is None:
         raise ValueError("momentum needs a velocity buffer")
     if accumulator is not None and momentum:
-        raise ValueError("AdaGrad (an accumulator) takes no momentum")
+        raise ValueError("AdaGrad and Adam (an accumulator) take no momentum")
+    if adam_step and (accumulator is None or velocity is None):
+        raise ValueError("Adam needs the velocity (m) and accumulator (v) buffers")
+    beta1, beta2 = betas
+    bias_correction1, bias_correction2_sqrt = ((1.0 - beta1**adam_step, (1.0 - beta2**adam_step) ** 0.5)
+                                               if adam_step else (1.0, 1.0))
     if deterministic and (loss_partials is None or loss_sum is None):
         raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
     dummy = theta
@@ -141,7 +160,8 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
         loss_partials if loss_partials is not None else dummy, loss_sum if loss_sum is not None else dummy,
         grad_out if grad_out is not None else dummy,
         n_weights, n_params, n_partials, float(learning_rate), float(l2), float(l1), float(momentum), float(eps),
+        float(beta1), float(beta2), float(bias_correction1), float(bias_correction2_sqrt),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
         FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, L1=bool(l1),
-        ADAGRAD=accumulator is not None, num_warps=NUM_WARPS,
+        ADAGRAD=accumulator is not None and not adam_step, ADAM=bool(adam_step), num_warps=NUM_WARPS,
     )

@@ -103,7 +103,7 @@ def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=Fa
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
-                  adagrad=False, n_features=784, n_classes=10):
+                  adagrad=False, adam=False, n_features=784, n_classes=10):
     from .backends.triton_backend import kernel_module
 
     update = kernel_module("sgd_update")
@@ -111,14 +111,16 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
         "theta_ptr": "*fp32", "grad_ptr": "*fp32", "velocity_ptr": "*fp32", "accumulator_ptr": "*fp32",
         "loss_partials_ptr": "*fp32",
         "loss_sum_ptr": "*fp64", "grad_out_ptr": "*fp32", "n_weights": "i32", "n_params": "i32", "n_partials": "i32",
-        "learning_rate": "fp32", "l2": "fp32", "l1": "fp32", "momentum": "fp32", "eps": "fp32",
+        "learning_rate": "fp32", "l2": "fp32", "l1": "fp32", "momentum": "fp32", "eps": "fp32", "beta1": "fp32",
+        "beta2": "fp32", "bias_correction1": "fp32", "bias_correction2_sqrt": "fp32",
     }
     constexprs = {
         "BLOCK": update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
-        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update, "L1": l1, "ADAGRAD": adagrad,
+        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update, "L1": l1, "ADAGRAD": adagrad, "ADAM": adam,
     }
     flags = ["deterministic" if deterministic else "atomics"]
-    flags += ["adagrad" if adagrad else "nesterov momentum" if nesterov else "momentum" if momentum else "plain"]
+    rule = "nesterov momentum" if nesterov else "momentum" if momentum else "plain"
+    flags += ["adam" if adam else "adagrad" if adagrad else rule]
     flags += [] if apply_update else ["reduce only"]
     flags += ["l1"] if l1 else []
     flags += [f"D={n_features} C={n_classes}"]
@@ -155,7 +157,8 @@ def shipped_builds() -> list[KernelBuild]:
         _update_build(), _update_build(momentum=True, nesterov=True),
         _update_build(deterministic=True, momentum=True), _update_build(deterministic=True, apply_update=False),
         _update_build(momentum=True, l1=True), _update_build(adagrad=True, l1=True),
-        _update_build(deterministic=True, adagrad=True),
+        _update_build(deterministic=True, adagrad=True), _update_build(adam=True, l1=True),
+        _update_build(deterministic=True, adam=True),
     ]
     return builds
 

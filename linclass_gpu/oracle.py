@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.base import ADAGRAD_EPS, MODELS, check_optimizer
+from .backends.base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, check_optimizer
 
 __all__ = [
     "sigmoid",
@@ -296,6 +296,21 @@ def _adagrad_update(param, grad, accumulator, learning_rate):
     return param - step_size * grad, new_accumulator, step_size
 
 
+def _adam_update(param, grad, first_moment, second_moment, learning_rate, step_count):
+    """One Adam step (PyTorch's): ``m ← β₁ m + (1 − β₁) g``; ``v ← β₂ v + (1 − β₂) g²``;
+    ``param ← param − s · m / (1 − β₁ᵗ)`` with the per-parameter step ``s = lr / (√(v / (1 − β₂ᵗ)) + ε)``.
+
+    Returns the new parameter, ``m``, ``v`` and ``s`` (for L1's proximal step).
+    """
+    beta1, beta2 = ADAM_BETAS
+    first_moment = beta1 * first_moment + (1 - beta1) * grad  # m ← β₁ m + (1 − β₁) g
+    second_moment = beta2 * second_moment + (1 - beta2) * grad**2  # v ← β₂ v + (1 − β₂) g²
+    m_hat = first_moment / (1 - beta1**step_count)  # bias-corrected: the moments start at 0
+    v_hat = second_moment / (1 - beta2**step_count)
+    step_size = learning_rate / (np.sqrt(v_hat) + ADAM_EPS)
+    return param - step_size * m_hat, first_moment, second_moment, step_size
+
+
 def soft_threshold(param, threshold):
     """The proximal operator of ``threshold · ‖p‖₁``: ``sign(p) · max(|p| − threshold, 0)``.
 
@@ -333,9 +348,10 @@ def sgd_step(
     optimizer="sgd",
     accumulator_W=None,
     accumulator_b=None,
+    step_count=None,
 ):
-    """One minibatch step with L2, L1 (proximal) and (Nesterov) momentum SGD or AdaGrad: the reference for the
-    fused steps.
+    """One minibatch step with L2, L1 (proximal) and (Nesterov) momentum SGD, AdaGrad or Adam: the reference for
+    the fused steps.
 
     Pure: the inputs are not modified; the updated parameters and velocities are new arrays.
 
@@ -370,10 +386,13 @@ def sgd_step(
         The model sees ``x_scale · X``.
     sample_weight : array_like, shape (B,), optional
         The weights ``w_i`` of the minibatch rows; the data gradient is that of ``(1/B) Σ_i w_i ℓ_i``.
-    optimizer : {"sgd", "adagrad"}
-        ``"adagrad"`` needs ``momentum = 0`` and the accumulators.
+    optimizer : {"sgd", "adagrad", "adam"}
+        ``"adagrad"`` and ``"adam"`` need ``momentum = 0`` and the accumulators; ``"adam"`` also ``step_count``.
     accumulator_W, accumulator_b : array_like, shapes (D, K) and (K,), optional
-        AdaGrad's running sums of squared gradients ``G`` (zeros at the start of training).
+        AdaGrad's running sums of squared gradients ``G``, or Adam's second moments ``v`` (zeros at the start of
+        training). With Adam, ``velocity_W, velocity_b`` are its first moments ``m``.
+    step_count : int, optional
+        Adam's ``t`` for this step: 1 for the first step of training.
 
     Returns
     -------
@@ -394,12 +413,15 @@ def sgd_step(
     smooth part of the gradient only.
 
     AdaGrad instead: ``G ← G + g²``, ``param ← param − lr · g / (√G + ε)`` with ``ε = 1e-10``, per entry, for ``W``
-    (``g_W`` with L2) and ``b``; L1's threshold is then per entry too, ``lr · λ₁ / (√G + ε)``.
+    (``g_W`` with L2) and ``b``; L1's threshold is then per entry too, ``lr · λ₁ / (√G + ε)``. Adam: see
+    :func:`_adam_update`; L1's threshold is ``λ₁`` times its per-entry step ``lr / (√v̂ + ε)``.
     """
     check_optimizer(optimizer, momentum, nesterov)
     return_accumulators = accumulator_W is not None or accumulator_b is not None
-    if optimizer == "adagrad" and not return_accumulators:
-        raise ValueError("optimizer='adagrad' needs accumulator_W and accumulator_b")
+    if optimizer != "sgd" and not return_accumulators:
+        raise ValueError(f"optimizer={optimizer!r} needs accumulator_W and accumulator_b")
+    if optimizer == "adam" and (step_count is None or step_count < 1):
+        raise ValueError("optimizer='adam' needs step_count >= 1 (the step's t)")
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     velocity_W = np.asarray(velocity_W, dtype=np.float64)
@@ -420,6 +442,9 @@ def sgd_step(
     if optimizer == "adagrad":
         W, accumulator_W, step_size_W = _adagrad_update(W, grad_W, accumulator_W, learning_rate)
         velocity_W, velocity_b = velocity_W.copy(), velocity_b.copy()
+    elif optimizer == "adam":
+        W, velocity_W, accumulator_W, step_size_W = _adam_update(W, grad_W, velocity_W, accumulator_W,
+                                                                 learning_rate, step_count)
     else:
         W, velocity_W = _momentum_update(W, grad_W, velocity_W, learning_rate, momentum, nesterov)
         step_size_W = learning_rate
@@ -429,6 +454,8 @@ def sgd_step(
         b, velocity_b = b.copy(), velocity_b.copy()  # pure: never hand back the caller's own arrays
     elif optimizer == "adagrad":
         b, accumulator_b, _ = _adagrad_update(b, db, accumulator_b, learning_rate)  # g_b = db, no λ
+    elif optimizer == "adam":
+        b, velocity_b, accumulator_b, _ = _adam_update(b, db, velocity_b, accumulator_b, learning_rate, step_count)
     else:
         b, velocity_b = _momentum_update(b, db, velocity_b, learning_rate, momentum, nesterov)  # g_b = db, no λ
     if return_accumulators:

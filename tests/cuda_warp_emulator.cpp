@@ -110,8 +110,9 @@ void run_sigmoid_binary_cross_entropy_rows(unsigned grid, unsigned block, real_t
 }
 void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity,
                     real_t* accumulator, int n_values, real_t learning_rate, real_t l2, real_t l1, real_t momentum,
-                    int nesterov, real_t eps) {
+                    int nesterov, int optimizer, real_t eps, real_t beta1, real_t beta2, real_t bias_correction1,
+                    real_t bias_correction2_sqrt) {
     launch(sgd_update, grid, block, param, grad, velocity, accumulator, n_values, learning_rate, l2, l1, momentum,
-           nesterov, eps);
+           nesterov, optimizer, eps, beta1, beta2, bias_correction1, bias_correction2_sqrt);
 }
 }

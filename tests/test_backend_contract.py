@@ -128,6 +128,10 @@ OPTION_CASES = [
     ("softmax", 129, 13, 10, 32, dict(optimizer="adagrad")),
     ("softmax", 50, 31, 3, 16, dict(optimizer="adagrad", l2=1e-2, l1=0.1)),
     ("sigmoid", 129, 13, 1, 20, dict(optimizer="adagrad", l1=0.1, fit_intercept=False)),
+    # Adam: alone, with the elastic net, and a frozen intercept.
+    ("softmax", 129, 13, 10, 32, dict(optimizer="adam")),
+    ("softmax", 50, 31, 3, 16, dict(optimizer="adam", l2=1e-2, l1=0.1)),
+    ("sigmoid", 129, 13, 1, 20, dict(optimizer="adam", l1=0.1, fit_intercept=False)),
 ]
 
 
@@ -159,15 +163,16 @@ def run_twenty_steps(backend, rng, dtype, model, n, d, c, batch, weighted, **opt
         loss, W_ref, b_ref, velocity_W, velocity_b, accumulator_W, accumulator_b = oracle.sgd_step(
             model, X[batch_rows], y[batch_rows], W_ref, b_ref, velocity_W, velocity_b, learning_rate=learning_rate,
             sample_weight=None if weights is None else weights[batch_rows], accumulator_W=accumulator_W,
-            accumulator_b=accumulator_b, **options)
+            accumulator_b=accumulator_b, step_count=step + 1, **options)
         expected_loss_sum += loss * len(batch_rows)  # the mean (1/B) Σ w_i ℓ_i back to the sum
     state = stepper.get_state()
     # The buffers an optimizer keeps (the oracle's velocity of plain SGD is g itself; the backends keep none).
     expected_state = {}
-    if options.get("momentum"):
+    if options.get("momentum") or options.get("optimizer") == "adam":
         expected_state.update(velocity_W=velocity_W, velocity_b=velocity_b)
-    if options.get("optimizer") == "adagrad":
+    if options.get("optimizer") in ("adagrad", "adam"):
         expected_state.update(accumulator_W=accumulator_W, accumulator_b=accumulator_b)
+    assert int(state["step_count"]) == 20
     for name, expected in expected_state.items():
         assert state[name].shape == expected.shape, name
         assert_close(state[name], expected, dtype, 20 * max(d, batch), name)
@@ -206,8 +211,11 @@ def test_twenty_fused_steps_with_options_match_the_oracle(make_backend, rng, bac
         assert_close(W_out[W_ref == 0], 0.0, dtype, 20 * max(d, batch), "weights the L1 step zeroed")
 
 
-@pytest.mark.parametrize("options", [dict(momentum=0.9, l1=0.01), dict(optimizer="adagrad", l2=1e-2, l1=0.01)],
-                         ids=["momentum", "adagrad"])
+ROUND_TRIP_OPTIONS = [dict(momentum=0.9, l1=0.01), dict(optimizer="adagrad", l2=1e-2, l1=0.01),
+                      dict(optimizer="adam", l2=1e-2, l1=0.01)]
+
+
+@pytest.mark.parametrize("options", ROUND_TRIP_OPTIONS, ids=["momentum", "adagrad", "adam"])
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
 def test_get_state_set_state_round_trip_resumes_bitwise(make_backend, rng, backend_name, dtype, options):
     """Ten steps, the state through the host into a fresh step, ten more: bitwise the twenty steps of one run."""
@@ -229,9 +237,12 @@ def test_get_state_set_state_round_trip_resumes_bitwise(make_backend, rng, backe
     first = build()
     run(first, range(10))
     state = first.get_state()
-    assert set(state) >= {"W", "b", "velocity_W", "velocity_b", "accumulator_W", "accumulator_b"}
-    buffer = "accumulator_W" if options.get("optimizer") == "adagrad" else "velocity_W"
-    assert np.abs(state[buffer]).max() > 0, f"{buffer} carries the optimizer's state"
+    assert set(state) >= {"W", "b", "velocity_W", "velocity_b", "accumulator_W", "accumulator_b", "step_count"}
+    assert int(state["step_count"]) == 10
+    buffers = {"adagrad": ["accumulator_W"], "adam": ["velocity_W", "accumulator_W"]}.get(options.get("optimizer"),
+                                                                                          ["velocity_W"])
+    for buffer in buffers:
+        assert np.abs(state[buffer]).max() > 0, f"{buffer} carries the optimizer's state"
     resumed = build()
     resumed.set_state({name: value.copy() for name, value in state.items()})
     run(resumed, range(10, 20))
@@ -240,7 +251,7 @@ def test_get_state_set_state_round_trip_resumes_bitwise(make_backend, rng, backe
     # A state from before the accumulators existed (no accumulator keys) still loads, with zeros for them.
     legacy = build()
     legacy.set_state({name: state[name] for name in ("W", "b", "velocity_W", "velocity_b")})
-    assert not legacy.get_state()["accumulator_W"].any()
+    assert not legacy.get_state()["accumulator_W"].any() and int(legacy.get_state()["step_count"]) == 0
 
 
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)

@@ -58,7 +58,8 @@ KERNEL_PARAMETERS = {
     "softmax_cross_entropy_rows": ("real*", "int64*", "real*?", "real*", "float64*", "int32", "int32", "real",
                                    "real"),
     "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*?", "real*", "float64*", "int32", "real", "real"),
-    "sgd_update": ("real*", "real*", "real*", "real*?", "int32", "real", "real", "real", "real", "int32", "real"),
+    "sgd_update": ("real*", "real*", "real*", "real*?", "int32", "real", "real", "real", "real", "int32", "int32",
+                   "real", "real", "real", "real", "real"),
 }
 # Input dtypes of the contract tests: float16 inputs compute in float32, like every non-float64 input.
 DTYPES = ("float32", "float64", "float16")
@@ -263,35 +264,41 @@ def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, 
     assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
 
 
-@pytest.mark.parametrize("l2,momentum,nesterov,l1,adagrad", [
-    (0.0, 0.0, False, 0.0, False), (0.1, 0.0, False, 0.0, False), (0.1, 0.9, False, 0.0, False),
-    (0.0, 0.9, True, 0.0, False), (0.1, 0.5, True, 0.0, False), (0.0, 0.0, False, 1.0, False),
-    (0.1, 0.9, True, 1.0, False), (0.0, 0.0, False, 0.0, True), (0.1, 0.0, False, 0.3, True)])
+@pytest.mark.parametrize("l2,momentum,nesterov,l1,optimizer", [
+    (0.0, 0.0, False, 0.0, "sgd"), (0.1, 0.0, False, 0.0, "sgd"), (0.1, 0.9, False, 0.0, "sgd"),
+    (0.0, 0.9, True, 0.0, "sgd"), (0.1, 0.5, True, 0.0, "sgd"), (0.0, 0.0, False, 1.0, "sgd"),
+    (0.1, 0.9, True, 1.0, "sgd"), (0.0, 0.0, False, 0.0, "adagrad"), (0.1, 0.0, False, 0.3, "adagrad"),
+    (0.0, 0.0, False, 0.0, "adam"), (0.1, 0.0, False, 0.3, "adam")])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, nesterov, l1, adagrad):
+def test_sgd_update_matches_the_oracle(seam_backend, rng, dtype, l2, momentum, nesterov, l1, optimizer):
     backend, learning_rate, shape = seam_backend, 0.3, (13, 37)  # 481 values: a partial last block of threads
     param, grad, velocity = (rng.normal(size=shape).astype(dtype) for _ in range(3))
     accumulator = rng.uniform(0, 2, size=shape).astype(dtype)
     g = grad + l2 * param.astype(np.float64)
+    adagrad, adam_step = optimizer == "adagrad", 3 if optimizer == "adam" else 0  # Adam at its third step
     if adagrad:
         expected_param, expected_accumulator, step_size = oracle._adagrad_update(
             param.astype(np.float64), g, accumulator.astype(np.float64), learning_rate)
+    elif adam_step:
+        expected_param, expected_velocity, expected_accumulator, step_size = oracle._adam_update(
+            param.astype(np.float64), g, velocity.astype(np.float64), accumulator.astype(np.float64), learning_rate,
+            adam_step)
     else:
         expected_param, expected_velocity = oracle._momentum_update(
             param.astype(np.float64), g, velocity if momentum else 0.0, learning_rate, momentum, nesterov)
         step_size = learning_rate
     if l1:  # a threshold of 0.3 zeroes about a quarter of the N(0, 1) values
         expected_param = oracle.soft_threshold(expected_param, step_size * l1)
-    param_d, velocity_d = backend.asarray(param), backend.asarray(velocity) if momentum else None
-    accumulator_d = backend.asarray(accumulator) if adagrad else None
+    param_d, velocity_d = backend.asarray(param), backend.asarray(velocity) if momentum or adam_step else None
+    accumulator_d = backend.asarray(accumulator) if optimizer != "sgd" else None
     backend.sgd_update_(param_d, backend.asarray(grad), velocity_d, backend.asarray(np.empty_like(param)),
-                        learning_rate, l2, momentum, nesterov, l1=l1, accumulator=accumulator_d)
+                        learning_rate, l2, momentum, nesterov, l1=l1, accumulator=accumulator_d, adam_step=adam_step)
     assert_close(backend.to_numpy(param_d), expected_param, dtype, 1, "param")
-    if adagrad:
+    if optimizer != "sgd":
         assert_close(backend.to_numpy(accumulator_d), expected_accumulator, dtype, 1, "accumulator")
     if l1:
         assert (backend.to_numpy(param_d)[expected_param == 0] == 0).all(), "soft-thresholding gives exact zeros"
-    if momentum:
+    if momentum or adam_step:
         assert_close(backend.to_numpy(velocity_d), expected_velocity, dtype, 1, "velocity")
 
 
@@ -345,8 +352,7 @@ def test_twenty_fused_steps_with_options_match_the_oracle(cupy_flavour, rng, dty
         lambda _: cupy_flavour, rng, "cupy", dtype, model, n, d, c, batch, options, weighted)
 
 
-@pytest.mark.parametrize("options", [dict(momentum=0.9, l1=0.01), dict(optimizer="adagrad", l2=1e-2, l1=0.01)],
-                         ids=["momentum", "adagrad"])
+@pytest.mark.parametrize("options", contract.ROUND_TRIP_OPTIONS, ids=["momentum", "adagrad", "adam"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_get_state_set_state_round_trip_resumes_bitwise(cupy_flavour, rng, dtype, options):
     contract.test_get_state_set_state_round_trip_resumes_bitwise(lambda _: cupy_flavour, rng, "cupy", dtype, options)

@@ -451,3 +451,46 @@ def test_optimizer_arguments_are_checked():
     result = oracle.sgd_step("softmax", X, y, W, b, *zeros, learning_rate=0.1, accumulator_W=np.ones_like(W),
                              accumulator_b=np.ones_like(b))
     assert len(result) == 7 and (result[5] == 1).all() and (result[6] == 1).all()
+
+
+# -- Adam, and both per-parameter optimizers against PyTorch's --------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_adam_first_step_moves_every_parameter_by_the_learning_rate(model):
+    # t = 1: m̂ = m/(1 − β₁) = g and v̂ = v/(1 − β₂) = g², so the step is lr·g/(|g| + ε) ≈ lr·sign(g).
+    X, y, W, b = sgd_problem(model, seed=17)
+    zeros = (np.zeros_like(W), np.zeros_like(b))
+    _, W1, b1, m_W, m_b, v_W, v_b = oracle.sgd_step(model, X, y, W, b, *zeros, learning_rate=0.1, l2=0.2,
+                                                    optimizer="adam", accumulator_W=zeros[0],
+                                                    accumulator_b=zeros[1], step_count=1)
+    _, dW, db = data_gradients(model, X, y, W, b)
+    g_W = dW + 0.2 * W
+    np.testing.assert_allclose(np.abs(W1 - W), 0.1 * np.abs(g_W) / (np.abs(g_W) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(np.abs(b1 - b), 0.1 * np.abs(db) / (np.abs(db) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(m_W, 0.1 * (dW + 0.2 * W), rtol=1e-12)  # (1 − β₁) g
+    np.testing.assert_allclose(v_b, 0.001 * db**2, rtol=1e-12)  # (1 − β₂) g², the bias without L2
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
+def test_per_parameter_optimizers_match_torch_optim(model, optimizer):
+    """Four steps against ``torch.optim.Adagrad`` / ``torch.optim.Adam`` (weight decay = L2 on W only) fed the
+    oracle's data gradients: the same update rule, ε and bias corrections."""
+    torch = pytest.importorskip("torch")
+    X, y, W, b = sgd_problem(model, seed=18)
+    l2, lr = 0.1, 0.05
+    W_t, b_t = torch.tensor(W, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    groups = [{"params": [W_t], "weight_decay": l2}, {"params": [b_t], "weight_decay": 0.0}]
+    torch_optimizer = (torch.optim.Adagrad(groups, lr=lr, eps=1e-10) if optimizer == "adagrad"
+                       else torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8))
+    state = [W, b, np.zeros_like(W), np.zeros_like(b), np.zeros_like(W), np.zeros_like(b)]
+    for step in range(1, 5):
+        _, dW, db = data_gradients(model, X, y, W_t.numpy(), b_t.numpy())
+        W_t.grad, b_t.grad = torch.tensor(dW), torch.tensor(db)
+        torch_optimizer.step()
+        _, *state = oracle.sgd_step(model, X, y, state[0], state[1], *state[2:4], learning_rate=lr, l2=l2,
+                                    optimizer=optimizer, accumulator_W=state[4], accumulator_b=state[5],
+                                    step_count=step)
+        np.testing.assert_allclose(state[0], W_t.numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(state[1], b_t.numpy(), rtol=1e-12, atol=1e-15)

@@ -113,6 +113,7 @@ STEP_OPTIONS = [
     dict(l2=1e-3, momentum=0.5, nesterov=True, fit_intercept=False),
     dict(l2=1e-3, l1=1e-2, momentum=0.9),
     dict(l2=1e-3, l1=1e-2, optimizer="adagrad"),
+    dict(l2=1e-3, l1=1e-2, optimizer="adam"),
 ]
 
 
@@ -132,21 +133,23 @@ def run_steps(backend, model, X, y, W, b, orders, batch_size, learning_rate, opt
 def run_oracle(model, X, y, W, b, orders, batch_size, learning_rate, options, x_scale):
     X64, W, b = X.astype(np.float64), W.astype(np.float64), b.astype(np.float64)
     vW, vb, aW, ab = np.zeros_like(W), np.zeros_like(b), np.zeros_like(W), np.zeros_like(b)
-    losses = []
+    losses, steps = [], 0
     for order in orders:
         total = 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
+            steps += 1
             loss, W, b, vW, vb, aW, ab = oracle.sgd_step(model, X64[rows], y[rows], W, b, vW, vb,
                                                          learning_rate=learning_rate, x_scale=x_scale,
-                                                         accumulator_W=aW, accumulator_b=ab, **options)
+                                                         accumulator_W=aW, accumulator_b=ab, step_count=steps,
+                                                         **options)
             total += loss * len(rows)
         losses.append(total)
     return (W, b), losses
 
 
 @pytest.mark.parametrize("options", STEP_OPTIONS, ids=("plain", "l2-momentum", "nesterov-no-intercept", "elastic-net",
-                                                  "adagrad-elastic-net"))
+                                                  "adagrad-elastic-net", "adam-elastic-net"))
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))
 def test_twenty_steps_match_oracle_and_numpy_backend(triton_backend, model, dtype, options, rng):
@@ -227,8 +230,8 @@ class LaunchCounter:
         return counted
 
 
-@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3)),
-                         ids=("momentum", "adagrad-l1"))
+@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3),
+                                     dict(optimizer="adam", l1=1e-3)), ids=("momentum", "adagrad-l1", "adam-l1"))
 @pytest.mark.parametrize("deterministic", (False, True), ids=("atomics", "deterministic"))
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))
 def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, deterministic, options, rng):
@@ -254,8 +257,8 @@ def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, de
 # -- deterministic mode and sample weights -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3)),
-                         ids=("momentum", "adagrad-l1"))
+@pytest.mark.parametrize("options", (dict(momentum=0.9), dict(optimizer="adagrad", l1=1e-3),
+                                     dict(optimizer="adam", l1=1e-3)), ids=("momentum", "adagrad-l1", "adam-l1"))
 @pytest.mark.parametrize("n_classes", (10, 1000))
 def test_deterministic_mode_is_bitwise_reproducible(deterministic_backend, triton_backend, n_classes, options, rng):
     X, y, W, b, x_scale = problem(rng, "softmax", 40, 31, n_classes, "uint8")

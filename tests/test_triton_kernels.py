@@ -229,10 +229,12 @@ def test_gathered_rows_and_masked_tail(model, dtype, rng):
     (0.0, False, 0.0, True, 0.0, False), (0.9, False, 1e-2, True, 0.0, False), (0.9, True, 1e-3, False, 0.0, False),
     (0.0, False, 0.0, True, 1.0, False), (0.9, True, 1e-2, True, 1.0, False),
     (0.0, False, 0.0, True, 0.0, True), (0.0, False, 1e-2, False, 0.3, True),
+    (0.0, False, 0.0, True, 0.0, "adam"), (0.0, False, 1e-2, False, 0.3, "adam"),
 ])
 def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept, l1, adagrad, rng):
-    """The second launch: L2 and L1 (proximal) on W only, (Nesterov) momentum or AdaGrad, frozen intercept,
-    accumulator reset to zero."""
+    """The second launch: L2 and L1 (proximal) on W only, (Nesterov) momentum, AdaGrad or Adam (at its third
+    step), frozen intercept, accumulator reset to zero."""
+    adam, adagrad = adagrad == "adam", adagrad is True
     n_features, n_classes = 31, 10
     W, b, theta = make_params(rng, n_features, n_classes, scale=0.3)
     grad_host = rng.normal(size=theta.numel()).astype(np.float32)
@@ -240,16 +242,20 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
     velocity = torch.from_numpy(rng.normal(size=theta.numel()).astype(np.float32)).to(DEVICE)
     v0 = velocity.cpu().numpy().astype(np.float64)
     sums_host = rng.uniform(0, 2, size=theta.numel()).astype(np.float32)
-    sums = torch.from_numpy(sums_host.copy()).to(DEVICE) if adagrad else None
+    sums = torch.from_numpy(sums_host.copy()).to(DEVICE) if adagrad or adam else None
     n_weights = n_features * n_classes
     KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1,
                                      momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                                     velocity=velocity if momentum else None, accumulator=sums)
+                                     velocity=velocity if momentum or adam else None, accumulator=sums,
+                                     eps=1e-8 if adam else 1e-10, adam_step=3 if adam else 0)
     g = grad_host.astype(np.float64)
     g[:n_weights] += l2 * W.ravel()
     params = np.concatenate([W.ravel(), b]).astype(np.float64)
     if adagrad:
         expected, expected_sums, step_size = oracle._adagrad_update(params, g, sums_host.astype(np.float64), 0.1)
+    elif adam:
+        expected, _, expected_sums, step_size = oracle._adam_update(params, g, v0, sums_host.astype(np.float64),
+                                                                    0.1, 3)
     else:
         v = momentum * v0 + g
         step = (g + momentum * v if nesterov else v) if momentum else g
@@ -260,7 +266,7 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
     if not fit_intercept:
         expected[n_weights:] = b
     assert_close(theta.cpu().numpy(), expected, "float32", 1, "theta")
-    if adagrad:
+    if adagrad or adam:
         if not fit_intercept:
             expected_sums[n_weights:] = sums_host[n_weights:]
         assert_close(sums.cpu().numpy(), expected_sums, "float32", 1, "AdaGrad's sums of squares")

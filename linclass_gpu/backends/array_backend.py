@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ADAGRAD_EPS, MODELS, Backend, FusedSGD, check_optimizer
+from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, FusedSGD, adam_bias_corrections,
+                   check_optimizer)
 from .rowwise import ROW_LOSSES
 
 # Rows per chunk when predicting on non-float inputs: bounds the float copy of X (2048 MNIST rows: 6.4 MB) while
@@ -109,10 +110,13 @@ class ArrayFusedSGD(FusedSGD):
         self.W = xp.array(W, dtype=dtype)
         self.b = xp.array(b, dtype=dtype)
         self.optimizer = optimizer
-        self._velocity = (xp.zeros_like(self.W), xp.zeros_like(self.b)) if momentum else (None, None)
-        # AdaGrad's running Σ g² of W and b.
-        self._accumulator = ((xp.zeros_like(self.W), xp.zeros_like(self.b)) if optimizer == "adagrad"
+        # The momentum buffers, or Adam's first moments m.
+        self._velocity = ((xp.zeros_like(self.W), xp.zeros_like(self.b)) if momentum or optimizer == "adam"
+                          else (None, None))
+        # AdaGrad's running Σ g², or Adam's second moments v.
+        self._accumulator = ((xp.zeros_like(self.W), xp.zeros_like(self.b)) if optimizer != "sgd"
                              else (None, None))
+        self._step_count = 0  # on the host: Adam's t, for its bias corrections
         rows, (features, outputs) = max_batch_size, W.shape
         # A raw gather buffer only when X must be converted (uint8, float16) before the GEMM.
         self._raw_rows = None if X.dtype == dtype else xp.empty((rows, features), dtype=X.dtype)
@@ -142,11 +146,13 @@ class ArrayFusedSGD(FusedSGD):
         linear_loss_grad_(backend, self.model, X_batch, targets, weights, self.W, self.b, self.x_scale,
                           self._Z[:batch_size], self._dW, self._db, self._loss_sum)
         (velocity_W, velocity_b), (accumulator_W, accumulator_b) = self._velocity, self._accumulator
+        self._step_count += 1
+        adam_step = self._step_count if self.optimizer == "adam" else 0
         backend.sgd_update_(self.W, self._dW, velocity_W, self._scratch_W, learning_rate, self.l2, self.momentum,
-                            self.nesterov, l1=self.l1, accumulator=accumulator_W)
+                            self.nesterov, l1=self.l1, accumulator=accumulator_W, adam_step=adam_step)
         if self.fit_intercept:  # the bias is never penalised
             backend.sgd_update_(self.b, self._db, velocity_b, self._scratch_b, learning_rate, 0.0, self.momentum,
-                                self.nesterov, accumulator=accumulator_b)
+                                self.nesterov, accumulator=accumulator_b, adam_step=adam_step)
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum)
@@ -162,6 +168,7 @@ class ArrayFusedSGD(FusedSGD):
         for buffer in self._velocity + self._accumulator:
             if buffer is not None:
                 buffer[...] = 0
+        self._step_count = 0
 
     def get_state(self) -> dict[str, np.ndarray]:
         W, b = self.get_params()
@@ -169,6 +176,7 @@ class ArrayFusedSGD(FusedSGD):
         for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
             for param, suffix, buffer in zip((W, b), ("W", "b"), buffers):
                 state[f"{prefix}_{suffix}"] = np.zeros_like(param) if buffer is None else self._to_host(buffer)
+        state["step_count"] = np.array(self._step_count, dtype=np.int64)
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -177,6 +185,7 @@ class ArrayFusedSGD(FusedSGD):
             for suffix, buffer in zip(("W", "b"), buffers):
                 if buffer is not None and f"{prefix}_{suffix}" in state:
                     buffer[...] = self.xp.asarray(state[f"{prefix}_{suffix}"])
+        self._step_count = int(state.get("step_count", 0))
 
     def _to_host(self, a: Any) -> np.ndarray:
         return np.array(a) if self.xp is np else self.xp.asnumpy(a)
@@ -211,11 +220,14 @@ class ArrayBackend(Backend):
         Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
 
     def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
-                    momentum: float, nesterov: bool, l1: float = 0.0, accumulator: Any = None) -> None:
-        """In-place (momentum) SGD or AdaGrad with L2 and L1: ``g = grad + l2·p``; then
+                    momentum: float, nesterov: bool, l1: float = 0.0, accumulator: Any = None,
+                    adam_step: int = 0) -> None:
+        """In-place (momentum) SGD, AdaGrad or Adam with L2 and L1: ``g = grad + l2·p``; then
 
         - SGD: ``v ← μ v + g``; ``p ← p − lr·(g + μ v if nesterov else v)``; the step size is ``s = lr``;
         - AdaGrad (``accumulator`` given): ``G ← G + g²``; ``s = lr/(√G + ε)`` per entry; ``p ← p − s·g``;
+        - Adam (``adam_step = t ≥ 1``; ``velocity`` is ``m``, ``accumulator`` is ``v``): ``m ← β₁ m + (1 − β₁) g``;
+          ``v ← β₂ v + (1 − β₂) g²``; ``s = lr/(√v/√(1 − β₂ᵗ) + ε)``; ``p ← p − s·m/(1 − β₁ᵗ)``;
 
         and, with ``l1``, ``p ← sign(p)·max(|p| − s·l1, 0)`` (the proximal step of ``s·l1·‖p‖₁``, see
         :meth:`Backend.fused_sgd`).
@@ -227,6 +239,27 @@ class ArrayBackend(Backend):
         if l2:
             xp.multiply(param, l2, out=scratch)  # d/dp of l2/2·‖p‖² is l2·p
             grad += scratch
+        if adam_step:
+            beta1, beta2 = ADAM_BETAS
+            bias_correction1, bias_correction2_sqrt = adam_bias_corrections(adam_step)
+            velocity *= beta1
+            xp.multiply(grad, 1 - beta1, out=scratch)
+            velocity += scratch  # m ← β₁ m + (1 − β₁) g
+            accumulator *= beta2
+            xp.multiply(grad, grad, out=scratch)
+            scratch *= 1 - beta2
+            accumulator += scratch  # v ← β₂ v + (1 − β₂) g²
+            xp.sqrt(accumulator, out=scratch)
+            scratch /= bias_correction2_sqrt
+            scratch += ADAM_EPS
+            xp.divide(learning_rate, scratch, out=scratch)  # s = lr/(√v̂ + ε)
+            xp.divide(velocity, bias_correction1, out=grad)  # m̂
+            grad *= scratch
+            param -= grad
+            if l1:
+                scratch *= l1
+                soft_threshold_(xp, param, scratch, grad)
+            return
         if accumulator is not None:
             xp.multiply(grad, grad, out=scratch)
             accumulator += scratch  # G ← G + g²

@@ -25,9 +25,18 @@ import numpy as np
 
 MODELS = ("softmax", "sigmoid")
 # The update rules of the fused step (see Backend.fused_sgd).
-OPTIMIZERS = ("sgd", "adagrad")
+OPTIMIZERS = ("sgd", "adagrad", "adam")
 # AdaGrad's ε in p ← p − lr·g/(√G + ε): PyTorch's default, small enough to matter only while G is ~0.
 ADAGRAD_EPS = 1e-10
+# Adam's (β₁, β₂) and ε: PyTorch's (and the paper's) defaults.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def adam_bias_corrections(step_count: int) -> tuple[float, float]:
+    """``(1 − β₁ᵗ, √(1 − β₂ᵗ))`` for Adam's step ``t = step_count ≥ 1``, in float64 on the host (no device work)."""
+    beta1, beta2 = ADAM_BETAS
+    return 1.0 - beta1**step_count, (1.0 - beta2**step_count) ** 0.5
 
 
 def check_optimizer(optimizer: str, momentum: float, nesterov: bool) -> None:
@@ -103,12 +112,14 @@ class FusedSGD(abc.ABC):
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything a resumed run needs to continue bitwise: host copies of ``W`` (D, K), ``b`` (K,),
         ``velocity_W`` (D, K) and ``velocity_b`` (K,) (zeros without momentum), ``accumulator_W`` (D, K) and
-        ``accumulator_b`` (K,) (AdaGrad's running ``Σ g²``; zeros for the other optimizers)."""
+        ``accumulator_b`` (K,) (AdaGrad's running ``Σ g²``; zeros for the other optimizers) and ``step_count`` (a 0-d
+        int64 array: the steps taken, which Adam's bias correction needs). With Adam, ``velocity_*`` hold its first
+        moment ``m`` and ``accumulator_*`` its second moment ``v``."""
 
     @abc.abstractmethod
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`get_state` returned. Keys a state of an older version lacks (the accumulators) are
-        taken as zeros."""
+        """Restore what :meth:`get_state` returned. Keys a state of an older version lacks (the accumulators,
+        ``step_count``) are taken as zeros."""
 
 
 class Backend(abc.ABC):
@@ -244,7 +255,7 @@ class Backend(abc.ABC):
             ``w_i ≥ 0`` for every row of ``X`` (indexed like ``X``, not like a minibatch); a step weights row ``i`` of
             its batch by ``w_i``: ``dZ_i = w_i (P_i − Y_i) / B`` and the loss ``Σ_i w_i ℓ_i`` (see the module notes).
             None is 1 for every row.
-        optimizer : {"sgd", "adagrad"}
+        optimizer : {"sgd", "adagrad", "adam"}
             The update rule, for ``W`` and ``b`` alike, given the gradient ``g`` (``dW + l2·W`` or ``db``):
 
             - ``"sgd"``: ``p ← p − lr·step`` with the (Nesterov) momentum step above (``v`` is ``velocity``);
@@ -252,6 +263,10 @@ class Backend(abc.ABC):
               ``ε = 1e-10`` (:data:`ADAGRAD_EPS`, PyTorch's); ``G`` is ``accumulator`` in :meth:`FusedSGD.get_state`.
               L2 enters ``g`` (so also ``G``); L1 stays proximal with the per-parameter step ``lr/(√G + ε)``:
               ``W ← sign(W)·max(|W| − lr·l1/(√G + ε), 0)``. No momentum (``momentum`` must be 0).
+            - ``"adam"``: as PyTorch's Adam (L2 added to ``g``, not decoupled): ``m ← β₁ m + (1 − β₁) g``,
+              ``v ← β₂ v + (1 − β₂) g²``, ``p ← p − lr·(m/(1 − β₁ᵗ))/(√v/√(1 − β₂ᵗ) + ε)`` with
+              (β₁, β₂) = (0.9, 0.999), ε = 1e-8 and ``t`` the step count (kept on the host, passed as scalars:
+              no sync). L1 is proximal with the per-parameter step ``lr/(√v/√(1 − β₂ᵗ) + ε)``. No momentum.
         """
 
     def describe(self) -> str:

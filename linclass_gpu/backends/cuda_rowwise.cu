@@ -118,27 +118,37 @@ extern "C" __global__ void sigmoid_binary_cross_entropy_rows(
     if (threadIdx.x % WARP_SIZE == 0) atomicAdd(loss_sum, (double)loss);
 }
 
-// The whole update of one parameter array in one pass, g = grad + l2·p (d/dp of l2/2·‖p‖² is l2·p), then
-//   SGD:     v ← μ v + g;  p ← p − lr·(g + μ v if nesterov else v);  step size s = lr
-//   AdaGrad: G ← G + g²;  s = lr/(√G + ε) per value;  p ← p − s·g        (when accumulator is not null)
+// The whole update of one parameter array in one pass, g = grad + l2·p (d/dp of l2/2·‖p‖² is l2·p), then by optimizer
+//   0 SGD:     v ← μ v + g;  p ← p − lr·(g + μ v if nesterov else v);  step size s = lr
+//   1 AdaGrad: G ← G + g²;  s = lr/(√G + ε) per value;  p ← p − s·g               (G in accumulator)
+//   2 Adam:    m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;  s = lr/(√v/√(1 − β₂ᵗ) + ε);  p ← p − s·m/(1 − β₁ᵗ)
+//              (m in velocity, v in accumulator; the bias corrections come from the host, which knows t)
 // then, with l1 > 0, the proximal step of s·l1·‖p‖₁ (soft-thresholding): p ← sign(p)·max(|p| − s·l1, 0), written
 // as three exact cases (p − t, p + t or 0) so no copysign is needed. Proximal, not l1·sign(p) added to g: a weight
 // that should be 0 lands on exactly 0 instead of oscillating around it. l1 = 0 skips it (the bias passes 0).
 // Plain SGD and AdaGrad pass velocity = grad (μ = 0 makes v = g), hence no __restrict__ on those two.
 extern "C" __global__ void sgd_update(
     real_t* __restrict__ param, const real_t* grad, real_t* velocity,
-    real_t* __restrict__ accumulator,  // AdaGrad's Σ g², or nullptr for SGD
-    int n_values, real_t learning_rate, real_t l2, real_t l1, real_t momentum, int nesterov, real_t eps)
+    real_t* __restrict__ accumulator,  // AdaGrad's Σ g² or Adam's v; nullptr for SGD
+    int n_values, real_t learning_rate, real_t l2, real_t l1, real_t momentum, int nesterov, int optimizer,
+    real_t eps, real_t beta1, real_t beta2, real_t bias_correction1, real_t bias_correction2_sqrt)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_values) return;
     const real_t g = grad[i] + l2 * param[i];
     real_t p, step_size;
-    if (accumulator != nullptr) {
+    if (optimizer == 1) {
         const real_t sum_of_squares = accumulator[i] + g * g;
         accumulator[i] = sum_of_squares;
         step_size = learning_rate / (sqrt(sum_of_squares) + eps);
         p = param[i] - step_size * g;
+    } else if (optimizer == 2) {
+        const real_t m = beta1 * velocity[i] + (1 - beta1) * g;
+        const real_t v = beta2 * accumulator[i] + (1 - beta2) * (g * g);
+        velocity[i] = m;
+        accumulator[i] = v;
+        step_size = learning_rate / (sqrt(v) / bias_correction2_sqrt + eps);
+        p = param[i] - (m / bias_correction1) * step_size;
     } else {
         const real_t v = momentum * velocity[i] + g;
         velocity[i] = v;

@@ -6,7 +6,7 @@ would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from 
 
 - :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits,
   each row weighted by its sample weight when there are any (a null pointer otherwise);
-- :meth:`CupyBackend.sgd_update_`: L2, momentum or AdaGrad, the parameter update and L1's soft-thresholding in one
+- :meth:`CupyBackend.sgd_update_`: L2, momentum, AdaGrad or Adam, the parameter update and L1's soft-thresholding in one
   pass over the parameters.
 
 One training step is then about ten launches (gathers, two GEMMs, the row-wise kernel, ``db``, two updates) and no
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .array_backend import ArrayBackend
-from .base import ADAGRAD_EPS
+from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
 
 KERNEL_SOURCE = importlib.resources.files(__package__).joinpath("cuda_rowwise.cu").read_text(encoding="utf-8")
 WARP_SIZE = 32
@@ -115,13 +115,16 @@ class CupyBackend(ArrayBackend):
                 np.int32(n_outputs)) + scale_and_mean)
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
-                    accumulator=None):
+                    accumulator=None, adam_step=0):
         """One launch of the update kernel; ``scratch`` is not needed."""
         real = param.dtype.type
         kernel = _kernel(param.dtype.name, 1, "sgd_update")
         # Plain SGD has no velocity buffer: the kernel then reads and writes grad in its place (μ = 0 gives v = g).
         velocity = grad if velocity is None else velocity
-        accumulator = NULL_POINTER if accumulator is None else accumulator  # null: SGD, else AdaGrad
+        optimizer = 2 if adam_step else 0 if accumulator is None else 1  # Adam, SGD or AdaGrad
+        accumulator = NULL_POINTER if accumulator is None else accumulator
+        eps = ADAM_EPS if adam_step else ADAGRAD_EPS
+        adam = ADAM_BETAS + (adam_bias_corrections(adam_step) if adam_step else (1.0, 1.0))
         kernel(_blocks(param.size, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
                (param, grad, velocity, accumulator, np.int32(param.size), real(learning_rate), real(l2), real(l1),
-                real(momentum), np.int32(nesterov), real(ADAGRAD_EPS)))
+                real(momentum), np.int32(nesterov), np.int32(optimizer), real(eps), *(real(value) for value in adam)))

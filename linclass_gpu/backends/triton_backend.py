@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ADAGRAD_EPS, MODELS, Backend, BackendUnavailableError, FusedSGD, check_optimizer
+from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, BackendUnavailableError, FusedSGD,
+                   check_optimizer)
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
@@ -133,8 +134,10 @@ class TritonFusedSGD(FusedSGD):
         n_weights = self.n_features * self.n_outputs
         self._n_weights, n_params = n_weights, n_weights + self.n_outputs
         self._theta = torch.empty(n_params, dtype=torch.float32, device=self._device)
-        self._velocity = torch.zeros_like(self._theta) if self.momentum else None
-        self._accumulator = torch.zeros_like(self._theta) if optimizer == "adagrad" else None  # AdaGrad's Σ g²
+        # The momentum buffer or Adam's m; AdaGrad's Σ g² or Adam's v.
+        self._velocity = torch.zeros_like(self._theta) if self.momentum or optimizer == "adam" else None
+        self._accumulator = torch.zeros_like(self._theta) if optimizer != "sgd" else None
+        self._step_count = 0  # on the host: Adam's t, passed as scalars (no sync)
         if model == "softmax":
             self._config = self._kernels.softmax.softmax_config(self.n_features, self.n_outputs,
                                                                 backend.deterministic)
@@ -171,12 +174,14 @@ class TritonFusedSGD(FusedSGD):
         else:
             n_programs = self._kernels.sigmoid.launch_sigmoid_sgd(
                 self._X, rows, self._y, self._theta, self._grad, loss, **common)
+        self._step_count += 1
+        adam = self.optimizer == "adam"
         self._kernels.update.launch_sgd_update(
             self._theta, self._grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
             l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
             velocity=self._velocity, deterministic=self.deterministic, n_partials=n_programs,
             loss_partials=self._loss_partials, loss_sum=self._loss_sum, accumulator=self._accumulator,
-            eps=ADAGRAD_EPS)
+            eps=ADAM_EPS if adam else ADAGRAD_EPS, adam_step=self._step_count if adam else 0, betas=ADAM_BETAS)
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
@@ -202,6 +207,7 @@ class TritonFusedSGD(FusedSGD):
         for buffer in (self._velocity, self._accumulator):
             if buffer is not None:
                 buffer.zero_()
+        self._step_count = 0
 
     def get_state(self) -> dict[str, np.ndarray]:
         W, b = self.get_params()
@@ -209,6 +215,7 @@ class TritonFusedSGD(FusedSGD):
         for prefix, buffer in (("velocity", self._velocity), ("accumulator", self._accumulator)):
             buffer_W, buffer_b = (np.zeros_like(W), np.zeros_like(b)) if buffer is None else self._unflatten(buffer)
             state.update({f"{prefix}_W": buffer_W, f"{prefix}_b": buffer_b})
+        state["step_count"] = np.array(self._step_count, dtype=np.int64)
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -216,6 +223,7 @@ class TritonFusedSGD(FusedSGD):
         for prefix, buffer in (("velocity", self._velocity), ("accumulator", self._accumulator)):
             if buffer is not None and f"{prefix}_W" in state:
                 self._flatten_into(buffer, state[f"{prefix}_W"], state[f"{prefix}_b"])
+        self._step_count = int(state.get("step_count", 0))
 
 
 class TritonBackend(Backend):
