@@ -21,7 +21,9 @@ from .training import TrainingHistory
 # another backend, how progress and outputs are shown.
 RESUMABLE_CHANGES = frozenset({"epochs", "backend", "progress", "output_type"})
 
-_STATE = ("W", "b", "velocity_W", "velocity_b")
+# FusedSGD.get_state's keys: parameters, momentum (Adam's first moment), AdaGrad's Σg² (Adam's second moment), and
+# the step count Adam's bias correction needs.
+_STATE = ("W", "b", "velocity_W", "velocity_b", "accumulator_W", "accumulator_b", "step_count")
 # TrainingHistory's scalars: the step count and the plateau rule's state.
 _HISTORY_SCALARS = ("steps", "rate_scale", "best_metric", "epochs_without_improvement")
 _KEYS = {"estimator", "params", "classes_", "fingerprint", "epochs_done", "loss", "validation_score",

@@ -13,6 +13,7 @@ import numpy as np
 
 from .arrays import OUTPUT_TYPES, array_kind, common_kind, convert, to_numpy
 from .backends import get_backend
+from .backends.base import check_optimizer
 from .backends.rowwise import log_softmax
 from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
@@ -64,6 +65,7 @@ class _LinearClassifier:
         class_weight: dict | str | None = None,
         penalty: str | None = "l2",
         l1_ratio: float = 0.15,
+        optimizer: str = "sgd",
     ):
         self.backend = backend
         self.epochs = epochs
@@ -91,6 +93,7 @@ class _LinearClassifier:
         self.class_weight = class_weight
         self.penalty = penalty
         self.l1_ratio = l1_ratio
+        self.optimizer = optimizer
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -140,10 +143,16 @@ class _LinearClassifier:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
+        check_optimizer(self.optimizer, *self._momentum())
         check_positive("learning_rate", self.learning_rate)
         self._penalty_strengths()
         return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
                                     float(self.power_t), float(self.alpha), int(self.batch_size))
+
+    def _momentum(self) -> tuple[float, bool]:
+        """``(momentum, nesterov)`` in effect: as given for SGD; none for AdaGrad and Adam, which have their own
+        per-parameter scaling (like scikit-learn's parameters that only one mode reads, the others ignore them)."""
+        return (self.momentum, self.nesterov) if self.optimizer == "sgd" else (0.0, False)
 
     def _penalty_strengths(self) -> tuple[float, float]:
         """``(l2, l1)`` from ``penalty``, ``alpha`` and ``l1_ratio``, as scikit-learn maps them: elastic net is
@@ -305,12 +314,13 @@ class _LinearClassifier:
         """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros, with
         per-row loss weights (host, shape (N,)) or none."""
         n_outputs = self._n_outputs(n_classes)
-        l2, l1 = self._penalty_strengths()
+        (l2, l1), (momentum, nesterov) = self._penalty_strengths(), self._momentum()
         stepper = backend.fused_sgd(
             self._model, X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
             np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
-            l2=l2, l1=l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
-            x_scale=self.input_scale, sample_weight=None if weights is None else backend.asarray(weights, dtype),
+            l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=self.fit_intercept,
+            x_scale=self.input_scale, optimizer=self.optimizer,
+            sample_weight=None if weights is None else backend.asarray(weights, dtype),
         )
         if state is not None:
             stepper.set_state(state)
@@ -450,7 +460,10 @@ class SoftmaxRegression(_LinearClassifier):
     gamma, step_size, power_t : float, int, float
         Schedule parameters.
     momentum : float
-        Heavy-ball momentum in [0, 1).
+        Heavy-ball momentum in [0, 1) for ``optimizer="sgd"`` (AdaGrad and Adam ignore it and ``nesterov``).
+    optimizer : {"sgd", "adagrad", "adam"}
+        SGD with momentum, or per-parameter rates (the lecture notes' answer to one rate for all parameters):
+        AdaGrad's ``lr/(√Σg² + ε)``, or Adam as PyTorch defines it (betas 0.9, 0.999; L2 added to the gradient).
     nesterov : bool
         Nesterov momentum.
     alpha : float

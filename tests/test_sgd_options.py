@@ -191,3 +191,27 @@ def test_the_bias_is_never_penalised(rng):
 def test_bad_penalties_are_refused(sparse_problem, parameters, message):
     with pytest.raises(ValueError, match=message):
         SoftmaxRegression(**parameters).fit(*sparse_problem)
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+def test_per_parameter_optimizers_train_and_resume_bitwise(tmp_path, problem, optimizer):
+    X, y = problem
+    options = dict(optimizer=optimizer, learning_rate=0.05, schedule="constant", random_state=0)
+    straight = SoftmaxRegression(epochs=6, **options).fit(X, y)
+    assert straight.score(X, y) > 0.9
+    SoftmaxRegression(epochs=3, **options).fit(X, y, checkpoint=tmp_path / "c.npz")
+    resumed = SoftmaxRegression(epochs=6, **options).fit(X, y, checkpoint=tmp_path / "c.npz")
+    np.testing.assert_array_equal(resumed.coef_, straight.coef_)
+    streamed = SoftmaxRegression(**options)
+    for _ in range(6):
+        streamed.partial_fit(X, y, classes=[0, 1, 2])
+    np.testing.assert_array_equal(streamed.coef_, straight.coef_)
+
+
+def test_momentum_belongs_to_sgd_and_unknown_optimizers_are_refused(problem):
+    X, y = problem
+    plain = SoftmaxRegression(optimizer="adagrad", epochs=2, random_state=0).fit(X, y)
+    with_momentum = SoftmaxRegression(optimizer="adagrad", momentum=0.9, epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(plain.coef_, with_momentum.coef_)
+    with pytest.raises(ValueError, match="optimizer"):
+        SoftmaxRegression(optimizer="rmsprop").fit(X, y)
