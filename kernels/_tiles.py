@@ -29,16 +29,25 @@ def load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIG
 
 
 @triton.jit
+def load_x_block(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D: tl.constexpr):
+    """``X[row, d0:d0+BLOCK_D]`` in X's own dtype, padded feature columns and masked rows 0.
+
+    A tile kept for a whole row block stays in the input dtype: 16 × 1024 uint8 pixels are 16 KB of registers where
+    their float32 copy would be 64 KB. Convert at the point of use (``.to(tl.float32)``), which is exact.
+    """
+    cols = d0 + tl.arange(0, BLOCK_D)
+    mask = row_mask[:, None] & (cols < D)[None, :]
+    return tl.load(X_ptr + row[:, None] * stride_xn + cols[None, :], mask=mask, other=0)
+
+
+@triton.jit
 def load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D: tl.constexpr):
     """``X[row, d0:d0+BLOCK_D]`` as float32, padded feature columns and masked rows 0.
 
     Conversion happens in registers: uint8 pixels are exact in float32 and the input scale is applied to the much
     smaller logits / dZ tiles instead, bf16/fp16 widen exactly. Accumulation is therefore fp32 for every dtype.
     """
-    cols = d0 + tl.arange(0, BLOCK_D)
-    mask = row_mask[:, None] & (cols < D)[None, :]
-    x = tl.load(X_ptr + row[:, None] * stride_xn + cols[None, :], mask=mask, other=0)
-    return x.to(tl.float32)
+    return load_x_block(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D).to(tl.float32)
 
 
 @triton.jit

@@ -13,11 +13,26 @@ gradient second, recomputing each logits tile rather than storing it, so the ext
 is over row blocks only, so at C = 32768 each of the B/16 programs sweeps all of W twice (from L2 when it fits, else
 DRAM); spreading the classes over programs as well would need a cross-program log-sum-exp, i.e. a third launch.
 
-``X[r]`` is loaded once and kept in registers for both GEMMs when D fits one feature chunk (``BLOCK_D``: 64 for
-C ≤ 16, 32 beyond). Wider inputs (MNIST's 784) are streamed in ``BLOCK_D`` chunks by the forward sweep and again by
-the backward sweep: the kernel issues two loads per element of ``X[r]``, but DRAM sees it once, since a program's
-16 rows (50 KB at D = 784 in fp32) are read again right away, from L2. Holding the whole 16 × 1024 tile in registers
-was tried and compiled: an fp32 tl.dot with K = 1024 takes 255 registers and a 1.4 KB stack (spills) on sm_80.
+Which configurations keep ``X[r]`` resident (loaded from global memory once per row block, then used by both the
+forward and the backward product) is decided by :func:`softmax_config`:
+
+- C ≤ 64 (one class tile) and D ≤ 1024, which includes MNIST (D = 784, C = 10) in every dtype, atomics or
+  deterministic: the (16, D_pad) tile of ``X[r]`` is loaded once in its own dtype (16 KB of uint8, 32 KB of bf16/fp16,
+  64 KB of fp32 per program, spread over 256 threads) and both sweeps run over it one class column at a time: the
+  logits column z_c is an fp32 product and row sum, dW[:, c] a product and column sum, each element widened to fp32
+  as it is used. No tl.dot: an fp32 tl.dot over the whole padded D wants K = 1024 per thread and took 255 registers,
+  a 1.3–1.5 KB spill stack and 128 KB of shared memory at 8 warps (at 16: 255 registers, 96–216 B of spills).
+  ``INPUT_PRECISION`` has no effect here (the products are plain fp32 FMAs, so TF32 cannot change them).
+- C > 64 and D ≤ 32 (16 in deterministic mode): the fp32 tile is loaded once and serves the tl.dot GEMMs of every
+  class tile.
+- Otherwise (C > 64 with D > 32, e.g. C = 32768 at D = 784; or D > 1024) ``X[r]`` is streamed in ``BLOCK_D`` chunks
+  by the forward sweep and again by the backward sweep: two loads per element, of which DRAM sees one, the program's
+  16 rows being read again right away from L2.
+
+Checked on the sm_80 and sm_90 builds of D = 784, C = 10 (every dtype, atomics and deterministic): the TTGIR has one
+load of the (16, 1024) X tile, in the row-block loop and outside both class loops, and the SASS has the matching
+16-byte loads (LDG.E.128: 16 per thread for fp32, 8 for bf16/fp16, 4 for uint8, i.e. 16·1024·itemsize bytes per
+program) outside the class loops, whose only loads are a column of W and a bias.
 
 The parameter update is not here: ``sgd_update.py`` applies it in a second small launch, which also resets the
 gradient buffer, so an SGD step is exactly 2 launches and 0 host synchronisations.
@@ -43,7 +58,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import accumulate, add_loss, load_row_block, load_x_tile
+from ._tiles import accumulate, add_loss, load_row_block, load_x_block, load_x_tile
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
@@ -52,13 +67,14 @@ from ._tiles import accumulate, add_loss, load_row_block, load_x_tile
 # Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward). More rows per program would mean
 # fewer W re-reads, but at B = 128 already only 8 programs share the GPU.
 BLOCK_B = 16
-# (BLOCK_D, BLOCK_C) tile shapes, chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32
-# tl.dot and the atomics keep the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with
-# BLOCK_D·BLOCK_C. 64 × 16 serves C ≤ 16 (MNIST's 10 classes, padded with −inf logits to tl.dot's minimum N of 16):
-# ~121 registers. 32 × 64 serves wider C, one tile up to 64 classes and a class-tile loop with an online log-sum-exp
-# beyond: 98–146 registers. 64 × 64 and 128 × 16 were tried and reach 255 registers with spills. The deterministic
-# read-add-write of a partial tile costs more: 32 × 64 reached 255 and spilled on sm_90, so wide deterministic tiles
-# take half the features (16 × 64: ~110 registers).
+# (BLOCK_D, BLOCK_C) tile shapes of the streamed and tl.dot paths (C ≤ 64 with D ≤ 1024, MNIST included, takes the
+# resident path below), chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32 tl.dot and the
+# atomics keep the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with BLOCK_D·BLOCK_C. 64 × 16
+# serves C ≤ 16 beyond D = 1024 (padded with −inf logits to tl.dot's minimum N of 16): ~121 registers. 32 × 64 serves
+# wider C, one tile up to 64 classes and a class-tile loop with an online log-sum-exp beyond: 98–146 registers.
+# 64 × 64 and 128 × 16 were tried and reach 255 registers with spills. The deterministic read-add-write of a partial
+# tile costs more: 32 × 64 reached 255 and spilled on sm_90, so wide deterministic tiles take half the features
+# (16 × 64: ~110 registers).
 NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
 WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
 WIDE_DETERMINISTIC_BLOCK_D = 16
@@ -73,6 +89,16 @@ MAX_REGISTERS = 255
 # one for the wider tiles, which already hold 64 classes' worth of W and dW (98–146 registers).
 NARROW_NUM_STAGES = 2
 WIDE_NUM_STAGES = 1
+# X resident, one class at a time (every C that fits one class tile, C ≤ 64): X[rows] is loaded once as a
+# (16, D_pad) tile in its own dtype and both products run over it column by column (FMA and a row / feature sum,
+# no tl.dot), for D_pad up to 1024 (MNIST's 784). At 8 warps a thread holds 64 elements of the tile (16 rows × 4
+# features of float32, 4 rows × 16 of uint8): 64 registers of float32 X, 16 of uint8; 183–254 registers in all and no
+# spills on sm_80 / sm_90 at D = 784. An fp32 tl.dot over the whole 16 × 1024 tile instead took 255 registers, a
+# 1.3–1.5 KB stack (spills) and 128 KB of shared memory at 8 warps, and still spilled at 16 (where 255 registers per
+# thread could not even launch: 512 threads × 128 fill the register file). No feature loop is left to pipeline,
+# hence one stage.
+RESIDENT_D_MAX = 1024
+RESIDENT_NUM_STAGES = 1
 
 
 @dataclass(frozen=True)
@@ -97,13 +123,19 @@ class SoftmaxConfig:
 
 def softmax_config(n_features: int, n_classes: int, deterministic: bool = False) -> SoftmaxConfig:
     """The tile shape shipped for ``D = n_features``, ``C = n_classes`` and the reduction mode."""
+    d_pad = max(16, triton.next_power_of_2(n_features))
+    if n_classes <= WIDE_BLOCK_C and d_pad <= RESIDENT_D_MAX:
+        # X[rows] resident, one class column at a time (_resident_row_block); BLOCK_C only sizes the db vector.
+        return SoftmaxConfig(
+            block_b=BLOCK_B, block_d=d_pad, block_c=NARROW_BLOCK_C if n_classes <= NARROW_BLOCK_C else WIDE_BLOCK_C,
+            x_resident=True, one_class_tile=True, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
+        )
     if n_classes <= NARROW_BLOCK_C:
         block_d, block_c, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_C, NARROW_NUM_STAGES
     else:
         block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
         block_c, num_stages = WIDE_BLOCK_C, WIDE_NUM_STAGES
-    d_pad = max(16, triton.next_power_of_2(n_features))
-    # Small D fits one chunk: X[rows] is loaded once and kept in registers for both GEMMs.
+    # Many classes and small D (≤ 32): X[rows] is loaded once and kept in registers for both tl.dot GEMMs.
     x_resident = d_pad <= block_d
     return SoftmaxConfig(
         block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_c=block_c, x_resident=x_resident,
@@ -189,6 +221,61 @@ def _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, l
 
 
 @triton.jit
+def _class_logits(x, theta_ptr, feats, c, D, C, x_scale):
+    """Logits column ``c`` over the resident tile: ``z_c = s·X[rows] W[:, c] + b_c``, a (BLOCK_B,) vector.
+
+    A product and a sum over the features, in fp32 whatever X's dtype (each element widened as it is used). A thread
+    holds a few rows × features of the tile (16 × 4 of float32, 4 × 16 of uint8): it sums its own first, then across
+    threads (shuffles, and shared memory between warps).
+    """
+    w_c = tl.load(theta_ptr + feats * C + c, mask=feats < D, other=0.0)
+    return tl.sum(x.to(tl.float32) * w_c[None, :], axis=1) * x_scale + tl.load(theta_ptr + D * C + c)
+
+
+@triton.jit
+def _resident_row_block(x, y, weight, lanes, row_mask, theta_ptr, grad_ptr, probs_ptr, D, C, x_scale, grad_scale,
+                        visit, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DETERMINISTIC: tl.constexpr,
+                        STORE_PROBS: tl.constexpr):
+    """Steps 2–4 of :func:`softmax_sgd_kernel` on the resident tile ``x = X[rows]``, one class column at a time.
+
+    Two sweeps over the classes, like the class-tile loop but with tiles one class wide: nothing (B, C)-sized is
+    kept, only (BLOCK_B,) vectors, and each logits column is computed again in the second sweep rather than held.
+    Returns the row block's weighted loss.
+    """
+    feats = tl.arange(0, BLOCK_D)
+    # 2. Online log-sum-exp over the classes: m_i = max_c z_ic, s_i = Σ_c exp(z_ic − m_i), and the target logit.
+    m = tl.full(y.shape, float("-inf"), dtype=tl.float32)
+    s = tl.zeros(y.shape, dtype=tl.float32)
+    z_target = tl.zeros(y.shape, dtype=tl.float32)
+    for c in range(0, C):
+        z_c = _class_logits(x, theta_ptr, feats, c, D, C, x_scale)
+        m_new = tl.maximum(m, z_c)
+        # As in _online_logsumexp: every exponent ≤ 0; exp(−inf − m_new) = 0 clears the empty start.
+        s = s * tl.exp(m - m_new) + tl.exp(z_c - m_new)
+        z_target += tl.where(y == c, z_c, 0.0)
+        m = m_new
+    inv_s = 1.0 / s
+    # 3. CE_i = (m_i − z_{i,y_i}) + log s_i, weighted (see the kernel).
+    loss = tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
+    # 4. Per class: p_c = exp(z_c − m)/s, dz_c = w_i (p_c − [y_i = c]) / B, dW[:, c] = (s·X)ᵀ dz_c, db_c = Σ_i dz_ic.
+    cols = tl.arange(0, BLOCK_C)
+    db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    row_scale = weight * grad_scale
+    for c in range(0, C):
+        z_c = _class_logits(x, theta_ptr, feats, c, D, C, x_scale)
+        p_c = tl.exp(z_c - m) * inv_s
+        if STORE_PROBS:
+            tl.store(probs_ptr + lanes * C + c, p_c, mask=row_mask)
+        dz_c = (p_c - tl.where(y == c, 1.0, 0.0)) * row_scale
+        # Summed over the rows: within a thread first (all 16 rows of its features for float32), then across warps.
+        dw_c = tl.sum(x.to(tl.float32) * (dz_c * x_scale)[:, None], axis=0)
+        accumulate(grad_ptr + feats * C + c, dw_c, feats < D, visit, DETERMINISTIC)
+        db = tl.where(cols == c, tl.sum(dz_c, axis=0), db)
+    accumulate(grad_ptr + D * C + cols, db, cols < C, visit, DETERMINISTIC)
+    return loss
+
+
+@triton.jit
 def softmax_sgd_kernel(
     X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, probs_ptr,
     B, D, C, x_scale, grad_scale, blocks_per_program,
@@ -213,43 +300,51 @@ def softmax_sgd_kernel(
         lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
         row, row_mask, y, weight = load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
         y = y.to(tl.int32)
-        if X_RESIDENT:
-            # The only read of X[rows] in this kernel: it serves the forward and the backward GEMM.
-            x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+        if X_RESIDENT and ONE_CLASS_TILE:
+            # The only read of X[rows] in this kernel, kept in X's dtype: steps 2–4 run over it a class at a time.
+            x = load_x_block(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+            loss_total += _resident_row_block(x, y, weight, lanes, row_mask, theta_ptr, grad_ptr, probs_ptr, D, C,
+                                              x_scale, grad_scale, visit, BLOCK_D, BLOCK_C, DETERMINISTIC,
+                                              STORE_PROBS)
         else:
-            x = 0.0  # unused: _logits_tile / _backward_tile stream X in chunks
+            if X_RESIDENT:
+                # The only read of X[rows] in this kernel: it serves the forward and the backward GEMM of every tile.
+                x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+            else:
+                x = 0.0  # unused: _logits_tile / _backward_tile stream X in chunks
 
-        # 2. Logits, row max m_i and s_i = Σ_c exp(z_ic − m_i) (lse_i = m_i + log s_i): one tile or an online sweep.
-        m = tl.full((BLOCK_B,), float("-inf"), dtype=tl.float32)
-        s = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        z_target = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        if ONE_CLASS_TILE:
-            z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, 0, D, C, x_scale,
-                             BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
-            m, s, z_target = _online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
-        else:
-            for c0 in range(0, C, BLOCK_C):
-                z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+            # 2. Logits, row max m_i and s_i = Σ_c exp(z_ic − m_i) (lse_i = m_i + log s_i): an online sweep over the
+            #    class tiles (a single tile when C fits one).
+            m = tl.full((BLOCK_B,), float("-inf"), dtype=tl.float32)
+            s = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            z_target = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            if ONE_CLASS_TILE:
+                z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, 0, D, C, x_scale,
                                  BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
-                m, s, z_target = _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
-        inv_s = 1.0 / s
+                m, s, z_target = _online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
+            else:
+                for c0 in range(0, C, BLOCK_C):
+                    z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+                                     BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                    m, s, z_target = _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
+            inv_s = 1.0 / s
 
-        # 3. Cross-entropy CE_i = −log p_{i,y_i} = lse_i − z_{i,y_i} = (m_i − z_{i,y_i}) + log s_i, weighted; summed on
-        #    the device. The difference is taken first: m and z_y may be 1e4 while CE is small.
-        loss_total += tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
+            # 3. Cross-entropy CE_i = −log p_{i,y_i} = lse_i − z_{i,y_i} = (m_i − z_{i,y_i}) + log s_i, weighted;
+            #    summed on the device. The difference is taken first: m and z_y may be 1e4 while CE is small.
+            loss_total += tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
 
-        # 4. dZ, dW, db per class tile; beyond one tile the logits are recomputed (O(B) memory, not O(B·C)).
-        if ONE_CLASS_TILE:
-            _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
-                           0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT,
-                           DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
-        else:
-            for c0 in range(0, C, BLOCK_C):
-                z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
-                                 BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
-                _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
-                               c0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT,
-                               DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+            # 4. dZ, dW, db per class tile; beyond one tile the logits are recomputed (O(B) memory, not O(B·C)).
+            if ONE_CLASS_TILE:
+                _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr,
+                               probs_ptr, 0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C,
+                               X_RESIDENT, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+            else:
+                for c0 in range(0, C, BLOCK_C):
+                    z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
+                                     BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                    _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr,
+                                   probs_ptr, c0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C,
+                                   X_RESIDENT, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
     # 5. This program's summed loss: one atomic (fast) or its own slot (deterministic).
     add_loss(loss_ptr, pid, loss_total, DETERMINISTIC)
 
