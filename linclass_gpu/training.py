@@ -1,6 +1,6 @@
 """The minibatch SGD loop, the same for every backend: shuffle, batches, schedule, epochs, divergence, progress.
 
-The loop never reads the device inside an epoch. Per epoch it moves one permutation to the device, calls the
+The loop never reads the device inside an epoch. Per epoch it has the backend shuffle the rows, calls the
 backend's fused step once per minibatch with a host-computed learning rate, and at the end reads back the summed
 loss (the one sync) and a copy of the parameters, which is what a diverged or interrupted fit falls back to.
 """
@@ -176,7 +176,7 @@ def train_sgd(
     epochs, batch_size : int
     schedule : LearningRateSchedule
     rng : numpy.random.Generator
-        Draws each epoch's permutation (on the host, so every backend sees the same order for a seed).
+        Fixes each epoch's shuffle (:meth:`Backend.permutation`); its state is what a checkpoint saves.
     shuffle : bool
         When False, rows are visited in order every epoch.
     score_validation : callable (W (D, K), b (K,)) -> float, optional
@@ -214,7 +214,7 @@ def train_sgd(
         try:
             for epoch in range(start_epoch, epochs):
                 started = time.perf_counter()
-                rows = backend.asarray(rng.permutation(n_rows)) if shuffle else in_order
+                rows = backend.permutation(n_rows, rng) if shuffle else in_order
                 for start in range(0, n_rows, batch_size):
                     learning_rate = schedule(epoch, history.steps) * history.rate_scale
                     stepper.step(rows[start:start + batch_size], learning_rate)

@@ -335,3 +335,14 @@ def test_numpy_steps_allocate_nothing_the_size_of_the_logits(rng, model, weighte
     # (B,) temporaries (row max, sums, per-row losses) and NumPy's fixed 8192-value ufunc buffer (32 KB), which does
     # not grow with the batch; a (B, K) temporary would be 200 KB for softmax.
     assert peak < 16 * batch * 8 + 40 * 1024, f"peak {peak} bytes; the logits are {batch * n_outputs * 4} bytes"
+
+
+@pytest.mark.parametrize("backend_name", sorted({name for name, _ in BACKEND_DTYPE_PAIRS}))
+def test_permutation_is_a_shuffle_fixed_by_the_rng_state(make_backend, backend_name):
+    backend = make_backend(backend_name)
+    orders = [backend.to_numpy(backend.permutation(1000, np.random.default_rng(seed))) for seed in (3, 3, 4)]
+    assert np.array_equal(np.sort(orders[0]), np.arange(1000))
+    assert np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[0], orders[2])
+    rng = np.random.default_rng(3)
+    first, second = (backend.to_numpy(backend.permutation(1000, rng)) for _ in range(2))
+    assert not np.array_equal(first, second), "each epoch draws a new order"

@@ -269,6 +269,15 @@ class Backend(abc.ABC):
               no sync). L1 is proximal with the per-parameter step ``lr/(√v/√(1 − β₂ᵗ) + ε)``. No momentum.
         """
 
+    def permutation(self, n: int, rng: np.random.Generator) -> Any:
+        """A random order of ``range(n)`` as a device integer array: each epoch's shuffle, drawn from ``rng``.
+
+        Here it is drawn on the host and copied over; GPU backends draw it on the device from a seed taken from
+        ``rng``, so only the seed crosses the bus. Either way ``rng``'s state alone fixes the order, so a resumed
+        run replays it.
+        """
+        return self.asarray(rng.permutation(n))
+
     def describe(self) -> str:
         """One line for logs and ``linclass-gpu info``: the backend and the device it runs on."""
         return self.name

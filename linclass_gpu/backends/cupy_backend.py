@@ -80,6 +80,10 @@ class CupyBackend(ArrayBackend):
 
         self.xp = cupy
 
+    def permutation(self, n: int, rng: np.random.Generator) -> Any:
+        """Shuffled on the device (cuRAND) from a seed drawn from ``rng``: nothing the size of ``n`` crosses the bus."""
+        return self.xp.random.RandomState(int(rng.integers(2**32))).permutation(n)  # RandomState seeds are 32-bit
+
     def describe(self) -> str:
         cupy = self.xp
         device = cupy.cuda.Device()

@@ -261,6 +261,12 @@ class TritonBackend(Backend):
         self.tf32 = bool(tf32)
         self.input_precision = "tf32" if self.tf32 else "ieee"
 
+    def permutation(self, n: int, rng: np.random.Generator) -> Any:
+        """Shuffled on the device (``torch.randperm``) from a seed drawn from ``rng``: only the seed crosses the bus."""
+        torch = self._torch
+        generator = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**63)))
+        return torch.randperm(n, generator=generator, device=self.device)
+
     def describe(self) -> str:
         if self.interpreted:
             return "triton: Triton interpreter on CPU (TRITON_INTERPRET=1)"
