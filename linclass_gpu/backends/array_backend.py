@@ -87,6 +87,17 @@ def soft_threshold_(xp, param: Any, threshold: Any, scratch: Any) -> None:
     xp.copysign(scratch, param, out=param)
 
 
+def _per_parameter_step_(xp, param: Any, direction: Any, denominator: Any, learning_rate: float, l1: float) -> None:
+    """AdaGrad's and Adam's last step: ``s = lr/denominator`` per entry, ``p ← p − s·direction``, then the proximal
+    L1 step ``p ← sign(p)·max(|p| − s·l1, 0)``. ``direction`` and ``denominator`` are overwritten."""
+    xp.divide(learning_rate, denominator, out=denominator)  # s
+    direction *= denominator
+    param -= direction
+    if l1:
+        denominator *= l1
+        soft_threshold_(xp, param, denominator, direction)
+
+
 class ArrayFusedSGD(FusedSGD):
     """The fused SGD step of :class:`ArrayBackend`: gather, forward, backward and update on preallocated buffers.
 
@@ -251,26 +262,16 @@ class ArrayBackend(Backend):
             accumulator += scratch  # v ← β₂ v + (1 − β₂) g²
             xp.sqrt(accumulator, out=scratch)
             scratch /= bias_correction2_sqrt
-            scratch += ADAM_EPS
-            xp.divide(learning_rate, scratch, out=scratch)  # s = lr/(√v̂ + ε)
+            scratch += ADAM_EPS  # √v̂ + ε
             xp.divide(velocity, bias_correction1, out=grad)  # m̂
-            grad *= scratch
-            param -= grad
-            if l1:
-                scratch *= l1
-                soft_threshold_(xp, param, scratch, grad)
+            _per_parameter_step_(xp, param, grad, scratch, learning_rate, l1)
             return
         if accumulator is not None:
             xp.multiply(grad, grad, out=scratch)
             accumulator += scratch  # G ← G + g²
             xp.sqrt(accumulator, out=scratch)
-            scratch += ADAGRAD_EPS
-            xp.divide(learning_rate, scratch, out=scratch)  # s = lr/(√G + ε)
-            grad *= scratch
-            param -= grad
-            if l1:
-                scratch *= l1
-                soft_threshold_(xp, param, scratch, grad)
+            scratch += ADAGRAD_EPS  # √G + ε
+            _per_parameter_step_(xp, param, grad, scratch, learning_rate, l1)
             return
         if velocity is not None:
             velocity *= momentum
