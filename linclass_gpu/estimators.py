@@ -440,9 +440,10 @@ class _LinearClassifier:
 class SoftmaxRegression(_LinearClassifier):
     """Multinomial logistic (softmax) regression trained by minibatch SGD.
 
+    ``P(class k | x) = softmax(input_scale·x Wᵀ + b)_k``, fitted by minimising the mean cross-entropy plus the
+    penalty (by default ``alpha/2·‖W‖²``, never on ``b``). Labels may be any values; they are never stored one-hot.
     X may be a NumPy, CuPy or torch array (CPU or CUDA) or any DLPack producer; device data stays on its device
-    when the backend runs there. ``P(class k | x) = softmax(input_scale·x Wᵀ + b)_k``, fitted by minimising the mean cross-entropy plus
-    ``alpha/2·‖W‖²`` (never on ``b``). Labels may be any values; they are never stored one-hot.
+    when the backend runs there.
 
     Parameters
     ----------
