@@ -5,8 +5,11 @@ the formulas, float64 throughout, NumPy only, no fusion and no tricks beyond the
 (subtract the row max before ``exp`` in log-sum-exp; only ever take ``exp`` of a non-positive number in the sigmoid
 and the binary cross-entropy). It is never selected as a backend.
 
-Shapes: ``N`` rows, ``D`` features, ``C`` classes. Labels are integer class ids in ``[0, C)`` for the softmax model
-and ``{0, 1}`` for the binary sigmoid model (mapping other label values happens in the estimators).
+Shapes: ``N`` rows, ``D`` features, ``C`` classes, ``K`` outputs of the sigmoid model. Labels are integer class ids in
+``[0, C)`` for the softmax model and ``{0, 1}`` targets for the sigmoid model: one column (binary, ``w`` (D,)), or an
+indicator matrix (N, K) with ``W`` (D, K) for ``K`` independent sigmoids (multilabel, or one-vs-rest with
+``Y_ik = [y_i = k]``), whose losses add up over the ``K`` outputs of a row (mapping other label values happens in the
+estimators).
 
 Sample weights ``w_i ≥ 0`` (``None``: every ``w_i = 1``) weight each row's loss: the mean loss is
 ``(1/N) Σ_i w_i ℓ_i``, divided by the row count ``N``, not by ``Σ_i w_i`` (as scikit-learn's SGD does; see
@@ -135,14 +138,20 @@ def cross_entropy(Z, y, sample_weight=None):
     return float((weights * -log_probabilities[rows, y]).mean())  # (1/N) Σ_i w_i · (−log softmax(Z)_{i, y_i})
 
 
+def _weighted_row_mean(sample_weight, elementwise_loss):
+    """``(1/N) Σ_i w_i Σ_k ℓ_ik`` of a loss given per row (N,) or per row and output (N, K)."""
+    per_row = elementwise_loss.reshape(len(elementwise_loss), -1).sum(axis=1)  # Σ_k ℓ_ik: independent outputs add
+    return float((_row_weights(sample_weight, len(per_row)) * per_row).mean())
+
+
 def binary_cross_entropy_with_logits(z, y, sample_weight=None):
     """Mean (weighted) binary cross-entropy of ``σ(z)`` against targets in {0, 1}, computed from the logits.
 
     Parameters
     ----------
-    z : array_like, shape (N,)
-        Logits.
-    y : array_like, shape (N,)
+    z : array_like, shape (N,) or (N, K)
+        Logits: one per row, or ``K`` independent outputs per row.
+    y : array_like, shape of ``z``
         Targets in {0, 1}.
     sample_weight : array_like, shape (N,), optional
         ``w_i``; ``None`` is 1 for every row.
@@ -150,14 +159,14 @@ def binary_cross_entropy_with_logits(z, y, sample_weight=None):
     Returns
     -------
     float
-        ``(1/N) Σ_i w_i · (max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|)))``, the row loss being
+        ``(1/N) Σ_i w_i Σ_k (max(z_ik, 0) − z_ik y_ik + log1p(exp(−|z_ik|)))``, each term being
         ``−y log σ(z) − (1 − y) log(1 − σ(z))`` without ever forming ``log σ(z)`` (that is ``−inf`` once ``σ``
         rounds to 0).
     """
     z = np.asarray(z, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    per_row_loss = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))  # max(z,0) − z·y + log1p(e^{−|z|})
-    return float((_row_weights(sample_weight, len(z)) * per_row_loss).mean())  # (1/N) Σ_i w_i ℓ_i
+    elementwise_loss = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))  # max(z,0) − z·y + log1p(e^{−|z|})
+    return _weighted_row_mean(sample_weight, elementwise_loss)
 
 
 def _linear_forward(X, W, b, x_scale):
@@ -209,16 +218,30 @@ def softmax_loss_grad(X, y, W, b, x_scale=1.0, sample_weight=None):
     return cross_entropy(Z, y, sample_weight), dW, db
 
 
+def _sigmoid_targets(y, z):
+    """Targets as float64 in the shape of the logits ``z``, which ``y`` must have ((N,) or (N, K))."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != z.shape:
+        raise ValueError(f"targets of shape {y.shape} do not match logits of shape {z.shape}")
+    return y
+
+
+def _row_weight_column(sample_weight, z):
+    """``w_i`` shaped to broadcast against logits ``z`` (N,) or (N, K)."""
+    weights = _row_weights(sample_weight, len(z))
+    return weights if z.ndim == 1 else weights[:, np.newaxis]
+
+
 def sigmoid_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     """Mean (weighted) binary cross-entropy of logistic regression (from logits) and its gradients.
 
     Parameters
     ----------
     X : array_like, shape (N, D)
-    y : array_like, shape (N,)
-        Targets in {0, 1}.
-    w : array_like, shape (D,)
-    b : float
+    y : array_like, shape (N,) or (N, K)
+        Targets in {0, 1}: one per row, or an indicator matrix for ``K`` independent sigmoids.
+    w : array_like, shape (D,) or (D, K)
+    b : float or array_like, shape (K,)
     x_scale : float
     sample_weight : array_like, shape (N,), optional
         ``w_i ≥ 0``; ``None`` is 1 for every row.
@@ -226,18 +249,18 @@ def sigmoid_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     Returns
     -------
     loss : float
-        ``(1/N) Σ_i w_i · (max(z_i, 0) − z_i y_i + log1p(exp(−|z_i|)))`` with ``z = x_scale · X w + b``.
-    dw : ndarray, shape (D,)
-        ``x_scale · Xᵀ dz`` with ``dz_i = w_i (σ(z_i) − y_i) / N``.
-    db : float
+        ``(1/N) Σ_i w_i Σ_k (max(z_ik, 0) − z_ik y_ik + log1p(exp(−|z_ik|)))`` with ``z = x_scale · X w + b``.
+    dw : ndarray, shape of ``w``
+        ``x_scale · Xᵀ dz`` with ``dz_ik = w_i (σ(z_ik) − y_ik) / N``.
+    db : float, or ndarray of shape (K,)
         ``Σ_i dz_i``.
     """
-    y = np.asarray(y, dtype=np.float64)
-    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
-    weights = _row_weights(sample_weight, len(z))
-    dz = weights * (sigmoid(z) - y) / len(z)  # ∂((1/N) Σ w_i BCE_i)/∂z_i = w_i (σ(z_i) − y_i) / N
+    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,) or (N, K)
+    y = _sigmoid_targets(y, z)
+    # ∂((1/N) Σ_i w_i Σ_k BCE_ik)/∂z_ik = w_i (σ(z_ik) − y_ik) / N: each output's gradient is its own.
+    dz = _row_weight_column(sample_weight, z) * (sigmoid(z) - y) / len(z)
     dw, db = _linear_backward(X, dz, x_scale)
-    return binary_cross_entropy_with_logits(z, y, sample_weight), dw, float(db)
+    return binary_cross_entropy_with_logits(z, y, sample_weight), dw, db if z.ndim == 2 else float(db)
 
 
 def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
@@ -250,10 +273,10 @@ def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     Parameters
     ----------
     X : array_like, shape (N, D)
-    y : array_like, shape (N,)
+    y : array_like, shape (N,) or (N, K)
         Targets in {0, 1}.
-    w : array_like, shape (D,)
-    b : float
+    w : array_like, shape (D,) or (D, K)
+    b : float or array_like, shape (K,)
     x_scale : float
     sample_weight : array_like, shape (N,), optional
         ``w_i ≥ 0``; ``None`` is 1 for every row.
@@ -261,21 +284,20 @@ def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     Returns
     -------
     loss : float
-        ``(1/N) Σ_i w_i (σ(z_i) − y_i)²`` with ``z = x_scale · X w + b``.
-    dw : ndarray, shape (D,)
-        ``x_scale · Xᵀ dz`` with ``dz_i = 2 w_i (σ(z_i) − y_i) σ(z_i) (1 − σ(z_i)) / N``.
-    db : float
+        ``(1/N) Σ_i w_i Σ_k (σ(z_ik) − y_ik)²`` with ``z = x_scale · X w + b``.
+    dw : ndarray, shape of ``w``
+        ``x_scale · Xᵀ dz`` with ``dz_ik = 2 w_i (σ(z_ik) − y_ik) σ(z_ik) (1 − σ(z_ik)) / N``.
+    db : float, or ndarray of shape (K,)
         ``Σ_i dz_i``.
     """
-    y = np.asarray(y, dtype=np.float64)
-    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,)
+    z = _linear_forward(X, w, b, x_scale)  # z = x_scale · X w + b, (N,) or (N, K)
+    y = _sigmoid_targets(y, z)
     probability = sigmoid(z)
     error = probability - y  # σ(z) − y
-    weights = _row_weights(sample_weight, len(z))
-    # ∂((1/N) Σ w_i (σ_i − y_i)²)/∂z_i, using σ' = σ(1 − σ)
-    dz = 2.0 * weights * error * probability * (1.0 - probability) / len(z)
+    # ∂((1/N) Σ_i w_i Σ_k (σ_ik − y_ik)²)/∂z_ik, using σ' = σ(1 − σ)
+    dz = 2.0 * _row_weight_column(sample_weight, z) * error * probability * (1.0 - probability) / len(z)
     dw, db = _linear_backward(X, dz, x_scale)
-    return float(np.mean(weights * error**2)), dw, float(db)
+    return _weighted_row_mean(sample_weight, error**2), dw, db if z.ndim == 2 else float(db)
 
 
 def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
@@ -357,13 +379,14 @@ def sgd_step(
 
     Parameters
     ----------
-    model : {"softmax", "sigmoid"}
+    model : {"softmax", "sigmoid", "sigmoid_mse"}
+        Softmax with cross-entropy, or ``K`` independent sigmoids with binary cross-entropy or squared error.
     X : array_like, shape (B, D)
         The minibatch rows.
-    y : array_like, shape (B,)
-        Class ids in ``[0, K)`` for softmax, targets in {0, 1} for sigmoid.
+    y : array_like, shape (B,) or (B, K)
+        Class ids in ``[0, K)`` for softmax; targets in {0, 1} for the sigmoid models, (B,) when ``K = 1``.
     W : array_like, shape (D, K)
-        ``K = C`` for softmax, ``K = 1`` for sigmoid.
+        ``K = C`` for softmax; for sigmoid, 1 (binary) or the number of independent outputs.
     b : array_like, shape (K,)
     velocity_W : array_like, shape (D, K)
         Momentum buffer of ``W`` (zeros at the start of training).
@@ -428,10 +451,10 @@ def sgd_step(
     velocity_b = np.asarray(velocity_b, dtype=np.float64)
     if model == "softmax":
         loss, dW, db = softmax_loss_grad(X, y, W, b, x_scale, sample_weight)
-    elif model == "sigmoid":
-        # The binary model is stored as one output column; its loss and gradients are those of w = W[:, 0].
-        loss, dw, db_scalar = sigmoid_loss_grad(X, y, W[:, 0], b[0], x_scale, sample_weight)
-        dW, db = dw[:, np.newaxis], np.array([db_scalar])
+    elif model in ("sigmoid", "sigmoid_mse"):
+        loss_grad = sigmoid_loss_grad if model == "sigmoid" else sigmoid_mse_loss_grad
+        targets = np.asarray(y, dtype=np.float64).reshape(len(y), W.shape[1])  # (B,) is the binary model's (B, 1)
+        loss, dW, db = loss_grad(X, targets, W, b, x_scale, sample_weight)
     else:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 

@@ -47,10 +47,11 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     ----------
     backend : ArrayBackend
         Supplies ``xp`` and :meth:`ArrayBackend.logits_to_grad_`.
-    model : {"softmax", "sigmoid"}
+    model : {"softmax", "sigmoid", "sigmoid_mse"}
     X : array, shape (B, D), float
-    targets : array, shape (B,)
-        Flat target indices (softmax) or {0, 1} labels (sigmoid): see :mod:`.rowwise`.
+    targets : array, shape (B,) or (B, K)
+        Flat target indices, shape (B,) (softmax), or {0, 1} targets, shape (B, K) (sigmoid models): see
+        :mod:`.rowwise`.
     weights : array, shape (B,), or None
         Per-row sample weights ``w_i`` in ``X``'s float dtype; None is 1 for every row.
     W : array, shape (D, K)
@@ -132,7 +133,7 @@ class ArrayFusedSGD(FusedSGD):
         # A raw gather buffer only when X must be converted (uint8, float16) before the GEMM.
         self._raw_rows = None if X.dtype == dtype else xp.empty((rows, features), dtype=X.dtype)
         self._rows = xp.empty((rows, features), dtype=dtype)
-        self._targets = xp.empty(rows, dtype=y.dtype)
+        self._targets = xp.empty((rows,) + y.shape[1:], dtype=y.dtype)
         self._sample_weight = sample_weight
         self._weights = None if sample_weight is None else xp.empty(rows, dtype=dtype)
         # Row i's target logit sits at flat index i·C + y_i of the C-contiguous logits buffer.
@@ -213,10 +214,10 @@ class ArrayBackend(Backend):
 
         Parameters
         ----------
-        model : {"softmax", "sigmoid"}
+        model : {"softmax", "sigmoid", "sigmoid_mse"}
         Z : array, shape (B, K), C-contiguous
             ``X_b W`` on entry; the logits are ``x_scale·Z + b``.
-        targets : array, shape (B,)
+        targets : array, shape (B,) or (B, K)
             As in :func:`linear_loss_grad_`.
         weights : array, shape (B,), or None
             Per-row sample weights in ``Z``'s dtype; None is 1 for every row.
@@ -296,10 +297,21 @@ class ArrayBackend(Backend):
         return self._loss_grad("softmax", X, y, W, b, x_scale, sample_weight)
 
     def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
+        return self._sigmoid_loss_grad("sigmoid", X, y, w, b, x_scale, sample_weight)
+
+    def sigmoid_mse_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
+        return self._sigmoid_loss_grad("sigmoid_mse", X, y, w, b, x_scale, sample_weight)
+
+    def _sigmoid_loss_grad(self, model: str, X: Any, y: Any, w: Any, b: Any, x_scale: float,
+                           sample_weight: Any) -> tuple[float, Any, Any]:
+        """A sigmoid model's loss and gradients; ``w`` (D,) with scalar ``b`` is the binary model, given back in
+        those shapes, ``w`` (D, K) with ``b`` (K,) the ``K``-output one."""
         xp = self.xp
-        loss, dW, db = self._loss_grad("sigmoid", X, y, xp.reshape(xp.asarray(w), (-1, 1)),
-                                       xp.reshape(xp.asarray(b), (1,)), x_scale, sample_weight)
-        return loss, dW[:, 0], db[0]
+        w = xp.asarray(w)
+        W = w if w.ndim == 2 else xp.reshape(w, (-1, 1))
+        loss, dW, db = self._loss_grad(model, X, y, W, xp.reshape(xp.asarray(b), (W.shape[1],)), x_scale,
+                                       sample_weight)
+        return (loss, dW, db) if w.ndim == 2 else (loss, dW[:, 0], db[0])
 
     def _loss_grad(self, model: str, X: Any, y: Any, W: Any, b: Any, x_scale: float,
                    sample_weight: Any) -> tuple[float, Any, Any]:
@@ -313,7 +325,7 @@ class ArrayBackend(Backend):
         if model == "softmax":
             targets = xp.arange(n_rows) * n_outputs + y
         else:
-            targets = xp.asarray(y, dtype=dtype)
+            targets = self._sigmoid_targets(y, n_outputs, dtype)
         Z = xp.empty((n_rows, n_outputs), dtype=dtype)
         dW, db, loss_sum = xp.empty_like(W), xp.empty_like(b), xp.zeros((), dtype=np.float64)
         linear_loss_grad_(self, model, X_float, targets, weights, W, b, float(x_scale), Z, dW, db, loss_sum)
@@ -336,12 +348,19 @@ class ArrayBackend(Backend):
     def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                   fit_intercept=True, x_scale=1.0, sample_weight=None, optimizer="sgd"):
         dtype = compute_dtype(X.dtype)
-        if model == "sigmoid":
-            y = y.astype(dtype, copy=False)
+        if model != "softmax":
+            y = self._sigmoid_targets(y, np.shape(W)[1], dtype)
         return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
                              l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
                              x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype),
                              optimizer=optimizer)
+
+    def _sigmoid_targets(self, y: Any, n_outputs: int, dtype: np.dtype) -> Any:
+        """A sigmoid model's {0, 1} targets as a (N, K) array of the compute ``dtype`` ((N,) is (N, 1))."""
+        targets = self.xp.asarray(y, dtype=dtype)
+        if targets.shape[1:] not in ((n_outputs,), () if n_outputs == 1 else None):
+            raise ValueError(f"targets of shape {targets.shape} do not fit a model with {n_outputs} outputs")
+        return targets.reshape(targets.shape[0], n_outputs)
 
     def _weights(self, sample_weight: Any, n_rows: int, dtype: np.dtype) -> Any:
         """``sample_weight`` as a device array (N,) of the compute ``dtype``, or None.

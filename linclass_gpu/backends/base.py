@@ -5,7 +5,14 @@ estimators and the training loop only ever talk to the two abstract classes belo
 subclass, nothing else.
 
 Shapes used throughout: ``N`` rows, ``D`` features, ``C`` classes, ``B`` rows in one minibatch, ``K`` output
-columns of the linear map (``K = C`` for softmax regression, ``K = 1`` for the binary sigmoid model).
+columns of the linear map (``K = C`` for softmax regression; for the sigmoid models ``K = 1`` for binary logistic
+regression, or ``K`` independent sigmoids: multilabel, or one-vs-rest over ``C = K`` classes).
+
+Models (:data:`MODELS`): ``"softmax"`` (softmax + cross-entropy over integer class ids, never one-hot),
+``"sigmoid"`` (``K`` sigmoids + binary cross-entropy from the logits) and ``"sigmoid_mse"`` (``K`` sigmoids + squared
+error ``(σ(z) − y)²``, for teaching: its gradient ``2(σ − y)σ(1 − σ)`` vanishes where the model is confidently
+wrong). The sigmoid models' targets are {0, 1} values of shape (N,) when ``K = 1`` or an indicator matrix (N, K); a
+row's loss is the sum over its ``K`` outputs.
 
 Sample weights. Every loss and step takes optional per-row weights ``w_i ≥ 0`` (``None``: every ``w_i = 1``). Row
 ``i``'s loss ``ℓ_i`` counts ``w_i`` times: the summed loss is ``Σ_i w_i ℓ_i`` and the gradient with respect to row
@@ -23,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-MODELS = ("softmax", "sigmoid")
+MODELS = ("softmax", "sigmoid", "sigmoid_mse")
 # The update rules of the fused step (see Backend.fused_sgd).
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 # AdaGrad's ε in p ← p − lr·g/(√G + ε): PyTorch's default, small enough to matter only while G is ~0.
@@ -63,7 +70,7 @@ class FusedSGD(abc.ABC):
 
     Attributes
     ----------
-    model : {"softmax", "sigmoid"}
+    model : {"softmax", "sigmoid", "sigmoid_mse"}
     n_features : int
         ``D``.
     n_outputs : int
@@ -180,10 +187,10 @@ class Backend(abc.ABC):
         Parameters
         ----------
         X : device array, shape (N, D)
-        y : device array, shape (N,)
-            Targets in {0, 1}.
-        w : array, shape (D,)
-        b : float or 0-d array
+        y : device array, shape (N,) or (N, K)
+            Targets in {0, 1}: one column for the binary model, an indicator matrix for ``K`` independent sigmoids.
+        w : array, shape (D,) or (D, K)
+        b : float or 0-d array, or array of shape (K,) with ``w`` (D, K)
         x_scale : float
         sample_weight : device float array, shape (N,), optional
             ``w_i ≥ 0``; None is 1 for every row.
@@ -191,12 +198,29 @@ class Backend(abc.ABC):
         Returns
         -------
         loss : float
-            ``(1/N) Σ_i w_i · (max(z_i,0) − z_i·y_i + log1p(exp(−|z_i|)))``.
-        dw : device array, shape (D,)
-            ``x_scale · Xᵀ dz`` with ``dz_i = w_i (σ(z_i) − y_i) / N``.
-        db : device 0-d array or float
+            ``(1/N) Σ_i w_i Σ_k (max(z_ik,0) − z_ik·y_ik + log1p(exp(−|z_ik|)))``.
+        dw : device array, shape of ``w``
+            ``x_scale · Xᵀ dz`` with ``dz_ik = w_i (σ(z_ik) − y_ik) / N``.
+        db : device 0-d array or float (shape (K,) with ``w`` (D, K))
             ``Σ_i dz_i``.
         """
+
+    def sigmoid_mse_loss_grad(self, X: Any, y: Any, w: Any, b: Any, x_scale: float = 1.0,
+                              sample_weight: Any = None) -> tuple[float, Any, Any]:
+        """Mean (weighted) squared error ``(σ(z) − y)²`` of the sigmoid model and its gradients.
+
+        Parameters and shapes are those of :meth:`sigmoid_loss_grad`.
+
+        Returns
+        -------
+        loss : float
+            ``(1/N) Σ_i w_i Σ_k (σ(z_ik) − y_ik)²``.
+        dw : device array, shape of ``w``
+            ``x_scale · Xᵀ dz`` with ``dz_ik = 2 w_i (σ(z_ik) − y_ik) σ(z_ik) (1 − σ(z_ik)) / N``.
+        db : device 0-d array or float (shape (K,) with ``w`` (D, K))
+            ``Σ_i dz_i``.
+        """
+        raise NotImplementedError(f"the {self.name} backend has no squared-error sigmoid loss yet")  # TODO(lead)
 
     @abc.abstractmethod
     def decision_function(self, X: Any, W: np.ndarray, b: np.ndarray, x_scale: float = 1.0) -> Any:
@@ -225,12 +249,13 @@ class Backend(abc.ABC):
 
         Parameters
         ----------
-        model : {"softmax", "sigmoid"}
+        model : {"softmax", "sigmoid", "sigmoid_mse"}
         X : device array, shape (N, D)
-        y : device array, shape (N,)
-            Integer class ids for softmax, {0, 1} for sigmoid.
+        y : device array, shape (N,) or (N, K)
+            Integer class ids for softmax; {0, 1} targets for the sigmoid models, (N,) or (N, 1) when ``K = 1``.
         W, b : ndarray, shapes (D, K) and (K,)
-            Initial parameters on the host; ``K = C`` for softmax, ``1`` for sigmoid.
+            Initial parameters on the host; ``K = C`` for softmax, the number of independent outputs for the
+            sigmoid models (1 for binary).
         max_batch_size : int
             Largest ``B`` that ``step`` will be given (buffers are allocated once for it).
         l2 : float

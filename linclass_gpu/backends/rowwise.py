@@ -52,32 +52,59 @@ def softmax_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any
     return loss_sum
 
 
+def _row_sums(xp, elementwise: Any) -> Any:
+    """``Σ_k v_ik`` of a (B, K) array as (B,); the single column itself when ``K = 1`` (no reduction launched)."""
+    return elementwise[:, 0] if elementwise.shape[1] == 1 else elementwise.sum(axis=1)
+
+
+def _stable_sigmoid(xp, Z: Any) -> tuple[Any, Any]:
+    """``(σ(Z), e^{−|Z|})`` elementwise, taking ``exp`` of non-positive numbers only (nothing overflows).
+
+    σ(z) = 1/(1+e^{−|z|}) for z >= 0 and e^{−|z|}/(1+e^{−|z|}) for z < 0: both forms are stable.
+    """
+    exp_neg_abs = xp.exp(-xp.abs(Z))  # in (0, 1]
+    return xp.where(Z >= 0, 1, exp_neg_abs) / (1 + exp_neg_abs), exp_neg_abs
+
+
 def sigmoid_binary_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any:
-    """Turn logits into ``w_i (σ(z_i) − y_i)`` in place; return the weighted summed binary cross-entropy from logits.
+    """Turn logits into ``w_i (σ(z_ik) − y_ik)`` in place; return the weighted summed binary cross-entropy.
 
     Parameters
     ----------
     xp : module
-    Z : array, shape (B, 1)
-        Logits; overwritten with ``w_i (σ(z_i) − y_i)``.
-    targets : array, shape (B,)
-        Labels in {0, 1}, same float dtype as ``Z``.
+    Z : array, shape (B, K)
+        Logits of ``K`` independent sigmoids (``K = 1``: binary); overwritten with ``w_i (σ(z_ik) − y_ik)``.
+    targets : array, shape (B, K)
+        Targets in {0, 1}, same float dtype as ``Z``.
     weights : array, shape (B,), optional
         ``w_i``, same float dtype as ``Z``; ``None`` is 1 for every row.
 
     Returns
     -------
     0-d array
-        ``Σ_i w_i (max(z,0) − z·y + log1p(exp(−|z|)))``: log σ(z) is never formed, so no log(0) for |z| large.
+        ``Σ_i w_i Σ_k (max(z,0) − z·y + log1p(exp(−|z|)))``: log σ(z) is never formed, so no log(0) for |z| large.
     """
-    z = Z[:, 0]
-    exp_neg_abs = xp.exp(-xp.abs(z))  # in (0, 1]: never overflows
-    loss_sum = weighted_sum(xp.maximum(z, 0) - z * targets + xp.log1p(exp_neg_abs), weights)
-    # σ(z) = 1/(1+e^{−|z|}) for z >= 0 and e^{−|z|}/(1+e^{−|z|}) for z < 0: both forms stable.
-    probability = xp.where(z >= 0, 1, exp_neg_abs) / (1 + exp_neg_abs)
-    xp.subtract(probability, targets, out=z)
+    probability, exp_neg_abs = _stable_sigmoid(xp, Z)
+    loss_sum = weighted_sum(_row_sums(xp, xp.maximum(Z, 0) - Z * targets + xp.log1p(exp_neg_abs)), weights)
+    xp.subtract(probability, targets, out=Z)  # ∂BCE/∂z = σ(z) − y
     if weights is not None:
-        z *= weights  # the derivative of w_i·BCE_i
+        Z *= weights[:, None]  # the derivative of w_i·BCE_i
+    return loss_sum
+
+
+def sigmoid_squared_error_(xp, Z: Any, targets: Any, weights: Any = None) -> Any:
+    """Turn logits into ``2 w_i (σ(z_ik) − y_ik) σ(z_ik)(1 − σ(z_ik))`` in place; return ``Σ_i w_i Σ_k (σ − y)²``.
+
+    Shapes as in :func:`sigmoid_binary_cross_entropy_`. The factor ``σ(1 − σ)`` is ``σ'``; it vanishes for large
+    ``|z|``, which is why MSE under a sigmoid learns slowly where it is confidently wrong.
+    """
+    probability, _ = _stable_sigmoid(xp, Z)
+    xp.subtract(probability, targets, out=Z)  # σ − y
+    loss_sum = weighted_sum(_row_sums(xp, Z * Z), weights)
+    # ∂(σ − y)²/∂z = 2(σ − y)σ(1 − σ)
+    Z *= 2 * probability * (1 - probability)
+    if weights is not None:
+        Z *= weights[:, None]
     return loss_sum
 
 
@@ -90,4 +117,5 @@ def log_softmax(xp, Z: Any) -> Any:
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
 
-ROW_LOSSES = {"softmax": softmax_cross_entropy_, "sigmoid": sigmoid_binary_cross_entropy_}
+ROW_LOSSES = {"softmax": softmax_cross_entropy_, "sigmoid": sigmoid_binary_cross_entropy_,
+              "sigmoid_mse": sigmoid_squared_error_}
