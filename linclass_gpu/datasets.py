@@ -11,6 +11,7 @@ cache, verified against the canonical MD5 digests and written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["KINDS", "ImageDataset", "load_mnist", "read_idx", "user_cache_dir"]
+__all__ = ["KINDS", "IdxHeader", "ImageDataset", "load_mnist", "read_idx", "read_idx_header", "user_cache_dir"]
 
 KINDS = ("mnist", "fashion-mnist")
 IMAGE_SHAPE = (28, 28)
@@ -105,6 +106,38 @@ class ImageDataset:
     directory: Path
 
 
+@dataclass(frozen=True)
+class IdxHeader:
+    """What the header of an IDX file declares.
+
+    Attributes
+    ----------
+    dtype : numpy dtype
+        Of the stored values, big-endian (``>u1``, ``>f4`` …).
+    dims : tuple of int
+        The array's shape.
+    header_bytes : bytes
+        The header as stored: the magic number and one uint32 per dimension.
+    compressed : bool
+        Whether the file is gzip-compressed.
+    """
+
+    dtype: np.dtype
+    dims: tuple[int, ...]
+    header_bytes: bytes = field(repr=False)
+    compressed: bool
+
+    @property
+    def offset(self) -> int:
+        """Where the payload starts in the uncompressed bytes: ``4 + 4·ndim``."""
+        return len(self.header_bytes)
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the values: ``prod(dims)·itemsize``."""
+        return math.prod(self.dims) * self.dtype.itemsize
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file, raw or gzip-compressed.
 
@@ -125,6 +158,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         longer than the dims say, or a corrupt or truncated gzip stream. The message names the file and the problem.
     """
     return _read_idx_file(Path(path))[0]
+
+
+def read_idx_header(path: str | os.PathLike) -> IdxHeader:
+    """Read and check the header of one IDX file, raw or gzip-compressed, without reading its payload.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    IdxHeader
+        The stored dtype, the dims, where the payload starts and whether the file is compressed.
+
+    Raises
+    ------
+    ValueError
+        If the header is not valid IDX or the file's size disagrees with its dims (as `read_idx`).
+    """
+    with _open_idx(Path(path)) as (header, _):
+        return header
 
 
 def user_cache_dir(kind: str = "mnist") -> Path:
@@ -265,16 +319,14 @@ def _uncompressed_size(raw, compressed: bool) -> int:
     return struct.unpack("<I", raw.read(4))[0]
 
 
-def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
-    """Decode one IDX file, raw or gzip, straight into a new array; also return the MD5 of its uncompressed bytes.
+@contextlib.contextmanager
+def _open_idx(path: Path):
+    """Open an IDX file, raw or gzip, read and check its header; yield ``(header, stream)`` with the stream (the file
+    or its gzip decoder) at the first payload byte.
 
-    The payload is decompressed into the array's own memory, so reading needs no more memory than the array: no copy
-    of the file's bytes is ever held beside it.
+    The declared payload size is checked against the file's (or gzip's trailer hint) before anything is allocated,
+    so a corrupt header never asks for terabytes. Gzip errors, here or in the caller's reads, become ValueError.
     """
-
-    def invalid(problem: str) -> ValueError:
-        return ValueError(f"{path}: not a valid IDX file: {problem}")
-
     with open(path, "rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         stored_size = _uncompressed_size(raw, compressed)
@@ -283,47 +335,65 @@ def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
         try:
             magic = bytearray(4)
             if _read_exactly(stream, memoryview(magic)) < 4:
-                raise invalid("short header (the magic number alone takes 4 bytes)")
+                raise _invalid_idx(path, "short header (the magic number alone takes 4 bytes)")
             type_code, ndim = magic[2], magic[3]
             if magic[:2] != b"\x00\x00":
-                raise invalid(f"bad magic number 0x{magic.hex()} (must start with two zero bytes)")
+                raise _invalid_idx(path, f"bad magic number 0x{magic.hex()} (must start with two zero bytes)")
             if type_code not in _IDX_DTYPES:
                 known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
-                raise invalid(f"unknown type code 0x{type_code:02x} (known: {known})")
+                raise _invalid_idx(path, f"unknown type code 0x{type_code:02x} (known: {known})")
             if ndim == 0:
-                raise invalid("bad magic number: 0 dimensions")
+                raise _invalid_idx(path, "bad magic number: 0 dimensions")
             dims_bytes = bytearray(4 * ndim)
             if _read_exactly(stream, memoryview(dims_bytes)) < len(dims_bytes):
-                raise invalid(f"short header ({ndim} dimensions need {4 + 4 * ndim} bytes)")
-            dims = struct.unpack(f">{ndim}I", dims_bytes)
-            dtype = np.dtype(_IDX_DTYPES[type_code])
-            header_size, needed = 4 + 4 * ndim, math.prod(dims) * dtype.itemsize
-            # Check the declared size before allocating: a corrupt header must not ask for terabytes. gzip's trailer
-            # only hints at the size (and lies in a corrupt stream), so a mismatch there is measured by reading on.
-            declared = header_size + needed
+                raise _invalid_idx(path, f"short header ({ndim} dimensions need {4 + 4 * ndim} bytes)")
+            header = IdxHeader(np.dtype(_IDX_DTYPES[type_code]), struct.unpack(f">{ndim}I", dims_bytes),
+                               bytes(magic + dims_bytes), compressed)
+            # gzip's trailer only hints at the size (and lies in a corrupt stream), so a mismatch there is measured
+            # by reading on.
+            declared = header.offset + header.payload_size
             size_matches = declared % _GZIP_SIZE_MODULUS == stored_size if compressed else declared == stored_size
             if not size_matches:
-                held = len(stream.read()) if compressed else stored_size - header_size
-                raise invalid(f"payload is {held} bytes but dims {dims} of {dtype.name} need {needed} "
-                              f"({'truncated' if held < needed else 'trailing bytes'})")
-            try:
-                values = np.empty(math.prod(dims), dtype=dtype)
-            except (MemoryError, ValueError) as exc:
-                raise invalid(f"dims {dims} of {dtype.name} need {needed} bytes, more than can be allocated") from exc
-            payload = memoryview(values).cast("B")
-            received = _read_exactly(stream, payload)
-            trailing = len(stream.read()) if received == len(payload) else 0
+                raise _payload_size_error(path, header, len(stream.read()) if compressed
+                                          else stored_size - header.offset)
+            yield header, stream
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
             raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+
+
+def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
+    """Decode one IDX file, raw or gzip, straight into a new array; also return the MD5 of its uncompressed bytes.
+
+    The payload is decompressed into the array's own memory, so reading needs no more memory than the array: no copy
+    of the file's bytes is ever held beside it.
+    """
+    with _open_idx(path) as (header, stream):
+        try:
+            values = np.empty(math.prod(header.dims), dtype=header.dtype)
+        except (MemoryError, ValueError) as exc:
+            raise _invalid_idx(path, f"dims {header.dims} of {header.dtype.name} need {header.payload_size} bytes, "
+                                     "more than can be allocated") from exc
+        payload = memoryview(values).cast("B")
+        received = _read_exactly(stream, payload)
+        trailing = len(stream.read()) if received == len(payload) else 0
     if received < len(payload) or trailing:
-        problem = "truncated" if received < len(payload) else "trailing bytes"
-        raise invalid(f"payload is {received + trailing} bytes but dims {dims} of {dtype.name} need {len(payload)} "
-                      f"({problem})")
-    md5 = hashlib.md5(magic + dims_bytes, usedforsecurity=False)
+        raise _payload_size_error(path, header, received + trailing)
+    md5 = hashlib.md5(header.header_bytes, usedforsecurity=False)
     md5.update(payload)
-    if dtype.byteorder == ">":  # IDX is big-endian: swap multi-byte values to native order, in place
-        values = values.byteswap(inplace=True).view(dtype.newbyteorder("="))
-    return values.reshape(dims), md5.hexdigest()
+    if header.dtype.byteorder == ">":  # IDX is big-endian: swap multi-byte values to native order, in place
+        values = values.byteswap(inplace=True).view(header.dtype.newbyteorder("="))
+    return values.reshape(header.dims), md5.hexdigest()
+
+
+def _invalid_idx(path: Path, problem: str) -> ValueError:
+    return ValueError(f"{path}: not a valid IDX file: {problem}")
+
+
+def _payload_size_error(path: Path, header: IdxHeader, held: int) -> ValueError:
+    """The error for a payload of ``held`` bytes where ``header`` declares another size."""
+    problem = "truncated" if held < header.payload_size else "trailing bytes"
+    return _invalid_idx(path, f"payload is {held} bytes but dims {header.dims} of {header.dtype.name} need "
+                              f"{header.payload_size} ({problem})")
 
 
 def _search_directories(kind: str) -> list[tuple[str, Path | None]]:
