@@ -19,22 +19,32 @@ from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
 from .training import PlateauRule, TrainingHistory, holdout_rows, train_sgd
-from .validation import (NotFittedError, check_features, check_labels, check_positive, check_sample_weight,
-                         class_weights, encode_labels)
+from .validation import (NotFittedError, check_features, check_label_indicator, check_labels, check_positive,
+                         check_sample_weight, class_weights, encode_labels)
 
 logger = logging.getLogger("linclass_gpu")
 
 _FITTED_ARRAYS = ("coef_", "intercept_", "classes_", "loss_curve_")
 
 
+def _accuracy(predicted: np.ndarray, expected: np.ndarray) -> float:
+    """The share of rows predicted exactly: labels (N,), or every label of a row of an indicator matrix (N, L)."""
+    row_correct = (predicted == expected).reshape(len(expected), -1).all(axis=1)
+    return float(np.mean(row_correct))
+
+
 class _LinearClassifier:
     """Shared bookkeeping of :class:`SoftmaxRegression` and :class:`LogisticRegression`.
 
-    Subclasses set ``_model`` (the backend's model name) and implement ``_encode_labels``, ``_decision_output`` and
-    ``_class_logits``.
+    Subclasses implement ``_backend_model()`` (the backend's model name, see
+    :data:`~linclass_gpu.backends.base.MODELS`), ``_n_outputs(n_classes, multilabel)`` (``K``, the columns of the
+    linear map), ``_encode_labels``, ``_decision_output`` and ``_log_proba``; the multilabel model also overrides the
+    label hooks (``_encode_targets``, ``_training_targets``, ``_predicted_targets``, ``_labels_of``,
+    ``_check_score_labels``, ``_set_label_attributes``, ``_is_multilabel``).
     """
 
-    _model: str
+    # Fitted attributes beyond _FITTED_ARRAYS that save/load keep, with the value a file without them means.
+    _EXTRA_FITTED: dict[str, object] = {}
 
     def __init__(
         self,
@@ -99,7 +109,11 @@ class _LinearClassifier:
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        return [name for name in inspect.signature(_LinearClassifier.__init__).parameters if name != "self"]
+        """The shared constructor parameters, then the subclass's own keyword-only ones (such as ``loss``)."""
+        shared = [name for name in inspect.signature(_LinearClassifier.__init__).parameters if name != "self"]
+        own = [name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+               if parameter.kind is parameter.KEYWORD_ONLY and name not in shared]
+        return shared + own
 
     def get_params(self, deep: bool = True) -> dict:
         """Constructor parameters by name (scikit-learn convention)."""
@@ -126,7 +140,10 @@ class _LinearClassifier:
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
 
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(multi_class=self._model == "softmax"), input_tags=InputTags())
+                    classifier_tags=ClassifierTags(multi_class=True, multi_label=self._supports_multilabel),
+                    input_tags=InputTags())
+
+    _supports_multilabel = False
 
     def _checked_dtype(self) -> np.dtype:
         if self.dtype not in ("float32", "float64"):
@@ -181,10 +198,14 @@ class _LinearClassifier:
         return PlateauRule("validation" if self.early_stopping else "loss", float(self.tol or 0.0),
                            int(self.n_iter_no_change), adaptive=adaptive, restore_best=bool(self.early_stopping))
 
-    @classmethod
-    def _n_outputs(cls, n_classes: int) -> int:
-        """``K``, the columns of the linear map: one logit for the binary model, one per class for softmax."""
-        return 1 if cls._model == "sigmoid" else n_classes
+    def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
+        """``(classes, targets)``: the sorted labels and each row's class index (N,) (see ``_encode_labels``)."""
+        return self._encode_labels(check_labels(y, n_rows, name), classes, name)
+
+    @staticmethod
+    def _training_targets(targets: np.ndarray, n_classes: int) -> np.ndarray:
+        """What the backend trains on, from the encoded ``targets``: here the class indices themselves."""
+        return targets
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
@@ -218,21 +239,24 @@ class _LinearClassifier:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         common_kind(X, y, *(validation_data or ()), sample_weight,
                     names=("X", "y", "validation X", "validation y", "sample_weight"))
+        self._backend_model()  # validates the loss before any work
         X = check_features(X, dtype=dtype)
-        classes, targets = self._encode_labels(check_labels(y, X.shape[0]))
+        classes, targets = self._encode_targets(y, X.shape[0])
         weights = self._row_weights(sample_weight, classes, targets)
         backend = get_backend(self.backend)
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
         rng = np.random.default_rng(self.random_state)
-        X_device, targets_device = backend.asarray(X), backend.asarray(targets)
+        X_device = backend.asarray(X)
+        targets_device = backend.asarray(self._training_targets(targets, len(classes)))
         score_validation = None
         if validation_data is not None:
             X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=X.shape[1])
-            _, held_targets = self._encode_labels(check_labels(validation_data[1], X_val.shape[0],
-                                                               name="validation y"), classes, "validation y")
+            _, held_targets = self._encode_targets(validation_data[1], X_val.shape[0], classes, "validation y")
             score_validation = self._validation_scorer(backend, backend.asarray(X_val), held_targets)
         elif self.early_stopping:
-            kept, held = holdout_rows(targets, self.validation_fraction, rng)
+            # Stratified by class; multilabel rows (no single class) are held out at random.
+            strata = targets if targets.ndim == 1 else np.zeros(len(targets))
+            kept, held = holdout_rows(strata, self.validation_fraction, rng)
             score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], targets[held])
             X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
             weights = None if weights is None else weights[kept]
@@ -240,14 +264,16 @@ class _LinearClassifier:
             classes, self.classes_) and X.shape[1] == self.n_features_in_
         state = self._sgd_state if warm else None
         history, on_epoch_end = TrainingHistory(), None
-        stepper = self._stepper(backend, X_device, targets_device, X.shape[1], len(classes), dtype, state, weights)
+        stepper = self._stepper(backend, X_device, targets_device, X.shape[1],
+                                self._n_outputs(len(classes), targets.ndim == 2), dtype, state, weights)
         if checkpoint is not None:
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
                                       self.get_params(), classes, data_fingerprint(X.shape[1], targets, weights),
                                       stepper)
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
-        self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
+        self._set_label_attributes(classes, targets)
+        self.n_features_in_, self.backend_ = X.shape[1], backend.name
         self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
                     score_validation, plateau, on_epoch_end)
         return self
@@ -273,50 +299,60 @@ class _LinearClassifier:
         self
         """
         dtype, schedule = self._checked_dtype(), self._checked_schedule()
+        self._backend_model()
         if isinstance(self.class_weight, str):
             raise ValueError("class_weight='balanced' needs the whole data, which partial_fit never sees: pass a "
                              "dict of weights per class instead")
         common_kind(X, y, sample_weight, names=("X", "y", "sample_weight"))
         first = getattr(self, "_sgd_state", None) is None
-        if first and classes is None:
-            raise ValueError("classes must be given on the first call to partial_fit: every label the model will "
-                             "see, since one chunk may lack some")
+        X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_)
         if classes is not None:
             classes, _ = self._encode_labels(check_labels(classes, len(classes), name="classes"))
             if not first and not np.array_equal(classes, self.classes_):
                 raise ValueError(f"classes {classes.tolist()} differ from those of the first call "
                                  f"{self.classes_.tolist()}")
-        X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_)
         classes = classes if first else self.classes_
-        _, targets = self._encode_labels(check_labels(y, X.shape[0]), classes)
+        # A multilabel y names its labels by its columns; class labels need ``classes`` on the first call.
+        found_classes, targets = self._encode_targets(y, X.shape[0], classes)
+        if classes is None and targets.ndim == 1:
+            raise ValueError("classes must be given on the first call to partial_fit: every label the model will "
+                             "see, since one chunk may lack some")
+        if not first and (targets.ndim == 2) != self._is_multilabel():
+            raise ValueError("y switches between class labels and a multilabel indicator matrix across calls")
+        classes = found_classes
         weights = self._row_weights(sample_weight, classes, targets)
         backend = get_backend(self.backend)
         if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
             history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
         else:
             history, rng = self._history, self._rng
-        stepper = self._stepper(backend, backend.asarray(X), backend.asarray(targets), X.shape[1], len(classes),
-                                dtype, None if first else self._sgd_state, weights)
-        self.classes_, self.n_features_in_, self.backend_ = classes, X.shape[1], backend.name
+        stepper = self._stepper(backend, backend.asarray(X),
+                                backend.asarray(self._training_targets(targets, len(classes))), X.shape[1],
+                                self._n_outputs(len(classes), targets.ndim == 2), dtype,
+                                None if first else self._sgd_state, weights)
+        self._set_label_attributes(classes, targets)
+        self.n_features_in_, self.backend_ = X.shape[1], backend.name
         self._train(stepper, backend, X.shape[0], schedule, rng, history, len(history.loss) + 1)
         return self
 
     def _row_weights(self, sample_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
         """Each row's loss weight, ``sample_weight_i · class_weight[y_i]``, shape (N,), or None when all are 1."""
         weights = check_sample_weight(sample_weight, len(targets))
+        if targets.ndim == 2 and self.class_weight is not None:
+            raise ValueError("class_weight needs one class per row; a multilabel row has several: weight rows with "
+                             "sample_weight instead")
         per_class = class_weights(self.class_weight, classes, targets)
         if per_class is None:
             return weights
         return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
 
-    def _stepper(self, backend, X_device, targets_device, n_features: int, n_classes: int, dtype, state,
+    def _stepper(self, backend, X_device, targets_device, n_features: int, n_outputs: int, dtype, state,
                  weights=None):
-        """The backend's fused step over the placed data, from ``state`` (a ``get_state`` dict) or zeros, with
-        per-row loss weights (host, shape (N,)) or none."""
-        n_outputs = self._n_outputs(n_classes)
+        """The backend's fused step for ``n_outputs`` logits over the placed data, from ``state`` (a ``get_state``
+        dict) or zeros, with per-row loss weights (host, shape (N,)) or none."""
         (l2, l1), (momentum, nesterov) = self._penalty_strengths(), self._momentum()
         stepper = backend.fused_sgd(
-            self._model, X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
+            self._backend_model(), X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
             np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
             l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=self.fit_intercept,
             x_scale=self.input_scale, optimizer=self.optimizer,
@@ -341,12 +377,19 @@ class _LinearClassifier:
             self.epoch_seconds_ = np.asarray(history.epoch_seconds)
             self.n_iter_, self.t_ = len(history.loss), history.steps
 
+    def _set_label_attributes(self, classes: np.ndarray, targets: np.ndarray) -> None:
+        """Record ``classes_`` (and, for models that have it, whether ``targets`` are multilabel)."""
+        self.classes_ = classes
+
+    def _is_multilabel(self) -> bool:
+        return False
+
     def _validation_scorer(self, backend, X_device, expected: np.ndarray):
-        """A function (W, b) -> accuracy on device-resident validation rows with class indices ``expected``."""
+        """A function (W, b) -> accuracy on device-resident validation rows with encoded targets ``expected``."""
 
         def accuracy(W, b):
             logits = to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
-            return float(np.mean(self._class_index(logits) == expected))
+            return _accuracy(self._predicted_targets(logits), expected)
 
         return accuracy
 
@@ -377,33 +420,43 @@ class _LinearClassifier:
         return logits, deliver
 
     def decision_function(self, X):
-        """Logits: shape (N, C) for softmax regression, (N,) for the binary model (> 0 means ``classes_[1]``)."""
+        """Logits: shape (N, K), or (N,) for the binary model (> 0 means ``classes_[1]``)."""
         logits, deliver = self._host_logits(X)
         return deliver(self._decision_output(logits))
 
     def predict_log_proba(self, X):
-        """Log-probability of each class, shape (N, C), columns in the order of ``classes_``."""
+        """Log of :meth:`predict_proba`, shape (N, C), computed from the logits without ``log(0)``."""
         logits, deliver = self._host_logits(X)
-        return deliver(log_softmax(np, self._class_logits(logits)))
+        return deliver(self._log_proba(logits))
 
     def predict_proba(self, X):
-        """Probability of each class, shape (N, C); rows sum to 1."""
+        """Probability of each class, shape (N, C), columns in the order of ``classes_``; rows sum to 1 except for
+        a multilabel model, whose columns are independent."""
         logits, deliver = self._host_logits(X)
-        return deliver(np.exp(log_softmax(np, self._class_logits(logits))))
+        return deliver(np.exp(self._log_proba(logits)))
 
     def predict(self, X):
-        """The most probable class label of each row, shape (N,)."""
+        """The most probable class label of each row, shape (N,) (a multilabel model: the indicator matrix (N, L) of
+        the labels with probability above 1/2)."""
         logits, deliver = self._host_logits(X)
-        return deliver(self.classes_[self._class_index(logits)])
+        return deliver(self._labels_of(self._predicted_targets(logits)))
 
-    def _class_index(self, logits: np.ndarray) -> np.ndarray:
-        return np.argmax(self._class_logits(logits), axis=1)
+    def _predicted_targets(self, logits: np.ndarray) -> np.ndarray:
+        """The encoded prediction: each row's class index (its most probable class)."""
+        return np.argmax(self._log_proba(logits), axis=1)
+
+    def _labels_of(self, predicted_targets: np.ndarray) -> np.ndarray:
+        """Encoded predictions as the user's labels."""
+        return self.classes_[predicted_targets]
+
+    def _check_score_labels(self, y, n_rows: int) -> np.ndarray:
+        return check_labels(y, n_rows)
 
     def score(self, X, y) -> float:
-        """Mean accuracy of ``predict(X)`` against ``y``."""
+        """Mean accuracy of ``predict(X)`` against ``y`` (multilabel: the share of rows with every label right)."""
         logits, _ = self._host_logits(X)
-        predictions = self.classes_[self._class_index(logits)]
-        return float(np.mean(predictions == check_labels(y, len(predictions))))
+        predictions = self._labels_of(self._predicted_targets(logits))
+        return _accuracy(predictions, self._check_score_labels(y, len(predictions)))
 
     # -- persistence --------------------------------------------------------------------------------------------
 
@@ -412,7 +465,7 @@ class _LinearClassifier:
         self._check_fitted()
         if self.classes_.dtype.kind == "O":
             raise TypeError("cannot save labels stored as Python objects; use numbers or strings")
-        write_npz_atomically(path, {**{name: getattr(self, name) for name in _FITTED_ARRAYS},
+        write_npz_atomically(path, {**{name: getattr(self, name) for name in (*_FITTED_ARRAYS, *self._EXTRA_FITTED)},
                                     "estimator": np.array(type(self).__name__), "params": self.get_params(),
                                     "backend_": np.array(self.backend_)})
 
@@ -425,10 +478,12 @@ class _LinearClassifier:
         model = cls(**json_value(stored["params"]))
         for name in _FITTED_ARRAYS:
             setattr(model, name, stored[name])
+        for name, absent in cls._EXTRA_FITTED.items():
+            setattr(model, name, stored[name].item() if name in stored else absent)
         model.backend_ = str(stored["backend_"])
         model._sgd_state = {"W": model.coef_.T.copy(), "b": model.intercept_.copy(),  # continue without momentum
                             "velocity_W": np.zeros_like(model.coef_.T), "velocity_b": np.zeros_like(model.intercept_)}
-        n_outputs = cls._n_outputs(len(model.classes_))
+        n_outputs = cls._n_outputs(len(model.classes_), model._is_multilabel())
         if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
             raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "
                              f"{len(model.classes_)} classes")
@@ -530,7 +585,12 @@ class SoftmaxRegression(_LinearClassifier):
         The backend that trained the model.
     """
 
-    _model = "softmax"
+    def _backend_model(self) -> str:
+        return "softmax"
+
+    @classmethod
+    def _n_outputs(cls, n_classes: int, multilabel: bool = False) -> int:
+        return n_classes
 
     def _encode_labels(self, y, classes=None, name="y"):
         classes, targets = encode_labels(y, classes, name)
@@ -541,39 +601,119 @@ class SoftmaxRegression(_LinearClassifier):
     def _decision_output(self, logits):
         return logits
 
-    def _class_logits(self, logits):
-        return logits
+    def _log_proba(self, logits):
+        return log_softmax(np, logits)
+
+
+# Names of the sigmoid model's losses, scikit-learn's spelling first, and the backend model each trains.
+LOGISTIC_LOSSES = {"log_loss": "sigmoid", "mse": "sigmoid_mse"}
 
 
 class LogisticRegression(_LinearClassifier):
-    """Binary logistic regression trained by minibatch SGD.
+    """Logistic regression trained by minibatch SGD: binary, one-vs-rest, or multilabel with independent sigmoids.
 
-    ``P(classes_[1] | x) = σ(input_scale·x·w + b)``, fitted by minimising the mean binary cross-entropy (the
-    negative log-likelihood) computed from the logits, plus ``alpha/2·‖w‖²``. Labels are any two values: {0, 1},
-    {−1, +1}, strings…; the larger (in sorted order) is the positive class. Parameters are those of
-    :class:`SoftmaxRegression`.
+    - Two classes: ``P(classes_[1] | x) = σ(input_scale·x·w + b)``. Labels are any two values: {0, 1}, {−1, +1},
+      strings…; the larger (in sorted order) is the positive class.
+    - More than two classes: one-vs-rest, one sigmoid per class ``k`` trained on the target ``[y = classes_[k]]``.
+      All ``C`` binary models train together, one GEMM per step, and each is exactly the binary model it would be
+      alone (their losses add, their gradients do not mix). ``predict`` takes the largest logit; ``predict_proba``
+      normalises the ``C`` sigmoids to sum to 1, as scikit-learn's ``OneVsRestClassifier`` does. The targets are
+      a (N, C) 0/1 matrix of bytes on the device.
+    - ``y`` an indicator matrix (N, L) of 0/1: multilabel, for labels that are not mutually exclusive. ``classes_``
+      is ``arange(L)``; ``predict`` gives the (N, L) indicator of ``σ > 1/2``, ``predict_proba`` the ``L``
+      independent probabilities, ``score`` the share of rows with every label right (subset accuracy).
+
+    The loss is the mean binary cross-entropy (the negative log-likelihood) computed from the logits, summed over the
+    sigmoids, plus the penalty (by default ``alpha/2·‖W‖²``, never on ``b``).
+
+    Parameters
+    ----------
+    loss : {"log_loss", "mse"}
+        Binary cross-entropy, or the squared error ``(σ(z) − y)²`` — for teaching: its gradient
+        ``2(σ − y)σ(1 − σ)`` vanishes where the model is confidently wrong, so it learns slowly exactly there.
+    **params
+        Those of :class:`SoftmaxRegression`. ``class_weight`` weights rows by their class (not for multilabel y).
 
     Attributes
     ----------
-    coef_ : ndarray, shape (1, D)
-    intercept_ : ndarray, shape (1,)
-    classes_ : ndarray, shape (2,)
+    coef_ : ndarray, shape (1, D), or (C, D) / (L, D)
+    intercept_ : ndarray, shape (1,), or (C,) / (L,)
+    classes_ : ndarray, shape (C,)
+        The labels; ``arange(L)`` for a multilabel model.
+    multilabel_ : bool
+        Fitted on an indicator matrix.
     n_features_in_, n_iter_, t_, loss_curve_, validation_scores_, epoch_seconds_, backend_
         As for :class:`SoftmaxRegression`.
     """
 
-    _model = "sigmoid"
+    _EXTRA_FITTED = {"multilabel_": False}
+    _supports_multilabel = True
+
+    def __init__(self, *, loss: str = "log_loss", **params):
+        super().__init__(**params)
+        self.loss = loss
+
+    def _backend_model(self) -> str:
+        if self.loss not in LOGISTIC_LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOGISTIC_LOSSES)}, got {self.loss!r}")
+        return LOGISTIC_LOSSES[self.loss]
+
+    @classmethod
+    def _n_outputs(cls, n_classes: int, multilabel: bool = False) -> int:
+        """One logit for two classes; one per class (one-vs-rest) or per label (multilabel) otherwise."""
+        return 1 if n_classes == 2 and not multilabel else n_classes
+
+    def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
+        """Class labels as for every classifier, or an indicator matrix (N, L) kept as (N, L) uint8 with
+        ``classes = arange(L)``."""
+        if np.ndim(to_numpy(y)) != 2 or np.shape(y)[1] == 1:
+            return super()._encode_targets(y, n_rows, classes, name)
+        indicator = check_label_indicator(y, n_rows, name)
+        labels = np.arange(indicator.shape[1])
+        if classes is not None and not np.array_equal(classes, labels):
+            raise ValueError(f"{name} has {len(labels)} label columns, but the model has classes {classes.tolist()}")
+        return labels, indicator
 
     def _encode_labels(self, y, classes=None, name="y"):
         classes, targets = encode_labels(y, classes, name)
-        if len(classes) != 2:
-            raise ValueError(f"LogisticRegression is binary, but {name} has {len(classes)} classes "
-                             f"({classes[:10].tolist()}); use SoftmaxRegression for more than two")
-        return classes, targets.astype(np.float64)
+        if len(classes) < 2:
+            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
+        return classes, targets.astype(np.int64)
+
+    @staticmethod
+    def _training_targets(targets: np.ndarray, n_classes: int) -> np.ndarray:
+        """The sigmoids' 0/1 targets: ``y`` itself for two classes (N,), the indicator ``Y_ik = [y_i = k]`` (N, C)
+        for one-vs-rest, the given matrix for multilabel."""
+        if targets.ndim == 2 or n_classes == 2:
+            return targets
+        return (targets[:, np.newaxis] == np.arange(n_classes)).astype(np.uint8)
+
+    def _set_label_attributes(self, classes, targets):
+        self.classes_, self.multilabel_ = classes, targets.ndim == 2
+
+    def _is_multilabel(self) -> bool:
+        return bool(getattr(self, "multilabel_", False))
 
     def _decision_output(self, logits):
-        return logits[:, 0]
+        return logits[:, 0] if logits.shape[1] == 1 else logits
 
-    def _class_logits(self, logits):
-        # P = σ(z) = softmax([0, z])[1], so the two-class logits are [0, z].
-        return np.concatenate([np.zeros_like(logits), logits], axis=1)
+    def _log_proba(self, logits):
+        if logits.shape[1] == 1:
+            # P = σ(z) = softmax([0, z])[1], so the two-class logits are [0, z].
+            return log_softmax(np, np.concatenate([np.zeros_like(logits), logits], axis=1))
+        log_sigmoid = -np.logaddexp(0.0, -logits)  # log σ(z) = −log(1 + e^{−z}), never log(0)
+        # One-vs-rest: σ_k / Σ_j σ_j, whose log is log_softmax of log σ.
+        return log_sigmoid if self._is_multilabel() else log_softmax(np, log_sigmoid)
+
+    def _predicted_targets(self, logits):
+        if self._is_multilabel():
+            return (logits > 0).astype(np.int64)  # σ(z) > 1/2
+        return super()._predicted_targets(logits)
+
+    def _labels_of(self, predicted_targets):
+        return predicted_targets if self._is_multilabel() else super()._labels_of(predicted_targets)
+
+    def _check_score_labels(self, y, n_rows):
+        if self._is_multilabel():
+            return check_label_indicator(y, n_rows)
+        return super()._check_score_labels(y, n_rows)

@@ -88,6 +88,32 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     return y
 
 
+def check_label_indicator(Y, n_samples: int, name: str = "y") -> np.ndarray:
+    """Validate a multilabel indicator matrix: ``Y_ik = 1`` when row ``i`` carries label ``k``, else 0.
+
+    Returns
+    -------
+    ndarray of uint8, shape (N, L)
+
+    Raises
+    ------
+    ValueError
+        Not 2-D, wrong length, fewer than 2 label columns, or an entry other than 0 and 1 (NaN included).
+    """
+    Y = to_numpy(Y)
+    if Y.ndim != 2 or Y.shape[1] < 2:
+        raise ValueError(f"{name} must be an indicator matrix (n_samples, n_labels) with at least 2 labels, got "
+                         f"shape {Y.shape}")
+    if Y.shape[0] != n_samples:
+        raise ValueError(f"X and {name} have different lengths: {n_samples} rows in X, {Y.shape[0]} rows of labels")
+    if Y.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold 0/1 label indicators, got dtype {Y.dtype}")
+    is_binary = (Y == 0) | (Y == 1)
+    if not is_binary.all():
+        raise ValueError(f"{name} must hold only 0 and 1 (label absent/present); found {Y[~is_binary][0]!r}")
+    return Y.astype(np.uint8)
+
+
 def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     """Validate per-row weights: None, or ``n_samples`` finite non-negative numbers (any array kind).
 

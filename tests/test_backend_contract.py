@@ -70,6 +70,48 @@ def test_sigmoid_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype
     assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
 
 
+SIGMOID_LOSSES = pytest.mark.parametrize("loss", ["sigmoid_loss_grad", "sigmoid_mse_loss_grad"],
+                                         ids=["bce", "mse"])
+
+
+@SIGMOID_LOSSES
+@WEIGHTED
+@pytest.mark.parametrize("n,d,k", [(1, 13, 3), (7, 1, 37), (129, 13, 1), (129, 784, 3), (7, 31, 37)])
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_sigmoid_outputs_loss_grad_matches_oracle(make_backend, rng, backend_name, dtype, n, d, k, weighted, loss):
+    """``K`` independent sigmoids (an indicator matrix of targets, ``W`` (D, K)), both losses; K = 1 as a matrix."""
+    backend = make_backend(backend_name)
+    X, _, W, b = random_problem(rng, n, d, k, dtype)
+    Y = rng.integers(0, 2, size=(n, k))
+    weights = random_weights(rng, n, dtype, weighted)
+    value, dW, db = getattr(backend, loss)(backend.asarray(X), backend.asarray(Y.astype(dtype)), W, b,
+                                           sample_weight=on_device(backend, weights))
+    expected_value, expected_dW, expected_db = getattr(oracle, loss)(X, Y, W, b, sample_weight=weights)
+    assert backend.to_numpy(dW).shape == (d, k) and backend.to_numpy(db).shape == (k,)
+    assert_close(value, expected_value, dtype, d * k, "loss")
+    assert_close(backend.to_numpy(dW), expected_dW, dtype, n, "dW")
+    assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
+
+
+@pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
+def test_binary_squared_error_matches_oracle_and_its_gradient_vanishes_when_confidently_wrong(
+        make_backend, rng, backend_name, dtype):
+    backend = make_backend(backend_name)
+    X, _, W, b = random_problem(rng, 33, 13, 1, dtype)
+    y = rng.integers(0, 2, size=33)
+    value, dw, db = backend.sigmoid_mse_loss_grad(backend.asarray(X), backend.asarray(y.astype(dtype)), W[:, 0],
+                                                  b[0])
+    expected_value, expected_dw, expected_db = oracle.sigmoid_mse_loss_grad(X, y, W[:, 0], b[0])
+    assert_close(value, expected_value, dtype, 13, "loss")
+    assert_close(backend.to_numpy(dw), expected_dw, dtype, 33, "dw")
+    assert_close(backend.to_numpy(db), expected_db, dtype, 33, "db")
+    # One row, logit −12, target 1: BCE's gradient is σ − y ≈ −1, the squared error's 2(σ − y)σ(1 − σ) ≈ −1e-5.
+    one = np.ones((1, 1), dtype)
+    _, _, bce_db = backend.sigmoid_loss_grad(backend.asarray(one), backend.asarray(one[0]), -12 * one[0], 0.0)
+    _, _, mse_db = backend.sigmoid_mse_loss_grad(backend.asarray(one), backend.asarray(one[0]), -12 * one[0], 0.0)
+    assert float(backend.to_numpy(bce_db)) < -0.99 and -1e-4 < float(backend.to_numpy(mse_db)) < 0
+
+
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)
 def test_uint8_inputs_with_a_scale_match_the_oracle(make_backend, rng, backend_name, dtype):
     backend = make_backend(backend_name)
@@ -114,6 +156,9 @@ STEP_CASES = [
     ("softmax", 50, 31, 3, 16, 1e-3, 0.9, True, False),
     ("sigmoid", 129, 13, 1, 20, 1e-2, 0.5, True, True),
     ("sigmoid", 7, 1, 1, 7, 0.0, 0.0, False, False),
+    ("sigmoid", 129, 13, 5, 20, 1e-2, 0.5, False, True),  # five independent sigmoids (multilabel, one-vs-rest)
+    ("sigmoid_mse", 129, 13, 1, 20, 1e-2, 0.5, True, True),
+    ("sigmoid_mse", 50, 31, 3, 16, 0.0, 0.9, False, False),
 ]
 
 
@@ -132,6 +177,8 @@ OPTION_CASES = [
     ("softmax", 129, 13, 10, 32, dict(optimizer="adam")),
     ("softmax", 50, 31, 3, 16, dict(optimizer="adam", l2=1e-2, l1=0.1)),
     ("sigmoid", 129, 13, 1, 20, dict(optimizer="adam", l1=0.1, fit_intercept=False)),
+    ("sigmoid", 129, 13, 5, 20, dict(optimizer="adam", l2=1e-2, l1=0.1)),
+    ("sigmoid_mse", 129, 13, 3, 20, dict(optimizer="adagrad", l1=0.1)),
 ]
 
 
@@ -144,8 +191,8 @@ def option_id(case) -> str:
 def run_twenty_steps(backend, rng, dtype, model, n, d, c, batch, weighted, **options):
     """20 fused steps and 20 oracle steps over the same batches; asserts they agree and returns the backend's W."""
     X, y, W, b = random_problem(rng, n, d, c, dtype)
-    if model == "sigmoid":
-        y = rng.integers(0, 2, size=n)
+    if model != "softmax":  # {0, 1} targets: one per row for one output, an indicator matrix for several
+        y = rng.integers(0, 2, size=n if c == 1 else (n, c))
     weights = random_weights(rng, n, dtype, weighted)
     stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch,
                                 sample_weight=on_device(backend, weights), **options)

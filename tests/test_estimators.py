@@ -162,11 +162,6 @@ def test_prediction_checks(rng):
         model.predict(np.full_like(X, np.nan))
 
 
-def test_logistic_regression_refuses_more_than_two_classes(rng):
-    with pytest.raises(ValueError, match="binary.*SoftmaxRegression"):
-        LogisticRegression().fit(*blobs(rng, classes=3))
-
-
 @pytest.mark.parametrize("parameters,message", [
     (dict(epochs=0), "epochs"), (dict(batch_size=-3), "batch_size"), (dict(batch_size=2.5), "batch_size"),
     (dict(learning_rate=0), "learning_rate"), (dict(alpha=-1), "alpha"), (dict(momentum=1.0), "momentum"),

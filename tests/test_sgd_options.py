@@ -57,9 +57,8 @@ def test_partial_fit_later_calls_check_consistency(problem):
         model.partial_fit(X, y, classes=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="5 features, but the model was fitted with 6"):
         model.partial_fit(X[:, :5], y)
-    binary = LogisticRegression()
-    with pytest.raises(ValueError, match="binary"):
-        binary.partial_fit(X, y, classes=[0, 1, 2])
+    one_vs_rest = LogisticRegression().partial_fit(X, y, classes=[0, 1, 2])  # three classes: one sigmoid each
+    assert one_vs_rest.coef_.shape == (3, 6) and not one_vs_rest.multilabel_
 
 
 def test_a_loaded_model_continues_with_partial_fit(tmp_path, problem):
