@@ -1,4 +1,4 @@
-"""``linclass-gpu``: train on MNIST-like data, show the backends, report on the kernels.
+"""``linclass-gpu``: train on MNIST-like data or files larger than memory, show the backends, report on the kernels.
 
 Every subcommand takes ``--json`` and then prints one JSON object as its last line. Errors a user can fix (a
 backend that cannot run, missing data, a bad argument) print one line to stderr and exit 2, without a traceback.
@@ -19,9 +19,11 @@ from . import __version__
 from .backends import BackendUnavailableError, backend_statuses, resolve_name
 from .datasets import KINDS, load_mnist
 from .estimators import LogisticRegression, SoftmaxRegression
+from .streaming import StreamHistory, fit_stream, open_stream
 from .training import TrainingDivergedError
 
 PIXEL_SCALE = 1 / 255  # MNIST pixels stay uint8 on the device; the model sees them in [0, 1]
+MEBIBYTE = 2**20
 
 
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     defaults = SoftmaxRegression()
-    train = commands.add_parser("train", help="train on MNIST or Fashion-MNIST and report test accuracy")
+    train = commands.add_parser("train", help="train on MNIST, Fashion-MNIST or memory-mapped files and report test "
+                                              "accuracy")
     train.add_argument("--dataset", choices=KINDS, default="mnist")
     train.add_argument("--data-dir", help="directory holding the four IDX files (default: search, see README)")
     train.add_argument("--model", choices=("softmax", "logistic"), default="softmax",
@@ -53,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     train.add_argument("--seed", type=int, default=0, help="shuffling seed")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    files = train.add_argument_group(
+        "data larger than memory", "train on memory-mapped .npy or raw IDX files instead, read one chunk at a time "
+        "(uint8 features are scaled by 1/255, others used as they are)")
+    files.add_argument("--features", help="rows (N, D) or images (N, h, w); with --labels")
+    files.add_argument("--labels", help="the N class labels")
+    files.add_argument("--test-features", help="test rows, scored after every epoch; with --test-labels")
+    files.add_argument("--test-labels")
+    files.add_argument("--chunk-mb", type=float, default=64.0, help="memory budget of one chunk in MiB (default 64)")
     _add_json(train)
     train.set_defaults(run=run_train)
 
@@ -67,36 +78,89 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> dict:
     """Train one model and print per-epoch figures and a summary; return the summary."""
-    data = load_mnist(args.data_dir, kind=args.dataset)
     estimator_class = SoftmaxRegression if args.model == "softmax" else LogisticRegression
+
+    def make_model(input_scale: float):
+        return estimator_class(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size,
+                               learning_rate=args.learning_rate, random_state=args.seed, input_scale=input_scale,
+                               progress=False if args.no_progress else None)
+
+    train = _train_on_files if args.features or args.labels else _train_on_mnist
+    model, history, task, summary = train(args, make_model)
+    if args.model == "logistic":
+        task += f" (class {args.positive_class} against the rest)"
+        summary["positive_class"] = args.positive_class
+    print(f"{task} on {model.backend_}: {summary['train_rows']} training and {summary['test_rows']} test rows")
+    print(f"{'epoch':>5}  {'train loss':>10}  {'test acc':>8}  {'seconds':>8}")
+    for epoch, (loss, seconds) in enumerate(zip(history.loss, history.epoch_seconds)):
+        accuracy = f"{history.validation_score[epoch]:>8.2%}" if history.validation_score else f"{'-':>8}"
+        print(f"{epoch + 1:>5}  {loss:>10.4f}  {accuracy}  {seconds:>8.3f}")
+    summary.update({
+        "model": args.model, "backend": model.backend_, "epochs": args.epochs, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "seed": args.seed,
+        "test_accuracy": history.validation_score[-1] if history.validation_score else None,
+        "train_loss": history.loss, "test_accuracy_per_epoch": history.validation_score,
+        "epoch_seconds": history.epoch_seconds,
+    })
+    scored = "" if summary["test_accuracy"] is None else f"test accuracy {summary['test_accuracy']:.2%} "
+    print(f"{scored}after {args.epochs} epochs in {summary['fit_seconds']:.2f} s "
+          f"(median epoch {np.median(history.epoch_seconds):.3f} s)")
+    return summary
+
+
+def _train_on_mnist(args: argparse.Namespace, make_model):
+    """Fit on MNIST or Fashion-MNIST loaded whole, scored on its test split after every epoch.
+
+    Returns
+    -------
+    model, StreamHistory (per-epoch figures), task description, partial summary
+    """
+    data = load_mnist(args.data_dir, kind=args.dataset)
     y_train, y_test = data.train_labels, data.test_labels
     if args.model == "logistic":
         y_train, y_test = y_train == args.positive_class, y_test == args.positive_class
-    model = estimator_class(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, random_state=args.seed, input_scale=PIXEL_SCALE,
-                            progress=False if args.no_progress else None)
+    model = make_model(PIXEL_SCALE)
     started = time.perf_counter()
     model.fit(data.train_images, y_train, validation_data=(data.test_images, y_test))
     fit_seconds = time.perf_counter() - started
-    task = (f"{args.dataset}, {args.model}" +
-            (f" (class {args.positive_class} against the rest)" if args.model == "logistic" else ""))
-    print(f"{task} on {model.backend_}: {len(y_train)} training and {len(y_test)} test images")
-    print(f"{'epoch':>5}  {'train loss':>10}  {'test acc':>8}  {'seconds':>8}")
-    for epoch, (loss, accuracy, seconds) in enumerate(
-            zip(model.loss_curve_, model.validation_scores_, model.epoch_seconds_), start=1):
-        print(f"{epoch:>5}  {loss:>10.4f}  {accuracy:>8.2%}  {seconds:>8.3f}")
-    summary = {
-        "dataset": args.dataset, "model": args.model, "backend": model.backend_, "epochs": args.epochs,
-        "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
-        "test_accuracy": float(model.validation_scores_[-1]), "train_loss": model.loss_curve_.tolist(),
-        "test_accuracy_per_epoch": model.validation_scores_.tolist(),
-        "epoch_seconds": model.epoch_seconds_.tolist(), "fit_seconds": fit_seconds,
-    }
-    if args.model == "logistic":
-        summary["positive_class"] = args.positive_class
-    print(f"test accuracy {summary['test_accuracy']:.2%} after {args.epochs} epochs in {fit_seconds:.2f} s "
-          f"(median epoch {np.median(model.epoch_seconds_):.3f} s)")
-    return summary
+    history = StreamHistory(model.loss_curve_.tolist(), model.validation_scores_.tolist(),
+                            model.epoch_seconds_.tolist())
+    summary = {"dataset": args.dataset, "train_rows": len(y_train), "test_rows": len(y_test),
+               "fit_seconds": fit_seconds}
+    return model, history, f"{args.dataset}, {args.model}", summary
+
+
+def _train_on_files(args: argparse.Namespace, make_model):
+    """Stream memory-mapped files through ``partial_fit`` (:func:`linclass_gpu.streaming.fit_stream`), one chunk of
+    at most ``--chunk-mb`` MiB at a time; the test files, when given, are scored the same way after every epoch.
+
+    Returns
+    -------
+    model, StreamHistory, task description, partial summary
+    """
+    for features, labels, pair in ((args.features, args.labels, "--features and --labels"),
+                                   (args.test_features, args.test_labels, "--test-features and --test-labels")):
+        if (features is None) != (labels is None):
+            raise ValueError(f"{pair} go together: give both or neither")
+    if not args.chunk_mb > 0:
+        raise ValueError(f"--chunk-mb must be positive, got {args.chunk_mb}")
+    chunk_bytes = int(args.chunk_mb * MEBIBYTE)
+    label_map = (lambda labels: labels == args.positive_class) if args.model == "logistic" else None
+
+    def stream(features, labels):
+        return open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=args.batch_size, label_map=label_map)
+
+    train = stream(args.features, args.labels)
+    test = None if args.test_features is None else stream(args.test_features, args.test_labels)
+    # A progress bar per partial_fit call would flash by once per chunk; the per-epoch table follows training.
+    model = make_model(PIXEL_SCALE if train.features.dtype == np.uint8 else 1.0).set_params(progress=False)
+    started = time.perf_counter()
+    history = fit_stream(model, train, seed=args.seed, validation=test)
+    summary = {"features": args.features, "labels": args.labels, "test_features": args.test_features,
+               "test_labels": args.test_labels, "train_rows": train.n_rows, "test_rows": 0 if test is None else
+               test.n_rows, "chunk_mb": args.chunk_mb, "chunk_rows": train.chunk_rows,
+               "chunks_per_epoch": train.n_chunks, "fit_seconds": time.perf_counter() - started}
+    return model, history, f"{args.features}, {args.model}", summary
 
 
 def run_info(args: argparse.Namespace) -> dict:

@@ -69,7 +69,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 60.0
 
 VENDORED_MNIST_DIR = Path(__file__).resolve().parent / "data" / "mnist"
 
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_SIZE_MODULUS = 2**32  # gzip records the uncompressed size modulo 2**32
 # gzip's readinto decompresses into a temporary as large as the request: reading in chunks bounds it.
 _READ_CHUNK_BYTES = 1 << 20
@@ -289,7 +289,7 @@ def load_mnist(
 
 def _gunzip_if_compressed(data: bytes, source: str | Path) -> bytes:
     """`data` decompressed if it is a gzip stream, else unchanged; `source` names it in errors."""
-    if not data.startswith(_GZIP_MAGIC):
+    if not data.startswith(GZIP_MAGIC):
         return data
     try:
         return gzip.decompress(data)
@@ -328,7 +328,7 @@ def _open_idx(path: Path):
     so a corrupt header never asks for terabytes. Gzip errors, here or in the caller's reads, become ValueError.
     """
     with open(path, "rb") as raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
+        compressed = raw.read(2) == GZIP_MAGIC
         stored_size = _uncompressed_size(raw, compressed)
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw) if compressed else raw

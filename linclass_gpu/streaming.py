@@ -1,0 +1,362 @@
+"""Data larger than memory: rows memory-mapped from raw IDX or .npy files, read one chunk at a time, trained on by
+``partial_fit``.
+
+A file is mapped, never read whole: its pages belong to the OS page cache, which drops them under memory pressure
+(they are clean copies of the file), so the process's own memory holds one chunk at a time — a copy in native byte
+order, its pixels still uint8 — plus what ``partial_fit`` allocates for it. The chunk's size comes from a byte budget
+or a row count.
+
+One epoch visits every chunk once, in an order drawn afresh each epoch; ``partial_fit`` shuffles the rows inside each
+chunk with the estimator's own random state. Unlike ``fit``, a minibatch never mixes rows of two chunks, so rows sorted
+on disk (by class, by date) stay grouped: shuffle such a file once before streaming it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .datasets import GZIP_MAGIC, read_idx_header
+from .schedules import LearningRateSchedule
+from .validation import check_positive
+
+__all__ = ["RowStream", "StreamHistory", "fit_stream", "map_rows", "open_stream", "score_stream"]
+
+NPY_MAGIC = np.lib.format.MAGIC_PREFIX  # b"\x93NUMPY"
+# NumPy dtype kinds each role accepts: features are real numbers (bool, int, uint, float); labels may also be strings.
+FEATURE_KINDS = "biuf"
+LABEL_KINDS = "biufUS"
+# Schedules whose rate depends on the epoch alone. partial_fit counts each call as an epoch, so fit_stream hands it the
+# rate of the stream's epoch (see fit_stream); the other schedules count SGD steps, which carry across calls.
+EPOCH_INDEXED_SCHEDULES = ("step", "exponential")
+
+PathOrArray = str | os.PathLike | np.ndarray
+
+
+def map_rows(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map a raw IDX or .npy file read-only, without reading its values.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A .npy file (any version NumPy writes) or an uncompressed IDX file; the format is recognised by its magic
+        bytes, not by the name.
+
+    Returns
+    -------
+    numpy.memmap, shape as stored
+        IDX values keep their big-endian dtype and .npy values theirs; :meth:`RowStream.read_chunk` brings each chunk
+        to native order.
+
+    Raises
+    ------
+    ValueError
+        A gzip-compressed file (it cannot be mapped: decompress it first), a file that is neither .npy nor valid IDX, a
+        truncated file, or one that holds no values.
+    TypeError
+        A .npy file of Python objects.
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        start = file.read(len(NPY_MAGIC))
+        if start.startswith(GZIP_MAGIC):
+            raise ValueError(f"{path} is gzip-compressed, and a compressed file cannot be memory-mapped: decompress it "
+                             f"once (gunzip -k {path}) and stream the raw file")
+        if start == NPY_MAGIC:
+            file.seek(0)
+            version = np.lib.format.read_magic(file)
+            # Versions 2 and 3 share the header layout (3 only allows UTF-8 field names, which no numeric array has).
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(file)
+            offset = file.tell()
+            if dtype.hasobject:
+                raise TypeError(f"{path} holds Python objects (dtype {dtype}), which cannot be memory-mapped; save "
+                                "the values as numbers (e.g. float32, or uint8 pixels)")
+    if start != NPY_MAGIC:
+        try:
+            header = read_idx_header(path)
+        except ValueError as exc:
+            raise ValueError(f"expected a .npy or raw IDX file: {exc}") from exc
+        shape, fortran_order, dtype, offset = header.dims, False, header.dtype, header.offset
+    needed = math.prod(shape) * dtype.itemsize
+    if needed == 0:
+        raise ValueError(f"{path} holds no values (shape {tuple(shape)})")
+    held = path.stat().st_size - offset
+    if held < needed:
+        raise ValueError(f"{path} is truncated: {held} bytes of values, but shape {tuple(shape)} of {dtype} needs "
+                         f"{needed}")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
+                     order="F" if fortran_order else "C")
+
+
+@dataclass(frozen=True)
+class RowStream:
+    """Features, labels and optional weights of the same rows, read in chunks of ``chunk_rows`` rows.
+
+    Made by :func:`open_stream`, which validates everything; the arrays are usually memory-mapped files.
+
+    Attributes
+    ----------
+    features : ndarray, shape (N, ...)
+        One row per sample; trailing dims (an image's 28×28) are flattened when read.
+    labels : ndarray, shape (N,) or (N, 1)
+    sample_weight : ndarray, shape (N,), or None
+    chunk_rows : int
+        Rows per chunk; the last chunk holds the rest.
+    label_map : callable (ndarray (n,)) -> ndarray (n,), or None
+        Applied to each chunk's labels as it is read (e.g. one class against the rest).
+    """
+
+    features: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    sample_weight: np.ndarray | None = field(repr=False)
+    chunk_rows: int
+    label_map: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.features.shape[1:])
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_rows // self.chunk_rows)
+
+    def read_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Chunk ``index`` read into memory: one copy of its rows in native byte order, dtypes kept (uint8 stays).
+
+        Returns
+        -------
+        X : ndarray, shape (n, D)
+        y : ndarray, shape (n,)
+        sample_weight : ndarray, shape (n,), or None
+        """
+        rows = slice(index * self.chunk_rows, min((index + 1) * self.chunk_rows, self.n_rows))
+        X = _native_copy(self.features[rows]).reshape(rows.stop - rows.start, self.n_features)
+        weights = None if self.sample_weight is None else _native_copy(self.sample_weight[rows])
+        return X, self._read_labels(rows), weights
+
+    def chunk_order(self, rng: np.random.Generator | None) -> np.ndarray:
+        """The order an epoch visits the chunks in: drawn from ``rng``, or in file order when it is None."""
+        return np.arange(self.n_chunks) if rng is None else rng.permutation(self.n_chunks)
+
+    def chunks(self, rng: np.random.Generator | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Every chunk once, as :meth:`read_chunk` gives it, in :meth:`chunk_order`."""
+        for index in self.chunk_order(rng):
+            yield self.read_chunk(index)
+
+    def classes(self) -> np.ndarray:
+        """The sorted distinct labels of all rows (after ``label_map``), gathered one chunk of labels at a time."""
+        return np.unique(np.concatenate([np.unique(self._read_labels(slice(start, start + self.chunk_rows)))
+                                         for start in range(0, self.n_rows, self.chunk_rows)]))
+
+    def _read_labels(self, rows: slice) -> np.ndarray:
+        """The labels of ``rows`` in memory, shape (n,), through ``label_map``."""
+        labels = _native_copy(self.labels[rows]).reshape(-1)
+        return labels if self.label_map is None else self.label_map(labels)
+
+
+def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int | None = None,
+                chunk_rows: int | None = None, sample_weight: PathOrArray | None = None,
+                batch_size: int | None = None, label_map: Callable[[np.ndarray], np.ndarray] | None = None
+                ) -> RowStream:
+    """Map features and labels (and weights) from files and check they describe the same rows.
+
+    Parameters
+    ----------
+    features : str, path-like or ndarray
+        A .npy or raw IDX file (see :func:`map_rows`) of shape (N, D) or (N, d1, d2, …), or an array already in
+        memory or mapped. Real numbers: bool, integers or floats; uint8 pixels stay uint8.
+    labels : str, path-like or ndarray
+        Shape (N,) or (N, 1): numbers or strings.
+    chunk_bytes : int, optional
+        The budget of one chunk in memory: ``chunk_rows = chunk_bytes // row_bytes``, where a row's bytes are those of
+        its features, label and weight as stored. Give this or `chunk_rows`.
+    chunk_rows : int, optional
+        Rows per chunk.
+    sample_weight : str, path-like or ndarray, optional
+        Shape (N,): each row's non-negative loss weight.
+    batch_size : int, optional
+        Round ``chunk_rows`` down to a multiple of it (when it holds at least one batch), so that no chunk but the
+        last ends in a short minibatch and an epoch takes as many SGD steps as ``fit`` would.
+    label_map : callable, optional
+        Applied to each chunk's labels as it is read.
+
+    Returns
+    -------
+    RowStream
+
+    Raises
+    ------
+    ValueError
+        Shapes that disagree (features not 2-D or more, labels or weights not 1-D, different numbers of rows), no rows,
+        a gzip or otherwise unreadable file, neither or both of `chunk_bytes` and `chunk_rows`, or a budget smaller
+        than one row.
+    TypeError
+        Features or weights that are not real numbers, labels that are neither numbers nor strings.
+    """
+    X = _rows(features, "features", FEATURE_KINDS)
+    y = _rows(labels, "labels", LABEL_KINDS)
+    weights = None if sample_weight is None else _rows(sample_weight, "sample_weight", FEATURE_KINDS)
+    if X.ndim < 2 or math.prod(X.shape[1:]) == 0:
+        raise ValueError(f"features must have a row per sample and at least one feature, shape (N, D) or (N, d1, "
+                         f"d2, ...): got shape {X.shape}")
+    for name, array in (("labels", y), ("sample_weight", weights)):
+        if array is not None and not (array.ndim == 1 or (name == "labels" and array.shape[1:] == (1,))):
+            raise ValueError(f"{name} must be one value per row, shape (N,), got shape {array.shape}")
+        if array is not None and array.shape[0] != X.shape[0]:
+            raise ValueError(f"features hold {X.shape[0]} rows but {name} hold {array.shape[0]}: the files must "
+                             "describe the same rows")
+    if (chunk_bytes is None) == (chunk_rows is None):
+        raise ValueError("give exactly one of chunk_bytes (a memory budget) and chunk_rows")
+    if chunk_rows is None:
+        check_positive("chunk_bytes", chunk_bytes, integer=True)
+        row_bytes = X.dtype.itemsize * math.prod(X.shape[1:]) + y.dtype.itemsize + (
+            0 if weights is None else weights.dtype.itemsize)
+        if chunk_bytes < row_bytes:
+            raise ValueError(f"chunk_bytes={chunk_bytes} is smaller than one row ({row_bytes} bytes of features, "
+                             "label and weight): raise the budget")
+        chunk_rows = chunk_bytes // row_bytes
+    check_positive("chunk_rows", chunk_rows, integer=True)
+    if batch_size is not None:
+        check_positive("batch_size", batch_size, integer=True)
+        if chunk_rows >= batch_size:
+            chunk_rows -= chunk_rows % batch_size
+    return RowStream(X, y, weights, int(min(chunk_rows, X.shape[0])), label_map)
+
+
+@dataclass
+class StreamHistory:
+    """What :func:`fit_stream` recorded, one entry per epoch.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss of the epoch's rows (each chunk's mean weighted by its rows), as ``fit``'s ``loss_curve_``.
+    validation_score : list of float
+        Accuracy on the validation stream after each epoch (empty without one).
+    epoch_seconds : list of float
+        Wall time of each epoch, reading the chunks and scoring included.
+    chunks_per_epoch : int
+    """
+
+    loss: list[float] = field(default_factory=list)
+    validation_score: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    chunks_per_epoch: int = 0
+
+
+def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed: int | None = None,
+               classes=None, validation: RowStream | None = None) -> StreamHistory:
+    """Train an unfitted estimator from zero weights over `stream` for `epochs` epochs, one ``partial_fit`` per chunk.
+
+    Each epoch visits the chunks in an order drawn from `seed` (file order when ``estimator.shuffle`` is False);
+    ``partial_fit`` shuffles the rows inside each chunk. Momentum and optimizer state carry from chunk to chunk. Only
+    one chunk is in memory at a time: each is read just before its ``partial_fit`` call and dropped after it.
+
+    The learning rate follows ``fit``'s: ``partial_fit`` takes each call for a new epoch, so for the schedules indexed
+    by epoch (``"step"``, ``"exponential"``) every chunk of epoch ``e`` is trained with the estimator's rate of epoch
+    ``e`` (handed to ``partial_fit`` as a constant rate; the estimator's ``schedule`` and ``learning_rate`` are put back
+    afterwards); the others count SGD steps, which carry across calls. With ``shuffle=False`` and chunks of a multiple
+    of ``batch_size`` rows (``open_stream(batch_size=...)``) the result equals ``fit`` on the whole data. What
+    ``partial_fit`` lacks, this lacks too: no early stopping, ``tol`` or plateaus of the ``"adaptive"`` schedule.
+
+    Parameters
+    ----------
+    estimator : SoftmaxRegression or LogisticRegression
+        Unfitted; it is trained in place with its own parameters (backend, batch_size, input_scale, ...).
+    stream : RowStream
+    epochs : int, optional
+        Passes over the stream; default ``estimator.epochs``.
+    seed : int, optional
+        Seeds the chunk order of every epoch.
+    classes : array-like, optional
+        Every label; by default gathered from the stream's labels in one chunked pass.
+    validation : RowStream, optional
+        Scored (accuracy, :func:`score_stream`) after every epoch.
+
+    Returns
+    -------
+    StreamHistory
+
+    Raises
+    ------
+    ValueError
+        An estimator already fitted, a stream and validation stream with different numbers of features, or what
+        ``partial_fit`` refuses (``class_weight="balanced"``, a bad parameter); TrainingDivergedError as ``fit``.
+    """
+    if hasattr(estimator, "coef_"):
+        raise ValueError(f"this {type(estimator).__name__} is already fitted, and fit_stream trains from zero weights "
+                         "as fit does: pass an unfitted copy (sklearn.base.clone), or continue it with partial_fit "
+                         "over stream.chunks()")
+    epochs = estimator.epochs if epochs is None else epochs
+    check_positive("epochs", epochs, integer=True)
+    if validation is not None and validation.n_features != stream.n_features:
+        raise ValueError(f"the validation stream has {validation.n_features} features but the training stream "
+                         f"{stream.n_features}")
+    classes = stream.classes() if classes is None else classes
+    order_rng = np.random.default_rng(seed) if estimator.shuffle else None
+    given_rate = {"schedule": estimator.schedule, "learning_rate": estimator.learning_rate}
+    epoch_rate = (LearningRateSchedule(estimator.schedule, float(estimator.learning_rate), float(estimator.gamma),
+                                       estimator.step_size)
+                  if estimator.schedule in EPOCH_INDEXED_SCHEDULES else None)
+    history = StreamHistory(chunks_per_epoch=stream.n_chunks)
+    try:
+        for epoch in range(epochs):
+            started, loss_sum = time.perf_counter(), 0.0
+            if epoch_rate is not None:
+                estimator.set_params(schedule="constant", learning_rate=epoch_rate(epoch, 0))
+            for index in stream.chunk_order(order_rng):
+                X, y, weights = stream.read_chunk(index)
+                estimator.partial_fit(X, y, classes=classes, sample_weight=weights)
+                loss_sum += float(estimator.loss_curve_[-1]) * len(y)
+                del X, y, weights  # the next chunk is read only after this one is gone
+            history.loss.append(loss_sum / stream.n_rows)
+            if validation is not None:
+                history.validation_score.append(score_stream(estimator, validation))
+            history.epoch_seconds.append(time.perf_counter() - started)
+    finally:
+        estimator.set_params(**given_rate)
+    return history
+
+
+def score_stream(estimator, stream: RowStream) -> float:
+    """Accuracy of a fitted estimator over every row of `stream`, predicted one chunk at a time.
+
+    Returns
+    -------
+    float
+        The fraction of rows whose predicted class equals their label (sample weights not applied).
+    """
+    correct = 0
+    for X, y, _ in stream.chunks():
+        correct += int(np.count_nonzero(estimator.predict(X) == y))
+    return correct / stream.n_rows
+
+
+def _rows(source: PathOrArray, name: str, kinds: str) -> np.ndarray:
+    """``source`` as an array, mapped when it is a path, whose dtype kind is among ``kinds``."""
+    array = source if isinstance(source, np.ndarray) else map_rows(source)
+    if array.dtype.kind not in kinds:
+        described = "real numbers" if kinds == FEATURE_KINDS else "numbers or strings"
+        where = "" if isinstance(source, np.ndarray) else f" ({source})"
+        raise TypeError(f"{name}{where} must hold {described}, got dtype {array.dtype}")
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise ValueError(f"{name} hold no rows (shape {array.shape})")
+    return array
+
+
+def _native_copy(rows: np.ndarray) -> np.ndarray:
+    """An in-memory, C-ordered copy of ``rows`` in native byte order (a big-endian IDX value is swapped here)."""
+    return np.array(rows, dtype=rows.dtype.newbyteorder("="), order="C")

@@ -1,0 +1,324 @@
+"""Training from memory-mapped files (linclass_gpu.streaming): chunked reads of .npy and raw IDX, equality with
+partial_fit and fit, the errors for bad input, the memory bound, and the ``train --features`` command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import BACKEND_DTYPE_PAIRS
+from test_datasets import idx_bytes
+
+from linclass_gpu import LogisticRegression, SoftmaxRegression, cli
+from linclass_gpu.streaming import fit_stream, map_rows, open_stream, score_stream
+
+MEBIBYTE = 2**20
+
+
+@pytest.fixture
+def blobs(rng):
+    """Three Gaussian classes in 13 features, 203 rows: an odd count, so the last chunk is a short one."""
+    centres = rng.normal(scale=2.0, size=(3, 13))
+    y = rng.integers(0, 3, size=203)
+    return centres[y] + rng.normal(size=(203, 13)), y
+
+
+def write(tmp_path, name: str, array: np.ndarray, file_format: str):
+    """``array`` written as ``name`` in ``file_format`` ("npy" or "idx"); returns the path."""
+    path = tmp_path / f"{name}.{file_format}"
+    if file_format == "npy":
+        np.save(path, array)
+    else:
+        path.write_bytes(idx_bytes(array))
+    return path
+
+
+def as_dtype(X: np.ndarray, dtype: str) -> np.ndarray:
+    """Features in ``dtype``; uint8 as pixels spread over 0..255."""
+    if dtype == "uint8":
+        return np.clip(X * 30 + 128, 0, 255).astype(np.uint8)
+    return X.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reading chunks
+
+
+@pytest.mark.parametrize("file_format", ["npy", "idx"])
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_chunks_reassemble_the_file_in_its_own_dtype(tmp_path, blobs, file_format, dtype):
+    X = as_dtype(blobs[0], dtype)
+    stream = open_stream(write(tmp_path, "X", X, file_format), write(tmp_path, "y", blobs[1].astype(np.uint8),
+                                                                        file_format), chunk_rows=50)
+    assert isinstance(stream.features, np.memmap) and stream.n_chunks == 5
+    chunks = list(stream.chunks())
+    assert [len(y) for _, y, _ in chunks] == [50, 50, 50, 50, 3]
+    for X_chunk, _, weights in chunks:
+        assert type(X_chunk) is np.ndarray and X_chunk.dtype == np.dtype(dtype) and X_chunk.dtype.isnative
+        assert X_chunk.flags.c_contiguous and weights is None
+    np.testing.assert_array_equal(np.concatenate([X_chunk for X_chunk, _, _ in chunks]), X)
+    np.testing.assert_array_equal(np.concatenate([y for _, y, _ in chunks]), blobs[1])
+    np.testing.assert_array_equal(stream.classes(), [0, 1, 2])
+
+
+def test_idx_images_are_flattened_per_chunk(tmp_path, rng):
+    images = rng.integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
+    stream = open_stream(write(tmp_path, "X", images, "idx"), np.arange(7) % 2, chunk_rows=3)
+    assert stream.n_features == 15
+    np.testing.assert_array_equal(np.concatenate([X for X, _, _ in stream.chunks()]), images.reshape(7, 15))
+
+
+@pytest.mark.parametrize(("chunk_bytes", "batch_size", "expected_rows"), [
+    (13 * 8 + 8, None, 1),             # float64 features and int64 labels: 112 bytes a row
+    (112 * 50 + 111, None, 50),        # the budget rounds down to whole rows
+    (112 * 50, 16, 48),                # ... then to whole minibatches
+    (112 * 10, 16, 10),                # less than a minibatch stays as it is
+    (112 * 10_000, None, 203),         # never more than the data
+])
+def test_chunk_rows_from_a_byte_budget(blobs, chunk_bytes, batch_size, expected_rows):
+    stream = open_stream(*blobs, chunk_bytes=chunk_bytes, batch_size=batch_size)
+    assert stream.chunk_rows == expected_rows
+
+
+def test_chunk_order_is_shuffled_per_epoch_from_the_seed(blobs):
+    stream = open_stream(*blobs, chunk_rows=20)
+    rng = np.random.default_rng(5)
+    orders = [stream.chunk_order(rng) for _ in range(3)]
+    assert all(sorted(order) == list(range(11)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 3
+    np.testing.assert_array_equal(stream.chunk_order(None), np.arange(11))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training: equal to partial_fit on the same chunks, and to fit
+
+
+@pytest.mark.parametrize(("backend", "dtype"), BACKEND_DTYPE_PAIRS + [("numpy", "uint8")])
+def test_streaming_equals_partial_fit_on_the_same_chunks_in_memory(tmp_path, blobs, backend, dtype):
+    X, y = as_dtype(blobs[0], dtype), blobs[1]
+    weights = np.linspace(0.5, 1.5, len(y))
+    parameters = dict(backend=backend, schedule="constant", learning_rate=0.05, momentum=0.9, batch_size=32,
+                      random_state=2, input_scale=1 / 255 if dtype == "uint8" else 1.0,
+                      dtype="float64" if dtype == "float64" else "float32")
+    stream = open_stream(write(tmp_path, "X", X, "npy"), write(tmp_path, "y", y, "npy"), chunk_rows=64,
+                         sample_weight=write(tmp_path, "w", weights, "npy"))
+    streamed = SoftmaxRegression(**parameters)
+    history = fit_stream(streamed, stream, epochs=2, seed=7)
+
+    in_memory = SoftmaxRegression(**parameters)
+    order_rng, losses = np.random.default_rng(7), []
+    for _ in range(2):
+        loss_sum = 0.0
+        for index in order_rng.permutation(4):
+            rows = slice(64 * index, 64 * (index + 1))
+            in_memory.partial_fit(X[rows], y[rows], classes=[0, 1, 2], sample_weight=weights[rows])
+            loss_sum += in_memory.loss_curve_[-1] * len(y[rows])
+        losses.append(loss_sum / len(y))
+    np.testing.assert_array_equal(streamed.coef_, in_memory.coef_)
+    np.testing.assert_array_equal(streamed.intercept_, in_memory.intercept_)
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-12)
+    assert history.chunks_per_epoch == 4 and len(history.epoch_seconds) == 2
+
+
+@pytest.mark.parametrize("schedule", ["constant", "exponential", "step", "invscaling", "optimal"])
+@pytest.mark.parametrize(("shuffle", "chunk_rows"), [(False, 48), (True, 203)])
+def test_streaming_equals_fit_when_the_rows_are_visited_alike(blobs, schedule, shuffle, chunk_rows):
+    """Rows in file order (chunks a multiple of the batch), or one chunk shuffled: the same steps at the same rates."""
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    parameters = dict(backend="numpy", schedule=schedule, gamma=0.5, step_size=2, learning_rate=0.1, momentum=0.5,
+                      batch_size=16, epochs=4, random_state=1, shuffle=shuffle)
+    fitted = SoftmaxRegression(**parameters).fit(X, y)
+    streamed = SoftmaxRegression(**parameters)
+    history = fit_stream(streamed, open_stream(X, y, chunk_rows=chunk_rows), seed=3)
+    np.testing.assert_array_equal(streamed.coef_, fitted.coef_)
+    np.testing.assert_array_equal(streamed.intercept_, fitted.intercept_)
+    np.testing.assert_allclose(history.loss, fitted.loss_curve_, rtol=1e-6)
+    assert streamed.t_ == fitted.t_
+    assert streamed.get_params() == fitted.get_params()  # the schedule handed to partial_fit is put back
+
+
+def test_streaming_a_shuffled_file_trains_as_well_as_fit(blobs):
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    fitted = SoftmaxRegression(backend="numpy", epochs=5, random_state=0).fit(X, y)
+    streamed = SoftmaxRegression(backend="numpy", epochs=5, random_state=0)
+    history = fit_stream(streamed, open_stream(X, y, chunk_rows=30), seed=0, validation=open_stream(X, y,
+                                                                                                  chunk_rows=30))
+    assert history.validation_score[-1] == score_stream(streamed, open_stream(X, y, chunk_rows=7))
+    assert history.validation_score[-1] >= fitted.score(X, y) - 0.02
+    assert history.loss[-1] < history.loss[0]
+
+
+def test_logistic_one_class_against_the_rest_through_a_label_map(blobs):
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    model = LogisticRegression(backend="numpy", epochs=3, random_state=0)
+    stream = open_stream(X, y, chunk_rows=50, label_map=lambda labels: labels == 2)
+    fit_stream(model, stream, seed=0)
+    np.testing.assert_array_equal(model.classes_, [False, True])
+    assert score_stream(model, stream) == model.score(X, y == 2) > 0.9
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.fixture
+def good_files(tmp_path, blobs):
+    return write(tmp_path, "X", blobs[0].astype(np.float32), "npy"), write(tmp_path, "y", blobs[1], "npy")
+
+
+@pytest.mark.parametrize(("make", "error", "message"), [
+    (lambda X, y, tmp: (X, y[:-1]), ValueError, "features hold 203 rows but labels hold 202"),
+    (lambda X, y, tmp: (X[:, 0], y), ValueError, r"at least one feature, shape \(N, D\).*got shape \(203,\)"),
+    (lambda X, y, tmp: (X, np.stack([y, y], axis=1)), ValueError, r"labels must be one value per row.*\(203, 2\)"),
+    (lambda X, y, tmp: (X[:0], y[:0]), ValueError, "features hold no rows"),
+    (lambda X, y, tmp: (X.astype(complex), y), TypeError, "features must hold real numbers, got dtype complex128"),
+    (lambda X, y, tmp: (X.astype(str), y), TypeError, "features must hold real numbers, got dtype <U"),
+    (lambda X, y, tmp: (X, y.astype(complex)), TypeError, "labels must hold numbers or strings"),
+    (lambda X, y, tmp: (write(tmp, "objects", X.astype(object), "npy"), y), TypeError,
+     "holds Python objects .*cannot be memory-mapped"),
+    (lambda X, y, tmp: (write(tmp, "words", np.array([["a"]] * 203), "npy"), y), TypeError,
+     r"features \(.*words.npy\) must hold real numbers, got dtype <U1"),
+])
+def test_bad_sources_are_refused_naming_the_problem(tmp_path, blobs, make, error, message):
+    features, labels = make(blobs[0].astype(np.float32), blobs[1], tmp_path)
+    with pytest.raises(error, match=message):
+        open_stream(features, labels, chunk_rows=10)
+
+
+@pytest.mark.parametrize("file_format", ["npy", "idx"])
+def test_gzip_files_are_refused_with_the_way_out(tmp_path, blobs, file_format):
+    path = write(tmp_path, "X", blobs[0].astype(np.float32), file_format)
+    zipped = tmp_path / f"{path.name}.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(ValueError, match=rf"{zipped} is gzip-compressed.*cannot be memory-mapped.*gunzip -k"):
+        open_stream(zipped, blobs[1], chunk_rows=10)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (lambda good: good[:-5], r"is truncated: 10551 bytes of values, but shape \(203, 13\) of float32 needs 10556"),
+    (lambda good: b"a,b\n1,2\n" * 10, "expected a .npy or raw IDX file: .*not a valid IDX file: bad magic number"),
+    (lambda good: idx_bytes(np.zeros((4, 3), np.float32))[:-1], "not a valid IDX file: payload is 47 bytes"),
+])
+def test_unreadable_files_are_refused(tmp_path, blobs, good_files, content, message):
+    path = tmp_path / "bad"
+    path.write_bytes(content(good_files[0].read_bytes()))
+    with pytest.raises(ValueError, match=message):
+        map_rows(path)
+
+
+@pytest.mark.parametrize(("budget", "message"), [
+    (dict(chunk_bytes=50), r"chunk_bytes=50 is smaller than one row \(60 bytes of features, label and weight\)"),
+    (dict(), "give exactly one of chunk_bytes"),
+    (dict(chunk_bytes=1000, chunk_rows=10), "give exactly one of chunk_bytes"),
+    (dict(chunk_rows=0), "chunk_rows must be a positive integer"),
+    (dict(chunk_bytes=2.5e6), "chunk_bytes must be a positive integer"),
+])
+def test_chunk_budgets_that_cannot_hold_a_row_are_refused(good_files, budget, message):
+    with pytest.raises(ValueError, match=message):  # a row: 13 float32 features and an int64 label
+        open_stream(*good_files, **budget)
+
+
+def test_fit_stream_refuses_a_fitted_model_and_mismatched_validation(blobs, good_files):
+    stream = open_stream(*good_files, chunk_rows=50)
+    fitted = SoftmaxRegression(epochs=1).fit(*blobs)
+    with pytest.raises(ValueError, match="already fitted.*clone"):
+        fit_stream(fitted, stream)
+    narrow = open_stream(blobs[0][:, :5], blobs[1], chunk_rows=50)
+    with pytest.raises(ValueError, match="validation stream has 5 features but the training stream 13"):
+        fit_stream(SoftmaxRegression(), stream, validation=narrow)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# memory: a file 15 times the chunk budget trains in about one chunk of memory
+
+MEMORY_PROBE = textwrap.dedent("""
+    import sys, tracemalloc
+    import numpy as np
+    from linclass_gpu import SoftmaxRegression
+    from linclass_gpu.streaming import fit_stream, open_stream
+
+    features, labels, chunk_bytes, whole = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "whole"
+    model = SoftmaxRegression(backend="numpy", epochs=1, batch_size=1024, input_scale=1 / 255, random_state=0)
+    stream = open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=1024)
+    tracemalloc.start()
+    if whole:  # the control: the same file read into memory is seen whole
+        model.fit(np.array(stream.features), np.array(stream.labels))
+    else:
+        fit_stream(model, stream, seed=0)
+    print(tracemalloc.get_traced_memory()[1], model.score(*stream.read_chunk(0)[:2]))
+""")
+
+
+def test_peak_memory_is_bounded_by_the_chunk_not_the_file(tmp_path):
+    """Streaming a 120 MB file with an 8 MiB budget allocates at most 2 budgets, while reading it whole allocates
+    the file.
+
+    tracemalloc counts every NumPy buffer and Python object the process allocates, and nothing that is mapped from a
+    file: those pages are the OS page cache's, dropped under memory pressure and never the process's own memory. It
+    gives an exact peak, where RssAnon (/proc/self/status) is a momentary figure that a freed chunk leaves at once.
+    A fresh interpreter measures nothing but this run.
+    """
+    n_rows, n_features, chunk_bytes = 150_000, 800, 8 * MEBIBYTE
+    features = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.uint8, shape=(n_rows, n_features))
+    rng = np.random.default_rng(0)
+    for start in range(0, n_rows, 10_000):
+        features[start:start + 10_000] = rng.integers(0, 256, size=(10_000, n_features), dtype=np.uint8)
+    features.flush()
+    del features
+    labels = write(tmp_path, "y", rng.integers(0, 10, n_rows).astype(np.uint8), "npy")
+    file_bytes = (tmp_path / "X.npy").stat().st_size
+    assert file_bytes > 14 * chunk_bytes
+
+    def peak_bytes(mode: str) -> int:
+        result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "X.npy"), str(labels),
+                                 str(chunk_bytes), mode], capture_output=True, text=True, check=True)
+        peak, accuracy = result.stdout.split()
+        assert 0 <= float(accuracy) <= 1
+        return int(peak)
+
+    model_bytes = 3 * n_features * 10 * 4  # W, its velocity and its gradient in float32
+    assert peak_bytes("stream") < 2 * chunk_bytes + model_bytes
+    assert peak_bytes("whole") > file_bytes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def test_cli_trains_from_files_chunk_by_chunk(capsys, tmp_path, blobs):
+    X, y = as_dtype(blobs[0], "uint8"), blobs[1].astype(np.uint8)
+    paths = [write(tmp_path, name, array, "npy") for name, array in
+             (("X", X[:150]), ("y", y[:150]), ("X_test", X[150:]), ("y_test", y[150:]))]
+    arguments = ["train", "--backend", "numpy", "--epochs", "3", "--batch-size", "16", "--learning-rate", "0.1",
+                 "--features", str(paths[0]), "--labels", str(paths[1]), "--test-features", str(paths[2]),
+                 "--test-labels", str(paths[3]), "--chunk-mb", str(50 * 14 / MEBIBYTE), "--json"]
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["chunk_rows"] == 48 and summary["chunks_per_epoch"] == 4  # 50 rows of 14 bytes, whole batches
+    assert summary["train_rows"] == 150 and summary["test_rows"] == 53
+    assert len(summary["train_loss"]) == len(summary["test_accuracy_per_epoch"]) == 3
+    assert summary["test_accuracy"] > 0.9 and "test accuracy" in out
+
+    assert cli.main(arguments[:-7] + ["--model", "logistic", "--positive-class", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["test_accuracy"] is None and summary["positive_class"] == 1
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--labels", "y.npy"], "--features and --labels go together"),
+    (["--features", "X.npy", "--labels", "y.npy", "--test-features", "X.npy"], "--test-features and --test-labels"),
+    (["--features", "X.npy.gz", "--labels", "y.npy"], "gzip-compressed"),
+    (["--features", "X.npy", "--labels", "y.npy", "--chunk-mb", "0"], "--chunk-mb must be positive"),
+])
+def test_cli_file_errors_are_one_line_without_traceback(capsys, tmp_path, good_files, monkeypatch, extra, message):
+    (tmp_path / "X.npy.gz").write_bytes(gzip.compress(good_files[0].read_bytes()))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--backend", "numpy", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
