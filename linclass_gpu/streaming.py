@@ -152,7 +152,11 @@ class RowStream:
 
     def chunks(self, rng: np.random.Generator | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Every chunk once, as :meth:`read_chunk` gives it, in :meth:`chunk_order`."""
+        """Every chunk once, as :meth:`read_chunk` gives it, in :meth:`chunk_order`.
+
+        A loop whose names still hold one chunk while the next is read holds two; :func:`fit_stream` drops each
+        before reading the next.
+        """
         for index in self.chunk_order(rng):
             yield self.read_chunk(index)
 
@@ -182,7 +186,9 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         Shape (N,) or (N, 1): numbers or strings.
     chunk_bytes : int, optional
         The budget of one chunk in memory: ``chunk_rows = chunk_bytes // row_bytes``, where a row's bytes are those of
-        its features, label and weight as stored. Give this or `chunk_rows`.
+        its features, label and weight as stored. Give this or `chunk_rows`. ``partial_fit`` adds its own per-chunk
+        arrays: the row order and class ids (16 bytes a row), and a copy of the features in the estimator's dtype
+        unless they are uint8 or already in it.
     chunk_rows : int, optional
         Rows per chunk.
     sample_weight : str, path-like or ndarray, optional

@@ -66,6 +66,18 @@ def test_chunks_reassemble_the_file_in_its_own_dtype(tmp_path, blobs, file_forma
     np.testing.assert_array_equal(stream.classes(), [0, 1, 2])
 
 
+@pytest.mark.parametrize("variant", ["fortran-order", "big-endian", "version-2.0", "column-of-labels"])
+def test_npy_layouts_read_alike(tmp_path, blobs, variant):
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    stored_X = {"fortran-order": np.asfortranarray(X), "big-endian": X.astype(">f4")}.get(variant, X)
+    stored_y = y[:, None] if variant == "column-of-labels" else y
+    with open(tmp_path / "X.npy", "wb") as file:
+        np.lib.format.write_array(file, stored_X, version=(2, 0) if variant == "version-2.0" else None)
+    stream = open_stream(tmp_path / "X.npy", write(tmp_path, "y", stored_y, "npy"), chunk_rows=64)
+    np.testing.assert_array_equal(np.concatenate([chunk for chunk, _, _ in stream.chunks()]), X)
+    np.testing.assert_array_equal(np.concatenate([labels for _, labels, _ in stream.chunks()]), y)
+
+
 def test_idx_images_are_flattened_per_chunk(tmp_path, rng):
     images = rng.integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
     stream = open_stream(write(tmp_path, "X", images, "idx"), np.arange(7) % 2, chunk_rows=3)
@@ -98,15 +110,18 @@ def test_chunk_order_is_shuffled_per_epoch_from_the_seed(blobs):
 # training: equal to partial_fit on the same chunks, and to fit
 
 
-@pytest.mark.parametrize(("backend", "dtype"), BACKEND_DTYPE_PAIRS + [("numpy", "uint8")])
-def test_streaming_equals_partial_fit_on_the_same_chunks_in_memory(tmp_path, blobs, backend, dtype):
-    X, y = as_dtype(blobs[0], dtype), blobs[1]
+# Every backend with .npy files; the NumPy backend also with IDX ones (big-endian values swapped chunk by chunk).
+@pytest.mark.parametrize(("backend", "dtype", "file_format"), [
+    (backend, dtype, file_format) for backend, dtype in BACKEND_DTYPE_PAIRS + [("numpy", "uint8")]
+    for file_format in (("npy", "idx") if backend == "numpy" else ("npy",))])
+def test_streaming_equals_partial_fit_on_the_same_chunks_in_memory(tmp_path, blobs, backend, dtype, file_format):
+    X, y = as_dtype(blobs[0], dtype), blobs[1].astype(np.uint8)
     weights = np.linspace(0.5, 1.5, len(y))
     parameters = dict(backend=backend, schedule="constant", learning_rate=0.05, momentum=0.9, batch_size=32,
                       random_state=2, input_scale=1 / 255 if dtype == "uint8" else 1.0,
                       dtype="float64" if dtype == "float64" else "float32")
-    stream = open_stream(write(tmp_path, "X", X, "npy"), write(tmp_path, "y", y, "npy"), chunk_rows=64,
-                         sample_weight=write(tmp_path, "w", weights, "npy"))
+    stream = open_stream(write(tmp_path, "X", X, file_format), write(tmp_path, "y", y, file_format), chunk_rows=64,
+                         sample_weight=write(tmp_path, "w", weights, file_format))
     streamed = SoftmaxRegression(**parameters)
     history = fit_stream(streamed, stream, epochs=2, seed=7)
 
@@ -243,8 +258,8 @@ MEMORY_PROBE = textwrap.dedent("""
     from linclass_gpu.streaming import fit_stream, open_stream
 
     features, labels, chunk_bytes, whole = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "whole"
-    model = SoftmaxRegression(backend="numpy", epochs=1, batch_size=1024, input_scale=1 / 255, random_state=0)
-    stream = open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=1024)
+    model = SoftmaxRegression(backend="numpy", epochs=1, batch_size=256, input_scale=1 / 255, random_state=0)
+    stream = open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=256)
     tracemalloc.start()
     if whole:  # the control: the same file read into memory is seen whole
         model.fit(np.array(stream.features), np.array(stream.labels))
