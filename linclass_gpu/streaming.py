@@ -24,6 +24,7 @@ import numpy as np
 
 from .datasets import GZIP_MAGIC, read_idx_header
 from .schedules import LearningRateSchedule
+from .training import TrainingDivergedError
 from .validation import check_positive
 
 __all__ = ["RowStream", "StreamHistory", "fit_stream", "map_rows", "open_stream", "score_stream"]
@@ -300,7 +301,10 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     ------
     ValueError
         An estimator already fitted, a stream and validation stream with different numbers of features, or what
-        ``partial_fit`` refuses (``class_weight="balanced"``, a bad parameter); TrainingDivergedError as ``fit``.
+        ``partial_fit`` refuses (``class_weight="balanced"``, a bad parameter).
+    TrainingDivergedError
+        A chunk's loss became NaN or infinite; the message says which epoch and chunk, and the model keeps the
+        weights from before that chunk.
     """
     if hasattr(estimator, "coef_"):
         raise ValueError(f"this {type(estimator).__name__} is already fitted, and fit_stream trains from zero weights "
@@ -323,9 +327,14 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
             started, loss_sum = time.perf_counter(), 0.0
             if epoch_rate is not None:
                 estimator.set_params(schedule="constant", learning_rate=epoch_rate(epoch, 0))
-            for index in stream.chunk_order(order_rng):
+            for position, index in enumerate(stream.chunk_order(order_rng)):
                 X, y, weights = stream.read_chunk(index)
-                estimator.partial_fit(X, y, classes=classes, sample_weight=weights)
+                try:
+                    estimator.partial_fit(X, y, classes=classes, sample_weight=weights)
+                except TrainingDivergedError as exc:  # its epoch is partial_fit's call count: say where in the stream
+                    raise TrainingDivergedError(f"epoch {epoch + 1} of the stream, its chunk {position + 1} of "
+                                                f"{stream.n_chunks} (rows {index * stream.chunk_rows} on): {exc}"
+                                                ) from exc
                 loss_sum += float(estimator.loss_curve_[-1]) * len(y)
                 del X, y, weights  # the next chunk is read only after this one is gone
             history.loss.append(loss_sum / stream.n_rows)

@@ -16,6 +16,7 @@ from test_datasets import idx_bytes
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression, cli
 from linclass_gpu.streaming import fit_stream, map_rows, open_stream, score_stream
+from linclass_gpu.training import TrainingDivergedError
 
 MEBIBYTE = 2**20
 
@@ -246,6 +247,14 @@ def test_fit_stream_refuses_a_fitted_model_and_mismatched_validation(blobs, good
     narrow = open_stream(blobs[0][:, :5], blobs[1], chunk_rows=50)
     with pytest.raises(ValueError, match="validation stream has 5 features but the training stream 13"):
         fit_stream(SoftmaxRegression(), stream, validation=narrow)
+
+
+def test_divergence_names_the_epoch_and_chunk_and_puts_the_schedule_back(blobs):
+    model = SoftmaxRegression(backend="numpy", learning_rate=1e30, schedule="exponential", shuffle=False)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1 of the stream, its chunk 2 of 5 \(rows 50 on\)"):
+        fit_stream(model, open_stream(blobs[0] * 1e6, blobs[1], chunk_rows=50))
+    assert model.n_iter_ == 1 and np.isfinite(model.coef_).all()  # the weights from before chunk 2
+    assert (model.schedule, model.learning_rate) == ("exponential", 1e30)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
