@@ -102,11 +102,11 @@ void run_softmax_cross_entropy_rows(unsigned grid, unsigned block, real_t* logit
     launch(softmax_cross_entropy_rows, grid, block, logits, targets, weights, bias, loss_sum, n_rows, n_classes,
            x_scale, inv_batch);
 }
-void run_sigmoid_binary_cross_entropy_rows(unsigned grid, unsigned block, real_t* logits, const real_t* labels,
-                                           const real_t* weights, const real_t* bias, double* loss_sum, int n_rows,
-                                           real_t x_scale, real_t inv_batch) {
-    launch(sigmoid_binary_cross_entropy_rows, grid, block, logits, labels, weights, bias, loss_sum, n_rows, x_scale,
-           inv_batch);
+void run_sigmoid_loss_elements(unsigned grid, unsigned block, real_t* logits, const real_t* targets,
+                               const real_t* weights, const real_t* bias, double* loss_sum, int n_rows, int n_outputs,
+                               int loss_kind, real_t x_scale, real_t inv_batch) {
+    launch(sigmoid_loss_elements, grid, block, logits, targets, weights, bias, loss_sum, n_rows, n_outputs, loss_kind,
+           x_scale, inv_batch);
 }
 void run_sgd_update(unsigned grid, unsigned block, real_t* param, const real_t* grad, real_t* velocity,
                     real_t* accumulator, int n_values, real_t learning_rate, real_t l2, real_t l1, real_t momentum,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_backend_contract as contract
-from tolerances import assert_close
+from tolerances import assert_close, tolerance
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression, oracle
 from linclass_gpu.backends import cupy_backend, probe, registry
@@ -57,12 +57,23 @@ CUOBJDUMP = shutil.which("cuobjdump") or next(
 KERNEL_PARAMETERS = {
     "softmax_cross_entropy_rows": ("real*", "int64*", "real*?", "real*", "float64*", "int32", "int32", "real",
                                    "real"),
-    "sigmoid_binary_cross_entropy_rows": ("real*", "real*", "real*?", "real*", "float64*", "int32", "real", "real"),
+    "sigmoid_loss_elements": ("real*", "real*", "real*?", "real*", "float64*", "int32", "int32", "int32", "real",
+                              "real"),
     "sgd_update": ("real*", "real*", "real*", "real*?", "int32", "real", "real", "real", "real", "int32", "int32",
                    "real", "real", "real", "real", "real"),
 }
 # Input dtypes of the contract tests: float16 inputs compute in float32, like every non-float64 input.
 DTYPES = ("float32", "float64", "float16")
+# The oracle's loss and gradients of each model.
+ORACLE_LOSS_GRAD = {"softmax": oracle.softmax_loss_grad, "sigmoid": oracle.sigmoid_loss_grad,
+                    "sigmoid_mse": oracle.sigmoid_mse_loss_grad}
+
+
+def random_targets(rng, model: str, n_rows: int, n_outputs: int) -> np.ndarray:
+    """Class ids (N,) for softmax; {0, 1} targets for the sigmoid models, (N,) when ``K = 1`` and (N, K) otherwise."""
+    if model == "softmax":
+        return rng.integers(0, n_outputs, size=n_rows)
+    return rng.integers(0, 2, size=n_rows if n_outputs == 1 else (n_rows, n_outputs))
 
 
 # -- nvcc: the source as the GPU gets it ----------------------------------------------------------------------
@@ -230,8 +241,10 @@ def seam_backend(request, monkeypatch):
 
 # -- the two fused seams against the oracle -------------------------------------------------------------------
 
-SEAM_CASES = [("softmax", c) for c in (2, 3, 10, 37, 1000, 1100)] + [("sigmoid", 1)]  # 1000: 32 values per lane;
-#                                                                               1100: wider than a warp's registers
+# Softmax: 1000 classes take 32 values per lane, 1100 are wider than a warp's registers. Sigmoid models, one thread per
+# logit: with K = 3 rows straddle the warps, and 37·37 logits end in a partial warp and block.
+SEAM_CASES = ([("softmax", c) for c in (2, 3, 10, 37, 1000, 1100)]
+              + [(model, k) for model in ("sigmoid", "sigmoid_mse") for k in (1, 3, 37)])
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -242,26 +255,41 @@ def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, 
     backend, n_rows, x_scale, previous_loss = seam_backend, 37, 0.5, 1.5  # 37 rows: a partial last block of rows
     product = (logit_scale * rng.normal(size=(n_rows, n_outputs))).astype(dtype)  # X_b W
     b = rng.normal(size=n_outputs).astype(dtype)
-    logits = x_scale * product.astype(np.float64) + b
     # Weights in [0, 3), every third row's 0; without weights the kernels get a null pointer.
     weights = np.where(np.arange(n_rows) % 3 == 0, 0, rng.uniform(0, 3, size=n_rows)).astype(dtype) if weighted \
         else None
-    row_weights = np.ones(n_rows) if weights is None else weights.astype(np.float64)
+    y = random_targets(rng, model, n_rows, n_outputs)
     if model == "softmax":
-        y = rng.integers(0, n_outputs, size=n_rows)
-        targets = np.arange(n_rows) * n_outputs + y
-        expected_loss = n_rows * oracle.cross_entropy(logits, y, weights)
-        expected_dZ = row_weights[:, np.newaxis] * (oracle.softmax(logits) - np.eye(n_outputs)[y]) / n_rows
+        targets = np.arange(n_rows) * n_outputs + y  # flat indices of the target logits (rowwise.py)
     else:
-        y = rng.integers(0, 2, size=n_rows)
+        y = y.reshape(n_rows, n_outputs)  # the seam takes (B, K) targets for any K
         targets = y.astype(dtype)
-        expected_loss = n_rows * oracle.binary_cross_entropy_with_logits(logits[:, 0], y, weights)
-        expected_dZ = row_weights[:, np.newaxis] * (oracle.sigmoid(logits) - y[:, np.newaxis]) / n_rows
+    # The oracle's linear model on X = I has the logits x_scale·product + b and dW = x_scale·Iᵀ dZ: its own loss and
+    # dZ of these very logits (products with 1 and sums with 0 are exact).
+    mean_loss, dW, _ = ORACLE_LOSS_GRAD[model](np.eye(n_rows), y, product, b, x_scale, weights)
+    expected_loss, expected_dZ = n_rows * mean_loss, dW / x_scale
     Z, loss_sum = backend.asarray(product), backend.xp.full((), previous_loss, dtype=np.float64)
     backend.logits_to_grad_(model, Z, backend.asarray(targets), None if weights is None else backend.asarray(weights),
                             backend.asarray(b), x_scale, loss_sum)
     assert_close(backend.to_numpy(Z), expected_dZ, dtype, n_outputs, "dZ")
     assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
+
+
+def test_squared_error_gradient_keeps_its_digits_where_the_sigmoid_rounds_to_one(cupy_flavour):
+    """dZ = 2(σ − y)σ' with y = 0 and z in [10, 20]: confidently wrong, a tiny float32 gradient of full relative
+    accuracy.
+
+    The kernel takes σ' = e^{−z}/(1 + e^{−z})²; σ(1 − σ) would lose every digit in float32 (1 − σ rounds to 0 from
+    z ≈ 17), invisible under an absolute tolerance, hence the relative one alone. The float64 oracle forms σ(1 − σ)
+    itself, accurate to 4e-8 up to z = 20: far below float32's rtol, too coarse to check a float64 kernel this way.
+    """
+    backend, n_rows = cupy_flavour, 11
+    logits = np.linspace(10, 20, n_rows).astype(np.float32)[:, np.newaxis]
+    _, expected_dZ, _ = oracle.sigmoid_mse_loss_grad(np.eye(n_rows), np.zeros((n_rows, 1)), logits, np.zeros(1))
+    Z, loss_sum = backend.asarray(logits.copy()), backend.xp.zeros((), dtype=np.float64)
+    backend.logits_to_grad_("sigmoid_mse", Z, backend.asarray(np.zeros_like(logits)), None,
+                            backend.asarray(np.zeros(1, np.float32)), 1.0, loss_sum)
+    np.testing.assert_allclose(backend.to_numpy(Z), expected_dZ, rtol=tolerance("float32", 1)[0], atol=0)
 
 
 @pytest.mark.parametrize("l2,momentum,nesterov,l1,optimizer", [
@@ -319,6 +347,39 @@ def test_sigmoid_loss_grad_matches_oracle(cupy_flavour, rng, dtype, n, d, weight
     contract.test_sigmoid_loss_grad_matches_oracle(lambda _: cupy_flavour, rng, "cupy", dtype, n, d, weighted)
 
 
+def strided_view(xp, a):
+    """The values of a 1-d array ``a`` of module ``xp`` in a view with a stride of two items: not C-contiguous."""
+    return xp.repeat(a, 2)[::2]
+
+
+@contract.WEIGHTED
+@pytest.mark.parametrize("n_outputs", [1, 3, 37])
+@pytest.mark.parametrize("n,d", [(7, 13), (129, 784)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("model", ["sigmoid", "sigmoid_mse"])
+def test_sigmoid_models_loss_grad_match_the_oracle(cupy_flavour, rng, model, dtype, n, d, n_outputs, weighted):
+    """K independent sigmoids under either loss; K = 1 in the binary model's shapes (w (D,), b scalar, y (N,)).
+
+    Targets, weights and bias come as the caller's non-contiguous views (a Fortran-ordered target matrix, strided
+    vectors), which the kernel would misread if handed on as they are.
+    """
+    backend, xp = cupy_flavour, cupy_flavour.xp
+    X, _, W, b = contract.random_problem(rng, n, d, n_outputs, dtype)
+    y = random_targets(rng, model, n, n_outputs)
+    weights = contract.random_weights(rng, n, dtype, weighted)
+    binary = n_outputs == 1
+    w, bias = (W[:, 0], b[0]) if binary else (W, strided_view(np, b))
+    targets = backend.asarray(y.astype(dtype))
+    loss, dw, db = getattr(backend, f"{model}_loss_grad")(
+        backend.asarray(X), targets if binary else xp.asfortranarray(targets), w, bias,
+        sample_weight=None if weights is None else strided_view(xp, backend.asarray(weights)))
+    expected_loss, expected_dw, expected_db = ORACLE_LOSS_GRAD[model](X, y, w, bias, sample_weight=weights)
+    assert np.shape(dw) == np.shape(w) and np.shape(db) == np.shape(bias)
+    assert_close(loss, expected_loss, dtype, d * n_outputs, "loss")
+    assert_close(backend.to_numpy(dw), expected_dw, dtype, n, "dw")
+    assert_close(backend.to_numpy(db), expected_db, dtype, n, "db")
+
+
 @pytest.mark.parametrize("check", [contract.test_uint8_inputs_with_a_scale_match_the_oracle,
                                    contract.test_extreme_logits_stay_finite,
                                    contract.test_decision_function_is_the_affine_map,
@@ -364,8 +425,16 @@ def test_a_batch_of_zero_weights_makes_no_step(cupy_flavour, rng, dtype, model):
     contract.test_a_batch_of_zero_weights_makes_no_step(lambda _: cupy_flavour, rng, "cupy", dtype, model)
 
 
+# The contract's cases, and K = 5 sigmoids under either loss (rows of 5 logits straddle the kernel's warps).
+NUMPY_STEP_CASES = contract.STEP_CASES + [
+    ("sigmoid", 129, 13, 5, 20, 1e-2, 0.5, True, True),
+    ("sigmoid_mse", 129, 13, 5, 20, 0.0, 0.9, False, True),
+    ("sigmoid_mse", 7, 1, 1, 7, 1e-2, 0.0, False, False),
+]
+
+
 @contract.WEIGHTED
-@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", contract.STEP_CASES)
+@pytest.mark.parametrize("model,n,d,c,batch,l2,momentum,nesterov,fit_intercept", NUMPY_STEP_CASES)
 @pytest.mark.parametrize("input_dtype", ["float32", "float64", "uint8"])
 def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dtype, model, n, d, c, batch, l2,
                                                     momentum, nesterov, fit_intercept, weighted):
@@ -373,7 +442,7 @@ def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dty
     x_scale = 1 / 255 if input_dtype == "uint8" else 1.0
     X = rng.integers(0, 256, size=(n, d)).astype(input_dtype) if input_dtype == "uint8" else \
         rng.normal(size=(n, d)).astype(input_dtype)
-    y = rng.integers(0, c if model == "softmax" else 2, size=n)
+    y = random_targets(rng, model, n, c)
     compute = "float64" if input_dtype == "float64" else "float32"
     W, b = (rng.normal(size=(d, c)) / np.sqrt(d)).astype(compute), rng.normal(size=c).astype(compute)
     weights = contract.random_weights(rng, n, compute, weighted)
@@ -394,16 +463,15 @@ def test_twenty_fused_steps_match_the_numpy_backend(cupy_flavour, rng, input_dty
     assert_close(loss_cupy, loss_numpy, input_dtype, 20 * d * batch, "summed loss")
 
 
-@pytest.mark.parametrize("model", ["softmax", "sigmoid"])
-def test_fused_steps_never_synchronise_with_the_host(model, rng):
+@pytest.mark.parametrize("model,n_outputs", [("softmax", 10), ("sigmoid", 1), ("sigmoid", 10), ("sigmoid_mse", 10)])
+def test_fused_steps_never_synchronise_with_the_host(model, n_outputs, rng):
     """A whole epoch of steps runs without one device-to-host wait (CuPy's sync detector raises on any)."""
     skip_without_gpu()
     import cupyx
 
-    backend, n_rows, n_features, n_outputs, batch_size = CupyBackend(), 1000, 784, 10, 128
+    backend, n_rows, n_features, batch_size = CupyBackend(), 1000, 784, 128
     pixels = rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8)
-    y = rng.integers(0, n_outputs if model == "softmax" else 2, size=n_rows)
-    n_outputs = n_outputs if model == "softmax" else 1
+    y = random_targets(rng, model, n_rows, n_outputs)
     stepper = backend.fused_sgd(model, backend.asarray(pixels), backend.asarray(y), np.zeros((n_features, n_outputs),
                                 np.float32), np.zeros(n_outputs, np.float32), max_batch_size=batch_size, l2=1e-4,
                                 momentum=0.9, x_scale=1 / 255)

@@ -1,15 +1,16 @@
 // CUDA kernels of the CuPy backend: the row-wise part of one SGD step and the fused parameter update.
 //
 // One training step on the CuPy backend is: gather the minibatch rows (and their sample weights); cuBLAS
-// Z = X_b W; ONE launch of softmax_cross_entropy_rows (or sigmoid_binary_cross_entropy_rows) turning Z into dZ in
-// place; db = Σ dZ; cuBLAS dW = Xᵀ dZ; sgd_update on W and on b. The row-wise kernel reads each logit once from
+// Z = X_b W; ONE launch of softmax_cross_entropy_rows (or, for K sigmoids, sigmoid_loss_elements) turning Z into dZ
+// in place; db = Σ dZ; cuBLAS dW = Xᵀ dZ; sgd_update on W and on b. The row-wise kernel reads each logit once from
 // global memory, keeps it in registers through max, exp, sum and loss, and writes dZ once: two passes over the (B, C)
 // logits in one launch, where the array-generic version (rowwise.py, one CuPy kernel per operation: scale, bias,
 // max, subtract, exp, sum, divide, mean …) makes about fourteen passes in as many launches.
 //
 // The arithmetic follows linclass_gpu/backends/rowwise.py step for step (same numbered steps); that NumPy code is the
-// mirror the CPU tests check against the float64 oracle. Needs sm_60 or newer (atomicAdd on double); the tests build
-// it for sm_80 and sm_90. Written for NVRTC (no #include), built by CuPy with
+// mirror the CPU tests check against the float64 oracle. One deviation: the squared error's σ' is
+// e^{−|z|}/(1 + e^{−|z|})², not σ(1 − σ), which rounds to 0 in float32 once z ≳ 17. Needs sm_60 or newer (atomicAdd on
+// double); the tests build it for sm_80 and sm_90. Written for NVRTC (no #include), built by CuPy with
 //   -DLINCLASS_REAL=float|double          the compute dtype (float32 for every input but float64)
 //   -DLINCLASS_VALUES_PER_LANE=1|2|...|32 logits per lane: a warp holds a row of up to 32·VALUES_PER_LANE classes
 
@@ -18,6 +19,9 @@ typedef LINCLASS_REAL real_t;
 #define WARP_SIZE 32
 #define FULL_WARP 0xffffffffu
 #define VALUES_PER_LANE LINCLASS_VALUES_PER_LANE
+// The losses of sigmoid_loss_elements, chosen by its loss_kind argument (cupy_backend.SIGMOID_LOSS_KINDS).
+#define BINARY_CROSS_ENTROPY 0
+#define SQUARED_ERROR 1
 
 // −inf for padded class columns: exp(−inf − m) = 0, so they add nothing to the row sum.
 __device__ __forceinline__ real_t negative_infinity() { return (real_t)__int_as_float(0xff800000u); }
@@ -92,27 +96,45 @@ extern "C" __global__ void softmax_cross_entropy_rows(
     }
 }
 
-// One thread per row; the warp adds its rows' losses before a single atomic.
-extern "C" __global__ void sigmoid_binary_cross_entropy_rows(
-    real_t* __restrict__ logits,         // (B, 1): X_b w on entry, dz = w·(σ(z) − y)/B on exit
-    const real_t* __restrict__ labels,   // (B,) in {0, 1}
+// K independent sigmoids per row (K = 1: binary logistic regression), one thread per logit of the (B, K) batch; the
+// warp adds its logits' losses before a single atomic. Row r's K losses add up, each counted w_r times.
+extern "C" __global__ void sigmoid_loss_elements(
+    real_t* __restrict__ logits,         // (B, K) C-contiguous: X_b W on entry, dZ = w·∂loss/∂z / B on exit
+    const real_t* __restrict__ targets,  // (B, K) C-contiguous, in {0, 1}
     const real_t* __restrict__ weights,  // (B,) sample weights of the batch's rows, or nullptr for all 1
-    const real_t* __restrict__ bias,     // (1,)
-    double* __restrict__ loss_sum,       // (): Σ_r w_r · binary cross-entropy of row r is added here
-    int n_rows, real_t x_scale, real_t inv_batch)
+    const real_t* __restrict__ bias,     // (K,)
+    double* __restrict__ loss_sum,       // (): Σ_r w_r Σ_k loss(z_rk, y_rk) is added here
+    int n_rows, int n_outputs, int loss_kind, real_t x_scale, real_t inv_batch)
 {
-    const int row = blockIdx.x * blockDim.x + threadIdx.x;
-    real_t loss = 0;  // rows past the batch stay in the warp (for the shuffles) and add 0
-    if (row < n_rows) {
-        const real_t z = x_scale * logits[row] + bias[0];
-        const real_t y = labels[row];
+    const long long element = (long long)blockIdx.x * blockDim.x + threadIdx.x;  // r·K + k
+    real_t loss = 0;  // logits past the batch stay in the warp (for the shuffles) and add 0
+    if (element < (long long)n_rows * n_outputs) {
+        const int row = (int)(element / n_outputs);
+        const int column = (int)(element - (long long)row * n_outputs);
         const real_t weight = row_weight(weights, row);
-        const real_t exp_neg_abs = exp(-fabs(z));  // in (0, 1]: never overflows
-        // w·(max(z, 0) − z·y + log1p(exp(−|z|))): log σ(z) is never formed, so no log(0) for |z| large.
-        loss = weight * (larger(z, (real_t)0) - z * y + log1p(exp_neg_abs));
-        // σ(z) = 1/(1 + e^{−|z|}) for z >= 0 and e^{−|z|}/(1 + e^{−|z|}) for z < 0: both forms stable.
-        const real_t probability = (z >= 0 ? (real_t)1 : exp_neg_abs) / (1 + exp_neg_abs);
-        logits[row] = (probability - y) * (weight * inv_batch);  // d(w·BCE)/dz = w·(σ(z) − y), over B rows
+        const real_t y = targets[element];
+        // 0. z = s·(X_b W) + b.
+        const real_t z = x_scale * logits[element] + bias[column];
+        // 1. σ(z) = 1/(1 + e^{−|z|}) for z >= 0 and e^{−|z|}/(1 + e^{−|z|}) for z < 0: both forms stable, and
+        //    e^{−|z|} in (0, 1] is the only exp taken (it never overflows).
+        const real_t exp_neg_abs = exp(-fabs(z));
+        const real_t one_plus_exp = 1 + exp_neg_abs;
+        const real_t error = (z >= 0 ? (real_t)1 : exp_neg_abs) / one_plus_exp - y;  // σ(z) − y
+        real_t gradient;
+        if (loss_kind == SQUARED_ERROR) {
+            // 2. (σ − y)², and d/dz = 2(σ − y)·σ' with σ' = σ(1 − σ) = e^{−|z|}/(1 + e^{−|z|})² for either sign of z
+            //    (no 1 − σ, which loses every digit once σ rounds to 1).
+            loss = error * error;
+            gradient = 2 * error * (exp_neg_abs / (one_plus_exp * one_plus_exp));
+        } else {
+            // 2. BCE from logits, max(z, 0) − z·y + log1p(e^{−|z|}): log σ(z) is never formed, so no log(0) for |z|
+            //    large; d/dz = σ − y.
+            loss = larger(z, (real_t)0) - z * y + log1p(exp_neg_abs);
+            gradient = error;
+        }
+        // 3. Row r counts w_r times; dZ is averaged over the B rows of the batch.
+        loss *= weight;
+        logits[element] = gradient * (weight * inv_batch);
     }
     loss = warp_sum(loss);
     if (threadIdx.x % WARP_SIZE == 0) atomicAdd(loss_sum, (double)loss);

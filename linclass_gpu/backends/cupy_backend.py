@@ -4,8 +4,9 @@ Everything but two steps is the array-generic code the NumPy backend runs (and i
 both GEMMs (``cupy.matmul`` calls cuBLAS), ``db = Σ dZ``, the buffers and the loss accumulator. The two steps that
 would otherwise be a chain of small CuPy kernels are one CUDA kernel each, from ``cuda_rowwise.cu``:
 
-- :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or sigmoid, loss and ``dZ`` in one pass over the logits,
-  each row weighted by its sample weight when there are any (a null pointer otherwise);
+- :meth:`CupyBackend.logits_to_grad_`: scale, bias, softmax or the ``K`` sigmoids (binary cross-entropy or squared
+  error), loss and ``dZ`` in one pass over the logits, each row weighted by its sample weight when there are any (a
+  null pointer otherwise);
 - :meth:`CupyBackend.sgd_update_`: L2, momentum, AdaGrad or Adam, the parameter update and L1's soft-thresholding in one
   pass over the parameters.
 
@@ -29,8 +30,10 @@ KERNEL_SOURCE = importlib.resources.files(__package__).joinpath("cuda_rowwise.cu
 WARP_SIZE = 32
 # Softmax rows: one warp per row, four warps (128 threads) per block.
 ROWS_PER_BLOCK = 4
-# Sigmoid rows and parameter updates: one thread per value.
+# Sigmoid logits and parameter updates: one thread per value.
 THREADS_PER_BLOCK = 256
+# sigmoid_loss_elements' loss_kind for each sigmoid model (BINARY_CROSS_ENTROPY and SQUARED_ERROR in the kernel).
+SIGMOID_LOSS_KINDS = {"sigmoid": 0, "sigmoid_mse": 1}
 # A warp keeps a row of up to 32·32 = 1024 logits in registers (float64: 156 registers, no spills on sm_80/sm_90);
 # wider rows take the array-generic path.
 MAX_VALUES_PER_LANE = 32
@@ -99,24 +102,31 @@ class CupyBackend(ArrayBackend):
         return super().fused_sgd(model, X, y, W, b, **options)
 
     def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum):
-        """One launch of the row-wise kernel (rows of more than 1024 classes take the array-generic path)."""
+        """One launch of a row-wise kernel: ``sigmoid_loss_elements`` (one thread per logit) for both sigmoid models
+        and any ``K``, ``softmax_cross_entropy_rows`` (one warp per row) for softmax rows of up to 1024 classes; wider
+        softmax rows take the array-generic path."""
         n_rows, n_outputs = Z.shape
-        values = 1 if model == "sigmoid" else values_per_lane(n_outputs)
+        values = 1 if model in SIGMOID_LOSS_KINDS else values_per_lane(n_outputs)
         if values is None:
             super().logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum)
             return
-        real = Z.dtype.type
+        # The kernels read C-contiguous arrays: flat target indices as 64-bit integers (softmax) or targets in Z's
+        # dtype. Z and the weights are C-contiguous already (our buffer; asarray's order="C"); targets and bias may be
+        # a caller's views (a Fortran-ordered target matrix, a strided bias), copied only then.
+        xp, real = self.xp, Z.dtype.type
+        targets = xp.ascontiguousarray(targets, dtype=np.int64 if model == "softmax" else Z.dtype)
         weights = NULL_POINTER if weights is None else weights
+        arrays = (Z, targets, weights, xp.ascontiguousarray(b), loss_sum)
         scale_and_mean = (real(x_scale), real(1.0 / n_rows))
-        if model == "sigmoid":
-            kernel = _kernel(Z.dtype.name, values, "sigmoid_binary_cross_entropy_rows")
-            kernel(_blocks(n_rows, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
-                   (Z, targets, weights, b, loss_sum, np.int32(n_rows)) + scale_and_mean)
+        if model in SIGMOID_LOSS_KINDS:
+            kernel = _kernel(Z.dtype.name, values, "sigmoid_loss_elements")
+            kernel(_blocks(Z.size, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
+                   arrays + (np.int32(n_rows), np.int32(n_outputs), np.int32(SIGMOID_LOSS_KINDS[model]))
+                   + scale_and_mean)
             return
         kernel = _kernel(Z.dtype.name, values, "softmax_cross_entropy_rows")
         kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
-               (Z, targets.astype(np.int64, copy=False), weights, b, loss_sum, np.int32(n_rows),
-                np.int32(n_outputs)) + scale_and_mean)
+               arrays + (np.int32(n_rows), np.int32(n_outputs)) + scale_and_mean)
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
                     accumulator=None, adam_step=0):
