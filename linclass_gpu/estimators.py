@@ -19,8 +19,9 @@ from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
 from .training import PlateauRule, TrainingHistory, holdout_rows, train_sgd
-from .validation import (NotFittedError, check_features, check_label_indicator, check_labels, check_positive,
-                         check_sample_weight, class_weights, encode_labels)
+from .validation import (check_feature_names, check_features, check_label_indicator, check_labels, check_positive,
+                         check_sample_weight, class_weights, encode_labels, feature_names, as_sklearn)
+from .validation import NotFittedError
 
 logger = logging.getLogger("linclass_gpu")
 
@@ -76,6 +77,7 @@ class _LinearClassifier:
         penalty: str | None = "l2",
         l1_ratio: float = 0.15,
         optimizer: str = "sgd",
+        loss: str = "log_loss",
     ):
         self.backend = backend
         self.epochs = epochs
@@ -104,16 +106,13 @@ class _LinearClassifier:
         self.penalty = penalty
         self.l1_ratio = l1_ratio
         self.optimizer = optimizer
+        self.loss = loss
 
     # -- parameters -------------------------------------------------------------------------------------------
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        """The shared constructor parameters, then the subclass's own keyword-only ones (such as ``loss``)."""
-        shared = [name for name in inspect.signature(_LinearClassifier.__init__).parameters if name != "self"]
-        own = [name for name, parameter in inspect.signature(cls.__init__).parameters.items()
-               if parameter.kind is parameter.KEYWORD_ONLY and name not in shared]
-        return shared + own
+        return [name for name in inspect.signature(_LinearClassifier.__init__).parameters if name != "self"]
 
     def get_params(self, deep: bool = True) -> dict:
         """Constructor parameters by name (scikit-learn convention)."""
@@ -240,6 +239,7 @@ class _LinearClassifier:
         common_kind(X, y, *(validation_data or ()), sample_weight,
                     names=("X", "y", "validation X", "validation y", "sample_weight"))
         self._backend_model()  # validates the loss before any work
+        names = feature_names(X)
         X = check_features(X, dtype=dtype)
         classes, targets = self._encode_targets(y, X.shape[0])
         weights = self._row_weights(sample_weight, classes, targets)
@@ -273,7 +273,8 @@ class _LinearClassifier:
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
         self._set_label_attributes(classes, targets)
-        self.n_features_in_, self.backend_ = X.shape[1], backend.name
+        self._set_feature_attributes(X.shape[1], names)
+        self.backend_ = backend.name
         self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
                     score_validation, plateau, on_epoch_end)
         return self
@@ -305,7 +306,11 @@ class _LinearClassifier:
                              "dict of weights per class instead")
         common_kind(X, y, sample_weight, names=("X", "y", "sample_weight"))
         first = getattr(self, "_sgd_state", None) is None
-        X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_)
+        names = feature_names(X)
+        if not first:
+            check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
+        X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_,
+                           estimator=type(self).__name__)
         if classes is not None:
             classes, _ = self._encode_labels(check_labels(classes, len(classes), name="classes"))
             if not first and not np.array_equal(classes, self.classes_):
@@ -331,7 +336,9 @@ class _LinearClassifier:
                                 self._n_outputs(len(classes), targets.ndim == 2), dtype,
                                 None if first else self._sgd_state, weights)
         self._set_label_attributes(classes, targets)
-        self.n_features_in_, self.backend_ = X.shape[1], backend.name
+        if first:
+            self._set_feature_attributes(X.shape[1], names)
+        self.backend_ = backend.name
         self._train(stepper, backend, X.shape[0], schedule, rng, history, len(history.loss) + 1)
         return self
 
@@ -384,6 +391,15 @@ class _LinearClassifier:
     def _is_multilabel(self) -> bool:
         return False
 
+    def _set_feature_attributes(self, n_features: int, names: np.ndarray | None) -> None:
+        """``n_features_in_``, and ``feature_names_in_`` when ``X`` was a frame with string column names (the
+        attribute is absent otherwise, as in scikit-learn)."""
+        self.n_features_in_ = n_features
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
     def _validation_scorer(self, backend, X_device, expected: np.ndarray):
         """A function (W, b) -> accuracy on device-resident validation rows with encoded targets ``expected``."""
 
@@ -397,7 +413,7 @@ class _LinearClassifier:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+            raise as_sklearn(NotFittedError, "NotFittedError")(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
 
     def _host_logits(self, X):
         """Logits ``input_scale·X·coef_ᵀ + intercept_`` on the host, shape (N, K), and a function that hands a
@@ -406,7 +422,9 @@ class _LinearClassifier:
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
         kind = array_kind(X)
-        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_)
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
+        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
+                           estimator=type(self).__name__)
         backend = get_backend(self.backend)
         logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
                                                     self.input_scale))
@@ -420,7 +438,8 @@ class _LinearClassifier:
         return logits, deliver
 
     def decision_function(self, X):
-        """Logits: shape (N, K), or (N,) for the binary model (> 0 means ``classes_[1]``)."""
+        """Scores: the logits (N, K); with two classes one score per row (N,), the log-odds of ``classes_[1]`` (> 0
+        means ``classes_[1]``), as scikit-learn's binary classifiers give."""
         logits, deliver = self._host_logits(X)
         return deliver(self._decision_output(logits))
 
@@ -465,7 +484,9 @@ class _LinearClassifier:
         self._check_fitted()
         if self.classes_.dtype.kind == "O":
             raise TypeError("cannot save labels stored as Python objects; use numbers or strings")
+        names = getattr(self, "feature_names_in_", None)
         write_npz_atomically(path, {**{name: getattr(self, name) for name in (*_FITTED_ARRAYS, *self._EXTRA_FITTED)},
+                                    **({} if names is None else {"feature_names_in_": names.astype(str)}),
                                     "estimator": np.array(type(self).__name__), "params": self.get_params(),
                                     "backend_": np.array(self.backend_)})
 
@@ -487,7 +508,8 @@ class _LinearClassifier:
         if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
             raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "
                              f"{len(model.classes_)} classes")
-        model.n_features_in_ = model.coef_.shape[1]
+        model._set_feature_attributes(model.coef_.shape[1], stored["feature_names_in_"].astype(object)
+                                      if "feature_names_in_" in stored else None)
         model.n_iter_ = len(model.loss_curve_)
         return model
 
@@ -560,6 +582,8 @@ class SoftmaxRegression(_LinearClassifier):
         ``fit`` starts from the previous fit's weights and momentum instead of zeros.
     class_weight : dict, "balanced" or None
         Weight of each class's rows in the loss: ``{label: weight}`` (others 1), or "balanced", ``N / (C·count)``.
+    loss : {"log_loss"}
+        The cross-entropy; :class:`LogisticRegression` also has the squared error.
 
     Notes
     -----
@@ -572,6 +596,9 @@ class SoftmaxRegression(_LinearClassifier):
     intercept_ : ndarray, shape (C,)
     classes_ : ndarray, shape (C,)
     n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (D,)
+        The column names when ``X`` was a pandas frame with string names (absent otherwise); prediction then checks
+        them.
     n_iter_ : int
         Epochs completed.
     t_ : int
@@ -586,6 +613,9 @@ class SoftmaxRegression(_LinearClassifier):
     """
 
     def _backend_model(self) -> str:
+        if self.loss != "log_loss":
+            raise ValueError(f"SoftmaxRegression's loss is the cross-entropy, loss='log_loss'; got {self.loss!r} "
+                             "(the squared error is LogisticRegression(loss='mse'))")
         return "softmax"
 
     @classmethod
@@ -599,7 +629,9 @@ class SoftmaxRegression(_LinearClassifier):
         return classes, targets.astype(np.int64)
 
     def _decision_output(self, logits):
-        return logits
+        # Two classes: one score, as scikit-learn's binary classifiers give, whose sign picks classes_[1] (the
+        # log-odds z_1 − z_0, since softmax([z_0, z_1])_1 = σ(z_1 − z_0)).
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def _log_proba(self, logits):
         return log_softmax(np, logits)
@@ -642,16 +674,12 @@ class LogisticRegression(_LinearClassifier):
         The labels; ``arange(L)`` for a multilabel model.
     multilabel_ : bool
         Fitted on an indicator matrix.
-    n_features_in_, n_iter_, t_, loss_curve_, validation_scores_, epoch_seconds_, backend_
+    n_features_in_, feature_names_in_, n_iter_, t_, loss_curve_, validation_scores_, epoch_seconds_, backend_
         As for :class:`SoftmaxRegression`.
     """
 
     _EXTRA_FITTED = {"multilabel_": False}
     _supports_multilabel = True
-
-    def __init__(self, *, loss: str = "log_loss", **params):
-        super().__init__(**params)
-        self.loss = loss
 
     def _backend_model(self) -> str:
         if self.loss not in LOGISTIC_LOSSES:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+import warnings
+
 import numpy as np
 
 from .arrays import all_finite, array_kind, astype, first_non_finite, native, numeric_kind, to_numpy
@@ -11,7 +15,48 @@ class NotFittedError(ValueError, AttributeError):
     """The estimator was used before ``fit`` (a ValueError and an AttributeError, as in scikit-learn)."""
 
 
-def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | None = None):
+class DataConversionWarning(UserWarning):
+    """Input was accepted in another shape than documented (a column vector y used as (N,))."""
+
+
+def as_sklearn(ours: type, sklearn_name: str) -> type:
+    """``ours``, or, once scikit-learn is loaded, a subclass of both ``ours`` and scikit-learn's class of that name
+    in ``sklearn.exceptions``, so code catching either catches it. scikit-learn is never imported for this (that
+    takes seconds); code that catches its classes has imported it already."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    return ours if sklearn_exceptions is None else _subclass_of_both(ours, getattr(sklearn_exceptions, sklearn_name))
+
+
+@functools.cache
+def _subclass_of_both(ours: type, theirs: type) -> type:
+    return type(ours.__name__, (ours, theirs), {"__module__": __name__, "__doc__": ours.__doc__})
+
+
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a pandas-like frame when they are all strings (scikit-learn's rule), else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not all(isinstance(column, str) for column in columns):
+        return None
+    return np.asarray(columns, dtype=object)
+
+
+def check_feature_names(fitted_names: np.ndarray | None, X, estimator: str) -> None:
+    """Refuse a frame whose column names differ from those seen in ``fit``; warn when only one side has names."""
+    names = feature_names(X)
+    if fitted_names is not None and names is not None:
+        if not np.array_equal(names, fitted_names):
+            raise ValueError(f"the feature names of X differ from those seen in fit: {names[:5].tolist()} vs "
+                             f"{fitted_names[:5].tolist()}")
+    elif fitted_names is not None:
+        warnings.warn(f"X does not have valid feature names, but {estimator} was fitted with feature names",
+                      UserWarning, stacklevel=3)
+    elif names is not None:
+        warnings.warn(f"X has feature names, but {estimator} was fitted without feature names", UserWarning,
+                      stacklevel=3)
+
+
+def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | None = None,
+                   estimator: str = "the model"):
     """Validate a feature matrix where it lives and bring it to the dtype training computes in.
 
     Parameters
@@ -25,6 +70,8 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
         What to call ``X`` in messages.
     n_features : int, optional
         The feature count seen in ``fit``; a different one is an error.
+    estimator : str
+        Who saw that count in ``fit`` (its class name), for the message.
 
     Returns
     -------
@@ -33,20 +80,31 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
     Raises
     ------
     TypeError
-        Non-numeric values (strings, objects, complex numbers).
+        Non-numeric values (strings, objects that are not numbers), or a sparse matrix.
     ValueError
-        Not 2-D, empty, NaN or infinite entries, or the wrong number of features.
+        Complex numbers, not 2-D, empty, NaN or infinite entries, or the wrong number of features.
     """
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse matrix: sparse input is not supported (the kernels read dense rows); "
+                        "pass a dense array, e.g. X.toarray()")
     kind = array_kind(X)
     X = native(X, kind)
+    if numeric_kind(X) == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+    if numeric_kind(X) == "O":  # e.g. a frame of mixed columns: numbers held as Python objects are fine
+        X = _object_to_float(X, name, dtype)
     if numeric_kind(X) not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got an array of shape {tuple(X.shape)}")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got an array of shape {tuple(X.shape)}. "
+                         "Reshape your data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for one sample")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(X.shape)}; at least one sample and one feature are needed")
+        empty = "sample(s)" if X.shape[0] == 0 else "feature(s)"
+        raise ValueError(f"{name} is empty: found 0 {empty} (shape={tuple(X.shape)}) while a minimum of 1 is "
+                         "required.")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features, but the model was fitted with {n_features}")
+        raise ValueError(f"{name} has {X.shape[1]} features, but {estimator} is expecting {n_features} features as "
+                         "input")
     if str(X.dtype).removeprefix("torch.") != "uint8":
         given, X = X, astype(X, kind, dtype)
         if not all_finite(X, kind):
@@ -57,6 +115,14 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
                                  f"{column}: {original:g}); scale the features or use dtype='float64'")
             raise ValueError(f"{name} contains NaN or infinity (first at row {row}, column {column}: {value})")
     return X
+
+
+def _object_to_float(X: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    """An object array of numbers as ``dtype``; anything else (strings, None) is a TypeError naming it."""
+    try:
+        return X.astype(dtype)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must hold real numbers; its object entries do not convert: {error}") from None
 
 
 def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
@@ -73,8 +139,14 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     ValueError
         Wrong shape or length, NaN, or continuous (non-integral float) values.
     """
+    if y is None:
+        raise ValueError(f"this estimator requires {name} to be passed, but the target y is None")
     y = to_numpy(y)  # labels are small: they are encoded on the host, then placed on the device as class ids
+    if y.dtype.kind == "O" and all(isinstance(label, str) for label in y.ravel()):
+        y = y.astype(str)  # strings held as objects (a pandas string column) become a NumPy string array
     if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(f"A column-vector {name} was passed when a 1d array was expected; it is used as (n_samples,)",
+                      as_sklearn(DataConversionWarning, "DataConversionWarning"), stacklevel=3)
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D (n_samples,) class labels, got an array of shape {y.shape}")
@@ -133,6 +205,8 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
         raise ValueError("sample_weight contains NaN or infinity")
     if (weights < 0).any():
         raise ValueError(f"sample_weight must be >= 0, found {weights.min()}")
+    if n_samples and not weights.any():
+        raise ValueError("sample_weight is zero for every row: there is nothing to fit")
     return weights
 
 

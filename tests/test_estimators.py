@@ -127,7 +127,11 @@ BAD_INPUTS = [
     ("no features", lambda X, y: (X[:, :0], y), ValueError, "empty"),
     ("one class", lambda X, y: (X, np.zeros_like(y)), ValueError, "at least 2"),
     ("string X", lambda X, y: (X.astype(str), y), TypeError, "numbers"),
-    ("object X", lambda X, y: (X.astype(object), y), TypeError, "numbers"),
+    ("object X of words", lambda X, y: (np.full(X.shape, "tall", dtype=object), y), TypeError, "numbers"),
+    ("object X with None", lambda X, y: (np.where(X > 0, X, None), y), ValueError, "NaN"),  # None converts to NaN
+    ("complex X", lambda X, y: (X.astype(complex), y), ValueError, "Complex data not supported"),
+    ("sparse X", lambda X, y: (__import__("scipy.sparse").sparse.csr_matrix(X), y), TypeError, "sparse input"),
+    ("no y", lambda X, y: (X, None), ValueError, "requires y to be passed"),
     ("continuous y", lambda X, y: (X, y + 0.5), ValueError, "continuous"),
     ("2-D y", lambda X, y: (X, np.stack([y, y], axis=1)), ValueError, "1-D"),
 ]
@@ -142,10 +146,12 @@ def test_bad_training_input_fails_before_any_work(rng, case, corrupt, error, mes
     assert not hasattr(model, "coef_")
 
 
-def test_column_vector_y_is_accepted(rng):
+def test_column_vector_y_is_accepted_with_a_warning(rng):
     X, y = blobs(rng)
     model = SoftmaxRegression(epochs=3, random_state=0)
-    np.testing.assert_array_equal(model.fit(X, y[:, None]).coef_,
+    with pytest.warns(UserWarning, match="column-vector y"):
+        model.fit(X, y[:, None])
+    np.testing.assert_array_equal(model.coef_,
                                   SoftmaxRegression(epochs=3, random_state=0).fit(X, y).coef_)
 
 
@@ -156,7 +162,7 @@ def test_prediction_checks(rng):
         with pytest.raises(NotFittedError, match="not fitted"):
             method(X)
     model.fit(X, y)
-    with pytest.raises(ValueError, match="4 features, but the model was fitted with 5"):
+    with pytest.raises(ValueError, match="4 features, but SoftmaxRegression is expecting 5 features"):
         model.predict(X[:, :4])
     with pytest.raises(ValueError, match="NaN"):
         model.predict(np.full_like(X, np.nan))

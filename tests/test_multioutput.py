@@ -151,7 +151,9 @@ def test_softmax_regression_refuses_an_indicator_matrix(rng):
 def test_loss_is_a_parameter_scikit_learn_sees(rng):
     sklearn_base = pytest.importorskip("sklearn.base")
     model = LogisticRegression(loss="mse", epochs=2)
-    assert model.get_params()["loss"] == "mse" and "loss" not in SoftmaxRegression().get_params()
+    assert model.get_params()["loss"] == "mse"
+    with pytest.raises(ValueError, match="SoftmaxRegression's loss is the cross-entropy"):
+        SoftmaxRegression(loss="mse").fit(*blobs(rng))
     clone = sklearn_base.clone(model)
     assert clone.loss == "mse" and clone.epochs == 2
     assert repr(model) == "LogisticRegression(epochs=2, loss='mse')"

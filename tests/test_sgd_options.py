@@ -55,7 +55,7 @@ def test_partial_fit_later_calls_check_consistency(problem):
     model = SoftmaxRegression().partial_fit(X, y, classes=[0, 1, 2])
     with pytest.raises(ValueError, match="differ from those of the first call"):
         model.partial_fit(X, y, classes=[0, 1, 2, 3])
-    with pytest.raises(ValueError, match="5 features, but the model was fitted with 6"):
+    with pytest.raises(ValueError, match="5 features, but SoftmaxRegression is expecting 6 features"):
         model.partial_fit(X[:, :5], y)
     one_vs_rest = LogisticRegression().partial_fit(X, y, classes=[0, 1, 2])  # three classes: one sigmoid each
     assert one_vs_rest.coef_.shape == (3, 6) and not one_vs_rest.multilabel_
