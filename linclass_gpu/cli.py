@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--test-features", help="test rows, scored after every epoch; with --test-labels")
     files.add_argument("--test-labels")
     files.add_argument("--chunk-mb", type=float, default=64.0, help="memory budget of one chunk in MiB (default 64)")
+    files.add_argument("--blocks-per-chunk", type=int, default=1, metavar="K",
+                       help="build each chunk from K blocks drawn from all over the file instead of contiguous rows "
+                       "(default 1); for a file sorted by class use 64 or more")
     _add_json(train)
     train.set_defaults(run=run_train)
 
@@ -148,7 +151,8 @@ def _train_on_files(args: argparse.Namespace, make_model):
     label_map = (lambda labels: labels == args.positive_class) if args.model == "logistic" else None
 
     def stream(features, labels):
-        return open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=args.batch_size, label_map=label_map)
+        return open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=args.batch_size,
+                           blocks_per_chunk=args.blocks_per_chunk, label_map=label_map)
 
     train = stream(args.features, args.labels)
     test = None if args.test_features is None else stream(args.test_features, args.test_labels)
@@ -159,7 +163,8 @@ def _train_on_files(args: argparse.Namespace, make_model):
     summary = {"features": args.features, "labels": args.labels, "test_features": args.test_features,
                "test_labels": args.test_labels, "train_rows": train.n_rows, "test_rows": 0 if test is None else
                test.n_rows, "chunk_mb": args.chunk_mb, "chunk_rows": train.chunk_rows,
-               "chunks_per_epoch": train.n_chunks, "fit_seconds": time.perf_counter() - started}
+               "blocks_per_chunk": train.blocks_per_chunk, "chunks_per_epoch": train.n_chunks,
+               "fit_seconds": time.perf_counter() - started}
     return model, history, f"{args.features}, {args.model}", summary
 
 

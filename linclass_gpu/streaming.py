@@ -1,7 +1,7 @@
 """Data larger than memory: rows memory-mapped from raw IDX or .npy files, read one chunk at a time, trained on by
 ``partial_fit``.
 
-A file is mapped, never read whole: its pages belong to the OS page cache, which drops them under memory pressure
+A file is mapped, never loaded whole: its pages belong to the OS page cache, which drops them under memory pressure
 (they are clean copies of the file), so the process's own memory holds one chunk at a time — a copy in native byte
 order, its pixels still uint8 — plus what ``partial_fit`` allocates for it. The chunk's size comes from a byte budget
 or a row count.
@@ -99,9 +99,14 @@ def map_rows(path: str | os.PathLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RowStream:
-    """Features, labels and optional weights of the same rows, read in chunks of ``chunk_rows`` rows.
+    """Features, labels and optional weights of the same rows, read in chunks of ``blocks_per_chunk`` blocks of
+    ``block_rows`` rows.
 
-    Made by :func:`open_stream`, which validates everything; the arrays are usually memory-mapped files.
+    Made by :func:`open_stream`, which validates everything; the arrays are usually memory-mapped files. The rows are
+    cut into blocks in file order (the last block holds the rest); an epoch visits the blocks in an order drawn from a
+    random generator (or in file order) and reads each run of ``blocks_per_chunk`` of them as one chunk. With one
+    block per chunk, chunks are contiguous rows and only their order is shuffled; with more, every chunk mixes rows
+    from all over the file.
 
     Attributes
     ----------
@@ -109,8 +114,9 @@ class RowStream:
         One row per sample; trailing dims (an image's 28×28) are flattened when read.
     labels : ndarray, shape (N,) or (N, 1)
     sample_weight : ndarray, shape (N,), or None
-    chunk_rows : int
-        Rows per chunk; the last chunk holds the rest.
+    block_rows : int
+        Rows per block, the unit read from the file.
+    blocks_per_chunk : int
     label_map : callable (ndarray (n,)) -> ndarray (n,), or None
         Applied to each chunk's labels as it is read (e.g. one class against the rest).
     """
@@ -118,7 +124,8 @@ class RowStream:
     features: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
     sample_weight: np.ndarray | None = field(repr=False)
-    chunk_rows: int
+    block_rows: int
+    blocks_per_chunk: int = 1
     label_map: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -130,11 +137,27 @@ class RowStream:
         return math.prod(self.features.shape[1:])
 
     @property
-    def n_chunks(self) -> int:
-        return -(-self.n_rows // self.chunk_rows)
+    def chunk_rows(self) -> int:
+        """Rows of a chunk (but the one holding the last, shorter block)."""
+        return self.block_rows * self.blocks_per_chunk
 
-    def read_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Chunk ``index`` read into memory: one copy of its rows in native byte order, dtypes kept (uint8 stays).
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_rows // self.block_rows)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_blocks // self.blocks_per_chunk)
+
+    def chunk_blocks(self, rng: np.random.Generator | None) -> list[np.ndarray]:
+        """One epoch's chunks, each as the indices of its blocks: the blocks in an order drawn from ``rng`` (in file
+        order when it is None), taken ``blocks_per_chunk`` at a time."""
+        order = np.arange(self.n_blocks) if rng is None else rng.permutation(self.n_blocks)
+        return [order[start:start + self.blocks_per_chunk] for start in range(0, self.n_blocks, self.blocks_per_chunk)]
+
+    def read_chunk(self, blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rows of ``blocks`` (block indices), one after another, read into memory: one new array each for the
+        features, labels and weights, in native byte order with the dtypes kept (uint8 stays uint8).
 
         Returns
         -------
@@ -142,40 +165,39 @@ class RowStream:
         y : ndarray, shape (n,)
         sample_weight : ndarray, shape (n,), or None
         """
-        rows = slice(index * self.chunk_rows, min((index + 1) * self.chunk_rows, self.n_rows))
-        X = _native_copy(self.features[rows]).reshape(rows.stop - rows.start, self.n_features)
-        weights = None if self.sample_weight is None else _native_copy(self.sample_weight[rows])
-        return X, self._read_labels(rows), weights
-
-    def chunk_order(self, rng: np.random.Generator | None) -> np.ndarray:
-        """The order an epoch visits the chunks in: drawn from ``rng``, or in file order when it is None."""
-        return np.arange(self.n_chunks) if rng is None else rng.permutation(self.n_chunks)
+        spans = self._spans(blocks)
+        X = _gather(self.features, spans)
+        weights = None if self.sample_weight is None else _gather(self.sample_weight, spans)
+        return X.reshape(len(X), self.n_features), self._read_labels(spans), weights
 
     def chunks(self, rng: np.random.Generator | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Every chunk once, as :meth:`read_chunk` gives it, in :meth:`chunk_order`.
+        """Every chunk of one epoch, as :meth:`read_chunk` gives it, in the order of :meth:`chunk_blocks`.
 
         A loop whose names still hold one chunk while the next is read holds two; :func:`fit_stream` drops each
         before reading the next.
         """
-        for index in self.chunk_order(rng):
-            yield self.read_chunk(index)
+        for blocks in self.chunk_blocks(rng):
+            yield self.read_chunk(blocks)
 
     def classes(self) -> np.ndarray:
         """The sorted distinct labels of all rows (after ``label_map``), gathered one chunk of labels at a time."""
-        return np.unique(np.concatenate([np.unique(self._read_labels(slice(start, start + self.chunk_rows)))
-                                         for start in range(0, self.n_rows, self.chunk_rows)]))
+        return np.unique(np.concatenate([np.unique(self._read_labels(self._spans(blocks)))
+                                         for blocks in self.chunk_blocks(None)]))
 
-    def _read_labels(self, rows: slice) -> np.ndarray:
-        """The labels of ``rows`` in memory, shape (n,), through ``label_map``."""
-        labels = _native_copy(self.labels[rows]).reshape(-1)
+    def _spans(self, blocks) -> list[slice]:
+        return [slice(block * self.block_rows, min((block + 1) * self.block_rows, self.n_rows)) for block in blocks]
+
+    def _read_labels(self, spans: list[slice]) -> np.ndarray:
+        """The labels of the rows in ``spans``, in memory, shape (n,), through ``label_map``."""
+        labels = _gather(self.labels, spans).reshape(-1)
         return labels if self.label_map is None else self.label_map(labels)
 
 
 def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int | None = None,
                 chunk_rows: int | None = None, sample_weight: PathOrArray | None = None,
-                batch_size: int | None = None, label_map: Callable[[np.ndarray], np.ndarray] | None = None
-                ) -> RowStream:
+                batch_size: int | None = None, blocks_per_chunk: int = 1,
+                label_map: Callable[[np.ndarray], np.ndarray] | None = None) -> RowStream:
     """Map features and labels (and weights) from files and check they describe the same rows.
 
     Parameters
@@ -197,6 +219,10 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
     batch_size : int, optional
         Round ``chunk_rows`` down to a multiple of it (when it holds at least one batch), so that no chunk but the
         last ends in a short minibatch and an epoch takes as many SGD steps as ``fit`` would.
+    blocks_per_chunk : int, default 1
+        Assemble each chunk from this many blocks of ``chunk_rows // blocks_per_chunk`` rows drawn at random from the
+        whole file, rather than from contiguous rows: needed when the file is sorted (by class, by date), where a
+        contiguous chunk holds one or two classes. Reads get smaller (a block at a time); memory does not grow.
     label_map : callable, optional
         Applied to each chunk's labels as it is read.
 
@@ -236,11 +262,16 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
                              "label and weight): raise the budget")
         chunk_rows = chunk_bytes // row_bytes
     check_positive("chunk_rows", chunk_rows, integer=True)
+    check_positive("blocks_per_chunk", blocks_per_chunk, integer=True)
     if batch_size is not None:
         check_positive("batch_size", batch_size, integer=True)
         if chunk_rows >= batch_size:
             chunk_rows -= chunk_rows % batch_size
-    return RowStream(X, y, weights, int(min(chunk_rows, X.shape[0])), label_map)
+    chunk_rows = min(chunk_rows, X.shape[0])
+    if blocks_per_chunk > chunk_rows:
+        raise ValueError(f"blocks_per_chunk={blocks_per_chunk} is more than the {chunk_rows} rows of a chunk: every "
+                         "block needs a row")
+    return RowStream(X, y, weights, int(chunk_rows // blocks_per_chunk), int(blocks_per_chunk), label_map)
 
 
 @dataclass
@@ -327,14 +358,14 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
             started, loss_sum = time.perf_counter(), 0.0
             if epoch_rate is not None:
                 estimator.set_params(schedule="constant", learning_rate=epoch_rate(epoch, 0))
-            for position, index in enumerate(stream.chunk_order(order_rng)):
-                X, y, weights = stream.read_chunk(index)
+            for position, blocks in enumerate(stream.chunk_blocks(order_rng)):
+                X, y, weights = stream.read_chunk(blocks)
                 try:
                     estimator.partial_fit(X, y, classes=classes, sample_weight=weights)
                 except TrainingDivergedError as exc:  # its epoch is partial_fit's call count: say where in the stream
                     raise TrainingDivergedError(f"epoch {epoch + 1} of the stream, its chunk {position + 1} of "
-                                                f"{stream.n_chunks} (rows {index * stream.chunk_rows} on): {exc}"
-                                                ) from exc
+                                                f"{stream.n_chunks} (blocks {blocks.tolist()} of "
+                                                f"{stream.block_rows} rows): {exc}") from exc
                 loss_sum += float(estimator.loss_curve_[-1]) * len(y)
                 del X, y, weights  # the next chunk is read only after this one is gone
             history.loss.append(loss_sum / stream.n_rows)
@@ -372,6 +403,13 @@ def _rows(source: PathOrArray, name: str, kinds: str) -> np.ndarray:
     return array
 
 
-def _native_copy(rows: np.ndarray) -> np.ndarray:
-    """An in-memory, C-ordered copy of ``rows`` in native byte order (a big-endian IDX value is swapped here)."""
-    return np.array(rows, dtype=rows.dtype.newbyteorder("="), order="C")
+def _gather(array: np.ndarray, spans: list[slice]) -> np.ndarray:
+    """The rows of ``array`` in ``spans``, one after another, copied into one new C-ordered array in native byte order
+    (a big-endian IDX value is swapped as it is copied): the only allocation, whatever the file's layout."""
+    rows = np.empty((sum(span.stop - span.start for span in spans), *array.shape[1:]),
+                    dtype=array.dtype.newbyteorder("="))
+    start = 0
+    for span in spans:
+        rows[start:start + span.stop - span.start] = array[span]
+        start += span.stop - span.start
+    return rows

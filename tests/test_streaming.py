@@ -101,39 +101,61 @@ def test_chunk_rows_from_a_byte_budget(blobs, chunk_bytes, batch_size, expected_
 def test_chunk_order_is_shuffled_per_epoch_from_the_seed(blobs):
     stream = open_stream(*blobs, chunk_rows=20)
     rng = np.random.default_rng(5)
-    orders = [stream.chunk_order(rng) for _ in range(3)]
+    orders = [np.concatenate(stream.chunk_blocks(rng)) for _ in range(3)]
     assert all(sorted(order) == list(range(11)) for order in orders)
     assert len({tuple(order) for order in orders}) == 3
-    np.testing.assert_array_equal(stream.chunk_order(None), np.arange(11))
+    np.testing.assert_array_equal(stream.chunk_blocks(None), np.arange(11)[:, None])
+
+
+def test_blocks_per_chunk_mix_a_sorted_file(blobs):
+    X, y = blobs[0].astype(np.float32), blobs[1]
+    order = np.argsort(y, kind="stable")
+    contiguous = open_stream(X[order], y[order], chunk_rows=40)
+    mixed = open_stream(X[order], y[order], chunk_rows=40, blocks_per_chunk=8)
+    assert (mixed.block_rows, mixed.chunk_rows, mixed.n_blocks, mixed.n_chunks) == (5, 40, 41, 6)
+    rng = np.random.default_rng(0)
+    assert min(len(np.unique(labels)) for _, labels, _ in contiguous.chunks(rng)) == 1
+    assert min(len(np.unique(labels)) for _, labels, _ in mixed.chunks(rng) if len(labels) == 40) == 3
+    chunks = list(mixed.chunks(rng))
+    rows = np.concatenate([chunk for chunk, _, _ in chunks])
+    np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(X, axis=0))  # every row once per epoch
+    np.testing.assert_array_equal(np.sort(np.concatenate([labels for _, labels, _ in chunks])), np.sort(y))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # training: equal to partial_fit on the same chunks, and to fit
 
 
-# Every backend with .npy files; the NumPy backend also with IDX ones (big-endian values swapped chunk by chunk).
-@pytest.mark.parametrize(("backend", "dtype", "file_format"), [
-    (backend, dtype, file_format) for backend, dtype in BACKEND_DTYPE_PAIRS + [("numpy", "uint8")]
-    for file_format in (("npy", "idx") if backend == "numpy" else ("npy",))])
-def test_streaming_equals_partial_fit_on_the_same_chunks_in_memory(tmp_path, blobs, backend, dtype, file_format):
+# Every backend with .npy files and contiguous chunks; the NumPy backend also with IDX files (big-endian values
+# swapped as they are read) and with chunks of two blocks.
+@pytest.mark.parametrize(("backend", "dtype", "file_format", "blocks_per_chunk"), [
+    (backend, dtype, file_format, blocks_per_chunk)
+    for backend, dtype in BACKEND_DTYPE_PAIRS + [("numpy", "uint8")]
+    for file_format in (("npy", "idx") if backend == "numpy" else ("npy",))
+    for blocks_per_chunk in ((1, 2) if backend == "numpy" else (1,))])
+def test_streaming_equals_partial_fit_on_the_same_chunks_in_memory(tmp_path, blobs, backend, dtype, file_format,
+                                                                   blocks_per_chunk):
     X, y = as_dtype(blobs[0], dtype), blobs[1].astype(np.uint8)
     weights = np.linspace(0.5, 1.5, len(y))
     parameters = dict(backend=backend, schedule="constant", learning_rate=0.05, momentum=0.9, batch_size=32,
                       random_state=2, input_scale=1 / 255 if dtype == "uint8" else 1.0,
                       dtype="float64" if dtype == "float64" else "float32")
     stream = open_stream(write(tmp_path, "X", X, file_format), write(tmp_path, "y", y, file_format), chunk_rows=64,
-                         sample_weight=write(tmp_path, "w", weights, file_format))
+                         sample_weight=write(tmp_path, "w", weights, file_format), blocks_per_chunk=blocks_per_chunk)
     streamed = SoftmaxRegression(**parameters)
     history = fit_stream(streamed, stream, epochs=2, seed=7)
 
     in_memory = SoftmaxRegression(**parameters)
-    order_rng, losses = np.random.default_rng(7), []
+    order_rng, losses, block_rows = np.random.default_rng(7), [], 64 // blocks_per_chunk
+    block_starts = np.arange(0, len(y), block_rows)
     for _ in range(2):
         loss_sum = 0.0
-        for index in order_rng.permutation(4):
-            rows = slice(64 * index, 64 * (index + 1))
+        order = order_rng.permutation(len(block_starts))
+        for first in range(0, len(order), blocks_per_chunk):
+            rows = np.concatenate([np.arange(start, min(start + block_rows, len(y)))
+                                   for start in block_starts[order[first:first + blocks_per_chunk]]])
             in_memory.partial_fit(X[rows], y[rows], classes=[0, 1, 2], sample_weight=weights[rows])
-            loss_sum += in_memory.loss_curve_[-1] * len(y[rows])
+            loss_sum += in_memory.loss_curve_[-1] * len(rows)
         losses.append(loss_sum / len(y))
     np.testing.assert_array_equal(streamed.coef_, in_memory.coef_)
     np.testing.assert_array_equal(streamed.intercept_, in_memory.intercept_)
@@ -233,6 +255,8 @@ def test_unreadable_files_are_refused(tmp_path, blobs, good_files, content, mess
     (dict(chunk_bytes=1000, chunk_rows=10), "give exactly one of chunk_bytes"),
     (dict(chunk_rows=0), "chunk_rows must be a positive integer"),
     (dict(chunk_bytes=2.5e6), "chunk_bytes must be a positive integer"),
+    (dict(chunk_rows=10, blocks_per_chunk=11), "blocks_per_chunk=11 is more than the 10 rows of a chunk"),
+    (dict(chunk_rows=10, blocks_per_chunk=0), "blocks_per_chunk must be a positive integer"),
 ])
 def test_chunk_budgets_that_cannot_hold_a_row_are_refused(good_files, budget, message):
     with pytest.raises(ValueError, match=message):  # a row: 13 float32 features and an int64 label
@@ -251,7 +275,8 @@ def test_fit_stream_refuses_a_fitted_model_and_mismatched_validation(blobs, good
 
 def test_divergence_names_the_epoch_and_chunk_and_puts_the_schedule_back(blobs):
     model = SoftmaxRegression(backend="numpy", learning_rate=1e30, schedule="exponential", shuffle=False)
-    with pytest.raises(TrainingDivergedError, match=r"epoch 1 of the stream, its chunk 2 of 5 \(rows 50 on\)"):
+    where = r"epoch 1 of the stream, its chunk 2 of 5 \(blocks \[1\] of 50 rows\)"
+    with pytest.raises(TrainingDivergedError, match=where):
         fit_stream(model, open_stream(blobs[0] * 1e6, blobs[1], chunk_rows=50))
     assert model.n_iter_ == 1 and np.isfinite(model.coef_).all()  # the weights from before chunk 2
     assert (model.schedule, model.learning_rate) == ("exponential", 1e30)
@@ -274,7 +299,7 @@ MEMORY_PROBE = textwrap.dedent("""
         model.fit(np.array(stream.features), np.array(stream.labels))
     else:
         fit_stream(model, stream, seed=0)
-    print(tracemalloc.get_traced_memory()[1], model.score(*stream.read_chunk(0)[:2]))
+    print(tracemalloc.get_traced_memory()[1], model.score(*stream.read_chunk([0])[:2]))
 """)
 
 
@@ -319,12 +344,13 @@ def test_cli_trains_from_files_chunk_by_chunk(capsys, tmp_path, blobs):
     paths = [write(tmp_path, name, array, "npy") for name, array in
              (("X", X[:150]), ("y", y[:150]), ("X_test", X[150:]), ("y_test", y[150:]))]
     arguments = ["train", "--backend", "numpy", "--epochs", "3", "--batch-size", "16", "--learning-rate", "0.1",
-                 "--features", str(paths[0]), "--labels", str(paths[1]), "--test-features", str(paths[2]),
+                 "--blocks-per-chunk", "4", "--features", str(paths[0]), "--labels", str(paths[1]), "--test-features", str(paths[2]),
                  "--test-labels", str(paths[3]), "--chunk-mb", str(50 * 14 / MEBIBYTE), "--json"]
     assert cli.main(arguments) == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["chunk_rows"] == 48 and summary["chunks_per_epoch"] == 4  # 50 rows of 14 bytes, whole batches
+    # 50 rows of 14 bytes, rounded to whole minibatches, in 4 blocks of 12 rows; 13 blocks hold the 150 rows
+    assert (summary["chunk_rows"], summary["blocks_per_chunk"], summary["chunks_per_epoch"]) == (48, 4, 4)
     assert summary["train_rows"] == 150 and summary["test_rows"] == 53
     assert len(summary["train_loss"]) == len(summary["test_accuracy_per_epoch"]) == 3
     assert summary["test_accuracy"] > 0.9 and "test accuracy" in out
@@ -339,6 +365,7 @@ def test_cli_trains_from_files_chunk_by_chunk(capsys, tmp_path, blobs):
     (["--features", "X.npy", "--labels", "y.npy", "--test-features", "X.npy"], "--test-features and --test-labels"),
     (["--features", "X.npy.gz", "--labels", "y.npy"], "gzip-compressed"),
     (["--features", "X.npy", "--labels", "y.npy", "--chunk-mb", "0"], "--chunk-mb must be positive"),
+    (["--features", "X.npy", "--labels", "y.npy", "--blocks-per-chunk", "0"], "blocks_per_chunk must be a positive"),
 ])
 def test_cli_file_errors_are_one_line_without_traceback(capsys, tmp_path, good_files, monkeypatch, extra, message):
     (tmp_path / "X.npy.gz").write_bytes(gzip.compress(good_files[0].read_bytes()))
