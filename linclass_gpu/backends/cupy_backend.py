@@ -34,8 +34,8 @@ ROWS_PER_BLOCK = 4
 THREADS_PER_BLOCK = 256
 # sigmoid_loss_elements' loss_kind for each sigmoid model (BINARY_CROSS_ENTROPY and SQUARED_ERROR in the kernel).
 SIGMOID_LOSS_KINDS = {"sigmoid": 0, "sigmoid_mse": 1}
-# A warp keeps a row of up to 32·32 = 1024 logits in registers (float64: 156 registers, no spills on sm_80/sm_90);
-# wider rows take the array-generic path.
+# A warp keeps a row of up to 32·32 = 1024 logits in registers (float64: 128 registers from nvcc 13.0 and NVRTC 12.9,
+# no spills on sm_80/sm_90); wider rows take the array-generic path.
 MAX_VALUES_PER_LANE = 32
 REAL_TYPES = {"float32": "float", "float64": "double"}
 # A null pointer argument (the kernels' "no sample weights"): a 64-bit zero. CuPy passes None as 0xffffffff, not 0
