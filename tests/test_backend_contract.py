@@ -110,6 +110,10 @@ def test_binary_squared_error_matches_oracle_and_its_gradient_vanishes_when_conf
     _, _, bce_db = backend.sigmoid_loss_grad(backend.asarray(one), backend.asarray(one[0]), -12 * one[0], 0.0)
     _, _, mse_db = backend.sigmoid_mse_loss_grad(backend.asarray(one), backend.asarray(one[0]), -12 * one[0], 0.0)
     assert float(backend.to_numpy(bce_db)) < -0.99 and -1e-4 < float(backend.to_numpy(mse_db)) < 0
+    # Logit 20, target 0: σ rounds to 1 in float32, yet σ' = e^{−20}/(1 + e^{−20})² ≈ 2e-9 keeps its digits.
+    _, _, far_db = backend.sigmoid_mse_loss_grad(backend.asarray(one), backend.asarray(0 * one[0]), 20 * one[0], 0.0)
+    expected_far_db = oracle.sigmoid_mse_loss_grad(np.ones((1, 1)), np.zeros(1), np.array([20.0]), 0.0)[2]
+    np.testing.assert_allclose(float(backend.to_numpy(far_db)), expected_far_db, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend_name,dtype", BACKEND_DTYPE_PAIRS)

@@ -98,11 +98,12 @@ def sigmoid_squared_error_(xp, Z: Any, targets: Any, weights: Any = None) -> Any
     Shapes as in :func:`sigmoid_binary_cross_entropy_`. The factor ``σ(1 − σ)`` is ``σ'``; it vanishes for large
     ``|z|``, which is why MSE under a sigmoid learns slowly where it is confidently wrong.
     """
-    probability, _ = _stable_sigmoid(xp, Z)
+    probability, exp_neg_abs = _stable_sigmoid(xp, Z)
     xp.subtract(probability, targets, out=Z)  # σ − y
     loss_sum = weighted_sum(_row_sums(xp, Z * Z), weights)
-    # ∂(σ − y)²/∂z = 2(σ − y)σ(1 − σ)
-    Z *= 2 * probability * (1 - probability)
+    # ∂(σ − y)²/∂z = 2(σ − y)σ'; σ' = σ(1 − σ) = e^{−|z|}/(1 + e^{−|z|})², the form that keeps its digits where σ
+    # rounds to 1 (σ(1 − σ) is 0 in float32 from |z| ≈ 17).
+    Z *= 2 * exp_neg_abs / (1 + exp_neg_abs) ** 2
     if weights is not None:
         Z *= weights[:, None]
     return loss_sum
