@@ -6,9 +6,10 @@ A file is mapped, never loaded whole: its pages belong to the OS page cache, whi
 order, its pixels still uint8 — plus what ``partial_fit`` allocates for it. The chunk's size comes from a byte budget
 or a row count.
 
-One epoch visits every chunk once, in an order drawn afresh each epoch; ``partial_fit`` shuffles the rows inside each
-chunk with the estimator's own random state. Unlike ``fit``, a minibatch never mixes rows of two chunks, so rows sorted
-on disk (by class, by date) stay grouped: shuffle such a file once before streaming it.
+One epoch reads every row once, a chunk at a time, the chunks in an order drawn afresh each epoch; ``partial_fit``
+shuffles the rows inside each chunk with the estimator's own random state. Unlike ``fit``, a minibatch never mixes rows
+of two chunks, so rows sorted on disk (by class, by date) stay grouped when a chunk is contiguous rows: for such a file
+build each chunk from many small blocks drawn from all over it (``blocks_per_chunk``), or shuffle it once.
 """
 
 from __future__ import annotations
@@ -299,9 +300,10 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
                classes=None, validation: RowStream | None = None) -> StreamHistory:
     """Train an unfitted estimator from zero weights over `stream` for `epochs` epochs, one ``partial_fit`` per chunk.
 
-    Each epoch visits the chunks in an order drawn from `seed` (file order when ``estimator.shuffle`` is False);
-    ``partial_fit`` shuffles the rows inside each chunk. Momentum and optimizer state carry from chunk to chunk. Only
-    one chunk is in memory at a time: each is read just before its ``partial_fit`` call and dropped after it.
+    Each epoch visits the stream's blocks in an order drawn from `seed` (file order when ``estimator.shuffle`` is
+    False), ``blocks_per_chunk`` of them to a chunk; ``partial_fit`` shuffles the rows inside each chunk. Momentum and
+    optimizer state carry from chunk to chunk. Only one chunk is in memory at a time: each is read just before its
+    ``partial_fit`` call and dropped after it.
 
     The learning rate follows ``fit``'s: ``partial_fit`` takes each call for a new epoch, so for the schedules indexed
     by epoch (``"step"``, ``"exponential"``) every chunk of epoch ``e`` is trained with the estimator's rate of epoch
@@ -318,7 +320,7 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     epochs : int, optional
         Passes over the stream; default ``estimator.epochs``.
     seed : int, optional
-        Seeds the chunk order of every epoch.
+        Seeds the block order of every epoch.
     classes : array-like, optional
         Every label; by default gathered from the stream's labels in one chunked pass.
     validation : RowStream, optional
