@@ -344,8 +344,9 @@ def test_cli_trains_from_files_chunk_by_chunk(capsys, tmp_path, blobs):
     paths = [write(tmp_path, name, array, "npy") for name, array in
              (("X", X[:150]), ("y", y[:150]), ("X_test", X[150:]), ("y_test", y[150:]))]
     arguments = ["train", "--backend", "numpy", "--epochs", "3", "--batch-size", "16", "--learning-rate", "0.1",
-                 "--blocks-per-chunk", "4", "--features", str(paths[0]), "--labels", str(paths[1]), "--test-features", str(paths[2]),
-                 "--test-labels", str(paths[3]), "--chunk-mb", str(50 * 14 / MEBIBYTE), "--json"]
+                 "--blocks-per-chunk", "4", "--features", str(paths[0]), "--labels", str(paths[1]),
+                 "--test-features", str(paths[2]), "--test-labels", str(paths[3]),
+                 "--chunk-mb", str(50 * 14 / MEBIBYTE), "--json"]
     assert cli.main(arguments) == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
