@@ -100,9 +100,9 @@ def test_local_sampler_calls_the_function():
     assert len(calls) == 6
 
 
-def test_seconds_to_accuracy_sums_training_time_until_the_target():
-    assert mnist.seconds_to_accuracy([1.0, 2.0, 3.0], [0.90, 0.93, 0.95], 0.92) == 3.0
-    assert mnist.seconds_to_accuracy([1.0, 2.0], [0.90, 0.91], 0.92) is None
+def test_seconds_to_accuracy_is_that_of_the_first_evaluation_at_the_target():
+    assert mnist.seconds_to_accuracy([(1.0, 0.90), (3.0, 0.93), (6.0, 0.95)], 0.92) == 3.0
+    assert mnist.seconds_to_accuracy([(1.0, 0.90), (3.0, 0.91)], 0.92) is None
 
 
 def test_targets_are_ratios_of_the_measured_rows():
@@ -384,9 +384,18 @@ def test_mnist_providers_train_epoch_by_epoch(provider, needs):
     assert len(summary["epoch_seconds"]) == epochs and all(s > 0 for s in summary["epoch_seconds"])
     assert summary["fit_seconds"] >= sum(summary["epoch_seconds"])
     if provider == "GemmFloor":
-        assert summary["test_accuracy"] == []
+        assert summary["test_accuracy"] == [] and summary["accuracy_curve"] == []
     else:
         assert len(summary["test_accuracy"]) == epochs and summary["test_accuracy"][-1] > 0.5
+        seconds, accuracy = zip(*summary["accuracy_curve"])
+        # Training seconds only grow between evaluations and end at the epochs' total; the last is the epoch end's.
+        assert all(later > earlier for earlier, later in zip(seconds, seconds[1:]))
+        assert seconds[-1] == pytest.approx(sum(summary["epoch_seconds"]))
+        assert accuracy[-1] == summary["test_accuracy"][-1]
+        # The SGD providers evaluate within epochs too: minibatch SGD after each of its 4 steps per epoch of 512
+        # rows, scikit-learn's per-sample SGD after each eighth of the rows; L-BFGS after each chunk.
+        per_epoch = {"SklearnLbfgsTraining": 1, "SklearnSGDTraining": mnist_providers.EVALUATIONS_PER_EPOCH}
+        assert len(seconds) == epochs * per_epoch.get(provider, 4)
     if provider == "SklearnLbfgsTraining":
         assert summary["iterations"] <= QUICK_SETTINGS["lbfgs_max_iter"]
     else:

@@ -3,18 +3,24 @@
 Each provider is a class made as ``Provider(mark_baseline, **settings)`` by :class:`.isolated.IsolatedWorker` (see
 :class:`.mnist.MnistSettings` for the settings): it imports what it needs, marks the memory baseline, loads MNIST
 and sets up. Then every :meth:`~_Training.epoch` call trains one epoch, timing the training apart from the test-set
-evaluation that follows it, and says whether the run is finished; :meth:`~_Training.summary` returns
-``epoch_seconds`` (training only), ``test_accuracy`` after each epoch, ``fit_seconds`` (setup such as placing the
-data on the device, plus every epoch's training; evaluation excluded), ``input`` (what the model is fed) and
-``device``.
+evaluations, and says whether the run is finished; :meth:`~_Training.summary` returns ``epoch_seconds`` (training
+only), ``test_accuracy`` after each epoch, ``accuracy_curve`` (pairs of training seconds so far and the test
+accuracy then, one per evaluation), ``fit_seconds`` (setup such as placing the data on the device, plus every
+epoch's training; evaluation excluded), ``input`` (what the model is fed) and ``device``.
+
+The SGD providers evaluate after every :data:`EVALUATIONS_PER_EPOCH`-th part of an epoch and at its end, each the
+same way: the clock stops (after the device has finished the steps so far), the test set is scored, the clock
+starts again. So the seconds to a target accuracy are read at that resolution rather than rounded up to a whole
+epoch. L-BFGS is evaluated after each of its warm-start chunks.
 
 - :class:`BackendTraining`: this library's own loop (:func:`linclass_gpu.training.train_sgd` over the backend's
   fused step, as ``SoftmaxRegression.fit`` runs it) on uint8 pixels with ``input_scale=1/255``; driven directly
   rather than through the estimator so that evaluation can be timed apart from training.
 - :class:`TorchTraining`: the same SGD in a PyTorch eager loop (``torch.optim.SGD`` with momentum and weight decay
   on W, ``ExponentialLR``), on float32 pixels in [0, 1].
-- :class:`SklearnSGDTraining`: ``SGDClassifier(loss="log_loss")``, one ``partial_fit`` pass per epoch (per-sample
-  SGD with its own "optimal" step size: the batch size and learning rate do not apply; ``alpha`` does).
+- :class:`SklearnSGDTraining`: ``SGDClassifier(loss="log_loss")``, one ``partial_fit`` pass per evaluation interval
+  over that part of the rows, so an epoch is one pass over all of them (per-sample SGD with its own "optimal" step
+  size: the batch size and learning rate do not apply; ``alpha`` does).
 - :class:`SklearnLbfgsTraining`: ``LogisticRegression(solver="lbfgs")`` with the same L2 strength
   (``C = 1/(alpha·N)``), grown by ``warm_start`` fits of a growing number of iterations until the test accuracy
   reaches the target or the iteration budget is spent; each chunk is one "epoch". A warm start restarts L-BFGS's
@@ -41,6 +47,10 @@ from ..datasets import load_mnist
 PIXEL_SCALE = 1 / 255
 N_CLASSES = 10
 MNIST_TRAIN_ROWS, MNIST_TEST_ROWS, MNIST_FEATURES = 60000, 10000, 784
+# Test-set evaluations per epoch of the SGD providers: after every eighth of the epoch's steps (the last part may be
+# shorter). Finer would add evaluation work without changing the seconds to the target by much: an eighth of the
+# epoch is about the 25% granularity of the L-BFGS chunks below, measured from where MNIST reaches 92%.
+EVALUATIONS_PER_EPOCH = 8
 # L-BFGS iterations per warm-start chunk: at least this many, and a quarter of those done so far, so the chunks grow
 # and the seconds to the target are overstated by at most about a quarter.
 LBFGS_MIN_CHUNK = 5
@@ -66,6 +76,12 @@ def _as_unit_float32(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) * np.float32(PIXEL_SCALE)
 
 
+def steps_between_evaluations(n_rows: int, batch_size: int) -> int:
+    """SGD steps from one test-set evaluation to the next: an :data:`EVALUATIONS_PER_EPOCH`-th of an epoch's steps,
+    rounded up."""
+    return -(-(-(-n_rows // batch_size)) // EVALUATIONS_PER_EPOCH)
+
+
 class _Training:
     """Books of one run: per-epoch training seconds and test accuracy, setup seconds, what it ran on."""
 
@@ -75,15 +91,47 @@ class _Training:
         self.device, self.setup_seconds = device, 0.0
         self.epoch_seconds: list[float] = []
         self.test_accuracy: list[float] = []
+        self.accuracy_curve: list[tuple[float, float]] = []
+        self._trained_seconds = 0.0
 
     def epoch(self) -> bool:
         """Train one more epoch (or chunk); True when the run is finished."""
         raise NotImplementedError
 
+    def _evaluated(self, training_seconds: float, accuracy: float) -> None:
+        """Note the test ``accuracy`` after ``training_seconds`` more of training."""
+        self._trained_seconds += training_seconds
+        self.accuracy_curve.append((self._trained_seconds, accuracy))
+
+    def _epoch_done(self, accuracy: float) -> None:
+        """Close the epoch: its training seconds are those noted since the last epoch ended."""
+        self.epoch_seconds.append(self._trained_seconds - sum(self.epoch_seconds))
+        self.test_accuracy.append(accuracy)
+
     def summary(self) -> dict:
         return {"epoch_seconds": self.epoch_seconds, "test_accuracy": self.test_accuracy,
-                "fit_seconds": self.setup_seconds + sum(self.epoch_seconds), "input": self.input,
-                "device": self.device}
+                "accuracy_curve": self.accuracy_curve, "fit_seconds": self.setup_seconds + sum(self.epoch_seconds),
+                "input": self.input, "device": self.device}
+
+
+class _EvaluatedStepper:
+    """A fused step for :func:`~linclass_gpu.training.train_sgd` that evaluates every ``every`` steps within an
+    epoch: the host copy of the parameters (which waits for the device) ends the training interval, ``evaluate``
+    runs off the clock. The epoch's last step is left to train_sgd's own end-of-epoch evaluation."""
+
+    def __init__(self, stepper, every: int, steps_per_epoch: int, evaluate):
+        self.stepper, self.every, self.steps_per_epoch, self.evaluate = stepper, every, steps_per_epoch, evaluate
+        self.steps = 0
+
+    def step(self, rows, learning_rate: float) -> None:
+        self.stepper.step(rows, learning_rate)
+        self.steps += 1
+        position = self.steps % self.steps_per_epoch  # steps into the current epoch; 0 once it is complete
+        if position and position % self.every == 0:
+            self.evaluate(*self.stepper.get_params())
+
+    def __getattr__(self, name):
+        return getattr(self.stepper, name)
 
 
 class BackendTraining(_Training):
@@ -109,16 +157,25 @@ class BackendTraining(_Training):
                                     momentum=momentum, x_scale=PIXEL_SCALE)
         self.setup_seconds = time.perf_counter() - started
 
-        def accuracy(W, b):
-            started = time.perf_counter()
-            logits = be.to_numpy(be.decision_function(X_test_device, W, b, PIXEL_SCALE))
-            self.test_accuracy.append(float(np.mean(logits.argmax(axis=1) == y_test)))
-            self._evaluation_seconds = time.perf_counter() - started
-            return self.test_accuracy[-1]
+        def evaluate(W, b):
+            """Note the training interval that ends now, score the test set, start the next interval."""
+            self._evaluated(time.perf_counter() - self._interval_started, float(np.mean(
+                be.to_numpy(be.decision_function(X_test_device, W, b, PIXEL_SCALE)).argmax(axis=1) == y_test)))
+            self._interval_started = time.perf_counter()
+            return self.accuracy_curve[-1][1]
 
-        self.backend, self.n_rows, self.epochs, self.batch_size = be, X_train.shape[0], epochs, batch_size
+        def evaluate_at_epoch_end(W, b):
+            accuracy = evaluate(W, b)
+            self._epoch_done(accuracy)
+            return accuracy
+
+        n_rows = X_train.shape[0]
+        self.backend, self.n_rows, self.epochs, self.batch_size = be, n_rows, epochs, batch_size
+        self.evaluated_stepper = _EvaluatedStepper(self.stepper, steps_between_evaluations(n_rows, batch_size),
+                                                   -(-n_rows // batch_size), evaluate)
         self.schedule = LearningRateSchedule("exponential", learning_rate, gamma)
-        self.rng, self.history, self.accuracy = np.random.default_rng(seed), TrainingHistory(), accuracy
+        self.rng, self.history = np.random.default_rng(seed), TrainingHistory()
+        self.evaluate_at_epoch_end = evaluate_at_epoch_end
 
     def epoch(self) -> bool:
         from ..training import train_sgd
@@ -127,9 +184,10 @@ class BackendTraining(_Training):
         # count), random generator (permutations) and schedule, its origin moved to this epoch.
         done = len(self.history.loss)
         schedule = dataclasses.replace(self.schedule, initial=self.schedule(done, self.history.steps))
-        train_sgd(self.stepper, self.backend, self.n_rows, epochs=1, batch_size=self.batch_size, schedule=schedule,
-                  rng=self.rng, score_validation=self.accuracy, progress=False, history=self.history)
-        self.epoch_seconds.append(self.history.epoch_seconds[-1] - self._evaluation_seconds)
+        self._interval_started = time.perf_counter()
+        train_sgd(self.evaluated_stepper, self.backend, self.n_rows, epochs=1, batch_size=self.batch_size,
+                  schedule=schedule, rng=self.rng, score_validation=self.evaluate_at_epoch_end, progress=False,
+                  history=self.history)
         return len(self.epoch_seconds) >= self.epochs
 
 
@@ -159,6 +217,7 @@ class TorchTraining(_Training):
         self.generator = torch.Generator().manual_seed(seed)
         self.setup_seconds = time.perf_counter() - started
         self.torch_device, self.epochs, self.batch_size = device, epochs, batch_size
+        self.every = steps_between_evaluations(X_train.shape[0], batch_size)
 
     def epoch(self) -> bool:
         torch, X, y, W, b = self.torch, self.X, self.y, self.W, self.b
@@ -166,18 +225,24 @@ class TorchTraining(_Training):
         started = time.perf_counter()
         order = torch.randperm(X.shape[0], generator=self.generator).to(self.torch_device)
         loss_sum = torch.zeros((), device=self.torch_device)
-        for start in range(0, X.shape[0], self.batch_size):
+        starts = range(0, X.shape[0], self.batch_size)
+        for step, start in enumerate(starts, 1):
             rows = order[start:start + self.batch_size]
             loss = cross_entropy(X[rows] @ W + b, y[rows])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach() * rows.shape[0]
-        self.schedule.step()
-        loss_sum.item()  # the epoch's one device read, as in the library's loop
-        self.epoch_seconds.append(time.perf_counter() - started)
-        with torch.no_grad():
-            self.test_accuracy.append(((self.X_test @ W + b).argmax(dim=1) == self.y_test).float().mean().item())
+            if step == len(starts):
+                self.schedule.step()
+            if step % self.every == 0 or step == len(starts):
+                loss_sum.item()  # waits for the device: the epoch's one read, and the same wait at each evaluation
+                seconds = time.perf_counter() - started
+                with torch.no_grad():
+                    accuracy = ((self.X_test @ W + b).argmax(dim=1) == self.y_test).float().mean().item()
+                self._evaluated(seconds, accuracy)
+                started = time.perf_counter()
+        self._epoch_done(accuracy)
         return len(self.epoch_seconds) >= self.epochs
 
 
@@ -199,12 +264,17 @@ class SklearnSGDTraining(_Training):
         self.X_train, self.X_test = _as_unit_float32(X_train), _as_unit_float32(X_test)
         self.model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=seed, n_jobs=n_jobs)
         self.epochs = epochs
+        # One partial_fit pass per evaluation interval, over consecutive row ranges (views) that make up the epoch.
+        bounds = np.linspace(0, self.X_train.shape[0], EVALUATIONS_PER_EPOCH + 1).astype(int)
+        self.parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
 
     def epoch(self) -> bool:
-        started = time.perf_counter()
-        self.model.partial_fit(self.X_train, self.y_train, classes=np.arange(N_CLASSES))
-        self.epoch_seconds.append(time.perf_counter() - started)
-        self.test_accuracy.append(float(self.model.score(self.X_test, self.y_test)))
+        for rows in self.parts:
+            started = time.perf_counter()
+            self.model.partial_fit(self.X_train[rows], self.y_train[rows], classes=np.arange(N_CLASSES))
+            seconds = time.perf_counter() - started
+            self._evaluated(seconds, float(self.model.score(self.X_test, self.y_test)))
+        self._epoch_done(self.accuracy_curve[-1][1])
         return len(self.epoch_seconds) >= self.epochs
 
 
@@ -235,8 +305,9 @@ class SklearnLbfgsTraining(_Training):
             warnings.simplefilter("ignore", ConvergenceWarning)  # every chunk but the last stops at max_iter
             started = time.perf_counter()
             self.model.fit(self.X_train, self.y_train)
-            self.epoch_seconds.append(time.perf_counter() - started)
-        self.test_accuracy.append(float(self.model.score(self.X_test, self.y_test)))
+            seconds = time.perf_counter() - started
+        self._evaluated(seconds, float(self.model.score(self.X_test, self.y_test)))
+        self._epoch_done(self.accuracy_curve[-1][1])
         ran = int(self.model.n_iter_.max())
         self.iterations += ran
         # Converged before its budget: more chunks would change nothing.
@@ -296,6 +367,8 @@ class CliTraining(_Training):
         if status != 0:
             raise RuntimeError(f"linclass-gpu {' '.join(self.argv)} exited with {status}")
         summary = json.loads(output.getvalue().strip().splitlines()[-1])
-        self.epoch_seconds, self.test_accuracy = summary["epoch_seconds"], summary["test_accuracy_per_epoch"]
+        for seconds, accuracy in zip(summary["epoch_seconds"], summary["test_accuracy_per_epoch"]):
+            self._evaluated(seconds, accuracy)
+            self._epoch_done(accuracy)
         self.setup_seconds = summary["fit_seconds"] - sum(self.epoch_seconds)
         return True
