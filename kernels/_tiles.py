@@ -11,20 +11,27 @@ import triton.language as tl
 
 
 @triton.jit
-def load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT: tl.constexpr):
+def load_rows(rows_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT: tl.constexpr):
     """Gather the minibatch rows at positions ``lanes`` (one block of ``BLOCK_B`` consecutive positions).
 
-    Returns ``row`` (int64 indices into X, 0 on masked lanes), ``row_mask`` (lane < B), ``y`` (labels as stored) and
-    ``weight`` (the row's sample weight; 0 on masked lanes, so padded rows add nothing to any sum).
+    Returns ``row`` (int64 indices into X, 0 on masked lanes), ``row_mask`` (lane < B) and ``weight`` (the row's
+    sample weight; 0 on masked lanes, so padded rows add nothing to any sum).
     """
     row_mask = lanes < B
     # int64 before multiplying by the row stride: N·D passes 2^31 for large data sets.
     row = tl.load(rows_ptr + lanes, mask=row_mask, other=0).to(tl.int64)
-    y = tl.load(y_ptr + row, mask=row_mask, other=0)
     if HAS_SAMPLE_WEIGHT:
         weight = tl.load(sample_weight_ptr + row, mask=row_mask, other=0.0).to(tl.float32)
     else:
         weight = tl.where(row_mask, 1.0, 0.0)
+    return row, row_mask, weight
+
+
+@triton.jit
+def load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT: tl.constexpr):
+    """:func:`load_rows` and each row's one label ``y`` (as stored; 0 on masked lanes): ``row, row_mask, y, weight``."""
+    row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
+    y = tl.load(y_ptr + row, mask=row_mask, other=0)
     return row, row_mask, y, weight
 
 

@@ -1,7 +1,7 @@
 """The second (and last) launch of an SGD step: reduce the gradient, apply L2 and momentum, update, reset.
 
 Works on the flat parameter vector ``theta = [W (D, K) row-major, b (K,)]`` shared by the softmax (K = C) and the
-sigmoid (K = 1) kernels, so one kernel serves both models::
+sigmoid (K outputs) kernels, so one kernel serves every model::
 
     g  = dW_acc                         fast: the atomic accumulator, then zeroed here for the next step
        = Σ_p partial_p                  deterministic: fixed-order sum of the per-program slices

@@ -1,18 +1,51 @@
-"""One fused kernel for the loss and gradient of binary logistic regression on a minibatch given as row indices.
+"""One fused kernel for the loss and gradient of the sigmoid models on a minibatch given as row indices.
 
-For the minibatch rows ``r`` and targets ``y ∈ {0, 1}``::
+``K`` independent sigmoids (``K = 1``: binary logistic regression; ``K > 1``: multilabel, or one-vs-rest with
+``Y_ik = [y_i = k]``) with either loss, chosen by the constexpr ``LOSS``. For the minibatch rows ``r`` and targets
+``Y ∈ {0, 1}`` of shape (N, K)::
 
-    z   = s·X[r] w + b                               (B,), fp32 accumulation
-    BCE = max(z, 0) − z·y + log1p(exp(−|z|))          from logits, never log(σ(z))
-    dz  = w_i (σ(z) − y) / B
-    dw += s·X[r]ᵀ dz,   db += Σ dz,   loss += Σ w_i BCE_i
+    Z   = s·X[r] W + b                                   (B, K), fp32 accumulation whatever X's dtype
+    "bce":  ℓ = max(z, 0) − z·y + log1p(exp(−|z|))       from logits, never log σ(z)
+            dz = σ(z) − y
+    "mse":  ℓ = (σ(z) − y)²
+            dz = 2(σ(z) − y)·σ(z)(1 − σ(z))
+    dZ  = w_i dz / B                                     w_i = sample weight (1 without)
+    dW += s·X[r]ᵀ dZ,   db += Σ_i dZ_i,   loss += Σ_i w_i Σ_k ℓ_ik
 
-Same structure as ``softmax_sgd.py`` (shared helpers in ``_tiles.py``: row gather, X tiles, gradient accumulation),
-with K = 1: the logits are a row reduction rather than a tl.dot, so there is no class tile and no padding. The
-parameter layout ``theta = [w (D,), b]`` is the softmax one with C = 1, and ``sgd_update.py`` serves both.
+Same structure as ``softmax_sgd.py`` (shared helpers in ``_tiles.py``: row gather, X tiles, gradient accumulation).
+The outputs are independent, so an output tile is complete by itself: one sweep over the output tiles, with no
+log-sum-exp to carry between them and no logits recomputed. Which configurations keep ``X[r]`` resident (loaded from
+global memory once per row block and used by every output's forward and backward product) is decided by
+:func:`sigmoid_config`:
 
-Bytes moved per step at B=128, D=784: X[r] once (401 KB float32, 100 KB uint8), w once per program, dw atomics
-(3 KB per program), no B-sized intermediate written.
+- K ≤ 64 and D ≤ 1024 (binary, and multilabel / one-vs-rest on MNIST-sized inputs, every dtype, both reduction
+  modes): the (16, D_pad) tile of ``X[r]`` is loaded once in its own dtype and every output runs over it one column
+  at a time: the logits column z_k is an fp32 product and row sum, dW[:, k] a product and column sum (no tl.dot,
+  ``INPUT_PRECISION`` unused). Nothing is padded: the column loop stops at K.
+- K = 1 and D > 1024: the same column, with ``X[r]`` streamed in ``BLOCK_D`` chunks by the forward and again by the
+  backward product (a 16-wide tl.dot tile would be 15/16 padding).
+- Otherwise (K > 64, or 1 < K with D > 1024) tl.dot over (16, BLOCK_K) output tiles, K padded to a multiple of
+  BLOCK_K with masked columns (W and b read as 0, so their logits are 0 and finite, then weighed 0 in the loss and
+  the gradient; nothing is stored for them). ``X[r]`` stays resident as an fp32 tile when D ≤ BLOCK_D (32, or 16 in
+  deterministic mode), else each output tile streams it twice (forward and backward): DRAM sees it once, the
+  program's 16 rows being read again right away from L2.
+
+Targets are read as stored, e.g. uint8 (4x fewer bytes than float32; the backend keeps them so), and widened in
+registers; the parameter layout ``theta = [W (D, K) row-major, b (K,)]`` is the softmax one, so ``sgd_update.py``
+serves every model.
+
+Bytes moved per SGD step (compulsory global traffic, each array counted once per kernel touching it; plain SGD, int64
+row indices, uint8 targets; the unfused sequence is gather, [widen], Z = XW + b, loss(Z, Y), dZ, Xᵀ dZ, Σ dZ, update,
+with float32 targets; counted by the rules of ``linclass_gpu.kernel_report.bytes_moved``), B=128, D=784::
+
+                                 fused (2 launches)   unfused
+    K = 1,  X float32                  421,408 B        1,626,456 B   (3.9x)
+    K = 1,  X uint8 (s = 1/255)        120,352 B        1,526,104 B   (12.7x: unfused must widen X[r] first)
+    K = 10, X float32 (OvR MNIST)      592,120 B        1,804,620 B   (3.0x)
+    K = 10, X uint8                    291,064 B        1,704,268 B   (5.9x)
+
+The fused path reads ``X[r]`` once and the targets once and writes no (B, K) array; it moves six θ-sized arrays to
+the unfused four (see ``softmax_sgd.py``), so the ratio falls as θ (D·K + K values) grows.
 """
 
 from __future__ import annotations
@@ -23,45 +56,82 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import accumulate, add_loss, load_row_block, load_x_tile
+from ._tiles import accumulate, add_loss, load_rows, load_x_block, load_x_tile
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Rows per program: 16 rows × 1024 resident fp32 features is 64 registers per thread with 8 warps (as for softmax),
-# and there is no tl.dot minimum to respect, but fewer rows would multiply the dw atomics.
+# The losses of LOSS, and the model each serves (linclass_gpu.backends.base.MODELS).
+MODEL_LOSSES = {"sigmoid": "bce", "sigmoid_mse": "mse"}
+# Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward) on the tiled path; fewer rows would
+# multiply the dW atomics on the column path.
 BLOCK_B = 16
-# Largest padded D whose X tile stays in registers for both the forward and the backward reduction.
+# Column path: X[rows] resident as a (16, D_pad) tile in its own dtype up to D_pad = 1024 (at 8 warps a thread holds
+# 64 elements: 64 registers of float32, 16 of uint8), for up to 64 outputs (the db vector's BLOCK_K; the column loop
+# itself costs no registers per output). Wider binary inputs stream X in 512-feature chunks at 4 warps.
 RESIDENT_D_MAX = 1024
-# Feature chunk when streaming wider inputs.
+COLUMNWISE_K_MAX = 64
 STREAM_BLOCK_D = 512
 NUM_WARPS_RESIDENT = 8
 NUM_WARPS_STREAM = 4
+# Tiled path (tl.dot): (BLOCK_D, BLOCK_K) tiles as in softmax_sgd.py, checked by compiling for sm_80 / sm_90: the
+# W and dW tiles live in registers, so registers grow with BLOCK_D·BLOCK_K; 64 × 16 for K ≤ 16 (double-buffered
+# feature loop), 32 × 64 beyond (one stage), 16 × 64 in deterministic mode (read-add-write of the partial tile).
+NARROW_BLOCK_D, NARROW_BLOCK_K = 64, 16
+WIDE_BLOCK_D, WIDE_BLOCK_K = 32, 64
+WIDE_DETERMINISTIC_BLOCK_D = 16
+NUM_WARPS_TILED = 8
+NARROW_NUM_STAGES = 2
+WIDE_NUM_STAGES = 1
+# The resident column loop has no feature loop to pipeline; the streamed one prefetches its next chunk.
+RESIDENT_NUM_STAGES = 1
+STREAM_NUM_STAGES = 2
+# Register cap handed to ptxas (.maxnreg), as in softmax_sgd.py: left to itself ptxas caps at 80–128 registers for
+# occupancy and spills; with 255 it allocates what the kernel needs and spills nothing (8 programs at B = 128).
+MAX_REGISTERS = 255
 
 
 @dataclass(frozen=True)
 class SigmoidConfig:
-    """Compile-time tile shape of :func:`sigmoid_sgd_kernel` for one D."""
+    """Compile-time tile shape of :func:`sigmoid_sgd_kernel` for one (D, K)."""
 
     block_b: int
     block_d: int
+    block_k: int
     x_resident: bool
+    columnwise: bool
     num_warps: int
+    num_stages: int
 
     @property
     def label(self) -> str:
         mode = "resident" if self.x_resident else "streamed"
-        return f"B{self.block_b} D{self.block_d} X {mode}, {self.num_warps} warps"
+        outputs = "one column at a time" if self.columnwise else "output tiles"
+        return (f"B{self.block_b} D{self.block_d} K{self.block_k} X {mode}, {outputs}, {self.num_warps} warps, "
+                f"{self.num_stages} stages")
 
 
-def sigmoid_config(n_features: int) -> SigmoidConfig:
-    """The tile shape shipped for ``D = n_features``."""
+def sigmoid_config(n_features: int, n_outputs: int = 1, deterministic: bool = False) -> SigmoidConfig:
+    """The tile shape shipped for ``D = n_features``, ``K = n_outputs`` and the reduction mode."""
     d_pad = max(16, triton.next_power_of_2(n_features))
-    x_resident = d_pad <= RESIDENT_D_MAX
+    if n_outputs <= COLUMNWISE_K_MAX and (d_pad <= RESIDENT_D_MAX or n_outputs == 1):
+        x_resident = d_pad <= RESIDENT_D_MAX
+        return SigmoidConfig(
+            block_b=BLOCK_B, block_d=d_pad if x_resident else STREAM_BLOCK_D,
+            block_k=triton.next_power_of_2(n_outputs), x_resident=x_resident, columnwise=True,
+            num_warps=NUM_WARPS_RESIDENT if x_resident else NUM_WARPS_STREAM,
+            num_stages=RESIDENT_NUM_STAGES if x_resident else STREAM_NUM_STAGES,
+        )
+    if n_outputs <= NARROW_BLOCK_K:
+        block_d, block_k, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_K, NARROW_NUM_STAGES
+    else:
+        block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
+        block_k, num_stages = WIDE_BLOCK_K, WIDE_NUM_STAGES
+    x_resident = d_pad <= block_d  # few features: one fp32 tile serves both tl.dot products of every output tile
     return SigmoidConfig(
-        block_b=BLOCK_B, block_d=d_pad if x_resident else STREAM_BLOCK_D, x_resident=x_resident,
-        num_warps=NUM_WARPS_RESIDENT if x_resident else NUM_WARPS_STREAM,
+        block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_k=block_k, x_resident=x_resident,
+        columnwise=False, num_warps=NUM_WARPS_TILED, num_stages=num_stages,
     )
 
 
@@ -82,92 +152,239 @@ def _log1p_small(e):
 
 
 @triton.jit
+def _loss_and_dz(z, y, weight, grad_scale, LOSS: tl.constexpr):
+    """Steps 3–4 elementwise on logits ``z`` of any shape: ``(w·ℓ, w·dz/B, σ(z))``.
+
+    ``weight`` broadcasts against ``z`` and is 0 on masked rows and padded outputs, which then add nothing.
+    """
+    # e = e^{−|z|} ∈ (0, 1]: the only exponential, never of a positive number, so logits of ±1e4 stay finite.
+    e = tl.exp(-tl.abs(z))
+    # σ(z) = 1/(1+e) for z ≥ 0 and e/(1+e) for z < 0: both forms from e.
+    p = tl.where(z >= 0, 1.0, e) / (1.0 + e)
+    if LOSS == "mse":
+        # 3. ℓ = (σ − y)².
+        error = p - y
+        loss = error * error
+        # 4. ∂ℓ/∂z = 2(σ − y)σ', with σ' = σ(1 − σ) = e/(1+e)² for either sign of z (no cancellation in 1 − σ).
+        dz = 2.0 * error * (e / ((1.0 + e) * (1.0 + e)))
+    else:
+        # 3. ℓ = −y log σ(z) − (1−y) log(1−σ(z)) = max(z,0) − z·y + log1p(e).
+        loss = tl.maximum(z, 0.0) - z * y + _log1p_small(e)
+        # 4. ∂ℓ/∂z = σ(z) − y.
+        dz = p - y
+    # The mean over the minibatch (grad_scale = 1/B), weighted per row.
+    return loss * weight, dz * (weight * grad_scale), p
+
+
+@triton.jit
+def _column_logits(x, X_ptr, stride_xn, row, row_mask, theta_ptr, k, D, K, x_scale,
+                   BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, X_RESIDENT: tl.constexpr):
+    """Logits column ``k``: ``z_k = s·X[rows] W[:, k] + b_k``, a (BLOCK_B,) vector; W is ``theta[:D·K]`` row-major.
+
+    A product and a sum over the features in fp32 whatever X's dtype (each element widened as it is used).
+    """
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        w_k = tl.load(theta_ptr + feats * K + k, mask=feats < D, other=0.0)
+        xw = tl.sum(x.to(tl.float32) * w_k[None, :], axis=1)
+    else:
+        xw = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            feats = d0 + tl.arange(0, BLOCK_D)
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            w_k = tl.load(theta_ptr + feats * K + k, mask=feats < D, other=0.0)
+            xw += tl.sum(x_chunk * w_k[None, :], axis=1)
+    # (s·X) w = s·(X w): the scale multiplies the (B,) column, not the (B, D) tile.
+    return xw * x_scale + tl.load(theta_ptr + D * K + k)
+
+
+@triton.jit
+def _column_weight_gradient(x, X_ptr, stride_xn, row, row_mask, dz_scaled, grad_ptr, k, D, K, visit,
+                            BLOCK_D: tl.constexpr, X_RESIDENT: tl.constexpr, DETERMINISTIC: tl.constexpr):
+    """``dW[:, k] += Xᵀ (s·dz_k)``: a product and a sum over the rows (within a thread first for float32)."""
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        accumulate(grad_ptr + feats * K + k, tl.sum(x.to(tl.float32) * dz_scaled[:, None], axis=0), feats < D,
+                   visit, DETERMINISTIC)
+    else:
+        for d0 in range(0, D, BLOCK_D):
+            feats = d0 + tl.arange(0, BLOCK_D)
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            accumulate(grad_ptr + feats * K + k, tl.sum(x_chunk * dz_scaled[:, None], axis=0), feats < D, visit,
+                       DETERMINISTIC)
+
+
+@triton.jit
+def _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr, grad_ptr, probs_ptr,
+                          D, K, x_scale, grad_scale, visit,
+                          BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                          X_RESIDENT: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr,
+                          STORE_PROBS: tl.constexpr):
+    """Steps 2–5 of :func:`sigmoid_sgd_kernel` one output column at a time; returns the row block's weighted loss.
+
+    Only (BLOCK_B,) vectors per output: the loop stops at K, so nothing is padded.
+    """
+    loss = tl.zeros((), dtype=tl.float32)
+    outputs = tl.arange(0, BLOCK_K)
+    db = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for k in range(0, K):
+        # 2. z_k = s·X[rows] W[:, k] + b_k, and the targets' column k (Y is (N, K) row-major, any dtype).
+        z_k = _column_logits(x, X_ptr, stride_xn, row, row_mask, theta_ptr, k, D, K, x_scale, BLOCK_B, BLOCK_D,
+                             X_RESIDENT)
+        y_k = tl.load(y_ptr + row * K + k, mask=row_mask, other=0).to(tl.float32)
+        # 3–4. w_i ℓ_ik and dz_ik = w_i ∂ℓ/∂z_ik / B.
+        loss_k, dz_k, p_k = _loss_and_dz(z_k, y_k, weight, grad_scale, LOSS)
+        loss += tl.sum(loss_k, axis=0)
+        if STORE_PROBS:
+            tl.store(probs_ptr + lanes * K + k, p_k, mask=row_mask)
+        # 5. dW[:, k] = (s·X)ᵀ dz_k = Xᵀ (s·dz_k), db_k = Σ_i dz_ik.
+        _column_weight_gradient(x, X_ptr, stride_xn, row, row_mask, dz_k * x_scale, grad_ptr, k, D, K, visit,
+                                BLOCK_D, X_RESIDENT, DETERMINISTIC)
+        db = tl.where(outputs == k, tl.sum(dz_k, axis=0), db)
+    accumulate(grad_ptr + D * K + outputs, db, outputs < K, visit, DETERMINISTIC)
+    return loss
+
+
+@triton.jit
+def _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr, grad_ptr, probs_ptr, k0,
+                 D, K, x_scale, grad_scale, visit,
+                 BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, X_RESIDENT: tl.constexpr,
+                 LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, STORE_PROBS: tl.constexpr,
+                 INPUT_PRECISION: tl.constexpr):
+    """Steps 2–5 of :func:`sigmoid_sgd_kernel` on output tile ``k0 : k0 + BLOCK_K`` by tl.dot; returns its loss."""
+    outputs = k0 + tl.arange(0, BLOCK_K)
+    output_mask = outputs < K
+    # 2. Z = s·X[rows] W[:, tile] + b[tile]; padded outputs read W = b = 0, so their logits are 0 (finite).
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        w = tl.load(theta_ptr + feats[:, None] * K + outputs[None, :],
+                    mask=(feats < D)[:, None] & output_mask[None, :], other=0.0)
+        xw = tl.dot(x, w, input_precision=INPUT_PRECISION)
+    else:
+        xw = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            feats = d0 + tl.arange(0, BLOCK_D)
+            w = tl.load(theta_ptr + feats[:, None] * K + outputs[None, :],
+                        mask=(feats < D)[:, None] & output_mask[None, :], other=0.0)
+            xw = tl.dot(x_chunk, w, xw, input_precision=INPUT_PRECISION)
+    bias = tl.load(theta_ptr + D * K + outputs, mask=output_mask, other=0.0)
+    z = xw * x_scale + bias[None, :]
+    tile_mask = row_mask[:, None] & output_mask[None, :]
+    y = tl.load(y_ptr + row[:, None] * K + outputs[None, :], mask=tile_mask, other=0).to(tl.float32)
+    # 3–4. Padded outputs weigh 0, as masked rows do: no loss, dz = 0.
+    tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
+    loss, dz, p = _loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
+    if STORE_PROBS:
+        tl.store(probs_ptr + lanes[:, None] * K + outputs[None, :], p, mask=tile_mask)
+    # 5. dW[:, tile] = Xᵀ (s·dZ), db[tile] = Σ_i dZ_i.
+    dz_scaled = dz * x_scale
+    if X_RESIDENT:
+        feats = tl.arange(0, BLOCK_D)
+        accumulate(grad_ptr + feats[:, None] * K + outputs[None, :],
+                   tl.dot(tl.trans(x), dz_scaled, input_precision=INPUT_PRECISION),
+                   (feats < D)[:, None] & output_mask[None, :], visit, DETERMINISTIC)
+    else:
+        for d0 in range(0, D, BLOCK_D):
+            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
+            feats = d0 + tl.arange(0, BLOCK_D)
+            accumulate(grad_ptr + feats[:, None] * K + outputs[None, :],
+                       tl.dot(tl.trans(x_chunk), dz_scaled, input_precision=INPUT_PRECISION),
+                       (feats < D)[:, None] & output_mask[None, :], visit, DETERMINISTIC)
+    accumulate(grad_ptr + D * K + outputs, tl.sum(dz, axis=0), output_mask, visit, DETERMINISTIC)
+    return tl.sum(tl.sum(loss, axis=1), axis=0)
+
+
+@triton.jit
 def sigmoid_sgd_kernel(
     X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, probs_ptr,
-    B, D, x_scale, grad_scale, blocks_per_program,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, X_RESIDENT: tl.constexpr, DETERMINISTIC: tl.constexpr,
-    HAS_SAMPLE_WEIGHT: tl.constexpr, STORE_PROBS: tl.constexpr,
+    B, D, K, x_scale, grad_scale, blocks_per_program,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, X_RESIDENT: tl.constexpr,
+    COLUMNWISE: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr,
+    STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
-    """Loss and gradient of logistic regression over ``rows[:B]``; buffers as in ``softmax_sgd_kernel`` with C = 1."""
+    """Loss and gradient of ``K`` sigmoids over the minibatch ``rows[:B]``; buffers as in ``softmax_sgd_kernel``.
+
+    ``y`` holds the (N, K) targets row-major (any dtype; (N,) when K = 1), ``theta`` / ``grad`` the flat
+    ``[W (D, K) row-major, b (K,)]``, ``probs`` (B, K) σ(z) when ``STORE_PROBS``.
+    """
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
     if DETERMINISTIC:
-        grad_ptr += pid.to(tl.int64) * (D + 1)  # this program's own partial slice
+        grad_ptr += pid.to(tl.int64) * (D * K + K)  # this program's own partial slice
     loss_total = tl.zeros((), dtype=tl.float32)
-    bias = tl.load(theta_ptr + D)
     for visit in range(0, blocks_per_program):
-        # 1. Gather the row block.
+        # 1. Gather the row block: indices and weights (masked lanes get weight 0).
         lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
-        row, row_mask, y, weight = load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
-        y = y.to(tl.float32)
-
-        # 2. Logits z = s·(x · w) + b, X[rows] read once when resident.
-        if X_RESIDENT:
-            feats = tl.arange(0, BLOCK_D)
-            x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
-            w = tl.load(theta_ptr + feats, mask=feats < D, other=0.0)
-            xw = tl.sum(x * w[None, :], axis=1)
+        row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
+        if COLUMNWISE:
+            if X_RESIDENT:
+                # The only read of X[rows] in this kernel, kept in X's dtype: steps 2–5 of every output run over it.
+                x = load_x_block(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+            else:
+                x = 0.0  # unused: the column helpers stream X in chunks
+            loss_total += _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr,
+                                                grad_ptr, probs_ptr, D, K, x_scale, grad_scale, visit, BLOCK_B,
+                                                BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC, STORE_PROBS)
         else:
-            xw = tl.zeros((BLOCK_B,), dtype=tl.float32)
-            for d0 in range(0, D, BLOCK_D):
-                feats = d0 + tl.arange(0, BLOCK_D)
-                x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
-                w = tl.load(theta_ptr + feats, mask=feats < D, other=0.0)
-                xw += tl.sum(x_chunk * w[None, :], axis=1)
-        z = xw * x_scale + bias
-
-        # 3. BCE from logits: −y log σ(z) − (1−y) log(1−σ(z)) = max(z,0) − z·y + log1p(e^{−|z|}); e ≤ 1 never overflows.
-        e = tl.exp(-tl.abs(z))
-        loss_total += tl.sum((tl.maximum(z, 0.0) - z * y + _log1p_small(e)) * weight, axis=0)
-
-        # 4. dz = σ(z) − y, with σ(z) = 1/(1+e) for z ≥ 0 and e/(1+e) for z < 0 (both from e = e^{−|z|}).
-        p = tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        if STORE_PROBS:
-            tl.store(probs_ptr + lanes, p, mask=row_mask)
-        dz = (p - y) * (weight * grad_scale)
-        dz_scaled = dz * x_scale  # dw = (s·X)ᵀ dz = Xᵀ (s·dz)
-
-        # 5. dw = Xᵀ (s·dz), db = Σ dz.
-        if X_RESIDENT:
-            accumulate(grad_ptr + feats, tl.sum(x * dz_scaled[:, None], axis=0), feats < D, visit, DETERMINISTIC)
-        else:
-            for d0 in range(0, D, BLOCK_D):
-                feats = d0 + tl.arange(0, BLOCK_D)
-                x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
-                accumulate(grad_ptr + feats, tl.sum(x_chunk * dz_scaled[:, None], axis=0), feats < D, visit,
-                           DETERMINISTIC)
-        one = tl.arange(0, 1)  # db as a 1-element tile so it takes the same accumulate path
-        accumulate(grad_ptr + D + one, tl.sum(dz, axis=0) + tl.zeros((1,), dtype=tl.float32), one < 1, visit,
-                   DETERMINISTIC)
-    # 6. This program's summed loss.
+            if X_RESIDENT:
+                # The only read of X[rows] in this kernel: both tl.dot products of every output tile use it.
+                x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+            else:
+                x = 0.0  # unused: _output_tile streams X in chunks
+            # Steps 2–5 per output tile: each is complete by itself (independent sigmoids), one sweep.
+            for k0 in range(0, K, BLOCK_K):
+                loss_total += _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr,
+                                           grad_ptr, probs_ptr, k0, D, K, x_scale, grad_scale, visit, BLOCK_B,
+                                           BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC, STORE_PROBS,
+                                           INPUT_PRECISION)
+    # 6. This program's summed loss: one atomic (fast) or its own slot (deterministic).
     add_loss(loss_ptr, pid, loss_total, DETERMINISTIC)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Launcher
+# Launcher: check, allocate nothing per step (buffers belong to the caller), launch
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, config, max_programs=None,
-                       deterministic=False, sample_weight=None, probs=None):
-    """Launch :func:`sigmoid_sgd_kernel` on the minibatch ``rows``; buffers as in ``launch_softmax_sgd`` with C = 1."""
+def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, config, n_outputs=1, loss_kind="bce",
+                       max_programs=None, deterministic=False, input_precision="ieee", sample_weight=None,
+                       probs=None):
+    """Launch :func:`sigmoid_sgd_kernel` on the minibatch ``rows`` and return the number of programs ``P``.
+
+    ``y`` is the contiguous (N, K) target matrix ((N,) when K = 1) in any dtype, e.g. uint8; ``loss_kind`` is
+    ``"bce"`` or ``"mse"`` (:data:`MODEL_LOSSES`); the other buffers are as in ``launch_softmax_sgd`` with
+    ``C = K = n_outputs``. Only shapes are checked: no device value is read, so the launch never synchronises.
+    """
     n_rows, n_features = X.shape
-    n_params = n_features + 1
+    n_params = n_features * n_outputs + n_outputs
     if X.stride(1) != 1:
         raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
+    if loss_kind not in MODEL_LOSSES.values():
+        raise ValueError(f"loss_kind must be one of {tuple(MODEL_LOSSES.values())}, got {loss_kind!r}")
+    if tuple(y.shape) not in ((n_rows, n_outputs),) + (((n_rows,),) if n_outputs == 1 else ()) or \
+            not y.is_contiguous():
+        raise ValueError(f"targets must be a contiguous ({n_rows}, {n_outputs}) array, got shape {tuple(y.shape)}")
     if theta.dtype != torch.float32 or theta.numel() != n_params:
-        raise ValueError(f"theta must be float32 with D + 1 = {n_params} values")
+        raise ValueError(f"theta must be float32 with D*K + K = {n_params} values")
+    if grad.shape[-1] != n_params and grad.numel() != n_params:
+        raise ValueError(f"grad must hold D*K + K = {n_params} values per slice")
+    if n_params * max(1, grad.numel() // n_params) >= 2**31:
+        raise ValueError("parameter buffers beyond 2^31 values are not supported")
     batch = rows.shape[0]
     n_blocks = triton.cdiv(batch, config.block_b)
     n_programs = n_blocks if max_programs is None else max(1, min(max_programs, n_blocks))
-    if grad.numel() < (n_programs if deterministic else 1) * n_params:
-        raise ValueError("grad is smaller than one slice per program")
+    if deterministic and grad.numel() < n_programs * n_params:
+        raise ValueError("the partial buffer has fewer slices than programs")
     sigmoid_sgd_kernel[(n_programs,)](
         X, X.stride(0), rows, y, sample_weight if sample_weight is not None else theta,
         theta, grad, loss, probs if probs is not None else theta,
-        batch, n_features, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
-        BLOCK_B=config.block_b, BLOCK_D=config.block_d, X_RESIDENT=config.x_resident, DETERMINISTIC=deterministic,
-        HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None, num_warps=config.num_warps,
+        batch, n_features, n_outputs, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
+        BLOCK_B=config.block_b, BLOCK_D=config.block_d, BLOCK_K=config.block_k, X_RESIDENT=config.x_resident,
+        COLUMNWISE=config.columnwise, LOSS=loss_kind, DETERMINISTIC=deterministic,
+        HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
+        INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
+        maxnreg=MAX_REGISTERS,
     )
     return n_programs
 
@@ -177,33 +394,33 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def sigmoid_loss_grad(X, y, theta, *, x_scale=1.0, deterministic=False, sample_weight=None, return_probs=False):
-    """Mean BCE over all rows of ``X`` and its gradient, through :func:`sigmoid_sgd_kernel`.
+def sigmoid_loss_grad(X, y, theta, *, n_outputs=1, loss_kind="bce", x_scale=1.0, deterministic=False,
+                      input_precision="ieee", sample_weight=None, return_probs=False):
+    """Mean loss (``"bce"`` or ``"mse"``) over all rows of ``X`` and its gradient, through :func:`sigmoid_sgd_kernel`.
 
-    Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D + 1,) mean gradient ``[dw, db]`` and
-    the (N,) probabilities σ(z) (``None`` unless ``return_probs``).
+    Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D·K + K,) mean gradient
+    ``[dW row-major, db]`` and σ(z) in the shape of ``y`` (``None`` unless ``return_probs``).
     """
     from .sgd_update import launch_sgd_update, max_partials
 
     n_rows, n_features = X.shape
-    n_params = n_features + 1
-    config = sigmoid_config(n_features)
+    n_params = n_features * n_outputs + n_outputs
+    config = sigmoid_config(n_features, n_outputs, deterministic)
     rows = torch.arange(n_rows, device=X.device)
-    probs = torch.empty(n_rows, dtype=torch.float32, device=X.device) if return_probs else None
+    probs = torch.empty(y.shape, dtype=torch.float32, device=X.device) if return_probs else None
     loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
-    n_blocks = triton.cdiv(n_rows, config.block_b)
+    common = dict(x_scale=x_scale, grad_scale=1.0 / n_rows, config=config, n_outputs=n_outputs, loss_kind=loss_kind,
+                  input_precision=input_precision, sample_weight=sample_weight, probs=probs)
     if deterministic:
-        n_programs = max_partials(n_params, n_blocks)
+        n_programs = max_partials(n_params, triton.cdiv(n_rows, config.block_b))
         partials = torch.empty((n_programs, n_params), dtype=torch.float32, device=X.device)
         loss_partials = torch.empty(n_programs, dtype=torch.float32, device=X.device)
-        n_programs = launch_sigmoid_sgd(X, rows, y, theta, partials, loss_partials, x_scale=x_scale,
-                                        grad_scale=1.0 / n_rows, config=config, max_programs=n_programs,
-                                        deterministic=True, sample_weight=sample_weight, probs=probs)
-        grad = torch.empty(n_features + 1, dtype=torch.float32, device=X.device)
-        launch_sgd_update(theta, partials, n_weights=n_features, deterministic=True, n_partials=n_programs,
-                          loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
+        n_programs = launch_sigmoid_sgd(X, rows, y, theta, partials, loss_partials, max_programs=n_programs,
+                                        deterministic=True, **common)
+        grad = torch.empty(n_params, dtype=torch.float32, device=X.device)
+        launch_sgd_update(theta, partials, n_weights=n_features * n_outputs, deterministic=True,
+                          n_partials=n_programs, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
     else:
-        grad = torch.zeros(n_features + 1, dtype=torch.float32, device=X.device)
-        launch_sigmoid_sgd(X, rows, y, theta, grad, loss_sum, x_scale=x_scale, grad_scale=1.0 / n_rows,
-                           config=config, sample_weight=sample_weight, probs=probs)
+        grad = torch.zeros(n_params, dtype=torch.float32, device=X.device)
+        launch_sigmoid_sgd(X, rows, y, theta, grad, loss_sum, **common)
     return loss_sum, grad, probs

@@ -205,6 +205,7 @@ class Backend(abc.ABC):
             ``Σ_i dz_i``.
         """
 
+    @abc.abstractmethod
     def sigmoid_mse_loss_grad(self, X: Any, y: Any, w: Any, b: Any, x_scale: float = 1.0,
                               sample_weight: Any = None) -> tuple[float, Any, Any]:
         """Mean (weighted) squared error ``(σ(z) − y)²`` of the sigmoid model and its gradients.
@@ -220,7 +221,6 @@ class Backend(abc.ABC):
         db : device 0-d array or float (shape (K,) with ``w`` (D, K))
             ``Σ_i dz_i``.
         """
-        raise NotImplementedError(f"the {self.name} backend has no squared-error sigmoid loss yet")  # TODO(lead)
 
     @abc.abstractmethod
     def decision_function(self, X: Any, W: np.ndarray, b: np.ndarray, x_scale: float = 1.0) -> Any:

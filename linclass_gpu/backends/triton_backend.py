@@ -5,7 +5,7 @@ tensors: slow, for testing, and only when the backend is asked for by name (``au
 
 Parameters live on the device as one flat fp32 vector ``theta = [W (D, K) row-major, b (K,)]``; the gradient buffers
 (an atomic accumulator, or per-program partials in deterministic mode), the momentum buffer and the fp64 running
-loss share that layout, so one update kernel serves both models. The kernels are in ``kernels/`` (installed as
+loss share that layout, so one update kernel serves every model. The kernels are in ``kernels/`` (installed as
 ``linclass_gpu.kernels``).
 """
 
@@ -109,8 +109,8 @@ class TritonFusedSGD(FusedSGD):
         check_optimizer(optimizer, momentum, nesterov)
         self.optimizer = optimizer
         W, b = np.asarray(W, dtype=np.float32), np.asarray(b, dtype=np.float32).reshape(-1)
-        if W.ndim != 2 or b.shape != (W.shape[1],) or (model == "sigmoid" and W.shape[1] != 1):
-            raise ValueError(f"W must be (D, K) and b (K,) with K = 1 for sigmoid; got {W.shape} and {b.shape}")
+        if W.ndim != 2 or b.shape != (W.shape[1],):
+            raise ValueError(f"W must be (D, K) and b (K,); got {W.shape} and {b.shape}")
         self.model, self.backend = model, backend
         self.n_features, self.n_outputs = W.shape
         self._kernels = backend._kernels
@@ -118,7 +118,7 @@ class TritonFusedSGD(FusedSGD):
         self._X = backend._features(X)
         if self._X.shape[1] != self.n_features:
             raise ValueError(f"X has {self._X.shape[1]} features, W has {self.n_features} rows")
-        self._y = backend._labels(model, y)
+        self._y = backend._labels(model, y, self.n_outputs)
         if self._y.shape[0] != self._X.shape[0]:
             raise ValueError(f"X has {self._X.shape[0]} rows, y has {self._y.shape[0]}")
         if model == "softmax" and self._y.numel():
@@ -142,7 +142,8 @@ class TritonFusedSGD(FusedSGD):
             self._config = self._kernels.softmax.softmax_config(self.n_features, self.n_outputs,
                                                                 backend.deterministic)
         else:
-            self._config = self._kernels.sigmoid.sigmoid_config(self.n_features)
+            self._config = self._kernels.sigmoid.sigmoid_config(self.n_features, self.n_outputs,
+                                                                backend.deterministic)
         max_blocks = -(-int(max_batch_size) // self._config.block_b)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
         if self.deterministic:
@@ -173,7 +174,9 @@ class TritonFusedSGD(FusedSGD):
                 input_precision=self.backend.input_precision, **common)
         else:
             n_programs = self._kernels.sigmoid.launch_sigmoid_sgd(
-                self._X, rows, self._y, self._theta, self._grad, loss, **common)
+                self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
+                loss_kind=self._kernels.sigmoid.MODEL_LOSSES[self.model], input_precision=self.backend.input_precision,
+                **common)
         self._step_count += 1
         adam = self.optimizer == "adam"
         self._kernels.update.launch_sgd_update(
@@ -235,8 +238,8 @@ class TritonBackend(Backend):
         Reduce dW/db through per-program partial buffers summed in a fixed order (bitwise reproducible run to run)
         instead of float atomics (faster, rounding order varies).
     tf32 : bool
-        Let the softmax GEMMs use TF32 tensor cores (10-bit mantissa products; a speed option for large C). The
-        default ``"ieee"`` fp32 products are what the tests check.
+        Let the tl.dot GEMMs (softmax, and the sigmoid models' output tiles) use TF32 tensor cores (10-bit mantissa
+        products; a speed option for large C or K). The default ``"ieee"`` fp32 products are what the tests check.
     device : str or torch.device, optional
         Default ``"cuda"`` when a CUDA device is present, else ``"cpu"`` under the Triton interpreter.
     """
@@ -306,11 +309,19 @@ class TritonBackend(Backend):
             raise ValueError(f"X must be 2-D, got shape {tuple(X.shape)}")
         return X
 
-    def _labels(self, model: str, y):
+    def _labels(self, model: str, y, n_outputs: int = 1):
+        """Labels on the device: integer class ids (N,) for softmax; for the sigmoid models the {0, 1} targets as a
+        uint8 (N, K) matrix (a quarter of float32's bytes; the kernel reads them as stored), from (N, K), or (N,)
+        when ``K = n_outputs = 1``. Checked here, once (one device read): a target like 0.5 would otherwise be
+        truncated to 0 in silence."""
         y = self.asarray(y)
         if model == "softmax":
             return y if y.dtype in (self._torch.int32, self._torch.int64) else y.to(self._torch.int64)
-        return y.to(self._torch.float32)
+        if tuple(y.shape[1:]) not in ((n_outputs,), () if n_outputs == 1 else None):
+            raise ValueError(f"targets of shape {tuple(y.shape)} do not fit a model with {n_outputs} outputs")
+        if y.numel() and bool(((y != 0) & (y != 1)).any()):
+            raise ValueError("the sigmoid models' targets must be 0 or 1")
+        return y.reshape(y.shape[0], n_outputs).to(self._torch.uint8).contiguous()
 
     def _weights(self, sample_weight, n_rows: int):
         """Per-row sample weights as a float32 (N,) tensor on the device, or None; the length is checked here, once:
@@ -346,26 +357,43 @@ class TritonBackend(Backend):
         return float(loss_sum.item()) / X.shape[0], grad[:n_weights].view(n_features, n_classes), grad[n_weights:]
 
     def sigmoid_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
-        X, y = self._features(X), self._labels("sigmoid", y)
-        n_features = X.shape[1]
+        return self._sigmoid_loss_grad("sigmoid", X, y, w, b, x_scale, sample_weight)
+
+    def sigmoid_mse_loss_grad(self, X, y, w, b, x_scale=1.0, sample_weight=None):
+        return self._sigmoid_loss_grad("sigmoid_mse", X, y, w, b, x_scale, sample_weight)
+
+    def _sigmoid_loss_grad(self, model: str, X, y, w, b, x_scale: float, sample_weight) -> tuple[float, Any, Any]:
+        """A sigmoid model's mean loss and gradients; ``w`` (D,) with scalar ``b`` is the binary model, given back in
+        those shapes, ``w`` (D, K) with ``b`` (K,) the ``K``-output one."""
+        X = self._features(X)
+        n_features, n_outputs = X.shape[1], (np.shape(w)[1] if np.ndim(w) == 2 else 1)
         loss_sum, grad, _ = self._kernels.sigmoid.sigmoid_loss_grad(
-            X, y, self._theta(w, b, 1),
-            x_scale=x_scale, deterministic=self.deterministic,
-            sample_weight=self._weights(sample_weight, X.shape[0]))
-        return float(loss_sum.item()) / X.shape[0], grad[:n_features], grad[n_features]
+            X, self._labels(model, y, n_outputs), self._theta(w, b, n_outputs), n_outputs=n_outputs,
+            loss_kind=self._kernels.sigmoid.MODEL_LOSSES[model], x_scale=x_scale, deterministic=self.deterministic,
+            input_precision=self.input_precision, sample_weight=self._weights(sample_weight, X.shape[0]))
+        loss, n_weights = float(loss_sum.item()) / X.shape[0], n_features * n_outputs
+        if np.ndim(w) == 2:
+            return loss, grad[:n_weights].view(n_features, n_outputs), grad[n_weights:]
+        return loss, grad[:n_features], grad[n_features]
 
     def predict_proba(self, model: str, X, W, b, x_scale=1.0):
-        """Probabilities from the fused kernel itself: (N, C) softmax or (N,) σ(z)."""
+        """Probabilities from the fused kernel itself: (N, C) softmax, or σ(z) of the sigmoid models (either loss):
+        (N,) for one output (``W`` (D,) or (D, 1)), (N, K) for ``K > 1``."""
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         X = self._features(X)
-        n_outputs = np.shape(W)[1] if model == "softmax" else 1
-        y = self._torch.zeros(X.shape[0], dtype=self._torch.int64 if model == "softmax" else self._torch.float32,
-                              device=self.device)
+        n_outputs = np.shape(W)[1] if np.ndim(W) == 2 else 1
         theta = self._theta(W, b, n_outputs)
         if model == "softmax":
+            y = self._torch.zeros(X.shape[0], dtype=self._torch.int64, device=self.device)
             return self._kernels.softmax.softmax_loss_grad(X, y, theta, n_outputs, x_scale=x_scale,
                                                            input_precision=self.input_precision,
                                                            return_probs=True)[2]
-        return self._kernels.sigmoid.sigmoid_loss_grad(X, y, theta, x_scale=x_scale, return_probs=True)[2]
+        # Targets of 0 only feed the unused loss; the probabilities take their shape.
+        shape = (X.shape[0], n_outputs) if n_outputs > 1 else (X.shape[0],)
+        targets = self._torch.zeros(shape, dtype=self._torch.uint8, device=self.device)
+        return self._kernels.sigmoid.sigmoid_loss_grad(X, targets, theta, n_outputs=n_outputs, x_scale=x_scale,
+                                                       input_precision=self.input_precision, return_probs=True)[2]
 
     def decision_function(self, X, W, b, x_scale=1.0):
         torch = self._torch
