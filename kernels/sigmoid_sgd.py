@@ -362,8 +362,8 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
         raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
     if loss_kind not in MODEL_LOSSES.values():
         raise ValueError(f"loss_kind must be one of {tuple(MODEL_LOSSES.values())}, got {loss_kind!r}")
-    if tuple(y.shape) not in ((n_rows, n_outputs),) + (((n_rows,),) if n_outputs == 1 else ()) or \
-            not y.is_contiguous():
+    target_shapes = [(n_rows, n_outputs)] + ([(n_rows,)] if n_outputs == 1 else [])
+    if tuple(y.shape) not in target_shapes or not y.is_contiguous():
         raise ValueError(f"targets must be a contiguous ({n_rows}, {n_outputs}) array, got shape {tuple(y.shape)}")
     if theta.dtype != torch.float32 or theta.numel() != n_params:
         raise ValueError(f"theta must be float32 with D*K + K = {n_params} values")
