@@ -157,6 +157,12 @@ class ArrayFusedSGD(FusedSGD):
                                                                   self._weights[:batch_size])
         linear_loss_grad_(backend, self.model, X_batch, targets, weights, self.W, self.b, self.x_scale,
                           self._Z[:batch_size], self._dW, self._db, self._loss_sum)
+        if self.reducer is not None:  # data-parallel: the mean over the global batch, summed over the processes
+            divisor = self.reducer.gradient_divisor(batch_size)
+            if divisor != batch_size:  # linear_loss_grad_ divided by the local B: Σ/B · B/divisor = Σ/divisor
+                self._dW *= batch_size / divisor
+                self._db *= batch_size / divisor
+            self.reducer.reduce_gradient_((self._dW, self._db))
         (velocity_W, velocity_b), (accumulator_W, accumulator_b) = self._velocity, self._accumulator
         self._step_count += 1
         adam_step = self._step_count if self.optimizer == "adam" else 0
@@ -165,6 +171,8 @@ class ArrayFusedSGD(FusedSGD):
         if self.fit_intercept:  # the bias is never penalised
             backend.sgd_update_(self.b, self._db, velocity_b, self._scratch_b, learning_rate, 0.0, self.momentum,
                                 self.nesterov, accumulator=accumulator_b, adam_step=adam_step)
+        if self.reducer is not None:
+            self.reducer.reduce_parameters_((self.W, self.b))
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum)

@@ -26,7 +26,7 @@ batch's sum.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,6 +58,27 @@ class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot run on this machine; the message says why."""
 
 
+class StepReducer(Protocol):
+    """What a data-parallel run plugs into :meth:`FusedSGD.step` (``linclass_gpu.distributed.DataParallel``).
+
+    With ``FusedSGD.reducer`` set, every step asks it for the divisor of its gradient before computing it, hands it
+    the device arrays holding the gradient between the gradient and the update, and the parameter arrays after the
+    update. Every call is on device arrays, in place, with no host round trip; which arrays are handed over is the
+    backend's layout (documented on each implementation), the reducer treats them as opaque buffers to sum across
+    processes.
+    """
+
+    def gradient_divisor(self, batch_size: int) -> int:
+        """The ``B`` that divides this step's gradient, given the local batch's row count: the global batch (the
+        sum of every process's local batch) when gradients are summed across processes, else ``batch_size``."""
+
+    def reduce_gradient_(self, gradient: tuple[Any, ...]) -> None:
+        """Sum this step's gradient buffers over the processes, in place (before L2, momentum and the update)."""
+
+    def reduce_parameters_(self, parameters: tuple[Any, ...]) -> None:
+        """Called after the update with the parameter buffers, which it may average in place (local SGD)."""
+
+
 class FusedSGD(abc.ABC):
     """The parameters of one linear model and the fused SGD step that updates them in place on the device.
 
@@ -75,11 +96,15 @@ class FusedSGD(abc.ABC):
         ``D``.
     n_outputs : int
         ``K``.
+    reducer : StepReducer or None
+        Data-parallel training: consulted by every ``step`` (see :class:`StepReducer`). None (the default): the
+        gradient is divided by the local ``B`` and nothing is exchanged.
     """
 
     model: str
     n_features: int
     n_outputs: int
+    reducer: StepReducer | None = None
 
     @abc.abstractmethod
     def step(self, rows: Any, learning_rate: float) -> None:

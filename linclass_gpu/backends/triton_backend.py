@@ -165,7 +165,8 @@ class TritonFusedSGD(FusedSGD):
         if batch == 0:
             raise ValueError("a minibatch needs at least one row")
         loss = self._loss_partials if self.deterministic else self._loss_sum
-        common = dict(x_scale=self.x_scale, grad_scale=1.0 / batch, config=self._config,
+        divisor = batch if self.reducer is None else self.reducer.gradient_divisor(batch)
+        common = dict(x_scale=self.x_scale, grad_scale=1.0 / divisor, config=self._config,
                       max_programs=self._max_programs, deterministic=self.deterministic,
                       sample_weight=self._sample_weight)
         if self.model == "softmax":
@@ -177,14 +178,30 @@ class TritonFusedSGD(FusedSGD):
                 self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
                 loss_kind=self._kernels.sigmoid.MODEL_LOSSES[self.model], input_precision=self.backend.input_precision,
                 **common)
+        grad, deterministic = self._grad, self.deterministic
+        if self.reducer is not None:  # data-parallel: the reducer sums the flat [dW.ravel(), db] over the processes
+            if deterministic:
+                # Exchanging the partial slices would send P θ-sized slices and need every process to launch the
+                # same P programs: sum them here instead, in the fixed order, into slice 0 (a reduce-only launch;
+                # each program reads and writes only its own columns, so the alias is safe; it also adds the loss
+                # partials to the running loss), exchange that one slice, then update from it as from an
+                # accumulator. One launch more; still bitwise reproducible.
+                grad = self._grad[0]
+                self._kernels.update.launch_sgd_update(
+                    self._theta, self._grad, n_weights=self._n_weights, deterministic=True, n_partials=n_programs,
+                    loss_partials=self._loss_partials, loss_sum=self._loss_sum, grad_out=grad)
+                deterministic = False
+            self.reducer.reduce_gradient_((grad,))
         self._step_count += 1
         adam = self.optimizer == "adam"
         self._kernels.update.launch_sgd_update(
-            self._theta, self._grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
+            self._theta, grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
             l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
-            velocity=self._velocity, deterministic=self.deterministic, n_partials=n_programs,
+            velocity=self._velocity, deterministic=deterministic, n_partials=n_programs,
             loss_partials=self._loss_partials, loss_sum=self._loss_sum, accumulator=self._accumulator,
             eps=ADAM_EPS if adam else ADAGRAD_EPS, adam_step=self._step_count if adam else 0, betas=ADAM_BETAS)
+        if self.reducer is not None:
+            self.reducer.reduce_parameters_((self._theta,))
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
