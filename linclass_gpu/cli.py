@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from .backends import BackendUnavailableError, backend_statuses, resolve_name
 from .datasets import KINDS, load_mnist
+from .distributed import DEFAULT_TIMEOUT_SECONDS, DataParallel, DistributedError, init_from_environment, shard_rows
 from .estimators import LogisticRegression, SoftmaxRegression
 from .streaming import StreamHistory, fit_stream, open_stream
 from .training import TrainingDivergedError
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="softmax: 10 classes; logistic: binary, --positive-class against the rest")
     train.add_argument("--positive-class", type=int, default=0, choices=range(10), metavar="{0..9}",
                        help="the class the logistic model separates from the other nine (default 0)")
+    parallel = train.add_argument_group(
+        "data-parallel", "under torchrun, e.g. `torchrun --nproc-per-node 2 -m linclass_gpu.cli train --distributed`: "
+        "each process trains on its shard of the rows (NCCL between GPUs, gloo on CPUs); rank 0 alone prints")
+    parallel.add_argument("--distributed", action="store_true",
+                          help="all-reduce the gradient every step: N processes with --batch-size B each train as "
+                          "one with N·B")
+    parallel.add_argument("--local-sgd-every", type=int, default=1, metavar="K",
+                          help="with --distributed: average the weights every K steps instead (local SGD, for slow "
+                          "networks; costs accuracy, see linclass_gpu.distributed)")
+    parallel.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
+                          help="seconds a process waits for its peers before failing (default %(default)g)")
     train.add_argument("--backend", default="auto", help="auto (default), triton, cupy or numpy")
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -88,8 +100,14 @@ def run_train(args: argparse.Namespace) -> dict:
                                learning_rate=args.learning_rate, random_state=args.seed, input_scale=input_scale,
                                progress=False if args.no_progress else None)
 
+    if args.distributed and (args.features or args.labels):
+        raise ValueError("--distributed trains on MNIST loaded whole, not on --features/--labels files")
+    if args.local_sgd_every != 1 and not args.distributed:
+        raise ValueError("--local-sgd-every applies to --distributed runs only")
     train = _train_on_files if args.features or args.labels else _train_on_mnist
     model, history, task, summary = train(args, make_model)
+    if summary.get("rank", 0) != 0:
+        return None  # in a distributed run rank 0 alone prints
     if args.model == "logistic":
         task += f" (class {args.positive_class} against the rest)"
         summary["positive_class"] = args.positive_class
@@ -123,14 +141,33 @@ def _train_on_mnist(args: argparse.Namespace, make_model):
     if args.model == "logistic":
         y_train, y_test = y_train == args.positive_class, y_test == args.positive_class
     model = make_model(PIXEL_SCALE)
+    distributed = _join_process_group(args) if args.distributed else None
+    shard = (slice(None) if distributed is None else
+             shard_rows(len(y_train), distributed.rank, distributed.world_size))
     started = time.perf_counter()
-    model.fit(data.train_images, y_train, validation_data=(data.test_images, y_test))
+    model.fit(data.train_images[shard], y_train[shard], validation_data=(data.test_images, y_test),
+              distributed=distributed)
     fit_seconds = time.perf_counter() - started
     history = StreamHistory(model.loss_curve_.tolist(), model.validation_scores_.tolist(),
                             model.epoch_seconds_.tolist())
     summary = {"dataset": args.dataset, "train_rows": len(y_train), "test_rows": len(y_test),
                "fit_seconds": fit_seconds}
+    if distributed is not None:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+        summary.update(rank=distributed.rank, processes=distributed.world_size,
+                       local_sgd_every=distributed.local_sgd_every,
+                       allreduce_bytes_per_step=distributed.bytes_exchanged / max(distributed.steps, 1))
     return model, history, f"{args.dataset}, {args.model}", summary
+
+
+def _join_process_group(args: argparse.Namespace) -> DataParallel:
+    """Join the process group torchrun started (NCCL or gloo, by the backend) and return the data-parallel books."""
+    from .backends import get_backend
+
+    init_from_environment(get_backend(args.backend), args.timeout)
+    return DataParallel(args.local_sgd_every)
 
 
 def _train_on_files(args: argparse.Namespace, make_model):
@@ -188,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         result = args.run(args)
-    except (BackendUnavailableError, FileNotFoundError, ValueError, TrainingDivergedError) as error:
+    except (BackendUnavailableError, FileNotFoundError, ValueError, TrainingDivergedError, DistributedError) as error:
         print(f"linclass-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.json and result is not None:  # None: a process that does not print (not rank 0)
         print(json.dumps(result))
     return 0
 

@@ -208,7 +208,8 @@ class _LinearClassifier:
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
-    def fit(self, X, y, validation_data=None, *, sample_weight=None, checkpoint=None, checkpoint_every: int = 1):
+    def fit(self, X, y, validation_data=None, *, sample_weight=None, checkpoint=None, checkpoint_every: int = 1,
+            distributed=None):
         """Train by minibatch SGD from zero weights (from the current ones with ``warm_start``).
 
         Parameters
@@ -228,6 +229,10 @@ class _LinearClassifier:
             ``epochs``, ``backend``, ``progress`` and ``output_type`` may change between the two runs.
         checkpoint_every : int
             Write the checkpoint after every this many epochs (and after the last).
+        distributed : linclass_gpu.distributed.DataParallel, optional
+            Data-parallel training on an initialised ``torch.distributed`` process group: every process calls
+            ``fit`` with its own shard of the rows (:func:`linclass_gpu.distributed.shard_rows`) and ends with the
+            same model; the shards must hold the same classes; rank 0 alone writes the checkpoint.
 
         Returns
         -------
@@ -266,17 +271,21 @@ class _LinearClassifier:
         history, on_epoch_end = TrainingHistory(), None
         stepper = self._stepper(backend, X_device, targets_device, X.shape[1],
                                 self._n_outputs(len(classes), targets.ndim == 2), dtype, state, weights)
+        if distributed is not None:
+            distributed.agree(classes=classes.tolist())
         if checkpoint is not None:
+            fingerprint = data_fingerprint(X.shape[1], targets, weights)
+            if distributed is not None:  # every process's shard, so that any of them can resume
+                fingerprint = {"shards": distributed.gather(fingerprint)}
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
-                                      self.get_params(), classes, data_fingerprint(X.shape[1], targets, weights),
-                                      stepper)
+                                      self.get_params(), classes, fingerprint, stepper)
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
         self._set_label_attributes(classes, targets)
         self._set_feature_attributes(X.shape[1], names)
         self.backend_ = backend.name
         self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
-                    score_validation, plateau, on_epoch_end)
+                    score_validation, plateau, on_epoch_end, distributed)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -370,12 +379,13 @@ class _LinearClassifier:
         return stepper
 
     def _train(self, stepper, backend, n_rows: int, schedule, rng, history, epochs: int, score_validation=None,
-               plateau=None, on_epoch_end=None) -> None:
+               plateau=None, on_epoch_end=None, distributed=None) -> None:
         """Run the loop from ``history``'s epoch to ``epochs`` and record the fitted attributes, whatever happens."""
         try:
             train_sgd(stepper, backend, n_rows, epochs=epochs, batch_size=self.batch_size, schedule=schedule, rng=rng,
                       shuffle=self.shuffle, score_validation=score_validation, progress=self.progress,
-                      history=history, start_epoch=len(history.loss), on_epoch_end=on_epoch_end, plateau=plateau)
+                      history=history, start_epoch=len(history.loss), on_epoch_end=on_epoch_end, plateau=plateau,
+                      distributed=distributed)
         finally:  # a diverged or interrupted fit still leaves the last finite epoch's model
             self._sgd_state, self._history, self._rng = stepper.get_state(), history, rng
             self.coef_, self.intercept_ = self._sgd_state["W"].T.copy(), self._sgd_state["b"].copy()

@@ -11,12 +11,15 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .backends.base import Backend, FusedSGD
 from .schedules import LearningRateSchedule
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -162,6 +165,7 @@ def train_sgd(
     start_epoch: int = 0,
     on_epoch_end: Callable[[int, TrainingHistory, np.random.Generator], None] | None = None,
     plateau: PlateauRule | None = None,
+    distributed: DataParallel | None = None,
 ) -> TrainingHistory:
     """Train ``stepper`` in place for ``epochs`` passes over ``n_rows`` rows.
 
@@ -188,9 +192,16 @@ def train_sgd(
     start_epoch : int
         Epochs already done (a resumed run): training continues from this epoch to ``epochs``.
     on_epoch_end : callable (epoch, history, rng) -> None, optional
-        Called after each finished epoch, with ``rng`` as the next epoch will find it (for checkpoints).
+        Called after each finished epoch, with ``rng`` as the next epoch will find it (for checkpoints); in a
+        distributed run on rank 0 only.
     plateau : PlateauRule, optional
         Adapt the rate or stop early when the monitored metric stops improving.
+    distributed : DataParallel, optional
+        Data-parallel training (:mod:`linclass_gpu.distributed`): ``stepper`` holds this process's shard of
+        ``n_rows`` rows; gradients (or, with local SGD, parameters) are reduced over the processes, every process
+        visits as many rows per epoch as the largest shard, the epoch's loss is the mean over every process's rows
+        and the validation score the mean of the processes' scores; progress shows on rank 0 only, and at the end
+        the processes check that they hold identical parameters.
 
     Returns
     -------
@@ -203,23 +214,32 @@ def train_sgd(
         initial ones).
     KeyboardInterrupt
         Re-raised after resetting ``stepper`` to the parameters of the last finished epoch.
+    linclass_gpu.distributed.DistributedError
+        A peer process died or timed out, or the processes disagree on the run.
     """
     history = TrainingHistory() if history is None else history
     last_finite = best = stepper.get_params()
     in_order = backend.asarray(np.arange(n_rows))
-    bar = _progress_bar(epochs, start_epoch, progress)
+    epoch_rows = n_rows if distributed is None else distributed.attach(stepper, backend, n_rows, batch_size)
+    rows_per_epoch = epoch_rows if distributed is None else epoch_rows * distributed.world_size
+    writer = distributed is None or distributed.is_writer
+    bar = _progress_bar(epochs, start_epoch, progress if writer else False)
     # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
     # only repeat it (other array libraries ignore this setting).
     with np.errstate(over="ignore", invalid="ignore"):
         try:
             for epoch in range(start_epoch, epochs):
                 started = time.perf_counter()
-                rows = backend.permutation(n_rows, rng) if shuffle else in_order
-                for start in range(0, n_rows, batch_size):
+                if distributed is None:
+                    rows = backend.permutation(n_rows, rng) if shuffle else in_order
+                else:
+                    rows = distributed.epoch_order(backend, n_rows, rng, shuffle, in_order)
+                for start in range(0, epoch_rows, batch_size):
                     learning_rate = schedule(epoch, history.steps) * history.rate_scale
                     stepper.step(rows[start:start + batch_size], learning_rate)
                     history.steps += 1
-                mean_loss = stepper.pop_loss_sum() / n_rows
+                loss_sum = stepper.pop_loss_sum()
+                mean_loss = (loss_sum if distributed is None else distributed.sum(loss_sum)) / rows_per_epoch
                 params = stepper.get_params()
                 if not (math.isfinite(mean_loss) and all(np.isfinite(p).all() for p in params)):
                     raise TrainingDivergedError(
@@ -231,7 +251,8 @@ def train_sgd(
                 last_finite = params
                 history.loss.append(mean_loss)
                 if score_validation is not None:
-                    history.validation_score.append(float(score_validation(*params)))
+                    score = float(score_validation(*params))
+                    history.validation_score.append(score if distributed is None else distributed.mean(score))
                 history.epoch_seconds.append(time.perf_counter() - started)
                 stop = False
                 if plateau is not None:
@@ -241,7 +262,7 @@ def train_sgd(
                         history.rate_scale /= ADAPTIVE_DIVISOR
                     else:
                         stop = exhausted
-                if on_epoch_end is not None:
+                if on_epoch_end is not None and writer:
                     on_epoch_end(epoch, history, rng)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
@@ -250,10 +271,14 @@ def train_sgd(
                     break
             if plateau is not None and plateau.restore_best:
                 stepper.set_params(*best)
+            if distributed is not None:
+                distributed.check_identical(stepper.get_params())
         except (TrainingDivergedError, KeyboardInterrupt):
             stepper.set_params(*last_finite)
             raise
         finally:
+            if distributed is not None:
+                distributed.detach(stepper)
             if bar is not None:
                 bar.close()
     return history
