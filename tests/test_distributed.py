@@ -7,6 +7,7 @@ hangs. Several configurations share one group of processes, since starting a pro
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -283,3 +284,18 @@ def test_a_peer_that_never_comes_makes_the_cli_fail_clearly_within_the_timeout(f
     assert status == 2 and "Traceback" not in err, err
     assert "error: rank 0 could not join the 2 processes" in err and seconds < PROCESS_DEADLINE_SECONDS
 
+
+def test_bench_scaling_row_reports_1_and_2_processes_and_the_gradient_bytes(capsys):
+    from linclass_gpu import cli
+
+    status = cli.main(["bench", "scaling", "--quick", "--json"])
+    out = capsys.readouterr().out
+    assert status == 0
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert [row["processes"] for row in results] == [1, 2]
+    assert [row["global_batch"] for row in results] == [128, 256]
+    mnist_gradient_bytes = (784 * 10 + 10) * 4  # dW (D, C) and db (C,) in float32, one all-reduce per step
+    assert [row["allreduce_bytes_per_step"] for row in results] == [0, mnist_gradient_bytes]
+    assert all(row["rows_per_s"] > 0 and np.isfinite(row["final_loss"]) for row in results)
+    assert results[0]["speedup"] == 1.0 and results[1]["speedup"] > 0
+    assert "all-reduce B/step" in out

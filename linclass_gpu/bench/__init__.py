@@ -1,4 +1,5 @@
-"""Microbenchmarks of one SGD step and end-to-end MNIST training benchmarks (``linclass-gpu bench step | mnist``).
+"""Microbenchmarks of one SGD step and end-to-end MNIST training benchmarks
+(``linclass-gpu bench step | mnist | scaling``).
 
 Modules, one responsibility each:
 
@@ -7,6 +8,7 @@ Modules, one responsibility each:
 - :mod:`.roofline`: bytes and FLOPs of a step, the CUDA device's peaks.
 - :mod:`.step_providers`, :mod:`.step`: the step providers and the B × D × C sweep over them.
 - :mod:`.mnist_providers`, :mod:`.mnist`: the MNIST training providers and the epoch-interleaved comparison.
+- :mod:`.scaling`: data-parallel MNIST training with 1 and 2 processes (throughput, all-reduce bytes per step).
 - :mod:`.report`, :mod:`.plot`: machine context, table, CSV; figures.
 - :mod:`.cli`: the subcommands.
 """

@@ -1,4 +1,5 @@
-"""``linclass-gpu bench step | mnist``: the subcommands, their options and their output (table, JSON, CSV, plot).
+"""``linclass-gpu bench step | mnist | scaling``: the subcommands, their options and their output (table, JSON, CSV,
+plot).
 
 Registered from :data:`linclass_gpu.cli.SUBCOMMAND_MODULES`; nothing heavy is imported until a benchmark runs.
 """
@@ -19,6 +20,9 @@ _STEP_TABLE = [("provider", "provider"), ("B", "B"), ("D", "D"), ("C", "C"), ("m
                ("low_ms", "20%"), ("high_ms", "80%"), ("gbps", "GB/s"), ("tflops", "TFLOP/s"),
                ("speedup_vs_torch_eager", "x eager"), ("time_vs_floor", "/ floor")]
 _STEP_GPU_TABLE = [("bandwidth_fraction", "of peak BW"), ("roofline_fraction", "of roofline"), ("method", "timer")]
+_SCALING_TABLE = [("processes", "processes"), ("global_batch", "global batch"), ("epoch_s", "epoch s"),
+                  ("rows_per_s", "rows/s"), ("speedup", "x 1 process"),
+                  ("allreduce_bytes_per_step", "all-reduce B/step")]
 _MNIST_TABLE = [("provider", "provider"), ("median_epoch_s", "epoch s"), ("fit_s", "fit s"),
                 ("seconds_to_target", "s to target"), ("final_accuracy", "test acc"), ("iterations", "lbfgs its"),
                 ("peak_above_baseline_mb", "peak MB"), ("baseline_mb", "base MB"), ("input", "input")]
@@ -78,6 +82,21 @@ def register(subparsers, add_json) -> None:
                        help="2 epochs on 2048 training and 512 test images, lbfgs budget 10: a smoke test")
     _add_output_options(mnist, add_json)
     mnist.set_defaults(run=run_mnist)
+
+    scaling = benches.add_parser("scaling", help="data-parallel MNIST training: throughput of 1 and 2 processes "
+                                 "(gloo on this machine) and the all-reduce bytes per step")
+    scaling.add_argument("--processes", type=_int_list, metavar="P,...", help="process counts (default 1,2)")
+    scaling.add_argument("--backend", default="numpy", help="backend of every process (default numpy)")
+    scaling.add_argument("--batch-size", type=int, default=128, help="rows per step of each process (default 128)")
+    scaling.add_argument("--local-sgd-every", type=int, default=1, metavar="K",
+                         help="average the weights every K steps instead of all-reducing gradients (default 1)")
+    scaling.add_argument("--epochs", type=int, default=3, help="epochs; the first is a warm-up (default 3)")
+    scaling.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads of each process (default 1)")
+    scaling.add_argument("--timeout", type=float, default=600, help="seconds one run may take")
+    scaling.add_argument("--data-dir", help="directory holding the MNIST IDX files (default: search, see README)")
+    scaling.add_argument("--quick", action="store_true", help="2 epochs on 4096 training images: a smoke test")
+    add_json(scaling)
+    scaling.set_defaults(run=run_scaling)
 
 
 def _check_plot_possible(args) -> None:
@@ -173,3 +192,22 @@ def run_mnist(args: argparse.Namespace) -> dict:
         plot_mnist(outcome["results"], args.plot, settings.target_accuracy)
         print(f"plot written to {args.plot}")
     return {"bench": "mnist", "context": context, **outcome}
+
+
+def run_scaling(args: argparse.Namespace) -> dict:
+    """Run the scaling rows, print their table; return them with the machine context."""
+    from . import scaling as scaling_bench
+    from .report import format_table, machine_context
+
+    context = machine_context()
+    settings = {"backend": args.backend, "batch_size": args.batch_size, "local_sgd_every": args.local_sgd_every,
+                "epochs": args.epochs, "rows": None, "threads": args.threads, "data_dir": args.data_dir,
+                "timeout": args.timeout, **(scaling_bench.QUICK if args.quick else {})}
+    results = scaling_bench.run_scaling_bench(args.processes or scaling_bench.DEFAULT_PROCESS_COUNTS, **settings)
+    print(f"MNIST softmax, {args.backend}, batch {args.batch_size} per process, {settings['threads']} thread(s) per "
+          f"process, local SGD every {args.local_sgd_every} step(s); load {context['load_1m']:.1f} on "
+          f"{context['cores']} cores")
+    print(format_table(results, _SCALING_TABLE))
+    print("rows/s: training rows of all processes per second (median epoch after the first); all-reduce B/step: "
+          "bytes each process hands to all-reduces per step")
+    return {"bench": "scaling", "context": context, "settings": settings, "results": results}
