@@ -46,7 +46,7 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     Parameters
     ----------
     backend : ArrayBackend
-        Supplies ``xp`` and :meth:`ArrayBackend.logits_to_grad_`.
+        Supplies ``xp``, :meth:`ArrayBackend.logits_to_grad_` and :attr:`ArrayBackend.classes_major_softmax`.
     model : {"softmax", "sigmoid", "sigmoid_mse"}
     X : array, shape (B, D), float
     targets : array, shape (B,) or (B, K)
@@ -57,8 +57,9 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     W : array, shape (D, K)
     b : array, shape (K,)
     x_scale : float
-    Z : array, shape (B, K)
-        Scratch for the logits; holds ``dZ_i = w_i (P_i − Y_i)/B`` on return.
+    Z : array, shape (B, K), or (B, 2K) for a classes-major softmax
+        Scratch for the logits and ``dZ_i = w_i (P_i − Y_i)/B``, C-contiguous. A classes-major softmax (see
+        :func:`classes_major_logits`) takes two logits' worth; given one, it allocates the other.
     dW : array, shape (D, K)
         Receives ``x_scale·Xᵀ dZ``.
     db : array, shape (K,)
@@ -67,13 +68,61 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
         The weighted summed (not mean) data loss ``Σ_i w_i ℓ_i`` over the B rows is added to it.
     """
     xp = backend.xp
-    xp.matmul(X, W, out=Z)
-    backend.logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum)
-    # dW = s·Xᵀ dZ and db = Σ dZ (dZ is already divided by B).
+    if model == "softmax" and backend.classes_major_softmax:
+        Z, targets = classes_major_logits(xp, X, W, x_scale, Z, targets)
+        logits_scale = 1.0  # applied by the copy
+    else:
+        xp.matmul(X, W, out=Z)
+        logits_scale = x_scale
+    backend.logits_to_grad_(model, Z, targets, weights, b, logits_scale, loss_sum)
+    # db = Σ dZ (dZ is already divided by B) and dW = s·Xᵀ dZ, the scale put on the smaller of dZ and dW.
     Z.sum(axis=0, out=db)
+    scale_dZ = x_scale != 1.0 and Z.size < dW.size
+    if scale_dZ:
+        Z *= x_scale
     xp.matmul(X.T, Z, out=dW)
-    if x_scale != 1.0:
+    if x_scale != 1.0 and not scale_dZ:
         dW *= x_scale
+
+
+def classes_major_logits(xp, X: Any, W: Any, x_scale: float, scratch: Any, targets: Any) -> tuple[Any, Any]:
+    """``x_scale·X W`` laid out classes-major for the softmax, and ``targets`` re-indexed to that layout.
+
+    BLAS writes ``X W`` fastest rows-major, (B, K); one transposing copy, which applies the scale on the way, lays it
+    out as a C-contiguous (K, B) array. Seen through its transpose, that is the (B, K) logits, F-contiguous: a row's
+    K logits are then reduced along the long B axis, where NumPy reduces a short last axis (K = 10) several times
+    slower.
+
+    Parameters
+    ----------
+    xp : module
+    X : array, shape (B, D), float
+    W : array, shape (D, K)
+    x_scale : float
+    scratch : array, shape (B, 2K) or (B, K), C-contiguous
+        Room for the product and its copy, one after the other; (B, K): room for the product, the copy is allocated.
+    targets : integer array, shape (B,)
+        Flat indices ``i·K + y_i`` of each row's target logit in rows-major logits.
+
+    Returns
+    -------
+    logits : array, shape (B, K), F-contiguous
+    targets : integer array, shape (B,)
+        ``y_i·B + i``: the same logits' flat indices in the classes-major memory.
+    """
+    n_rows, n_outputs = X.shape[0], W.shape[1]
+    size = n_rows * n_outputs
+    if scratch.shape[1] == 2 * n_outputs:
+        values = scratch.reshape(-1)
+        product, logits = values[:size].reshape(n_rows, n_outputs), values[size:].reshape(n_outputs, n_rows).T
+    else:
+        product, logits = scratch, xp.empty((n_outputs, n_rows), dtype=scratch.dtype).T
+    xp.matmul(X, W, out=product)
+    xp.multiply(product, x_scale, out=logits)
+    rows, labels = xp.divmod(targets, n_outputs)  # i·K + y_i -> (i, y_i)
+    labels *= n_rows
+    labels += rows
+    return logits, labels
 
 
 def soft_threshold_(xp, param: Any, threshold: Any, scratch: Any) -> None:
@@ -138,7 +187,9 @@ class ArrayFusedSGD(FusedSGD):
         self._weights = None if sample_weight is None else xp.empty(rows, dtype=dtype)
         # Row i's target logit sits at flat index i·C + y_i of the C-contiguous logits buffer.
         self._row_offsets = xp.arange(rows, dtype=y.dtype) * outputs if model == "softmax" else None
-        self._Z = xp.empty((rows, outputs), dtype=dtype)
+        # The logits, and for a classes-major softmax room for their classes-major copy too (linear_loss_grad_).
+        logits_copies = 2 if model == "softmax" and backend.classes_major_softmax else 1
+        self._Z = xp.empty((rows, logits_copies * outputs), dtype=dtype)
         self._dW, self._scratch_W = xp.empty_like(self.W), xp.empty_like(self.W)
         self._db, self._scratch_b = xp.empty_like(self.b), xp.empty_like(self.b)
         self._loss_sum = xp.zeros((), dtype=np.float64)
@@ -215,6 +266,9 @@ class ArrayBackend(Backend):
     """The backend contract over the array module ``xp`` (set by subclasses)."""
 
     xp: Any
+    # Whether the softmax works on a classes-major copy of the logits (classes_major_logits). The CuPy kernel reads
+    # rows-major logits.
+    classes_major_softmax = False
 
     def logits_to_grad_(self, model: str, Z: Any, targets: Any, weights: Any, b: Any, x_scale: float,
                         loss_sum: Any) -> None:

@@ -24,10 +24,12 @@ def softmax_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any
     ----------
     xp : module
         ``numpy`` or ``cupy``.
-    Z : array, shape (B, C), C-contiguous
-        Logits; overwritten with ``w_i (P_i − Y_i)``.
+    Z : array, shape (B, C), C- or F-contiguous
+        Logits; overwritten with ``w_i (P_i − Y_i)``. F-contiguous is the classes-major layout (a (C, B) array seen
+        through its transpose), in which NumPy's reductions over a row's C logits run along the long B axis.
     targets : integer array, shape (B,)
-        Flat indices ``i·C + y_i`` of each row's target logit in ``Z.ravel()``.
+        Flat index of each row's target logit in ``Z``'s memory: ``i·C + y_i`` (C-contiguous) or ``y_i·B + i``
+        (F-contiguous).
     weights : array, shape (B,), optional
         ``w_i``, same float dtype as ``Z``; ``None`` is 1 for every row.
 
@@ -36,20 +38,21 @@ def softmax_cross_entropy_(xp, Z: Any, targets: Any, weights: Any = None) -> Any
     0-d array
         ``Σ_i w_i (logsumexp(z_i) − z_{i, y_i})``.
     """
-    flat = Z.reshape(-1)
+    flat = Z.reshape(-1, order="A")  # a view in memory order, for either layout
     # 1. Subtract the row max: logsumexp(z) = m + log Σ exp(z − m), and exp(z − m) <= 1 never overflows.
     Z -= Z.max(axis=1, keepdims=True)
     # 2. Cross-entropy per row: −log p_y = log Σ exp(z − m) − (z_y − m).
     target_logit = flat[targets]
     xp.exp(Z, out=Z)
     row_sum = Z.sum(axis=1, keepdims=True)
-    loss_sum = weighted_sum(xp.log(row_sum[:, 0]), weights) - weighted_sum(target_logit, weights)
+    row_loss = xp.log(row_sum[:, 0])
+    row_loss -= target_logit
     # 3. dL/dz = softmax(z) − onehot(y), times w_i for row i (the derivative of w_i·CE_i).
     Z /= row_sum
     flat[targets] -= 1
     if weights is not None:
         Z *= weights[:, None]
-    return loss_sum
+    return weighted_sum(row_loss, weights)
 
 
 def _row_sums(xp, elementwise: Any) -> Any:
