@@ -99,11 +99,33 @@ def _train_every_configuration(rank: int, port: int, out_dir: str, names: list[s
         *_, local_sgd_every, n_rows = CONFIGURATIONS[name]
         W, b, loss = train(name, shard_rows(n_rows, rank, WORLD_SIZE), LOCAL_BATCH, DataParallel(local_sgd_every))
         np.savez(Path(out_dir) / f"{name}-rank{rank}.npz", W=W, b=b, loss=loss)
+    _fit_with_a_checkpoint(rank, out_dir)
     try:
         train(names[0], shard_rows(N_ROWS, rank, WORLD_SIZE), LOCAL_BATCH + rank, DataParallel())
     except DistributedError as error:
         (Path(out_dir) / f"disagreement-rank{rank}.txt").write_text(str(error))
     torch_distributed.destroy_process_group()
+
+
+def _fit_with_a_checkpoint(rank: int, out_dir: str) -> None:
+    """Process ``rank``: the estimator, shuffled, 3 epochs whole and as 2 epochs then a resumed third (one checkpoint
+    file shared by both processes, written by rank 0)."""
+    from linclass_gpu import SoftmaxRegression
+    from linclass_gpu.distributed import DataParallel, shard_rows
+
+    X, y, _ = make_data("softmax", "float32", N_ROWS)
+    shard = shard_rows(N_ROWS, rank, WORLD_SIZE)
+
+    def fit(epochs: int, checkpoint=None):
+        return SoftmaxRegression(backend="numpy", epochs=epochs, batch_size=LOCAL_BATCH, random_state=0).fit(
+            X[shard], y[shard], checkpoint=checkpoint, distributed=DataParallel())
+
+    whole = fit(EPOCHS)
+    checkpoint = Path(out_dir) / "checkpoint.npz"
+    fit(EPOCHS - 1, checkpoint)
+    resumed = fit(EPOCHS, checkpoint)
+    np.savez(Path(out_dir) / f"checkpoint-rank{rank}.npz", whole=whole.coef_, resumed=resumed.coef_,
+             loss_whole=whole.loss_curve_, loss_resumed=resumed.loss_curve_)
 
 
 def run_processes(target, *args) -> list[int]:
@@ -135,6 +157,7 @@ def trained(tmp_path_factory):
         ranks = [np.load(out_dir / f"{name}-rank{rank}.npz") for rank in range(WORLD_SIZE)]
         results[name] = [(r["W"], r["b"], r["loss"]) for r in ranks]
     messages = [(out_dir / f"disagreement-rank{rank}.txt").read_text() for rank in range(WORLD_SIZE)]
+    results["checkpoint"] = [np.load(out_dir / f"checkpoint-rank{rank}.npz") for rank in range(WORLD_SIZE)]
     return results, messages
 
 
@@ -169,6 +192,14 @@ def test_uneven_shards_take_the_same_steps_and_end_identical(trained):
     (W0, b0, loss0), (W1, b1, _) = results["numpy-uneven-shards"]
     assert np.array_equal(W0, W1) and np.array_equal(b0, b1)
     assert np.isfinite(loss0).all() and loss0[-1] < loss0[0]
+
+
+def test_a_distributed_fit_resumes_from_rank_0s_checkpoint_bitwise_on_every_rank(trained):
+    results, _ = trained
+    for rank in results["checkpoint"]:
+        np.testing.assert_array_equal(rank["resumed"], rank["whole"])
+        np.testing.assert_array_equal(rank["loss_resumed"], rank["loss_whole"])
+    np.testing.assert_array_equal(results["checkpoint"][0]["whole"], results["checkpoint"][1]["whole"])
 
 
 def test_processes_that_disagree_fail_on_every_rank_with_what_differs(trained):
