@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "one with N·B")
     parallel.add_argument("--local-sgd-every", type=int, default=1, metavar="K",
                           help="with --distributed: average the weights every K steps instead (local SGD, for slow "
-                          "networks; costs accuracy, see linclass_gpu.distributed)")
+                          "networks; its effect on accuracy is measured in linclass_gpu.distributed)")
     parallel.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                           help="seconds a process waits for its peers before failing (default %(default)g)")
     train.add_argument("--backend", default="auto", help="auto (default), triton, cupy or numpy")
