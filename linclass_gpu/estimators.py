@@ -6,6 +6,7 @@ row-wise probabilities are :mod:`.backends.rowwise`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 
@@ -288,27 +289,36 @@ class _LinearClassifier:
                     score_validation, plateau, on_epoch_end, distributed)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None, *, epoch: int | None = None):
         """One epoch of minibatch SGD over ``(X, y)``, continuing the model and optimizer state of earlier calls.
 
         For data that arrives in chunks or does not fit in memory at once. The learning-rate schedule counts the
-        calls as epochs and the SGD steps across them; momentum carries over.
+        calls as epochs (unless ``epoch`` says otherwise) and the SGD steps across them; momentum carries over.
 
         Parameters
         ----------
         X : array-like, shape (N, D)
-        y : array-like, shape (N,)
+        y : array-like, shape (N,), or (N, L) 0/1 indicators for a multilabel LogisticRegression
         classes : array-like, shape (C,), optional
-            Every label the model will ever see: required on the first call (a chunk may lack some classes).
+            Every label the model will ever see: required on the first call (a chunk may lack some classes); not
+            needed for an indicator matrix, whose columns are the labels.
         sample_weight : array-like, shape (N,), optional
             Non-negative weight of each row's loss. ``class_weight="balanced"`` needs the whole data and is refused
             here; pass a dict (scikit-learn's ``compute_class_weight`` computes one).
+        epoch : int, optional
+            The epoch the schedules indexed by epoch ("step", "exponential") take this call for; by default the
+            number of earlier calls. A caller that splits each pass over its data into several calls (such as
+            :func:`linclass_gpu.streaming.fit_stream`) passes the pass's number, so the rate decays per pass as in
+            ``fit``.
 
         Returns
         -------
         self
         """
         dtype, schedule = self._checked_dtype(), self._checked_schedule()
+        if epoch is not None:
+            check_positive("epoch", epoch, integer=True, allow_zero=True)
+            schedule = dataclasses.replace(schedule, fixed_epoch=int(epoch))
         self._backend_model()
         if isinstance(self.class_weight, str):
             raise ValueError("class_weight='balanced' needs the whole data, which partial_fit never sees: pass a "

@@ -38,6 +38,8 @@ class LearningRateSchedule:
         The L2 strength, which sets the scale of ``optimal`` (must then be > 0).
     batch_size : int
         Rows per step, to count the samples ``optimal`` decays with.
+    fixed_epoch : int, optional
+        The epoch to use instead of the one the loop passes (a ``partial_fit`` call that is one chunk of an epoch).
     """
 
     kind: str = "constant"
@@ -47,6 +49,7 @@ class LearningRateSchedule:
     power_t: float = 0.5
     alpha: float = 0.0
     batch_size: int = 1
+    fixed_epoch: int | None = None
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
@@ -64,6 +67,7 @@ class LearningRateSchedule:
 
     def __call__(self, epoch: int, step: int) -> float:
         """The learning rate for SGD step ``step`` (counted from 0 over the whole fit) in epoch ``epoch`` (from 0)."""
+        epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
         if self.kind == "step":
             return self.initial * self.gamma ** (epoch // self.step_size)
         if self.kind == "exponential":

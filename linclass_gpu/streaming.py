@@ -24,7 +24,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .datasets import GZIP_MAGIC, read_idx_header
-from .schedules import LearningRateSchedule
 from .training import TrainingDivergedError
 from .validation import check_positive
 
@@ -34,9 +33,6 @@ NPY_MAGIC = np.lib.format.MAGIC_PREFIX  # b"\x93NUMPY"
 # NumPy dtype kinds each role accepts: features are real numbers (bool, int, uint, float); labels may also be strings.
 FEATURE_KINDS = "biuf"
 LABEL_KINDS = "biufUS"
-# Schedules whose rate depends on the epoch alone. partial_fit counts each call as an epoch, so fit_stream hands it the
-# rate of the stream's epoch (see fit_stream); the other schedules count SGD steps, which carry across calls.
-EPOCH_INDEXED_SCHEDULES = ("step", "exponential")
 
 PathOrArray = str | os.PathLike | np.ndarray
 
@@ -305,10 +301,9 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     optimizer state carry from chunk to chunk. Only one chunk is in memory at a time: each is read just before its
     ``partial_fit`` call and dropped after it.
 
-    The learning rate follows ``fit``'s: ``partial_fit`` takes each call for a new epoch, so for the schedules indexed
-    by epoch (``"step"``, ``"exponential"``) every chunk of epoch ``e`` is trained with the estimator's rate of epoch
-    ``e`` (handed to ``partial_fit`` as a constant rate; the estimator's ``schedule`` and ``learning_rate`` are put back
-    afterwards); the others count SGD steps, which carry across calls. With ``shuffle=False`` and chunks of a multiple
+    The learning rate follows ``fit``'s: every chunk of epoch ``e`` is a ``partial_fit(..., epoch=e)`` call, so the
+    schedules indexed by epoch (``"step"``, ``"exponential"``) decay once per pass over the stream, not per chunk; the
+    others count SGD steps, which carry across calls. With ``shuffle=False`` and chunks of a multiple
     of ``batch_size`` rows (``open_stream(batch_size=...)``) the result equals ``fit`` on the whole data. What
     ``partial_fit`` lacks, this lacks too: no early stopping, ``tol`` or plateaus of the ``"adaptive"`` schedule.
 
@@ -350,32 +345,23 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
                          f"{stream.n_features}")
     classes = stream.classes() if classes is None else classes
     order_rng = np.random.default_rng(seed) if estimator.shuffle else None
-    given_rate = {"schedule": estimator.schedule, "learning_rate": estimator.learning_rate}
-    epoch_rate = (LearningRateSchedule(estimator.schedule, float(estimator.learning_rate), float(estimator.gamma),
-                                       estimator.step_size)
-                  if estimator.schedule in EPOCH_INDEXED_SCHEDULES else None)
     history = StreamHistory(chunks_per_epoch=stream.n_chunks)
-    try:
-        for epoch in range(epochs):
-            started, loss_sum = time.perf_counter(), 0.0
-            if epoch_rate is not None:
-                estimator.set_params(schedule="constant", learning_rate=epoch_rate(epoch, 0))
-            for position, blocks in enumerate(stream.chunk_blocks(order_rng)):
-                X, y, weights = stream.read_chunk(blocks)
-                try:
-                    estimator.partial_fit(X, y, classes=classes, sample_weight=weights)
-                except TrainingDivergedError as exc:  # its epoch is partial_fit's call count: say where in the stream
-                    raise TrainingDivergedError(f"epoch {epoch + 1} of the stream, its chunk {position + 1} of "
-                                                f"{stream.n_chunks} (blocks {blocks.tolist()} of "
-                                                f"{stream.block_rows} rows): {exc}") from exc
-                loss_sum += float(estimator.loss_curve_[-1]) * len(y)
-                del X, y, weights  # the next chunk is read only after this one is gone
-            history.loss.append(loss_sum / stream.n_rows)
-            if validation is not None:
-                history.validation_score.append(score_stream(estimator, validation))
-            history.epoch_seconds.append(time.perf_counter() - started)
-    finally:
-        estimator.set_params(**given_rate)
+    for epoch in range(epochs):
+        started, loss_sum = time.perf_counter(), 0.0
+        for position, blocks in enumerate(stream.chunk_blocks(order_rng)):
+            X, y, weights = stream.read_chunk(blocks)
+            try:
+                estimator.partial_fit(X, y, classes=classes, sample_weight=weights, epoch=epoch)
+            except TrainingDivergedError as exc:  # its epoch is partial_fit's call count: say where in the stream
+                raise TrainingDivergedError(f"epoch {epoch + 1} of the stream, its chunk {position + 1} of "
+                                            f"{stream.n_chunks} (blocks {blocks.tolist()} of "
+                                            f"{stream.block_rows} rows): {exc}") from exc
+            loss_sum += float(estimator.loss_curve_[-1]) * len(y)
+            del X, y, weights  # the next chunk is read only after this one is gone
+        history.loss.append(loss_sum / stream.n_rows)
+        if validation is not None:
+            history.validation_score.append(score_stream(estimator, validation))
+        history.epoch_seconds.append(time.perf_counter() - started)
     return history
 
 

@@ -214,3 +214,20 @@ def test_momentum_belongs_to_sgd_and_unknown_optimizers_are_refused(problem):
     np.testing.assert_array_equal(plain.coef_, with_momentum.coef_)
     with pytest.raises(ValueError, match="optimizer"):
         SoftmaxRegression(optimizer="rmsprop").fit(X, y)
+
+
+def test_partial_fit_epoch_sets_the_schedules_epoch(problem):
+    """Two calls that are halves of one pass (epoch=0 each) step at the epoch-0 rate, as one call over both halves
+    does; without epoch= the second call counts as epoch 1 and decays."""
+    X, y = problem
+    parameters = dict(schedule="exponential", gamma=0.1, learning_rate=0.5, momentum=0.0, shuffle=False, batch_size=8,
+                      random_state=0)
+    whole = SoftmaxRegression(**parameters).partial_fit(X[:48], y[:48], classes=[0, 1, 2])
+    halves = SoftmaxRegression(**parameters)
+    halves.partial_fit(X[:24], y[:24], classes=[0, 1, 2], epoch=0).partial_fit(X[24:48], y[24:48], epoch=0)
+    np.testing.assert_allclose(halves.coef_, whole.coef_, rtol=1e-6, atol=1e-7)
+    decayed = SoftmaxRegression(**parameters)
+    decayed.partial_fit(X[:24], y[:24], classes=[0, 1, 2]).partial_fit(X[24:48], y[24:48])
+    assert not np.allclose(decayed.coef_, whole.coef_)
+    with pytest.raises(ValueError, match="epoch"):
+        halves.partial_fit(X, y, epoch=-1)
