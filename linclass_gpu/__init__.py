@@ -6,6 +6,7 @@ Importing this package needs only NumPy; triton, torch and cupy are imported whe
 from .backends import BackendUnavailableError, available_backends, get_backend
 from .datasets import load_mnist
 from .estimators import LogisticRegression, SoftmaxRegression
+from .streaming import fit_stream, open_stream, score_stream
 from .training import TrainingDivergedError
 from .validation import NotFittedError
 
@@ -18,7 +19,10 @@ __all__ = [
     "SoftmaxRegression",
     "TrainingDivergedError",
     "available_backends",
+    "fit_stream",
     "get_backend",
     "load_mnist",
+    "open_stream",
+    "score_stream",
     "__version__",
 ]
