@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "accuracy")
     train.add_argument("--dataset", choices=KINDS, default="mnist")
     train.add_argument("--data-dir", help="directory holding the four IDX files (default: search, see README)")
-    train.add_argument("--model", choices=("softmax", "logistic"), default="softmax",
-                       help="softmax: 10 classes; logistic: binary, --positive-class against the rest")
+    train.add_argument("--model", choices=("softmax", "logistic", "ovr"), default="softmax",
+                       help="softmax: 10 classes; logistic: binary, --positive-class against the rest; ovr: one "
+                            "sigmoid per class (one-vs-rest logistic regression)")
     train.add_argument("--positive-class", type=int, default=0, choices=range(10), metavar="{0..9}",
                        help="the class the logistic model separates from the other nine (default 0)")
     parallel = train.add_argument_group(
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> dict:
     """Train one model and print per-epoch figures and a summary; return the summary."""
-    estimator_class = SoftmaxRegression if args.model == "softmax" else LogisticRegression
+    estimator_class = SoftmaxRegression if args.model == "softmax" else LogisticRegression  # ovr: over all labels
 
     def make_model(input_scale: float):
         return estimator_class(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size,

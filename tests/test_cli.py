@@ -42,6 +42,13 @@ def test_train_logistic_one_class_against_the_rest(capsys):
     assert summary["test_accuracy"] > 0.9  # above the 0.899 of always answering "not a 3"
 
 
+def test_train_one_vs_rest(capsys):
+    status, out, _ = run_cli(capsys, "train", "--model", "ovr", "--epochs", "1", "--json")
+    summary = last_json(out)
+    assert status == 0 and summary["model"] == "ovr" and "positive_class" not in summary
+    assert summary["test_accuracy"] > 0.88  # ten sigmoids, one epoch
+
+
 def test_info_lists_every_backend_with_a_reason(capsys):
     status, out, _ = run_cli(capsys, "info", "--json")
     info = last_json(out)
