@@ -392,10 +392,10 @@ def test_mnist_providers_train_epoch_by_epoch(provider, needs):
         assert all(later > earlier for earlier, later in zip(seconds, seconds[1:]))
         assert seconds[-1] == pytest.approx(sum(summary["epoch_seconds"]))
         assert accuracy[-1] == summary["test_accuracy"][-1]
-        # The SGD providers evaluate within epochs too: minibatch SGD after each of its 4 steps per epoch of 512
-        # rows, scikit-learn's per-sample SGD after each eighth of the rows; L-BFGS after each chunk.
-        per_epoch = {"SklearnLbfgsTraining": 1, "SklearnSGDTraining": mnist_providers.EVALUATIONS_PER_EPOCH}
-        assert len(seconds) == epochs * per_epoch.get(provider, 4)
+        # The SGD providers evaluate within epochs too, EVALUATIONS_PER_EPOCH times (minibatch SGD: every
+        # ceil(4 steps / 4) steps of an epoch of 512 rows); L-BFGS after each chunk.
+        per_epoch = 1 if provider == "SklearnLbfgsTraining" else mnist_providers.EVALUATIONS_PER_EPOCH
+        assert len(seconds) == epochs * per_epoch
     if provider == "SklearnLbfgsTraining":
         assert summary["iterations"] <= QUICK_SETTINGS["lbfgs_max_iter"]
     else:
