@@ -277,10 +277,11 @@ class ArrayBackend(Backend):
         Parameters
         ----------
         model : {"softmax", "sigmoid", "sigmoid_mse"}
-        Z : array, shape (B, K), C-contiguous
+        Z : array, shape (B, K), C-contiguous, or F-contiguous from :func:`classes_major_logits`
             ``X_b W`` on entry; the logits are ``x_scale·Z + b``.
         targets : array, shape (B,) or (B, K)
-            As in :func:`linear_loss_grad_`.
+            As in :func:`linear_loss_grad_`; for the softmax, flat indices in ``Z``'s memory order (see
+            :func:`.rowwise.softmax_cross_entropy_`).
         weights : array, shape (B,), or None
             Per-row sample weights in ``Z``'s dtype; None is 1 for every row.
         b : array, shape (K,)
