@@ -180,7 +180,9 @@ def run_mnist(args: argparse.Namespace) -> dict:
     print(format_table(outcome["results"], _MNIST_TABLE))
     print("epoch s: training only, providers taking turns epoch by epoch; peak MB: peak resident set above the "
           "baseline (after imports, before loading data). sklearn-lbfgs: warm-start chunks of growing size until the "
-          "target or --lbfgs-max-iter iterations, one chunk per 'epoch'. linclass-gpu-train runs whole, for its "
+          "target or --lbfgs-max-iter iterations, one chunk per 'epoch'. s to target: training seconds at the first "
+          "test-set evaluation at the target, evaluated every quarter epoch for the SGD providers and after each "
+          "chunk for sklearn-lbfgs, the clock stopped while evaluating. linclass-gpu-train runs whole, for its "
           "memory: its epoch seconds include evaluation.")
     print(format_targets(outcome["targets"]))
     rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "threads": settings.threads,
