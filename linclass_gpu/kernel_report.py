@@ -83,23 +83,27 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
 def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=False, probabilities=False, batch=128):
     from .backends.triton_backend import kernel_module
 
-    config = kernel_module("sigmoid_sgd").sigmoid_config(n_features)
+    sigmoid = kernel_module("sigmoid_sgd")
+    config = sigmoid.sigmoid_config(n_features, 1, deterministic)
     signature = {
         "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*fp32",
         "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
         "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
-        "B": "i32", "D": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
+        "B": "i32", "D": "i32", "K": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
     }
+    # Binary logistic regression (K = 1, BCE), as the backend launches it.
     constexprs = {
-        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "X_RESIDENT": config.x_resident,
+        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_K": config.block_k,
+        "X_RESIDENT": config.x_resident, "COLUMNWISE": config.columnwise, "LOSS": "bce",
         "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
+        "INPUT_PRECISION": "ieee",
     }
     flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
     flags += ["sample weights"] * sample_weight
     label = f"D={n_features} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps, 3, None,
-                       {"stride_xn": n_features, "B": batch, "D": n_features})
+                       "constexpr")}, constexprs, config.num_warps, config.num_stages, sigmoid.MAX_REGISTERS,
+                       {"stride_xn": n_features, "B": batch, "D": n_features, "K": 1})
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
