@@ -109,7 +109,7 @@ class RowStream:
     ----------
     features : ndarray, shape (N, ...)
         One row per sample; trailing dims (an image's 28×28) are flattened when read.
-    labels : ndarray, shape (N,) or (N, 1)
+    labels : ndarray, shape (N,) or (N, 1), or (N, L) 0/1 indicators of L labels (multilabel)
     sample_weight : ndarray, shape (N,), or None
     block_rows : int
         Rows per block, the unit read from the file.
@@ -159,7 +159,7 @@ class RowStream:
         Returns
         -------
         X : ndarray, shape (n, D)
-        y : ndarray, shape (n,)
+        y : ndarray, shape (n,), or (n, L) for multilabel indicators
         sample_weight : ndarray, shape (n,), or None
         """
         spans = self._spans(blocks)
@@ -177,8 +177,16 @@ class RowStream:
         for blocks in self.chunk_blocks(rng):
             yield self.read_chunk(blocks)
 
+    @property
+    def multilabel(self) -> bool:
+        """Whether the labels are an indicator matrix (N, L), L >= 2."""
+        return self.labels.ndim == 2 and self.labels.shape[1] > 1
+
     def classes(self) -> np.ndarray:
-        """The sorted distinct labels of all rows (after ``label_map``), gathered one chunk of labels at a time."""
+        """The sorted distinct labels of all rows (after ``label_map``), gathered one chunk of labels at a time;
+        ``arange(L)`` for multilabel indicators, whose columns are the labels."""
+        if self.multilabel:
+            return np.arange(self.labels.shape[1])
         return np.unique(np.concatenate([np.unique(self._read_labels(self._spans(blocks)))
                                          for blocks in self.chunk_blocks(None)]))
 
@@ -186,8 +194,9 @@ class RowStream:
         return [slice(block * self.block_rows, min((block + 1) * self.block_rows, self.n_rows)) for block in blocks]
 
     def _read_labels(self, spans: list[slice]) -> np.ndarray:
-        """The labels of the rows in ``spans``, in memory, shape (n,), through ``label_map``."""
-        labels = _gather(self.labels, spans).reshape(-1)
+        """The labels of the rows in ``spans``, in memory, shape (n,) (or (n, L) indicators), through ``label_map``."""
+        labels = _gather(self.labels, spans)
+        labels = labels if self.multilabel else labels.reshape(-1)
         return labels if self.label_map is None else self.label_map(labels)
 
 
@@ -203,7 +212,7 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         A .npy or raw IDX file (see :func:`map_rows`) of shape (N, D) or (N, d1, d2, …), or an array already in
         memory or mapped. Real numbers: bool, integers or floats; uint8 pixels stay uint8.
     labels : str, path-like or ndarray
-        Shape (N,) or (N, 1): numbers or strings.
+        Shape (N,) or (N, 1): numbers or strings; or (N, L) 0/1 indicators for a multilabel LogisticRegression.
     chunk_bytes : int, optional
         The budget of one chunk in memory: ``chunk_rows = chunk_bytes // row_bytes``, where a row's bytes are those of
         its features, label and weight as stored. Give this or `chunk_rows`. ``partial_fit`` adds its own per-chunk
@@ -243,8 +252,10 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         raise ValueError(f"features must have a row per sample and at least one feature, shape (N, D) or (N, d1, "
                          f"d2, ...): got shape {X.shape}")
     for name, array in (("labels", y), ("sample_weight", weights)):
-        if array is not None and not (array.ndim == 1 or (name == "labels" and array.shape[1:] == (1,))):
-            raise ValueError(f"{name} must be one value per row, shape (N,), got shape {array.shape}")
+        if array is not None and not (array.ndim == 1 or (name == "labels" and array.ndim == 2)):
+            raise ValueError(f"{name} must be one value per row, shape (N,)"
+                             f"{', or an indicator matrix (N, L)' if name == 'labels' else ''}, got shape "
+                             f"{array.shape}")
         if array is not None and array.shape[0] != X.shape[0]:
             raise ValueError(f"features hold {X.shape[0]} rows but {name} hold {array.shape[0]}: the files must "
                              "describe the same rows")
@@ -252,7 +263,7 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         raise ValueError("give exactly one of chunk_bytes (a memory budget) and chunk_rows")
     if chunk_rows is None:
         check_positive("chunk_bytes", chunk_bytes, integer=True)
-        row_bytes = X.dtype.itemsize * math.prod(X.shape[1:]) + y.dtype.itemsize + (
+        row_bytes = X.dtype.itemsize * math.prod(X.shape[1:]) + y.dtype.itemsize * math.prod(y.shape[1:]) + (
             0 if weights is None else weights.dtype.itemsize)
         if chunk_bytes < row_bytes:
             raise ValueError(f"chunk_bytes={chunk_bytes} is smaller than one row ({row_bytes} bytes of features, "
@@ -371,11 +382,12 @@ def score_stream(estimator, stream: RowStream) -> float:
     Returns
     -------
     float
-        The fraction of rows whose predicted class equals their label (sample weights not applied).
+        The fraction of rows whose predicted class equals their label (a multilabel row: every label right), as
+        ``estimator.score`` counts them; sample weights not applied.
     """
-    correct = 0
+    correct = 0.0
     for X, y, _ in stream.chunks():
-        correct += int(np.count_nonzero(estimator.predict(X) == y))
+        correct += estimator.score(X, y) * len(y)  # the chunk's count of rows predicted right
     return correct / stream.n_rows
 
 

@@ -212,7 +212,8 @@ def good_files(tmp_path, blobs):
 @pytest.mark.parametrize(("make", "error", "message"), [
     (lambda X, y, tmp: (X, y[:-1]), ValueError, "features hold 203 rows but labels hold 202"),
     (lambda X, y, tmp: (X[:, 0], y), ValueError, r"at least one feature, shape \(N, D\).*got shape \(203,\)"),
-    (lambda X, y, tmp: (X, np.stack([y, y], axis=1)), ValueError, r"labels must be one value per row.*\(203, 2\)"),
+    (lambda X, y, tmp: (X, np.stack([y, y], axis=1)[:, :, None]), ValueError,
+     r"labels must be one value per row.*\(203, 2, 1\)"),
     (lambda X, y, tmp: (X[:0], y[:0]), ValueError, "features hold no rows"),
     (lambda X, y, tmp: (X.astype(complex), y), TypeError, "features must hold real numbers, got dtype complex128"),
     (lambda X, y, tmp: (X.astype(str), y), TypeError, "features must hold real numbers, got dtype <U"),
@@ -373,3 +374,27 @@ def test_cli_file_errors_are_one_line_without_traceback(capsys, tmp_path, good_f
     assert cli.main(["train", "--backend", "numpy", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("file_format", ["npy", "idx"])
+def test_multilabel_indicators_stream_like_partial_fit(tmp_path, blobs, file_format):
+    """Labels (N, L) of 0/1 stream as indicator rows: the same model as partial_fit over the same chunks, scored by
+    subset accuracy."""
+    X, y = blobs
+    Y = np.stack([y == 0, y != 1, X[:, 0] > 0], axis=1).astype(np.uint8)  # three overlapping labels
+    features, labels = write(tmp_path, "X", X.astype(np.float32), file_format), write(tmp_path, "Y", Y, file_format)
+    stream = open_stream(features, labels, chunk_rows=64)
+    assert stream.multilabel and stream.classes().tolist() == [0, 1, 2]
+    parameters = dict(backend="numpy", epochs=2, batch_size=16, random_state=0, shuffle=False)
+    streamed = LogisticRegression(**parameters)
+    fit_stream(streamed, stream)
+    in_memory = LogisticRegression(**parameters)
+    for epoch in range(2):
+        for start in range(0, len(X), 64):
+            in_memory.partial_fit(X[start:start + 64].astype(np.float32), Y[start:start + 64], epoch=epoch)
+    assert streamed.multilabel_ and streamed.coef_.shape == (3, 13)
+    np.testing.assert_array_equal(streamed.coef_, in_memory.coef_)
+    accuracy = score_stream(streamed, open_stream(features, labels, chunk_rows=50))
+    assert accuracy == pytest.approx(streamed.score(X.astype(np.float32), Y)) and accuracy > 0.6
+    with pytest.raises(ValueError, match=r"indicator matrix \(N, L\)"):
+        open_stream(features, np.zeros((len(X), 2, 2)), chunk_rows=64)
