@@ -23,16 +23,23 @@ forward and the backward product) is decided by :func:`softmax_config`:
   as it is used. No tl.dot: an fp32 tl.dot over the whole padded D wants K = 1024 per thread and took 255 registers,
   a 1.3–1.5 KB spill stack and 128 KB of shared memory at 8 warps (at 16: 255 registers, 96–216 B of spills).
   ``INPUT_PRECISION`` has no effect here (the products are plain fp32 FMAs, so TF32 cannot change them).
-- C > 64 and D ≤ 32 (16 in deterministic mode): the fp32 tile is loaded once and serves the tl.dot GEMMs of every
-  class tile.
-- Otherwise (C > 64 with D > 32, e.g. C = 32768 at D = 784; or D > 1024) ``X[r]`` is streamed in ``BLOCK_D`` chunks
-  by the forward sweep and again by the backward sweep: two loads per element, of which DRAM sees one, the program's
-  16 rows being read again right away from L2.
+- C > 64 and D ≤ 1024 (C = 1000, C = 32768 at D = 784), every dtype, atomics or deterministic: ``X[r]`` is loaded
+  once, before both class-tile loops, as cdiv(D, 32) separate (16, 32) chunks (25 at D = 784); the compiler keeps
+  them in shared memory for the whole row block (51,200 B at D = 784, widened to fp32 for every dtype; the backward
+  reads the same buffers transposed) and each (16, 16) class tile's forward and backward GEMMs run chunk by chunk
+  from there. 110–112 registers (capped at 112, see the constants), no spills, on sm_80 and sm_90. With TF32 the mma
+  operands keep two swizzled copies (104 KB of shared memory) and 192–255 registers, still no spills.
+- Otherwise (D > 1024) ``X[r]`` is streamed in ``BLOCK_D`` chunks by the forward sweep and again by the backward
+  sweep, per class tile: DRAM sees each element once, the program's 16 rows being read again from L2.
 
 Checked on the sm_80 and sm_90 builds of D = 784, C = 10 (every dtype, atomics and deterministic): the TTGIR has one
 load of the (16, 1024) X tile, in the row-block loop and outside both class loops, and the SASS has the matching
 16-byte loads (LDG.E.128: 16 per thread for fp32, 8 for bf16/fp16, 4 for uint8, i.e. 16·1024·itemsize bytes per
-program) outside the class loops, whose only loads are a column of W and a bias.
+program) outside the class loops, whose only loads are a column of W and a bias. At C = 1000 and 32768 the TTGIR has
+the 25 chunk loads, each followed by its ``ttg.local_alloc``, in the row-block loop and none inside the class loops,
+which read X only through ``ttg.local_load``. ``linclass-gpu kernels report`` counts both per build (the ``X loads``
+column: loads of X, and in parentheses those inside a class or feature loop), and tests/test_kernel_report.py asserts
+it for every shipped configuration.
 
 The parameter update is not here: ``sgd_update.py`` applies it in a second small launch, which also resets the
 gradient buffer, so an SGD step is exactly 2 launches and 0 host synchronisations.
@@ -44,10 +51,13 @@ global-memory traffic, each distinct array counted once per kernel touching it):
     X float32                    591,864 B        1,802,060 B   (3.0x)
     X uint8 (s = 1/255)          290,808 B        1,701,708 B   (5.9x: unfused must widen X[r] to float32 first)
 
-The fused path reads ``X[r]`` once from DRAM and never writes it; the unfused sequence gathers it (read + write),
-reads it in both matmuls and moves the (B, C) logits, probabilities and dZ through memory. The fused path moves six
-θ-sized arrays to the unfused four (atomic accumulator and its reset), so with few rows and many classes it can move
-slightly more (B=64, D=784, C=1000: 4% more).
+The fused path reads ``X[r]`` once from global memory and never writes it; the unfused sequence gathers it (read +
+write), reads it in both matmuls and moves the (B, C) logits, probabilities and dZ through memory. The fused path
+moves six θ-sized arrays to the unfused four (atomic accumulator and its reset), so with few rows and many classes it
+can move slightly more (B=64, D=784, C=1000: 4% more). The model counts compulsory traffic, so keeping X resident at
+large C does not change it; what it removes is L2 traffic: streamed, each program read its 16 × 784 fp32 rows twice
+per 64-class tile, 2 · 512 · 50 KB = 51 MB per row block at C = 32768, next to the 205 MB of its two sweeps over W,
+which stay (past D = 1024 they still apply).
 """
 
 from __future__ import annotations
@@ -67,14 +77,13 @@ from ._tiles import accumulate, add_loss, load_row_block, load_x_block, load_x_t
 # Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward). More rows per program would mean
 # fewer W re-reads, but at B = 128 already only 8 programs share the GPU.
 BLOCK_B = 16
-# (BLOCK_D, BLOCK_C) tile shapes of the streamed and tl.dot paths (C ≤ 64 with D ≤ 1024, MNIST included, takes the
-# resident path below), chosen by compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32 tl.dot and the
-# atomics keep the (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with BLOCK_D·BLOCK_C. 64 × 16
-# serves C ≤ 16 beyond D = 1024 (padded with −inf logits to tl.dot's minimum N of 16): ~121 registers. 32 × 64 serves
-# wider C, one tile up to 64 classes and a class-tile loop with an online log-sum-exp beyond: 98–146 registers.
-# 64 × 64 and 128 × 16 were tried and reach 255 registers with spills. The deterministic read-add-write of a partial
-# tile costs more: 32 × 64 reached 255 and spilled on sm_90, so wide deterministic tiles take half the features
-# (16 × 64: ~110 registers).
+# (BLOCK_D, BLOCK_C) tile shapes of the streamed path (D > 1024; every D ≤ 1024 keeps X resident, below), chosen by
+# compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32 tl.dot and the atomics keep the
+# (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with BLOCK_D·BLOCK_C. 64 × 16 serves C ≤ 16
+# (padded with −inf logits to tl.dot's minimum N of 16): ~121 registers. 32 × 64 serves wider C, one tile up to 64
+# classes and a class-tile loop with an online log-sum-exp beyond: 98–146 registers. 64 × 64 and 128 × 16 were tried
+# and reach 255 registers with spills. The deterministic read-add-write of a partial tile costs more: 32 × 64 reached
+# 255 and spilled on sm_90, so wide deterministic tiles take half the features (16 × 64: ~110 registers).
 NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
 WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
 WIDE_DETERMINISTIC_BLOCK_D = 16
@@ -99,23 +108,58 @@ WIDE_NUM_STAGES = 1
 # hence one stage.
 RESIDENT_D_MAX = 1024
 RESIDENT_NUM_STAGES = 1
+# X resident in chunks, class tiles by tl.dot (C > 64, D ≤ 1024): X[rows] is loaded once as cdiv(D, 32) separate
+# (16, 32) tiles (25 at D = 784, so 800 padded features rather than 1024) and the compiler keeps them in shared memory
+# for the whole row block (one ttg.local_alloc each, before the class loops; the backward GEMM reads the same
+# buffers transposed): 16·800·4 = 51,200 B at D = 784 whatever X's dtype, since the tile is widened to float32 before
+# it is stored. Every (16, 16) class tile then runs 25 chunk GEMMs from shared memory. Measured on sm_80 / sm_90 at
+# D = 784, C = 1000 and 32768, every dtype, atomics and deterministic (32 × 16 tiles, 8 warps): at a 255-register cap
+# ptxas fills all 255 and spills 8–48 B of loop-invariant scalars on sm_90; 16 × 16, 64 × 16, 32 × 32 and 4 warps
+# did the same. A cap of 112 gives it no room to over-schedule: 110–112 registers and no spills in all 32 builds (96
+# and 104 also, but 96 spilled 8 B at D = 100 and 513, 120–144 spilled 8–16 B). 112 registers also let two programs
+# share an SM (2 × 256 × 112 < 65,536). TF32 changes the GEMMs to mma, whose fragments need more: 56–72 B of spills
+# at 112, none at 192 or 255, so TF32 launches keep MAX_REGISTERS (and hold X twice in shared memory, once per
+# operand swizzle: 104 KB at D = 784).
+CHUNK_BLOCK_D, CHUNK_BLOCK_C = 32, 16
+CHUNK_MAX_REGISTERS = 112
 
 
 @dataclass(frozen=True)
 class SoftmaxConfig:
-    """Compile-time tile shape of :func:`softmax_sgd_kernel` for one (D, C)."""
+    """Compile-time tile shape of :func:`softmax_sgd_kernel` for one (D, C).
+
+    ``x_chunks`` is the number of (BLOCK_B, BLOCK_D) tiles of ``X[rows]`` loaded once per row block and kept for both
+    products (0: X is streamed in BLOCK_D chunks by each product instead); ``max_registers`` is the ptxas cap for
+    ``input_precision="ieee"`` (see :meth:`register_cap`).
+    """
 
     block_b: int
     block_d: int
     block_c: int
-    x_resident: bool
+    x_chunks: int
     one_class_tile: bool
     num_warps: int
     num_stages: int
+    max_registers: int = MAX_REGISTERS
+
+    @property
+    def x_resident(self) -> bool:
+        return self.x_chunks > 0
+
+    @property
+    def constexprs(self) -> dict:
+        """The kernel's tile-shape constexprs, as the launcher and the compile report pass them."""
+        return {"BLOCK_B": self.block_b, "BLOCK_D": self.block_d, "BLOCK_C": self.block_c, "X_CHUNKS": self.x_chunks,
+                "ONE_CLASS_TILE": self.one_class_tile}
+
+    def register_cap(self, input_precision: str) -> int:
+        """The ``maxnreg`` of a launch: TF32's mma fragments need more than the FMA products' cap."""
+        return self.max_registers if input_precision == "ieee" else MAX_REGISTERS
 
     @property
     def label(self) -> str:
-        mode = "resident" if self.x_resident else "streamed"
+        mode = ("streamed" if not self.x_chunks else "resident" if self.x_chunks == 1
+                else f"resident ({self.x_chunks} chunks)")
         tiles = "1 class tile" if self.one_class_tile else "class-tile loop"
         return (f"B{self.block_b} D{self.block_d} C{self.block_c} X {mode}, {tiles}, {self.num_warps} warps, "
                 f"{self.num_stages} stages")
@@ -124,23 +168,26 @@ class SoftmaxConfig:
 def softmax_config(n_features: int, n_classes: int, deterministic: bool = False) -> SoftmaxConfig:
     """The tile shape shipped for ``D = n_features``, ``C = n_classes`` and the reduction mode."""
     d_pad = max(16, triton.next_power_of_2(n_features))
-    if n_classes <= WIDE_BLOCK_C and d_pad <= RESIDENT_D_MAX:
+    if d_pad <= RESIDENT_D_MAX and n_classes <= WIDE_BLOCK_C:
         # X[rows] resident, one class column at a time (_resident_row_block); BLOCK_C only sizes the db vector.
         return SoftmaxConfig(
             block_b=BLOCK_B, block_d=d_pad, block_c=NARROW_BLOCK_C if n_classes <= NARROW_BLOCK_C else WIDE_BLOCK_C,
-            x_resident=True, one_class_tile=True, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
+            x_chunks=1, one_class_tile=True, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
+        )
+    if d_pad <= RESIDENT_D_MAX:
+        # X[rows] resident as (16, 32) chunks, (16, 16) class tiles by tl.dot (the same in both reduction modes).
+        return SoftmaxConfig(
+            block_b=BLOCK_B, block_d=CHUNK_BLOCK_D, block_c=CHUNK_BLOCK_C, x_chunks=triton.cdiv(n_features,
+            CHUNK_BLOCK_D), one_class_tile=False, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
+            max_registers=CHUNK_MAX_REGISTERS,
         )
     if n_classes <= NARROW_BLOCK_C:
         block_d, block_c, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_C, NARROW_NUM_STAGES
     else:
         block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
         block_c, num_stages = WIDE_BLOCK_C, WIDE_NUM_STAGES
-    # Many classes and small D (≤ 32): X[rows] is loaded once and kept in registers for both tl.dot GEMMs.
-    x_resident = d_pad <= block_d
-    return SoftmaxConfig(
-        block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_c=block_c, x_resident=x_resident,
-        one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS, num_stages=num_stages,
-    )
+    return SoftmaxConfig(block_b=BLOCK_B, block_d=block_d, block_c=block_c, x_chunks=0,
+                         one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS, num_stages=num_stages)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,25 +196,57 @@ def softmax_config(n_features: int, n_classes: int, deterministic: bool = False)
 
 
 @triton.jit
+def _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, BLOCK_D: tl.constexpr, X_CHUNKS: tl.constexpr):
+    """``X[row]`` as a tuple of ``X_CHUNKS`` (BLOCK_B, BLOCK_D) tiles in X's own dtype, chunk k = features k·BLOCK_D…
+
+    Separate tensors rather than one (BLOCK_B, X_CHUNKS·BLOCK_D) tile so each chunk can feed its own tl.dot: the
+    products index them with the compile-time k of a static loop.
+    """
+    chunks = ()
+    for k in tl.static_range(X_CHUNKS):
+        chunks = chunks + (load_x_block(X_ptr, stride_xn, row, row_mask, k * BLOCK_D, D, BLOCK_D),)
+    return chunks
+
+
+@triton.jit
+def _param_tile(base_ptr, d0, c0, D, C, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, MASK_FEATURES: tl.constexpr):
+    """Pointers and mask of the (BLOCK_D, BLOCK_C) tile ``[d0 :, c0 :]`` of a row-major (D, C) matrix (W or dW).
+
+    The scalar offset d0·C + c0 is added before the tile of offsets, so within a class loop the only loop-invariant
+    tensor is that one tile: written as ``feats[:, None]·C + cols[None, :]`` with a static d0, each of the 25
+    unrolled chunks had its own invariant pointer and mask tiles, hoisted out of the class loop by the compiler, which
+    filled all 255 registers and spilled 24–416 B. Features need a mask only in a chunk that may pass D.
+    """
+    offsets = tl.arange(0, BLOCK_D)[:, None] * C + tl.arange(0, BLOCK_C)[None, :]
+    col_mask = (c0 + tl.arange(0, BLOCK_C)) < C
+    if MASK_FEATURES:
+        mask = ((d0 + tl.arange(0, BLOCK_D)) < D)[:, None] & col_mask[None, :]
+    else:
+        mask = tl.broadcast_to(col_mask[None, :], (BLOCK_D, BLOCK_C))
+    return base_ptr + (d0 * C + c0) + offsets, mask
+
+
+@triton.jit
 def _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
                  BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
-                 X_RESIDENT: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Logits of class tile ``c0 : c0 + BLOCK_C``; padded classes −inf. W is ``theta[:D·C]`` row-major, b follows."""
+                 X_CHUNKS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Logits of class tile ``c0 : c0 + BLOCK_C``; padded classes −inf. W is ``theta[:D·C]`` row-major, b follows.
+
+    ``x`` is the tuple of resident chunks (``X_CHUNKS > 0``; only the last may pass D) or unused (X streamed).
+    """
     cols = c0 + tl.arange(0, BLOCK_C)
     col_mask = cols < C
-    if X_RESIDENT:
-        feats = tl.arange(0, BLOCK_D)
-        w = tl.load(theta_ptr + feats[:, None] * C + cols[None, :],
-                    mask=(feats < D)[:, None] & col_mask[None, :], other=0.0)
-        xw = tl.dot(x, w, input_precision=INPUT_PRECISION)
+    xw = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
+    if X_CHUNKS > 0:
+        for k in tl.static_range(X_CHUNKS):
+            w_ptrs, w_mask = _param_tile(theta_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
+            xw = tl.dot(x[k].to(tl.float32), tl.load(w_ptrs, mask=w_mask, other=0.0), xw,
+                        input_precision=INPUT_PRECISION)
     else:
-        xw = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
-            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
-            feats = d0 + tl.arange(0, BLOCK_D)
-            w = tl.load(theta_ptr + feats[:, None] * C + cols[None, :],
-                        mask=(feats < D)[:, None] & col_mask[None, :], other=0.0)
-            xw = tl.dot(x_chunk, w, xw, input_precision=INPUT_PRECISION)
+            w_ptrs, w_mask = _param_tile(theta_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
+            xw = tl.dot(load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D),
+                        tl.load(w_ptrs, mask=w_mask, other=0.0), xw, input_precision=INPUT_PRECISION)
     bias = tl.load(theta_ptr + D * C + cols, mask=col_mask, other=0.0)
     # (s·X) W = s·(X W): the scale multiplies the (B, C) tile, not the (B, D) one.
     z = xw * x_scale + bias[None, :]
@@ -189,7 +268,7 @@ def _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C: tl.constexpr):
 @triton.jit
 def _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr, probs_ptr,
                    c0, B, D, C, x_scale, grad_scale, visit,
-                   BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, X_RESIDENT: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, X_CHUNKS: tl.constexpr,
                    DETERMINISTIC: tl.constexpr, STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """dZ of one class tile and its contribution to dW[:, tile] and db[tile]."""
     cols = c0 + tl.arange(0, BLOCK_C)
@@ -204,18 +283,17 @@ def _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, l
     dz = (p - onehot) * (weight * grad_scale)[:, None]
     # dW = (s·X)ᵀ dZ = Xᵀ (s·dZ): again scale the small tile.
     dz_scaled = dz * x_scale
-    if X_RESIDENT:
-        feats = tl.arange(0, BLOCK_D)
-        dw = tl.dot(tl.trans(x), dz_scaled, input_precision=INPUT_PRECISION)
-        accumulate(grad_ptr + feats[:, None] * C + cols[None, :], dw,
-                   (feats < D)[:, None] & col_mask[None, :], visit, DETERMINISTIC)
+    if X_CHUNKS > 0:
+        for k in tl.static_range(X_CHUNKS):
+            dw = tl.dot(tl.trans(x[k].to(tl.float32)), dz_scaled, input_precision=INPUT_PRECISION)
+            g_ptrs, g_mask = _param_tile(grad_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
+            accumulate(g_ptrs, dw, g_mask, visit, DETERMINISTIC)
     else:
         for d0 in range(0, D, BLOCK_D):
-            x_chunk = load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)
-            feats = d0 + tl.arange(0, BLOCK_D)
-            dw = tl.dot(tl.trans(x_chunk), dz_scaled, input_precision=INPUT_PRECISION)
-            accumulate(grad_ptr + feats[:, None] * C + cols[None, :], dw,
-                       (feats < D)[:, None] & col_mask[None, :], visit, DETERMINISTIC)
+            dw = tl.dot(tl.trans(load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)), dz_scaled,
+                        input_precision=INPUT_PRECISION)
+            g_ptrs, g_mask = _param_tile(grad_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
+            accumulate(g_ptrs, dw, g_mask, visit, DETERMINISTIC)
     # db = Σ_i dZ_i
     accumulate(grad_ptr + D * C + cols, tl.sum(dz, axis=0), col_mask, visit, DETERMINISTIC)
 
@@ -280,7 +358,7 @@ def softmax_sgd_kernel(
     X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, probs_ptr,
     B, D, C, x_scale, grad_scale, blocks_per_program,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
-    X_RESIDENT: tl.constexpr, ONE_CLASS_TILE: tl.constexpr, DETERMINISTIC: tl.constexpr,
+    X_CHUNKS: tl.constexpr, ONE_CLASS_TILE: tl.constexpr, DETERMINISTIC: tl.constexpr,
     HAS_SAMPLE_WEIGHT: tl.constexpr, STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Loss and gradient of softmax regression over the minibatch ``rows[:B]``.
@@ -300,16 +378,17 @@ def softmax_sgd_kernel(
         lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
         row, row_mask, y, weight = load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
         y = y.to(tl.int32)
-        if X_RESIDENT and ONE_CLASS_TILE:
+        if X_CHUNKS > 0 and ONE_CLASS_TILE:
             # The only read of X[rows] in this kernel, kept in X's dtype: steps 2–4 run over it a class at a time.
             x = load_x_block(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
             loss_total += _resident_row_block(x, y, weight, lanes, row_mask, theta_ptr, grad_ptr, probs_ptr, D, C,
                                               x_scale, grad_scale, visit, BLOCK_D, BLOCK_C, DETERMINISTIC,
                                               STORE_PROBS)
         else:
-            if X_RESIDENT:
-                # The only read of X[rows] in this kernel: it serves the forward and the backward GEMM of every tile.
-                x = load_x_tile(X_ptr, stride_xn, row, row_mask, 0, D, BLOCK_D)
+            if X_CHUNKS > 0:
+                # The only read of X[rows] in this kernel, before both class loops: its chunks serve the forward and
+                # the backward GEMMs of every class tile (held in shared memory by the compiler; see the constants).
+                x = _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, BLOCK_D, X_CHUNKS)
             else:
                 x = 0.0  # unused: _logits_tile / _backward_tile stream X in chunks
 
@@ -320,12 +399,12 @@ def softmax_sgd_kernel(
             z_target = tl.zeros((BLOCK_B,), dtype=tl.float32)
             if ONE_CLASS_TILE:
                 z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, 0, D, C, x_scale,
-                                 BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                                 BLOCK_B, BLOCK_D, BLOCK_C, X_CHUNKS, INPUT_PRECISION)
                 m, s, z_target = _online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
             else:
                 for c0 in range(0, C, BLOCK_C):
                     z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
-                                     BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                                     BLOCK_B, BLOCK_D, BLOCK_C, X_CHUNKS, INPUT_PRECISION)
                     m, s, z_target = _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
             inv_s = 1.0 / s
 
@@ -337,14 +416,14 @@ def softmax_sgd_kernel(
             if ONE_CLASS_TILE:
                 _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr,
                                probs_ptr, 0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C,
-                               X_RESIDENT, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+                               X_CHUNKS, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
             else:
                 for c0 in range(0, C, BLOCK_C):
                     z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
-                                     BLOCK_B, BLOCK_D, BLOCK_C, X_RESIDENT, INPUT_PRECISION)
+                                     BLOCK_B, BLOCK_D, BLOCK_C, X_CHUNKS, INPUT_PRECISION)
                     _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, lanes, grad_ptr,
                                    probs_ptr, c0, B, D, C, x_scale, grad_scale, visit, BLOCK_B, BLOCK_D, BLOCK_C,
-                                   X_RESIDENT, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
+                                   X_CHUNKS, DETERMINISTIC, STORE_PROBS, INPUT_PRECISION)
     # 5. This program's summed loss: one atomic (fast) or its own slot (deterministic).
     add_loss(loss_ptr, pid, loss_total, DETERMINISTIC)
 
@@ -371,6 +450,8 @@ def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, gra
         raise ValueError(f"theta must be float32 with D*C + C = {n_params} values")
     if grad.shape[-1] != n_params and grad.numel() != n_params:
         raise ValueError(f"grad must hold D*C + C = {n_params} values per slice")
+    if config.x_chunks and not (config.x_chunks - 1) * config.block_d < n_features <= config.x_chunks * config.block_d:
+        raise ValueError(f"config holds X in {config.x_chunks} chunks of {config.block_d} features, X has {n_features}")
     if n_params * max(1, grad.numel() // n_params) >= 2**31:
         raise ValueError("parameter buffers beyond 2^31 values are not supported")
     batch = rows.shape[0]
@@ -382,11 +463,10 @@ def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, gra
         X, X.stride(0), rows, y, sample_weight if sample_weight is not None else theta,
         theta, grad, loss, probs if probs is not None else theta,
         batch, n_features, n_classes, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
-        BLOCK_B=config.block_b, BLOCK_D=config.block_d, BLOCK_C=config.block_c,
-        X_RESIDENT=config.x_resident, ONE_CLASS_TILE=config.one_class_tile, DETERMINISTIC=deterministic,
+        **config.constexprs, DETERMINISTIC=deterministic,
         HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
         INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
-        maxnreg=MAX_REGISTERS,
+        maxnreg=config.register_cap(input_precision),
     )
     return n_programs
 

@@ -4,8 +4,9 @@ No GPU is needed: every shipped kernel configuration is compiled with
 ``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 80 or 90, 32))`` and the cubin is read
 with the ``cuobjdump`` bundled in ``triton/backends/nvidia/bin``: registers per thread, shared memory (static plus
 the dynamic amount Triton launches with), local memory (the ``LOCAL`` segment plus the per-thread ``STACK`` frame,
-which is where ptxas puts spilled registers) and, from the SASS, the count of global load, store and atomic
-instructions.
+which is where ptxas puts spilled registers), from the SASS the count of global load, store and atomic
+instructions, and from the TTGIR where X is read: the loads that come from ``_tiles.load_x_block`` and whether any of
+them sits inside a class or feature loop (read more than once per row block) rather than only in the row-block loop.
 
 Compilation runs in worker subprocesses with ``TRITON_INTERPRET=0``: ``@triton.jit`` decides at import time whether
 it builds compilable or interpreted functions, and a test session (or a CPU-only backend) in this process may
@@ -64,11 +65,10 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
         "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
         "B": "i32", "D": "i32", "C": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
     }
+    input_precision = "tf32" if tf32 else "ieee"
     constexprs = {
-        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_C": config.block_c,
-        "X_RESIDENT": config.x_resident, "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic,
-        "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
-        "INPUT_PRECISION": "tf32" if tf32 else "ieee",
+        **config.constexprs, "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight,
+        "STORE_PROBS": probabilities, "INPUT_PRECISION": input_precision,
     }
     # The probability-storing variant serves predict_proba, not training: named by that, not by its reduction mode.
     flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
@@ -76,7 +76,7 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, config.num_stages,
-                       kernel_module("softmax_sgd").MAX_REGISTERS,
+                       config.register_cap(input_precision),
                        {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
 
@@ -145,10 +145,14 @@ def shipped_builds() -> list[KernelBuild]:
         _softmax_build(31, 10, "float32"),
         _softmax_build(784, 37, "float32"),
     ]
-    builds += [_softmax_build(784, 32768, dtype) for dtype in ("float32", "uint8", "bfloat16")]
+    # Large C: X resident in chunks for every dtype and both reduction modes; past D = 1024 it is streamed.
+    builds += [_softmax_build(784, 32768, dtype, deterministic=deterministic) for deterministic in (False, True)
+               for dtype in ("float32", "uint8", "bfloat16", "float16")]
     builds += [
-        _softmax_build(784, 32768, "float32", deterministic=True),
         _softmax_build(784, 32768, "float32", tf32=True),
+        _softmax_build(784, 1000, "float32"),
+        _softmax_build(784, 1000, "uint8", deterministic=True),
+        _softmax_build(1100, 1000, "float32"),
     ]
     builds += [_sigmoid_build(784, dtype) for dtype in ("float32", "uint8", "bfloat16")]
     builds += [
@@ -201,6 +205,59 @@ def _sass_counts(cubin: Path) -> dict:
     }
 
 
+def _x_load_site() -> tuple[str, int]:
+    """File and line of the one ``tl.load`` that reads X in every step kernel (``_tiles.load_x_block``)."""
+    import inspect
+
+    from .backends.triton_backend import kernel_module
+
+    load_x_block = kernel_module("_tiles").load_x_block.fn
+    lines, first = inspect.getsourcelines(load_x_block)
+    offset = next(i for i, line in enumerate(lines) if "tl.load(" in line)
+    return Path(inspect.getsourcefile(load_x_block)).name, first + offset
+
+
+def _source_line(location: str, aliases: dict) -> tuple[str, int] | None:
+    """``(file name, line)`` of an MLIR location: a ``#locN`` alias, ``callsite(callee at caller)`` (the callee, i.e.
+    the innermost inlined function), ``"name"(loc)`` or ``"file":line:column``; None for ``unknown``."""
+    location = location.strip()
+    for _ in range(64):  # alias chains are short; the bound only guards against a malformed file
+        if location.startswith("#loc"):
+            location = aliases.get(location, "unknown")
+        elif location.startswith("callsite("):
+            location = location[len("callsite("):].split(" at ", 1)[0]
+        elif (named := re.match(r'"[^"]*"\((.*)\)$', location)) is not None:
+            location = named.group(1)
+        else:
+            found = re.match(r'"([^"]*)":(\d+):\d+', location)
+            return (Path(found.group(1)).name, int(found.group(2))) if found else None
+    return None
+
+
+def _x_loads(ttgir: str) -> dict:
+    """Where the kernel reads X, from the TTGIR: the loads issued by ``load_x_block``, and how many of them sit in a
+    loop nested inside the row-block loop (the class or feature loops), i.e. run more than once per row block.
+
+    Regions are tracked by their braces (every ``scf.for``/``scf.if``/reduction body opens a line ending in ``{`` and
+    closes one starting with ``}``); only ``scf.for`` regions count as loops.
+    """
+    aliases = dict(re.findall(r"^(#loc\d+) = loc\((.*)\)$", ttgir, flags=re.MULTILINE))
+    site = _x_load_site()
+    regions, x_loads, in_inner_loops = [], 0, 0
+    for line in ttgir.splitlines():
+        code = line.strip()
+        if code.startswith("}"):
+            regions.pop()
+        if re.search(r"= (tt\.load|ttg\.async_copy_global_to_local) ", code):
+            location = re.search(r"loc\((.*)\)$", code)
+            if location and _source_line(location.group(1), aliases) == site:
+                x_loads += 1
+                in_inner_loops += regions.count("scf.for") > 1
+        if code.endswith("{"):
+            regions.append("scf.for" if "scf.for" in code and not code.startswith("}") else "region")
+    return {"x_loads": x_loads, "x_loads_in_inner_loops": in_inner_loops}
+
+
 def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -233,6 +290,7 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
         "stack_bytes": usage["stack_bytes"],
     }
     row.update(_sass_counts(cubin))
+    row.update(_x_loads(compiled.asm["ttgir"]))
     return row
 
 
@@ -278,7 +336,9 @@ def compile_report(archs=ARCHS, workers: int | None = None) -> list[dict]:
     list of dict
         One row per (configuration, arch) with ``kernel``, ``config``, ``arch``, ``num_warps``, ``registers``,
         ``shared_bytes``, ``local_bytes`` (0 means no spills), ``stack_bytes``, ``global_loads``, ``global_stores``,
-        ``global_atomics`` and ``sass_instructions``; ordered by configuration, then arch.
+        ``global_atomics``, ``sass_instructions``, ``x_loads`` (X tile loads in the TTGIR) and
+        ``x_loads_in_inner_loops`` (those inside a class or feature loop, i.e. repeated within a row block: 0 means
+        X[rows] is read once per row block); ordered by configuration, then arch.
     """
     archs = [_normalise_arch(arch) for arch in (archs.split(",") if isinstance(archs, str) else archs)]
     n_builds = len(shipped_builds())
@@ -356,11 +416,12 @@ def bytes_moved(B: int, D: int, C: int, x_dtype: str = "float32") -> dict:
 
 def format_report(rows: list[dict], bytes_model: bool = True) -> str:
     """A plain-text table of :func:`compile_report` rows, then (optionally) the MNIST bytes-moved figures."""
-    header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics")
+    header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics",
+              "X loads (in loops)")
     table = [header] + [
         (row["kernel"], row["config"], row["arch"], str(row["num_warps"]), str(row["registers"]),
          str(row["shared_bytes"]), str(row["local_bytes"]), str(row["global_loads"]), str(row["global_stores"]),
-         str(row["global_atomics"]))
+         str(row["global_atomics"]), f"{row['x_loads']} ({row['x_loads_in_inner_loops']})")
         for row in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -1,9 +1,10 @@
 """The fused Triton kernels against the float64 oracle, under the Triton interpreter on a CPU-only machine.
 
 Every output is compared (loss, dW, db, probabilities) with the one tolerance table, for each input dtype on odd
-shapes: B not a multiple of the 16-row block (masked tails), D = 1 and 31 (padded feature tiles), 784 (X resident,
-one class column at a time, for C ≤ 64) and 1100 (past the resident limit: streamed in chunks), C = 2 (padded with −inf
-classes), 10, 37 and 1000 (a class-tile loop with the online log-sum-exp). The GEMMs run with
+shapes: B not a multiple of the 16-row block (masked tails), D = 1 and 31 (padded feature tiles), 100 and 784 (X
+resident: one class column at a time for C ≤ 64, else in 32-feature chunks, the last one partial) and 1100 (past the
+resident limit: streamed in chunks), C = 2 (padded with −inf classes), 10, 37, 100 and 1000 (a class-tile loop with the
+online log-sum-exp). The GEMMs run with
 ``input_precision="ieee"`` so TF32 cannot hide an error. Large C runs on few rows to keep CI time sane.
 """
 
@@ -87,22 +88,37 @@ def test_softmax_matches_oracle(dtype, shape, rng):
     check_softmax(X_dev, X64, y, W, b, theta, x_scale, dtype)
 
 
-def test_x_stays_resident_for_every_mnist_configuration():
-    """X[rows] is loaded once per step (one class column at a time over the tile) wherever C fits one class tile and
-    D ≤ 1024, in both reduction modes; beyond that the kernel streams it (or, for small D, keeps it for tl.dot)."""
+def test_x_stays_resident_for_every_d_up_to_1024():
+    """X[rows] is loaded once per row block wherever D ≤ 1024, in both reduction modes: one class column at a time
+    over the whole tile when C fits one class tile (C ≤ 64), else as cdiv(D, 32) chunks that serve every class tile's
+    tl.dot. Beyond D = 1024 the kernel streams it."""
     config = KERNELS.softmax.softmax_config
-    for n_features, n_classes in [(784, 10), (784, 2), (784, 37), (784, 64), (1024, 10), (31, 10), (1, 2)]:
-        for deterministic in (False, True):
+    for deterministic in (False, True):
+        for n_features, n_classes in [(784, 10), (784, 2), (784, 37), (784, 64), (1024, 10), (31, 10), (1, 2)]:
             chosen = config(n_features, n_classes, deterministic)
             assert chosen.x_resident and chosen.one_class_tile, (n_features, n_classes, deterministic, chosen)
-            assert chosen.block_d >= n_features and chosen.num_stages == 1
-    assert not config(1025, 10).x_resident and config(1025, 10).one_class_tile  # streamed, one class tile
-    assert not config(784, 65).x_resident and not config(784, 65).one_class_tile  # streamed, class-tile loop
-    assert config(31, 1000).x_resident and not config(31, 1000).one_class_tile  # resident for the tl.dot tiles
+            assert chosen.x_chunks == 1 and chosen.block_d >= n_features and chosen.num_stages == 1
+        for n_features, n_classes in [(784, 65), (784, 1000), (784, 32768), (1024, 1000), (31, 1000), (1, 100)]:
+            chosen = config(n_features, n_classes, deterministic)
+            assert chosen.x_resident and not chosen.one_class_tile, (n_features, n_classes, deterministic, chosen)
+            # Only the last chunk may pass D: the kernel masks features there alone.
+            assert (chosen.x_chunks - 1) * chosen.block_d < n_features <= chosen.x_chunks * chosen.block_d
+        assert not config(1025, 10, deterministic).x_resident and config(1025, 10, deterministic).one_class_tile
+        assert not config(1025, 65, deterministic).x_resident and not config(1025, 65, deterministic).one_class_tile
+
+
+def test_launch_rejects_a_config_made_for_other_features(rng):
+    X_dev, _, _ = make_inputs(rng, 4, 100, "float32")
+    W, b, theta = make_params(rng, 100, 200, scale=0.1)
+    with pytest.raises(ValueError, match="chunks of 32 features, X has 100"):
+        KERNELS.softmax.launch_softmax_sgd(
+            X_dev, torch.arange(4, device=DEVICE), torch.zeros(4, dtype=torch.int64, device=DEVICE), theta,
+            torch.zeros_like(theta), torch.zeros(1, dtype=torch.float64, device=DEVICE), n_classes=200,
+            x_scale=1.0, grad_scale=0.25, config=KERNELS.softmax.softmax_config(784, 200))
 
 
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
-@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000), (17, 1100, 10)],
+@pytest.mark.parametrize("shape", [(17, 31, 10), (128, 784, 10), (17, 31, 1000), (17, 100, 100), (17, 1100, 10)],
                          ids=lambda s: "B{}-D{}-C{}".format(*s))
 def test_softmax_deterministic_mode_matches_oracle(dtype, shape, rng):
     n_rows, n_features, n_classes = shape
