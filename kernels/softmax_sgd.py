@@ -37,7 +37,9 @@ load of the (16, 1024) X tile, in the row-block loop and outside both class loop
 16-byte loads (LDG.E.128: 16 per thread for fp32, 8 for bf16/fp16, 4 for uint8, i.e. 16·1024·itemsize bytes per
 program) outside the class loops, whose only loads are a column of W and a bias. At C = 1000 and 32768 the TTGIR has
 the 25 chunk loads, each followed by its ``ttg.local_alloc``, in the row-block loop and none inside the class loops,
-which read X only through ``ttg.local_load``. ``linclass-gpu kernels report`` counts both per build (the ``X loads``
+which read X only through ``ttg.local_load``; the sm_90 SASS of the uint8 build at C = 32768 has the matching 25
+two-byte loads (LDG.E.U16: 16·32 bytes per chunk over 256 threads), all between the head of the row-block loop and
+the first class loop. ``linclass-gpu kernels report`` counts both per build (the ``X loads``
 column: loads of X, and in parentheses those inside a class or feature loop), and tests/test_kernel_report.py asserts
 it for every shipped configuration.
 
