@@ -67,14 +67,18 @@ MODEL_LOSSES = {"sigmoid": "bce", "sigmoid_mse": "mse"}
 # Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward) on the tiled path; fewer rows would
 # multiply the dW atomics on the column path.
 BLOCK_B = 16
-# Column path: X[rows] resident as a (16, D_pad) tile in its own dtype up to D_pad = 1024 (at 8 warps a thread holds
-# 64 elements: 64 registers of float32, 16 of uint8), for up to 64 outputs (the db vector's BLOCK_K; the column loop
-# itself costs no registers per output). Wider binary inputs stream X in 512-feature chunks at 4 warps.
+# Column path: X[rows] resident as a (16, D_pad) tile in its own dtype up to D_pad = 1024 (at 16 warps a thread holds
+# 32 elements: 32 registers of float32, 8 of uint8), for up to 64 outputs (the db vector's BLOCK_K; the column loop
+# itself costs no registers per output). Wider binary inputs stream X in 512-feature chunks at 4 warps. 16 warps, not
+# 8: at 8 warps float32 X needs 255 registers and spilled 8-16 bytes on sm_90 (K = 10, deterministic, squared error);
+# at 16 warps with a cap of 128 every build fits with no local memory, and the register file holds the same one
+# program per SM (512 threads x 128 = 256 threads x 255 ≈ 64K registers).
 RESIDENT_D_MAX = 1024
 COLUMNWISE_K_MAX = 64
 STREAM_BLOCK_D = 512
-NUM_WARPS_RESIDENT = 8
+NUM_WARPS_RESIDENT = 16
 NUM_WARPS_STREAM = 4
+RESIDENT_MAX_REGISTERS = 128
 # Tiled path (tl.dot): (BLOCK_D, BLOCK_K) tiles as in softmax_sgd.py, checked by compiling for sm_80 / sm_90: the
 # W and dW tiles live in registers, so registers grow with BLOCK_D·BLOCK_K; 64 × 16 for K ≤ 16 (double-buffered
 # feature loop), 32 × 64 beyond (one stage), 16 × 64 in deterministic mode (read-add-write of the partial tile).
@@ -87,10 +91,10 @@ WIDE_NUM_STAGES = 1
 # The resident column loop has no feature loop to pipeline; the streamed one prefetches its next chunk.
 RESIDENT_NUM_STAGES = 1
 STREAM_NUM_STAGES = 2
-# Register cap handed to ptxas (.maxnreg), as in softmax_sgd.py: left to itself ptxas caps at 80–128 registers for
-# occupancy and spills; with 255 it allocates what the kernel needs and spills nothing (8 programs at B = 128).
-# Measured on sm_80 / sm_90, no local memory in any build: column path 170–255 registers (float32 X reaches the cap,
-# 64 of them holding the tile; uint8 170–203), tiled path 112–216.
+# Register cap handed to ptxas (.maxnreg) on the streamed and tiled paths, as in softmax_sgd.py: left to itself ptxas
+# caps at 80–128 registers for occupancy and spills; with 255 it allocates what the kernel needs and spills nothing.
+# Measured on sm_80 / sm_90, no local memory in any build: resident column path 111–128 registers (at its cap of
+# RESIDENT_MAX_REGISTERS), streamed column path 219–225, tiled path 112–216.
 MAX_REGISTERS = 255
 
 
@@ -105,6 +109,7 @@ class SigmoidConfig:
     columnwise: bool
     num_warps: int
     num_stages: int
+    max_registers: int = MAX_REGISTERS
 
     @property
     def label(self) -> str:
@@ -124,6 +129,7 @@ def sigmoid_config(n_features: int, n_outputs: int = 1, deterministic: bool = Fa
             block_k=triton.next_power_of_2(n_outputs), x_resident=x_resident, columnwise=True,
             num_warps=NUM_WARPS_RESIDENT if x_resident else NUM_WARPS_STREAM,
             num_stages=RESIDENT_NUM_STAGES if x_resident else STREAM_NUM_STAGES,
+            max_registers=RESIDENT_MAX_REGISTERS if x_resident else MAX_REGISTERS,
         )
     if n_outputs <= NARROW_BLOCK_K:
         block_d, block_k, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_K, NARROW_NUM_STAGES
@@ -386,7 +392,7 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
         COLUMNWISE=config.columnwise, LOSS=loss_kind, DETERMINISTIC=deterministic,
         HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
         INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
-        maxnreg=MAX_REGISTERS,
+        maxnreg=config.max_registers,
     )
     return n_programs
 

@@ -80,30 +80,31 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
                        {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
 
-def _sigmoid_build(n_features, x_dtype, *, deterministic=False, sample_weight=False, probabilities=False, batch=128):
+def _sigmoid_build(n_features, x_dtype, *, n_outputs=1, loss="bce", deterministic=False, sample_weight=False,
+                   probabilities=False, batch=128):
     from .backends.triton_backend import kernel_module
 
     sigmoid = kernel_module("sigmoid_sgd")
-    config = sigmoid.sigmoid_config(n_features, 1, deterministic)
+    config = sigmoid.sigmoid_config(n_features, n_outputs, deterministic)
     signature = {
-        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*fp32",
+        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*u8",
         "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
         "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
         "B": "i32", "D": "i32", "K": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
     }
-    # Binary logistic regression (K = 1, BCE), as the backend launches it.
+    # As the backend launches it: targets as a uint8 (N, K) matrix; K = 1 and BCE is binary logistic regression.
     constexprs = {
         "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_K": config.block_k,
-        "X_RESIDENT": config.x_resident, "COLUMNWISE": config.columnwise, "LOSS": "bce",
+        "X_RESIDENT": config.x_resident, "COLUMNWISE": config.columnwise, "LOSS": loss,
         "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
         "INPUT_PRECISION": "ieee",
     }
-    flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
+    flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics", loss]
     flags += ["sample weights"] * sample_weight
-    label = f"D={n_features} {x_dtype} {' '.join(flags)} [{config.label}]"
+    label = f"D={n_features} K={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps, config.num_stages, sigmoid.MAX_REGISTERS,
-                       {"stride_xn": n_features, "B": batch, "D": n_features, "K": 1})
+                       "constexpr")}, constexprs, config.num_warps, config.num_stages, config.max_registers,
+                       {"stride_xn": n_features, "B": batch, "D": n_features, "K": n_outputs})
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
@@ -160,6 +161,14 @@ def shipped_builds() -> list[KernelBuild]:
         _sigmoid_build(784, "uint8", sample_weight=True),
         _sigmoid_build(784, "uint8", probabilities=True),
         _sigmoid_build(4096, "float32"),
+    ]
+    # K independent sigmoids: one-vs-rest MNIST (K = 10, X resident, one output column at a time), the squared
+    # error, and 1000 labels (output tiles through tl.dot).
+    builds += [
+        _sigmoid_build(784, "uint8", n_outputs=10),
+        _sigmoid_build(784, "float32", n_outputs=10, loss="mse", deterministic=True),
+        _sigmoid_build(784, "float32", n_outputs=1000),
+        _sigmoid_build(784, "uint8", n_outputs=1000, loss="mse", deterministic=True),
     ]
     builds += [
         _update_build(), _update_build(momentum=True, nesterov=True),
