@@ -300,12 +300,14 @@ def failures(tmp_path_factory):
     return outcomes, (lone.returncode, lone_err, lone_seconds)
 
 
-@pytest.mark.parametrize(("how", "within_seconds"), [("exits", 5), ("hangs", FAILURE_TIMEOUT_SECONDS + 5)])
+# Generous margins over what a quiet machine shows (0.05-0.08 s after an exit, the timeout after a hang): CI shares 2
+# cores with other tests' processes.
+@pytest.mark.parametrize(("how", "within_seconds"), [("exits", 15), ("hangs", FAILURE_TIMEOUT_SECONDS + 15)])
 def test_a_peer_that_leaves_mid_training_makes_the_survivor_fail_clearly_within_the_timeout(failures, how,
                                                                                             within_seconds):
     """gloo sees the socket of a process that exits close at once; a hung one is caught by the timeout."""
     exit_codes, seconds, message = failures[0][how]
-    assert exit_codes[0] == 2 and seconds < within_seconds
+    assert exit_codes[0] == 2 and seconds < within_seconds, (exit_codes, seconds, message)
     assert message.startswith("rank 0 of 2: ") and "a peer process died or did not answer" in message
     print(f"{how}: the survivor failed {seconds:.2f} s after its peer left: {message}")
 
