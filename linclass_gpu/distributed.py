@@ -75,7 +75,8 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 
 
 class DistributedError(RuntimeError):
-    """A collective failed (a peer died or did not answer within the timeout) or the processes disagree on the run."""
+    """A collective failed (a peer died or did not answer within the timeout; the process group is then destroyed) or
+    the processes disagree on the run."""
 
 
 def collective_backend(backend: Backend) -> str:
@@ -321,9 +322,13 @@ class DataParallel:
         self._collective(what, self._dist.all_reduce, tensor, *(() if op is None else (op,)))
 
     def _collective(self, what: str, collective, *args) -> None:
+        """Run one collective; on failure destroy the process group (it cannot serve another collective, and a group
+        left with a failed operation in flight made the interpreter abort at exit: "terminate called without an
+        active exception") and raise DistributedError."""
         try:
             collective(*args)
         except RuntimeError as error:  # torch.distributed.DistBackendError and gloo's errors are RuntimeErrors
+            self._dist.destroy_process_group()
             raise DistributedError(
                 f"rank {self.rank} of {self.world_size}: {what} failed: a peer process died or did not answer "
                 f"within the process group's timeout ({type(error).__name__}: {str(error).splitlines()[0]})"
