@@ -3,11 +3,30 @@
 Both kernels walk the same minibatch the same way: a program takes blocks of ``BLOCK_B`` minibatch rows, gathers
 their row indices, labels and weights, loads tiles of ``X[rows]`` and adds its share of the gradient into a buffer,
 by atomics (fast) or into its own partial slice (deterministic). Only the loss and its derivative differ, and those
-stay in the kernel files.
+stay in the kernel files. Their tl.dot paths also share one choice of tile shape (:func:`dot_tile_shape`).
 """
 
 import triton
 import triton.language as tl
+
+# (BLOCK_D, BLOCK_N) tiles of W and dW on the tl.dot paths, N being the outputs (classes, or sigmoid outputs), chosen
+# by compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32 tl.dot and the atomics keep the tiles in
+# registers, so registers grow with BLOCK_D·BLOCK_N. 64 × 16 serves up to 16 outputs (tl.dot's minimum N), with two
+# software-pipelining stages (cp.async double buffering of the feature loop): ~121 registers. 32 × 64 serves wider
+# outputs in one stage, as they already hold 64 outputs' worth of W and dW: 98–146 registers. 64 × 64 and 128 × 16
+# reach 255 registers with spills. The deterministic read-add-write of a partial tile costs more: 32 × 64 reached 255
+# and spilled on sm_90, so wide deterministic tiles take half the features (16 × 64: ~110 registers).
+NARROW_BLOCK_D, NARROW_BLOCK_N, NARROW_NUM_STAGES = 64, 16, 2
+WIDE_BLOCK_D, WIDE_BLOCK_N, WIDE_NUM_STAGES = 32, 64, 1
+WIDE_DETERMINISTIC_BLOCK_D = 16
+
+
+def dot_tile_shape(n_outputs: int, deterministic: bool) -> tuple[int, int, int]:
+    """``(BLOCK_D, BLOCK_N, num_stages)`` of the tl.dot path for ``n_outputs`` outputs and the reduction mode."""
+    if n_outputs <= NARROW_BLOCK_N:
+        return NARROW_BLOCK_D, NARROW_BLOCK_N, NARROW_NUM_STAGES
+    return WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D, WIDE_BLOCK_N, WIDE_NUM_STAGES
+
 
 
 @triton.jit

@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import accumulate, add_loss, load_rows, load_x_block, load_x_tile
+from ._tiles import accumulate, add_loss, dot_tile_shape, load_rows, load_x_block, load_x_tile
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
@@ -79,15 +79,9 @@ STREAM_BLOCK_D = 512
 NUM_WARPS_RESIDENT = 16
 NUM_WARPS_STREAM = 4
 RESIDENT_MAX_REGISTERS = 128
-# Tiled path (tl.dot): (BLOCK_D, BLOCK_K) tiles as in softmax_sgd.py, checked by compiling for sm_80 / sm_90: the
-# W and dW tiles live in registers, so registers grow with BLOCK_D·BLOCK_K; 64 × 16 for K ≤ 16 (double-buffered
-# feature loop), 32 × 64 beyond (one stage), 16 × 64 in deterministic mode (read-add-write of the partial tile).
-NARROW_BLOCK_D, NARROW_BLOCK_K = 64, 16
-WIDE_BLOCK_D, WIDE_BLOCK_K = 32, 64
-WIDE_DETERMINISTIC_BLOCK_D = 16
+# Tiled path (tl.dot): _tiles.dot_tile_shape's (BLOCK_D, BLOCK_K) tiles, shared with softmax_sgd.py (64 × 16 for
+# K ≤ 16, 32 × 64 beyond, 16 × 64 in deterministic mode), at 8 warps.
 NUM_WARPS_TILED = 8
-NARROW_NUM_STAGES = 2
-WIDE_NUM_STAGES = 1
 # The resident column loop has no feature loop to pipeline; the streamed one prefetches its next chunk.
 RESIDENT_NUM_STAGES = 1
 STREAM_NUM_STAGES = 2
@@ -131,11 +125,7 @@ def sigmoid_config(n_features: int, n_outputs: int = 1, deterministic: bool = Fa
             num_stages=RESIDENT_NUM_STAGES if x_resident else STREAM_NUM_STAGES,
             max_registers=RESIDENT_MAX_REGISTERS if x_resident else MAX_REGISTERS,
         )
-    if n_outputs <= NARROW_BLOCK_K:
-        block_d, block_k, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_K, NARROW_NUM_STAGES
-    else:
-        block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
-        block_k, num_stages = WIDE_BLOCK_K, WIDE_NUM_STAGES
+    block_d, block_k, num_stages = dot_tile_shape(n_outputs, deterministic)
     x_resident = d_pad <= block_d  # few features: one fp32 tile serves both tl.dot products of every output tile
     return SigmoidConfig(
         block_b=BLOCK_B, block_d=d_pad if x_resident else block_d, block_k=block_k, x_resident=x_resident,

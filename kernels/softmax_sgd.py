@@ -70,7 +70,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import accumulate, add_loss, load_row_block, load_x_block, load_x_tile
+from ._tiles import (NARROW_BLOCK_N, WIDE_BLOCK_N, accumulate, add_loss, dot_tile_shape, load_row_block,
+                     load_x_block, load_x_tile)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
@@ -79,27 +80,15 @@ from ._tiles import accumulate, add_loss, load_row_block, load_x_block, load_x_t
 # Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward). More rows per program would mean
 # fewer W re-reads, but at B = 128 already only 8 programs share the GPU.
 BLOCK_B = 16
-# (BLOCK_D, BLOCK_C) tile shapes of the streamed path (D > 1024; every D ≤ 1024 keeps X resident, below), chosen by
-# compiling for sm_80 / sm_90 (linclass-gpu kernels report): the fp32 tl.dot and the atomics keep the
-# (BLOCK_D, BLOCK_C) W and dW tiles in registers, so registers grow with BLOCK_D·BLOCK_C. 64 × 16 serves C ≤ 16
-# (padded with −inf logits to tl.dot's minimum N of 16): ~121 registers. 32 × 64 serves wider C, one tile up to 64
-# classes and a class-tile loop with an online log-sum-exp beyond: 98–146 registers. 64 × 64 and 128 × 16 were tried
-# and reach 255 registers with spills. The deterministic read-add-write of a partial tile costs more: 32 × 64 reached
-# 255 and spilled on sm_90, so wide deterministic tiles take half the features (16 × 64: ~110 registers).
-NARROW_BLOCK_D, NARROW_BLOCK_C = 64, 16
-WIDE_BLOCK_D, WIDE_BLOCK_C = 32, 64
-WIDE_DETERMINISTIC_BLOCK_D = 16
+# The streamed path (D > 1024; every D ≤ 1024 keeps X resident, below) takes _tiles.dot_tile_shape's (BLOCK_D,
+# BLOCK_C) tiles: 64 × 16 for C ≤ 16 (padded with −inf logits to tl.dot's minimum N of 16), 32 × 64 beyond, one tile
+# up to 64 classes and a class-tile loop with an online log-sum-exp past it.
 NUM_WARPS = 8
 # Register cap handed to ptxas (.maxnreg). Left to itself, ptxas aims at 2–3 resident 256-thread programs per SM and
 # caps the kernel at 80 or 128 registers, spilling 8–16 bytes per thread to local memory in half the shipped
 # configurations (sm_80 and sm_90 alike). With an explicit cap of 255 it allocates what the kernel needs (80–146
 # registers here) and spills nothing; at B = 128 there are only 8 programs per step, so occupancy is not what limits.
 MAX_REGISTERS = 255
-# Software-pipelining stages of the feature loop (cp.async prefetch of the next X / W chunk into shared memory).
-# Each stage costs registers and shared memory: two (double buffering, ~121 registers) for the light C ≤ 16 tiles,
-# one for the wider tiles, which already hold 64 classes' worth of W and dW (98–146 registers).
-NARROW_NUM_STAGES = 2
-WIDE_NUM_STAGES = 1
 # X resident, one class at a time (every C that fits one class tile, C ≤ 64): X[rows] is loaded once as a
 # (16, D_pad) tile in its own dtype and both products run over it column by column (FMA and a row / feature sum,
 # no tl.dot), for D_pad up to 1024 (MNIST's 784). At 8 warps a thread holds 64 elements of the tile (16 rows × 4
@@ -170,10 +159,10 @@ class SoftmaxConfig:
 def softmax_config(n_features: int, n_classes: int, deterministic: bool = False) -> SoftmaxConfig:
     """The tile shape shipped for ``D = n_features``, ``C = n_classes`` and the reduction mode."""
     d_pad = max(16, triton.next_power_of_2(n_features))
-    if d_pad <= RESIDENT_D_MAX and n_classes <= WIDE_BLOCK_C:
+    if d_pad <= RESIDENT_D_MAX and n_classes <= WIDE_BLOCK_N:
         # X[rows] resident, one class column at a time (_resident_row_block); BLOCK_C only sizes the db vector.
         return SoftmaxConfig(
-            block_b=BLOCK_B, block_d=d_pad, block_c=NARROW_BLOCK_C if n_classes <= NARROW_BLOCK_C else WIDE_BLOCK_C,
+            block_b=BLOCK_B, block_d=d_pad, block_c=NARROW_BLOCK_N if n_classes <= NARROW_BLOCK_N else WIDE_BLOCK_N,
             x_chunks=1, one_class_tile=True, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
         )
     if d_pad <= RESIDENT_D_MAX:
@@ -183,11 +172,7 @@ def softmax_config(n_features: int, n_classes: int, deterministic: bool = False)
             CHUNK_BLOCK_D), one_class_tile=False, num_warps=NUM_WARPS, num_stages=RESIDENT_NUM_STAGES,
             max_registers=CHUNK_MAX_REGISTERS,
         )
-    if n_classes <= NARROW_BLOCK_C:
-        block_d, block_c, num_stages = NARROW_BLOCK_D, NARROW_BLOCK_C, NARROW_NUM_STAGES
-    else:
-        block_d = WIDE_DETERMINISTIC_BLOCK_D if deterministic else WIDE_BLOCK_D
-        block_c, num_stages = WIDE_BLOCK_C, WIDE_NUM_STAGES
+    block_d, block_c, num_stages = dot_tile_shape(n_classes, deterministic)
     return SoftmaxConfig(block_b=BLOCK_B, block_d=block_d, block_c=block_c, x_chunks=0,
                          one_class_tile=n_classes <= block_c, num_warps=NUM_WARPS, num_stages=num_stages)
 
