@@ -106,6 +106,12 @@ class SigmoidConfig:
     max_registers: int = MAX_REGISTERS
 
     @property
+    def constexprs(self) -> dict:
+        """The kernel's tile-shape constexprs, as the launcher and the compile report pass them."""
+        return {"BLOCK_B": self.block_b, "BLOCK_D": self.block_d, "BLOCK_K": self.block_k,
+                "X_RESIDENT": self.x_resident, "COLUMNWISE": self.columnwise}
+
+    @property
     def label(self) -> str:
         mode = "resident" if self.x_resident else "streamed"
         outputs = "one column at a time" if self.columnwise else "output tiles"
@@ -367,6 +373,12 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
         raise ValueError(f"theta must be float32 with D*K + K = {n_params} values")
     if grad.shape[-1] != n_params and grad.numel() != n_params:
         raise ValueError(f"grad must hold D*K + K = {n_params} values per slice")
+    # A config made for another shape would silently drop features past a resident tile or outputs past the column
+    # path's db vector.
+    if config.x_resident and config.block_d < n_features:
+        raise ValueError(f"config holds {config.block_d} features of X resident, X has {n_features}")
+    if config.columnwise and config.block_k < n_outputs:
+        raise ValueError(f"config's column path holds {config.block_k} outputs, the model has {n_outputs}")
     if n_params * max(1, grad.numel() // n_params) >= 2**31:
         raise ValueError("parameter buffers beyond 2^31 values are not supported")
     batch = rows.shape[0]
@@ -378,8 +390,7 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
         X, X.stride(0), rows, y, sample_weight if sample_weight is not None else theta,
         theta, grad, loss, probs if probs is not None else theta,
         batch, n_features, n_outputs, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
-        BLOCK_B=config.block_b, BLOCK_D=config.block_d, BLOCK_K=config.block_k, X_RESIDENT=config.x_resident,
-        COLUMNWISE=config.columnwise, LOSS=loss_kind, DETERMINISTIC=deterministic,
+        **config.constexprs, LOSS=loss_kind, DETERMINISTIC=deterministic,
         HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
         INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
         maxnreg=config.max_registers,

@@ -94,8 +94,7 @@ def _sigmoid_build(n_features, x_dtype, *, n_outputs=1, loss="bce", deterministi
     }
     # As the backend launches it: targets as a uint8 (N, K) matrix; K = 1 and BCE is binary logistic regression.
     constexprs = {
-        "BLOCK_B": config.block_b, "BLOCK_D": config.block_d, "BLOCK_K": config.block_k,
-        "X_RESIDENT": config.x_resident, "COLUMNWISE": config.columnwise, "LOSS": loss,
+        **config.constexprs, "LOSS": loss,
         "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
         "INPUT_PRECISION": "ieee",
     }

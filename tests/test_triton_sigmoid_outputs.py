@@ -209,3 +209,17 @@ def test_targets_are_checked_before_any_work(fast_backend, rng):
         fast_backend.fused_sgd("sigmoid_mse", X, fast_backend.asarray(np.full((6, 3), 2)), W, b, max_batch_size=4)
     with pytest.raises(ValueError, match="model"):
         fast_backend.predict_proba("hinge", X, W, b)
+
+
+@pytest.mark.parametrize(("config_shape", "message"), [((31, 3), "holds 32 features of X resident, X has 100"),
+                                                       ((100, 2), "column path holds 2 outputs, the model has 3")])
+def test_launch_rejects_a_config_made_for_another_shape(fast_backend, config_shape, message):
+    """A config for fewer features or outputs would silently drop the rest: the launcher refuses it."""
+    sigmoid = fast_backend._kernels.sigmoid
+    n_rows, n_features, n_outputs = 4, 100, 3
+    theta = torch.zeros(n_features * n_outputs + n_outputs)
+    with pytest.raises(ValueError, match=message):
+        sigmoid.launch_sigmoid_sgd(
+            torch.zeros(n_rows, n_features), torch.arange(n_rows), torch.zeros(n_rows, n_outputs, dtype=torch.uint8),
+            theta, torch.zeros_like(theta), torch.zeros(1, dtype=torch.float64), x_scale=1.0, grad_scale=0.25,
+            config=sigmoid.sigmoid_config(*config_shape), n_outputs=n_outputs)
