@@ -271,7 +271,8 @@ class _LinearClassifier:
         state = self._sgd_state if warm else None
         history, on_epoch_end = TrainingHistory(), None
         stepper = self._stepper(backend, X_device, targets_device, X.shape[1],
-                                self._n_outputs(len(classes), targets.ndim == 2), dtype, state, weights)
+                                self._n_outputs(len(classes), targets.ndim == 2), dtype, state, weights,
+                                full_batches=distributed is not None)
         if distributed is not None:
             distributed.agree(classes=classes.tolist())
         if checkpoint is not None:
@@ -373,13 +374,16 @@ class _LinearClassifier:
         return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
 
     def _stepper(self, backend, X_device, targets_device, n_features: int, n_outputs: int, dtype, state,
-                 weights=None):
+                 weights=None, full_batches: bool = False):
         """The backend's fused step for ``n_outputs`` logits over the placed data, from ``state`` (a ``get_state``
-        dict) or zeros, with per-row loss weights (host, shape (N,)) or none."""
+        dict) or zeros, with per-row loss weights (host, shape (N,)) or none. Its buffers hold a batch of
+        ``batch_size`` rows, or of all the rows when there are fewer, unless ``full_batches`` (a data-parallel shard,
+        padded to the largest shard's rows, may take a whole batch even when it holds fewer rows)."""
         (l2, l1), (momentum, nesterov) = self._penalty_strengths(), self._momentum()
+        batch_rows = self.batch_size if full_batches else min(self.batch_size, int(targets_device.shape[0]))
         stepper = backend.fused_sgd(
             self._backend_model(), X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
-            np.zeros(n_outputs, dtype=dtype), max_batch_size=min(self.batch_size, int(targets_device.shape[0])),
+            np.zeros(n_outputs, dtype=dtype), max_batch_size=batch_rows,
             l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=self.fit_intercept,
             x_scale=self.input_scale, optimizer=self.optimizer,
             sample_weight=None if weights is None else backend.asarray(weights, dtype),

@@ -100,11 +100,26 @@ def _train_every_configuration(rank: int, port: int, out_dir: str, names: list[s
         W, b, loss = train(name, shard_rows(n_rows, rank, WORLD_SIZE), LOCAL_BATCH, DataParallel(local_sgd_every))
         np.savez(Path(out_dir) / f"{name}-rank{rank}.npz", W=W, b=b, loss=loss)
     _fit_with_a_checkpoint(rank, out_dir)
+    _fit_shards_smaller_than_a_batch(rank, out_dir)
     try:
         train(names[0], shard_rows(N_ROWS, rank, WORLD_SIZE), LOCAL_BATCH + rank, DataParallel())
     except DistributedError as error:
         (Path(out_dir) / f"disagreement-rank{rank}.txt").write_text(str(error))
     torch_distributed.destroy_process_group()
+
+
+def _fit_shards_smaller_than_a_batch(rank: int, out_dir: str) -> None:
+    """Process ``rank``: the estimator on 9 rows (shards of 5 and 4, both under the batch of 8, the smaller padded
+    to 5 rows each epoch), for its weights."""
+    from linclass_gpu import LogisticRegression
+    from linclass_gpu.distributed import DataParallel, shard_rows
+
+    X, _, _ = make_data("sigmoid", "float32", 9)
+    y = np.arange(9) // 2 % 2  # both classes in both strided shards
+    shard = shard_rows(9, rank, WORLD_SIZE)
+    model = LogisticRegression(backend="numpy", epochs=2, batch_size=LOCAL_BATCH, random_state=0)
+    model.fit(X[shard], y[shard], distributed=DataParallel())
+    np.savez(Path(out_dir) / f"small-shards-rank{rank}.npz", W=model.coef_, b=model.intercept_)
 
 
 def _fit_with_a_checkpoint(rank: int, out_dir: str) -> None:
@@ -158,6 +173,7 @@ def trained(tmp_path_factory):
         results[name] = [(r["W"], r["b"], r["loss"]) for r in ranks]
     messages = [(out_dir / f"disagreement-rank{rank}.txt").read_text() for rank in range(WORLD_SIZE)]
     results["checkpoint"] = [np.load(out_dir / f"checkpoint-rank{rank}.npz") for rank in range(WORLD_SIZE)]
+    results["small-shards"] = [np.load(out_dir / f"small-shards-rank{rank}.npz") for rank in range(WORLD_SIZE)]
     return results, messages
 
 
@@ -192,6 +208,10 @@ def test_uneven_shards_take_the_same_steps_and_end_identical(trained):
     (W0, b0, loss0), (W1, b1, _) = results["numpy-uneven-shards"]
     assert np.array_equal(W0, W1) and np.array_equal(b0, b1)
     assert np.isfinite(loss0).all() and loss0[-1] < loss0[0]
+    # Shards smaller than a batch, of different sizes: every process's buffers take the padded shard's batch.
+    first, second = results["small-shards"]
+    assert np.isfinite(first["W"]).all() and np.array_equal(first["W"], second["W"])
+    assert np.array_equal(first["b"], second["b"])
 
 
 def test_a_distributed_fit_resumes_from_rank_0s_checkpoint_bitwise_on_every_rank(trained):
