@@ -146,17 +146,18 @@ def _train_on_mnist(args: argparse.Namespace, make_model):
     shard = (slice(None) if distributed is None else
              shard_rows(len(y_train), distributed.rank, distributed.world_size))
     started = time.perf_counter()
-    model.fit(data.train_images[shard], y_train[shard], validation_data=(data.test_images, y_test),
-              distributed=distributed)
+    try:
+        model.fit(data.train_images[shard], y_train[shard], validation_data=(data.test_images, y_test),
+                  distributed=distributed)
+    finally:  # whatever happened (a disagreement, divergence), leave the group: one left alive can abort at exit
+        if distributed is not None:
+            _leave_process_group()
     fit_seconds = time.perf_counter() - started
     history = StreamHistory(model.loss_curve_.tolist(), model.validation_scores_.tolist(),
                             model.epoch_seconds_.tolist())
     summary = {"dataset": args.dataset, "train_rows": len(y_train), "test_rows": len(y_test),
                "fit_seconds": fit_seconds}
     if distributed is not None:
-        import torch.distributed
-
-        torch.distributed.destroy_process_group()
         summary.update(rank=distributed.rank, processes=distributed.world_size,
                        local_sgd_every=distributed.local_sgd_every,
                        allreduce_bytes_per_step=distributed.bytes_exchanged / max(distributed.steps, 1))
@@ -169,6 +170,14 @@ def _join_process_group(args: argparse.Namespace) -> DataParallel:
 
     init_from_environment(get_backend(args.backend), args.timeout)
     return DataParallel(args.local_sgd_every)
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group, unless a failed collective already did (see :class:`DistributedError`)."""
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _train_on_files(args: argparse.Namespace, make_model):

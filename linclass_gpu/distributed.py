@@ -227,15 +227,15 @@ class DataParallel:
             in_order = backend.permutation(n_rows, np.random.default_rng([seed, self.rank]))
         return in_order if self._padding is None else in_order[self._padding]
 
-    def sum(self, value: float) -> float:
-        """``value`` summed over the processes (float64)."""
+    def sum(self, value: float, what: str = "the sum of the epoch's loss") -> float:
+        """``value`` summed over the processes (float64); ``what`` names it if the all-reduce fails."""
         tensor = self._torch.tensor([value], dtype=self._torch.float64, device=self._device)
-        self._all_reduce(tensor, "the sum of the epoch's loss")
+        self._all_reduce(tensor, what)
         return float(tensor.item())
 
-    def mean(self, value: float) -> float:
+    def mean(self, value: float, what: str = "the mean of the validation score") -> float:
         """``value`` averaged over the processes (float64)."""
-        return self.sum(value) / self.world_size
+        return self.sum(value, what) / self.world_size
 
     def gather(self, value: Any) -> list:
         """Every process's ``value`` (any picklable object), in rank order."""

@@ -674,7 +674,7 @@ class LogisticRegression(_LinearClassifier):
       All ``C`` binary models train together, one GEMM per step, and each is exactly the binary model it would be
       alone (their losses add, their gradients do not mix). ``predict`` takes the largest logit; ``predict_proba``
       normalises the ``C`` sigmoids to sum to 1, as scikit-learn's ``OneVsRestClassifier`` does. The targets are
-      a (N, C) 0/1 matrix of bytes on the device.
+      a (N, C) 0/1 matrix on the device: bytes on Triton, the compute dtype on NumPy and CuPy.
     - ``y`` an indicator matrix (N, L) of 0/1: multilabel, for labels that are not mutually exclusive. ``classes_``
       is ``arange(L)``; ``predict`` gives the (N, L) indicator of ``σ > 1/2``, ``predict_proba`` the ``L``
       independent probabilities, ``score`` the share of rows with every label right (subset accuracy).

@@ -114,8 +114,8 @@ class RowStream:
     block_rows : int
         Rows per block, the unit read from the file.
     blocks_per_chunk : int
-    label_map : callable (ndarray (n,)) -> ndarray (n,), or None
-        Applied to each chunk's labels as it is read (e.g. one class against the rest).
+    label_map : callable (ndarray) -> ndarray, or None
+        Applied to each chunk's labels ((n,), or (n, L) indicators) as it is read (e.g. one class against the rest).
     """
 
     features: np.ndarray = field(repr=False)
@@ -216,15 +216,17 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
     chunk_bytes : int, optional
         The budget of one chunk in memory: ``chunk_rows = chunk_bytes // row_bytes``, where a row's bytes are those of
         its features, label and weight as stored. Give this or `chunk_rows`. ``partial_fit`` adds its own per-chunk
-        arrays: the row order and class ids (16 bytes a row), and a copy of the features in the estimator's dtype
-        unless they are uint8 or already in it.
+        arrays: the row order and class ids (16 bytes a row; a one-vs-rest or multilabel LogisticRegression also
+        holds its (n, K) targets, as bytes and, on NumPy, in the compute dtype), and a copy of the features in the
+        estimator's dtype unless they are uint8 or already in it.
     chunk_rows : int, optional
         Rows per chunk.
     sample_weight : str, path-like or ndarray, optional
         Shape (N,): each row's non-negative loss weight.
     batch_size : int, optional
-        Round ``chunk_rows`` down to a multiple of it (when it holds at least one batch), so that no chunk but the
-        last ends in a short minibatch and an epoch takes as many SGD steps as ``fit`` would.
+        Round a chunk's rows down to a multiple of it, as ``blocks_per_chunk`` blocks of equal rows (possible when a
+        block holds at least ``batch_size / gcd(batch_size, blocks_per_chunk)`` rows), so that no chunk but the last
+        ends in a short minibatch and an epoch takes as many SGD steps as ``fit`` would.
     blocks_per_chunk : int, default 1
         Assemble each chunk from this many blocks of ``chunk_rows // blocks_per_chunk`` rows drawn at random from the
         whole file, rather than from contiguous rows: needed when the file is sorted (by class, by date), where a
@@ -239,7 +241,8 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
     Raises
     ------
     ValueError
-        Shapes that disagree (features not 2-D or more, labels or weights not 1-D, different numbers of rows), no rows,
+        Shapes that disagree (features not 2-D or more, labels not (N,) or (N, L), weights not 1-D, different numbers
+        of rows), no rows,
         a gzip or otherwise unreadable file, neither or both of `chunk_bytes` and `chunk_rows`, or a budget smaller
         than one row.
     TypeError
@@ -271,15 +274,19 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         chunk_rows = chunk_bytes // row_bytes
     check_positive("chunk_rows", chunk_rows, integer=True)
     check_positive("blocks_per_chunk", blocks_per_chunk, integer=True)
-    if batch_size is not None:
-        check_positive("batch_size", batch_size, integer=True)
-        if chunk_rows >= batch_size:
-            chunk_rows -= chunk_rows % batch_size
     chunk_rows = min(chunk_rows, X.shape[0])
     if blocks_per_chunk > chunk_rows:
         raise ValueError(f"blocks_per_chunk={blocks_per_chunk} is more than the {chunk_rows} rows of a chunk: every "
                          "block needs a row")
-    return RowStream(X, y, weights, int(chunk_rows // blocks_per_chunk), int(blocks_per_chunk), label_map)
+    block_rows = chunk_rows // blocks_per_chunk
+    if batch_size is not None:
+        check_positive("batch_size", batch_size, integer=True)
+        # A chunk of blocks_per_chunk·block_rows rows is whole minibatches when block_rows is a multiple of
+        # batch_size / gcd(batch_size, blocks_per_chunk); a single chunk holding every row is left whole.
+        unit = batch_size // math.gcd(batch_size, blocks_per_chunk)
+        if block_rows >= unit and block_rows * blocks_per_chunk < X.shape[0]:
+            block_rows -= block_rows % unit
+    return RowStream(X, y, weights, int(block_rows), int(blocks_per_chunk), label_map)
 
 
 @dataclass

@@ -199,7 +199,8 @@ def train_sgd(
     distributed : DataParallel, optional
         Data-parallel training (:mod:`linclass_gpu.distributed`): ``stepper`` holds this process's shard of
         ``n_rows`` rows; gradients (or, with local SGD, parameters) are reduced over the processes, every process
-        visits as many rows per epoch as the largest shard, the epoch's loss is the mean over every process's rows
+        visits as many rows per epoch as the largest shard, the epoch's loss is the mean over the rows the processes
+        visited (a smaller shard's repeated rows included)
         and the validation score the mean of the processes' scores; progress shows on rank 0 only, and at the end
         the processes check that they hold identical parameters.
 

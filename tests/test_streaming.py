@@ -398,3 +398,15 @@ def test_multilabel_indicators_stream_like_partial_fit(tmp_path, blobs, file_for
     assert accuracy == pytest.approx(streamed.score(X.astype(np.float32), Y)) and accuracy > 0.6
     with pytest.raises(ValueError, match=r"indicator matrix \(N, L\)"):
         open_stream(features, np.zeros((len(X), 2, 2)), chunk_rows=64)
+
+
+@pytest.mark.parametrize(("chunk_rows", "batch_size", "blocks_per_chunk"), [(2000, 256, 5), (999, 128, 1),
+                                                                            (600, 48, 64), (2500, 256, 3)])
+def test_chunks_are_whole_minibatches_whatever_the_blocks(chunk_rows, batch_size, blocks_per_chunk):
+    """Equal blocks whose sum is a multiple of the batch (5 blocks of 256 rows for batches of 256, not 5 of 400)."""
+    X, y = np.zeros((3000, 2), np.float32), np.arange(3000) % 2
+    stream = open_stream(X, y, chunk_rows=chunk_rows, batch_size=batch_size, blocks_per_chunk=blocks_per_chunk)
+    assert stream.chunk_rows % batch_size == 0 and 0 < stream.chunk_rows <= chunk_rows
+    assert stream.blocks_per_chunk == blocks_per_chunk
+    # All rows in one chunk: left whole, whatever the batch.
+    assert open_stream(X[:203], y[:203], chunk_rows=1000, batch_size=16).n_chunks == 1

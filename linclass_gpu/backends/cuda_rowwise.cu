@@ -8,8 +8,8 @@
 // max, subtract, exp, sum, divide, mean …) makes about fourteen passes in as many launches.
 //
 // The arithmetic follows linclass_gpu/backends/rowwise.py step for step (same numbered steps); that NumPy code is the
-// mirror the CPU tests check against the float64 oracle. One deviation: the squared error's σ' is
-// e^{−|z|}/(1 + e^{−|z|})², not σ(1 − σ), which rounds to 0 in float32 once z ≳ 17. Needs sm_60 or newer (atomicAdd on
+// mirror the CPU tests check against the float64 oracle. Both take the squared error's σ' as e^{−|z|}/(1 + e^{−|z|})²,
+// not σ(1 − σ), which rounds to 0 in float32 once z ≳ 17. Needs sm_60 or newer (atomicAdd on
 // double); the tests build it for sm_80 and sm_90. Written for NVRTC (no #include), built by CuPy with
 //   -DLINCLASS_REAL=float|double          the compute dtype (float32 for every input but float64)
 //   -DLINCLASS_VALUES_PER_LANE=1|2|...|32 logits per lane: a warp holds a row of up to 32·VALUES_PER_LANE classes
