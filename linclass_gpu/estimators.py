@@ -40,7 +40,7 @@ class _LinearClassifier:
 
     Subclasses implement ``_backend_model()`` (the backend's model name, see
     :data:`~linclass_gpu.backends.base.MODELS`), ``_n_outputs(n_classes, multilabel)`` (``K``, the columns of the
-    linear map), ``_encode_labels``, ``_decision_output`` and ``_log_proba``; the multilabel model also overrides the
+    linear map), ``_decision_output`` and ``_log_proba``; the multilabel model also overrides the
     label hooks (``_encode_targets``, ``_training_targets``, ``_predicted_targets``, ``_labels_of``,
     ``_check_score_labels``, ``_set_label_attributes``, ``_is_multilabel``).
     """
@@ -197,6 +197,13 @@ class _LinearClassifier:
             return None
         return PlateauRule("validation" if self.early_stopping else "loss", float(self.tol or 0.0),
                            int(self.n_iter_no_change), adaptive=adaptive, restore_best=bool(self.early_stopping))
+
+    def _encode_labels(self, y, classes=None, name="y"):
+        """``(classes, targets)``: the sorted labels (at least 2) and each row's class index, int64 (N,)."""
+        classes, targets = encode_labels(y, classes, name)
+        if len(classes) < 2:
+            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
+        return classes, targets.astype(np.int64)
 
     def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
         """``(classes, targets)``: the sorted labels and each row's class index (N,) (see ``_encode_labels``)."""
@@ -646,12 +653,6 @@ class SoftmaxRegression(_LinearClassifier):
     def _n_outputs(cls, n_classes: int, multilabel: bool = False) -> int:
         return n_classes
 
-    def _encode_labels(self, y, classes=None, name="y"):
-        classes, targets = encode_labels(y, classes, name)
-        if len(classes) < 2:
-            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
-        return classes, targets.astype(np.int64)
-
     def _decision_output(self, logits):
         # Two classes: one score, as scikit-learn's binary classifiers give, whose sign picks classes_[1] (the
         # log-odds z_1 − z_0, since softmax([z_0, z_1])_1 = σ(z_1 − z_0)).
@@ -715,6 +716,13 @@ class LogisticRegression(_LinearClassifier):
         """One logit for two classes; one per class (one-vs-rest) or per label (multilabel) otherwise."""
         return 1 if n_classes == 2 and not multilabel else n_classes
 
+    def _encode_labels(self, y, classes=None, name="y"):
+        """``(classes, targets)``: the sorted labels (at least 2) and each row's class index, int64 (N,)."""
+        classes, targets = encode_labels(y, classes, name)
+        if len(classes) < 2:
+            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
+        return classes, targets.astype(np.int64)
+
     def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
         """Class labels as for every classifier, or an indicator matrix (N, L) kept as (N, L) uint8 with
         ``classes = arange(L)``."""
@@ -725,12 +733,6 @@ class LogisticRegression(_LinearClassifier):
         if classes is not None and not np.array_equal(classes, labels):
             raise ValueError(f"{name} has {len(labels)} label columns, but the model has classes {classes.tolist()}")
         return labels, indicator
-
-    def _encode_labels(self, y, classes=None, name="y"):
-        classes, targets = encode_labels(y, classes, name)
-        if len(classes) < 2:
-            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
-        return classes, targets.astype(np.int64)
 
     @staticmethod
     def _training_targets(targets: np.ndarray, n_classes: int) -> np.ndarray:

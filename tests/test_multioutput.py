@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import BACKEND_NAMES
+from test_estimators import blobs as blobs_of
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 
@@ -14,11 +15,9 @@ from linclass_gpu import LogisticRegression, SoftmaxRegression
 FAST = dict(epochs=3, batch_size=32, random_state=0, dtype="float64")
 
 
-def blobs(rng, n=240, d=5, classes=4, spread=3.0):
-    """Gaussian blobs around well-separated centres."""
-    centres = rng.normal(scale=spread, size=(classes, d))
-    y = rng.integers(0, classes, size=n)
-    return centres[y] + rng.normal(size=(n, d)), y
+def blobs(rng, classes=4):
+    """test_estimators' Gaussian blobs: 240 rows, here 4 classes by default."""
+    return blobs_of(rng, n=240, classes=classes)
 
 
 def multilabel_problem(rng, n=400, d=6, labels=3):

@@ -421,7 +421,7 @@ class ArrayBackend(Backend):
     def _sigmoid_targets(self, y: Any, n_outputs: int, dtype: np.dtype) -> Any:
         """A sigmoid model's {0, 1} targets as a (N, K) array of the compute ``dtype`` ((N,) is (N, 1))."""
         targets = self.xp.asarray(y, dtype=dtype)
-        if targets.shape[1:] not in ((n_outputs,), () if n_outputs == 1 else None):
+        if targets.shape[1:] != (n_outputs,) and not (targets.ndim == 1 and n_outputs == 1):
             raise ValueError(f"targets of shape {targets.shape} do not fit a model with {n_outputs} outputs")
         return targets.reshape(targets.shape[0], n_outputs)
 
