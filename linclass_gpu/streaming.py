@@ -311,7 +311,7 @@ class StreamHistory:
 
 
 def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed: int | None = None,
-               classes=None, validation: RowStream | None = None) -> StreamHistory:
+               classes=None, validation: RowStream | None = None, epoch_callback=None) -> StreamHistory:
     """Train an unfitted estimator from zero weights over `stream` for `epochs` epochs, one ``partial_fit`` per chunk.
 
     Each epoch visits the stream's blocks in an order drawn from `seed` (file order when ``estimator.shuffle`` is
@@ -338,6 +338,10 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
         Every label; by default gathered from the stream's labels in one chunked pass.
     validation : RowStream, optional
         Scored (accuracy, :func:`score_stream`) after every epoch.
+    epoch_callback : callable (epoch, history) -> None, optional
+        Called as each epoch ends, with its number (from 0) and the :class:`StreamHistory` whose last entries are that
+        epoch's figures, as ``fit(..., epoch_callback=...)`` is; for progress reports. An interrupted run's finished
+        epochs are those it was called for.
 
     Returns
     -------
@@ -380,6 +384,8 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
         if validation is not None:
             history.validation_score.append(score_stream(estimator, validation))
         history.epoch_seconds.append(time.perf_counter() - started)
+        if epoch_callback is not None:
+            epoch_callback(epoch, history)
     return history
 
 
