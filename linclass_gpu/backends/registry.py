@@ -30,6 +30,10 @@ CUDA_ERROR_NO_DEVICE = 100
 # What a backend that cannot run raises while starting up: a failed import, a missing shared library, a CUDA error
 # (CuPy's CUDARuntimeError is a RuntimeError, as is BackendUnavailableError). A bad option's TypeError is not one.
 STARTUP_ERRORS = (ImportError, OSError, RuntimeError)
+# The optional packages that are of use without a GPU (the Triton interpreter and the compile report), and where
+# PyTorch publishes its CPU-only wheels (PyPI's Linux torch pulls the CUDA libraries).
+CPU_PACKAGES = ("torch", "triton")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,36 @@ class BackendStatus:
     auto: bool
     detail: str
 
+    @property
+    def reason(self) -> str:
+        """``detail`` without its explanation: the words before the first " (" or ";" (every detail is written
+        "what is wrong (why or what to do); how it can still run"), for notes that must fit on one line."""
+        return self.detail.split(";")[0].split(" (")[0]
 
-def _installed(*modules: str) -> str:
-    """Empty when every module can be found, else the reason (without importing anything)."""
+
+def install_hint(*modules: str) -> str:
+    """The command that installs ``modules`` (of torch, triton, cupy) in a form that can run on this machine.
+
+    With a CUDA driver, the ``gpu`` extra (CUDA torch, triton, cupy). Without one no GPU backend can run, and a CUDA
+    build of torch is gigabytes of libraries for nothing: torch and triton are worth installing only as PyTorch's
+    CPU wheel (the Triton interpreter, ``linclass-gpu kernels report``), and cupy not at all.
+    """
+    if not _cuda_driver_missing():
+        return "pip install 'linclass-gpu[gpu]'"
+    wanted = [module for module in modules if module in CPU_PACKAGES]
+    if not wanted:
+        return "no CUDA driver here, so it could not run anyway; numpy is used"
+    commands = ([f"pip install torch --index-url {TORCH_CPU_INDEX}"] if "torch" in wanted else []) + [
+        f"pip install {module}" for module in wanted if module != "torch"]
+    return "no CUDA driver here; for the Triton kernels on the CPU (interpreter, compile report): " + " && ".join(
+        commands)
+
+
+def not_installed(*modules: str) -> str:
+    """Empty when every module can be found (nothing is imported), else which is missing and what to install."""
     for module in modules:
         if sys.modules.get(module) is None and importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install 'linclass-gpu[gpu]')"
+            return f"{module} is not installed ({install_hint(*modules)})"
     return ""
 
 
@@ -72,7 +100,7 @@ def _cuda_driver_missing() -> str:
 
 
 def _probe_triton() -> BackendStatus:
-    missing = _installed("torch", "triton")
+    missing = not_installed("torch", "triton")
     if missing:
         return BackendStatus("triton", False, False, missing)
     interpreter = ("; runs under the Triton interpreter (TRITON_INTERPRET=1, slow, for testing) when asked for by "
@@ -98,7 +126,7 @@ def _probe_triton() -> BackendStatus:
 
 
 def _probe_cupy() -> BackendStatus:
-    unavailable = _installed("cupy") or _cuda_driver_missing()
+    unavailable = not_installed("cupy") or _cuda_driver_missing()
     if unavailable:
         return BackendStatus("cupy", False, False, unavailable)
     try:
