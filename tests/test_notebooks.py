@@ -1,12 +1,14 @@
 """Execute every notebook in notebooks/ top to bottom, as a reader would; each asserts the numbers its prose claims.
 
 The notebooks are committed without outputs (checked here too), so what a reader sees is always what this run
-produced. Each runs in a fresh kernel of *this* interpreter, with notebooks/ as its working directory.
+produced. Each runs in a fresh kernel of *this* interpreter, in an empty working directory that is not notebooks/:
+a notebook needs only the installed package, wherever it is opened from.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -48,11 +50,22 @@ def test_notebook_is_committed_without_outputs(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes(name, this_interpreter_kernel):
+def test_notebook_uses_only_the_installed_package(name):
+    """Nothing from the repository's other folders (tests/ helpers on sys.path, paths relative to notebooks/)."""
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    for pattern in (r"sys\.path", r"\bPath\.cwd\(\)", r"\.\./", r"^\s*(from|import)\s+(tests|tolerances)\b"):
+        assert not re.search(pattern, code, flags=re.MULTILINE), f"{name}.ipynb: {pattern!r} ties it to the repository"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes(name, this_interpreter_kernel, tmp_path):
     path = NOTEBOOK_DIR / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
+    working_directory = tmp_path / "elsewhere"  # not notebooks/, and not below it
+    working_directory.mkdir()
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT_SECONDS, kernel_name=this_interpreter_kernel,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+                            resources={"metadata": {"path": str(working_directory)}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, when a cell (an assert) fails
     # An error while *displaying* a result (a figure that fails to render) is recorded but does not stop execution.
     errors = [f"{output.ename}: {output.evalue}" for cell in notebook.cells if cell.cell_type == "code"
