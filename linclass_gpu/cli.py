@@ -1,7 +1,9 @@
 """``linclass-gpu``: train on MNIST-like data or files larger than memory, show the backends, report on the kernels.
 
 Every subcommand takes ``--json`` and then prints one JSON object as its last line. Errors a user can fix (a
-backend that cannot run, missing data, a bad argument) print one line to stderr and exit 2, without a traceback.
+backend that cannot run, missing data, a bad argument, a missing optional package) print one line to stderr, naming
+the flag at fault, and exit 2, without a traceback. Ctrl-C prints one line and exits 130; ``train`` first reports the
+epochs that finished.
 """
 
 from __future__ import annotations
@@ -10,21 +12,35 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from . import __version__
-from .backends import BackendUnavailableError, backend_statuses, resolve_name
+from .backends import BackendUnavailableError, backend_statuses, probe, resolve_name
+from .backends.registry import AUTO_ORDER, ENV_VARIABLE, not_installed
 from .datasets import KINDS, load_mnist
 from .distributed import DEFAULT_TIMEOUT_SECONDS, DataParallel, DistributedError, init_from_environment, shard_rows
 from .estimators import LogisticRegression, SoftmaxRegression
-from .streaming import StreamHistory, fit_stream, open_stream
-from .training import TrainingDivergedError
+from .streaming import fit_stream, open_stream
+from .threads import THREADS_ENVIRONMENT_VARIABLE
+from .training import ConvergenceWarning, TrainingDivergedError
 
 PIXEL_SCALE = 1 / 255  # MNIST pixels stay uint8 on the device; the model sees them in [0, 1]
 MEBIBYTE = 2**20
+# The shell's status for a run stopped by Ctrl-C (128 + SIGINT), which scripts test for.
+EXIT_INTERRUPTED = 130
+# The estimator parameters `train` sets, each with its flag: the one table that builds the estimator from the
+# arguments and names the flag, not the Python parameter, in the estimator's error messages.
+PARAMETER_FLAGS = {
+    "backend": "--backend", "epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--learning-rate",
+    "tol": "--tol", "random_state": "--seed", "n_threads": "--threads", "deterministic": "--deterministic",
+}
+# Optional packages a subcommand cannot start without, checked before it runs so that it fails with one line.
+SUBCOMMAND_PACKAGES = {"kernels": ("torch", "triton")}
 
 
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
@@ -45,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SoftmaxRegression()
     train = commands.add_parser("train", help="train on MNIST, Fashion-MNIST or memory-mapped files and report test "
                                               "accuracy")
-    train.add_argument("--dataset", choices=KINDS, default="mnist")
+    train.add_argument("--dataset", choices=KINDS, default="mnist", help="the data set (default: %(default)s)")
     train.add_argument("--data-dir", help="directory holding the four IDX files (default: search, see README)")
     train.add_argument("--model", choices=("softmax", "logistic", "ovr"), default="softmax",
                        help="softmax: 10 classes; logistic: binary, --positive-class against the rest; ovr: one "
-                            "sigmoid per class (one-vs-rest logistic regression)")
+                            "sigmoid per class (one-vs-rest logistic regression) (default: %(default)s)")
     train.add_argument("--positive-class", type=int, default=0, choices=range(10), metavar="{0..9}",
-                       help="the class the logistic model separates from the other nine (default 0)")
+                       help="the class the logistic model separates from the other nine (default: %(default)s)")
     parallel = train.add_argument_group(
         "data-parallel", "under torchrun, e.g. `torchrun --nproc-per-node 2 -m linclass_gpu.cli train --distributed`: "
         "each process trains on its shard of the rows (NCCL between GPUs, gloo on CPUs); rank 0 alone prints")
@@ -60,26 +76,44 @@ def build_parser() -> argparse.ArgumentParser:
                           "one with N·B")
     parallel.add_argument("--local-sgd-every", type=int, default=1, metavar="K",
                           help="with --distributed: average the weights every K steps instead (local SGD, for slow "
-                          "networks; its effect on accuracy is measured in linclass_gpu.distributed)")
+                          "networks; its effect on accuracy is measured in linclass_gpu.distributed) (default: "
+                          "%(default)s)")
     parallel.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
-                          help="seconds a process waits for its peers before failing (default %(default)g)")
-    train.add_argument("--backend", default="auto", help="auto (default), triton, cupy or numpy")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--seed", type=int, default=0, help="shuffling seed")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+                          help="seconds a process waits for its peers before failing (default: %(default)g)")
+    train.add_argument("--backend", default=defaults.backend,
+                       help=f"auto, triton, cupy or numpy (default: %(default)s, or ${ENV_VARIABLE} when set)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help="the most passes over the data: training stops sooner once the training loss improves "
+                       f"by less than --tol for {defaults.n_iter_no_change} epochs in a row (--features runs them "
+                       "all) (default: %(default)s)")
+    train.add_argument("--tol", type=float, default=defaults.tol,
+                       help="the improvement of the training loss that counts (default: %(default)g)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="rows per SGD step (default: %(default)s)")
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="SGD step size (default: %(default)g)")
+    train.add_argument("--seed", type=int, default=0, help="shuffling seed (default: %(default)s)")
+    train.add_argument("--threads", type=int, default=defaults.n_threads, metavar="N",
+                       help="BLAS threads of the numpy backend (default: chosen from the work per step, so small "
+                       f"problems run on one; ${THREADS_ENVIRONMENT_VARIABLE} overrides)")
+    train.add_argument("--deterministic", action="store_true", default=defaults.deterministic,
+                       help="triton: fixed-order reductions instead of atomics, so a run repeats bitwise (slower); "
+                       "the numpy and cupy backends always repeat (default: %(default)s)")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar within each epoch (default: a bar when stderr is a terminal and tqdm "
+                       "is installed)")
     files = train.add_argument_group(
         "data larger than memory", "train on memory-mapped .npy or raw IDX files instead, read one chunk at a time "
         "(uint8 features are scaled by 1/255, others used as they are)")
     files.add_argument("--features", help="rows (N, D) or images (N, h, w); with --labels")
     files.add_argument("--labels", help="the N class labels")
     files.add_argument("--test-features", help="test rows, scored after every epoch; with --test-labels")
-    files.add_argument("--test-labels")
-    files.add_argument("--chunk-mb", type=float, default=64.0, help="memory budget of one chunk in MiB (default 64)")
+    files.add_argument("--test-labels", help="the test rows' class labels")
+    files.add_argument("--chunk-mb", type=float, default=64.0,
+                       help="memory budget of one chunk in MiB (default: %(default)g)")
     files.add_argument("--blocks-per-chunk", type=int, default=1, metavar="K",
                        help="build each chunk from K blocks drawn from all over the file instead of contiguous rows "
-                       "(default 1); for a file sorted by class use 64 or more")
+                       "(default: %(default)s); for a file sorted by class use 64 or more")
     _add_json(train)
     train.set_defaults(run=run_train)
 
@@ -92,50 +126,161 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args: argparse.Namespace) -> dict:
-    """Train one model and print per-epoch figures and a summary; return the summary."""
+def estimator_params(args: argparse.Namespace) -> dict:
+    """The estimator parameters the ``train`` arguments set (by :data:`PARAMETER_FLAGS`)."""
+    return {parameter: getattr(args, _dest(flag)) for parameter, flag in PARAMETER_FLAGS.items()}
+
+
+def _dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` under: ``--batch-size`` -> ``batch_size``."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def name_flags(message: str) -> str:
+    """``message`` with the estimator's parameter names replaced by their flags (``learning_rate must be > 0`` ->
+    ``--learning-rate must be > 0``). A name with an underscore is an identifier wherever it stands; a plain word
+    (``epochs``, ``tol``) only where it is used as one, before ``=`` or ``must``."""
+    for parameter, flag in PARAMETER_FLAGS.items():
+        used_as_name = r"\b" if "_" in parameter else r"(?=\s+must\b|=)"
+        message = re.sub(rf"(?<![\w$-]){parameter}{used_as_name}", flag, message)
+    return message
+
+
+def run_train(args: argparse.Namespace) -> dict | None:
+    """Train one model, printing each epoch's figures as it ends and a summary; return the summary.
+
+    Ctrl-C stops training: the finished epochs' lines stay, the summary covers them (``"interrupted": true``), and
+    :func:`main` exits with :data:`EXIT_INTERRUPTED`.
+    """
     estimator_class = SoftmaxRegression if args.model == "softmax" else LogisticRegression  # ovr: over all labels
 
     def make_model(input_scale: float):
-        return estimator_class(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size,
-                               learning_rate=args.learning_rate, random_state=args.seed, input_scale=input_scale,
+        return estimator_class(**estimator_params(args), input_scale=input_scale,
                                progress=False if args.no_progress else None)
 
     if args.distributed and (args.features or args.labels):
         raise ValueError("--distributed trains on MNIST loaded whole, not on --features/--labels files")
     if args.local_sgd_every != 1 and not args.distributed:
         raise ValueError("--local-sgd-every applies to --distributed runs only")
-    train = _train_on_files if args.features or args.labels else _train_on_mnist
-    model, history, task, summary = train(args, make_model)
-    if summary.get("rank", 0) != 0:
-        return None  # in a distributed run rank 0 alone prints
+    prepare = _prepare_files if args.features or args.labels else _prepare_mnist
+    model, fit, task, summary = prepare(args, make_model)
     if args.model == "logistic":
         task += f" (class {args.positive_class} against the rest)"
         summary["positive_class"] = args.positive_class
-    print(f"{task} on {model.backend_}: {summary['train_rows']} training and {summary['test_rows']} test rows")
-    print(f"{'epoch':>5}  {'train loss':>10}  {'test acc':>8}  {'seconds':>8}")
-    for epoch, (loss, seconds) in enumerate(zip(history.loss, history.epoch_seconds)):
-        accuracy = f"{history.validation_score[epoch]:>8.2%}" if history.validation_score else f"{'-':>8}"
-        print(f"{epoch + 1:>5}  {loss:>10.4f}  {accuracy}  {seconds:>8.3f}")
+    table = EpochTable(model, args.backend)
+    if summary.get("rank", 0) == 0:  # in a distributed run rank 0 alone prints
+        table.print_header(task, summary)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            fit(table.add)
+            interrupted = False
+        except KeyboardInterrupt:
+            interrupted = True
+    summary["fit_seconds"] = time.perf_counter() - started
+    if summary.get("rank", 0) != 0:
+        return None
+    unconverged = _show_warnings(caught, args)
+    history = table.history
+    epochs_run = 0 if history is None else len(history.loss)
+    if interrupted:
+        print(f"linclass-gpu train: interrupted in epoch {epochs_run + 1} (epochs finished: {epochs_run})",
+              file=sys.stderr, flush=True)
+    losses = [] if history is None else history.loss
+    scores = [] if history is None else history.validation_score
+    seconds = [] if history is None else history.epoch_seconds
+    # The settings as the estimator holds them, under their flags' names (proof that each flag reached it).
+    summary.update({_dest(PARAMETER_FLAGS[parameter]): value for parameter, value in model.get_params().items()
+                    if parameter in PARAMETER_FLAGS})
+    converged = None if interrupted or args.features else not unconverged  # None: no stopping rule ran to its end
     summary.update({
-        "model": args.model, "backend": model.backend_, "epochs": args.epochs, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "seed": args.seed,
-        "test_accuracy": history.validation_score[-1] if history.validation_score else None,
-        "train_loss": history.loss, "test_accuracy_per_epoch": history.validation_score,
-        "epoch_seconds": history.epoch_seconds,
+        "model": args.model, "backend": getattr(model, "backend_", table.backend), "epochs_run": epochs_run,
+        "interrupted": interrupted, "converged": converged,
+        "test_accuracy": scores[-1] if scores else None,
+        "train_loss": losses, "test_accuracy_per_epoch": scores, "epoch_seconds": seconds,
     })
     scored = "" if summary["test_accuracy"] is None else f"test accuracy {summary['test_accuracy']:.2%} "
-    print(f"{scored}after {args.epochs} epochs in {summary['fit_seconds']:.2f} s "
-          f"(median epoch {np.median(history.epoch_seconds):.3f} s)")
+    median = f" (median epoch {np.median(seconds):.3f} s)" if seconds else ""
+    settled = " (the loss settled within --tol)" if converged else ""
+    epochs = f"{epochs_run} epoch{'' if epochs_run == 1 else 's'}"
+    print(f"{'interrupted: ' if interrupted else ''}{scored}after {epochs}{settled} in {summary['fit_seconds']:.2f} s"
+          f"{median}", flush=True)
     return summary
 
 
-def _train_on_mnist(args: argparse.Namespace, make_model):
-    """Fit on MNIST or Fashion-MNIST loaded whole, scored on its test split after every epoch.
+class EpochTable:
+    """The table ``train`` prints: a header (what trains where, and why better backends were skipped) before training
+    starts, then one line per epoch, printed and flushed as the epoch ends (:meth:`add` is the fit's epoch callback).
+
+    Attributes
+    ----------
+    backend : str
+        The backend the header names: the one ``--backend`` resolves to (an explicit one that cannot run raises
+        :class:`BackendUnavailableError` here, before training).
+    history : TrainingHistory or StreamHistory or None
+        The fit's record as of the last finished epoch (None before the first).
+    """
+
+    def __init__(self, model, requested_backend: str):
+        self.model, self.requested_backend = model, requested_backend
+        self.backend = resolve_name(requested_backend)[0]
+        self.history = None
+
+    def print_header(self, task: str, summary: dict) -> None:
+        _print_now(f"{task} on {self.backend}: {summary['train_rows']} training and {summary['test_rows']} test rows")
+        note = skipped_note(self.requested_backend)
+        if note:
+            _print_now(note)
+        _print_now(f"{'epoch':>5}  {'train loss':>10}  {'test acc':>8}  {'seconds':>8}")
+
+    def add(self, epoch: int, history) -> None:
+        """Print epoch ``epoch``'s line (its figures are the last entries of ``history``)."""
+        if self.history is None and self.model.backend_ != self.backend:  # auto moved on after the header
+            _print_now(f"{self.backend} failed while starting up; training on {self.model.backend_}")
+        self.history = history
+        accuracy = f"{history.validation_score[-1]:>8.2%}" if history.validation_score else f"{'-':>8}"
+        _print_now(f"{epoch + 1:>5}  {history.loss[-1]:>10.4f}  {accuracy}  {history.epoch_seconds[-1]:>8.3f}")
+
+
+def skipped_note(requested: str) -> str:
+    """One line saying why ``auto`` passed over the backends ahead of its choice (``skipped triton: no CUDA driver,
+    cupy: no CUDA driver``), or empty when it passed over none or the backend was asked for by name."""
+    chosen, skipped = resolve_name(requested)  # skipped is empty unless auto walked past a backend
+    if not skipped:
+        return ""
+    return "skipped " + ", ".join(f"{name}: {probe(name).reason}" for name in AUTO_ORDER[:AUTO_ORDER.index(chosen)])
+
+
+def _print_now(line: str) -> None:
+    """Print ``line`` to stdout at once, above the progress bar when one is on screen (tqdm clears and redraws it)."""
+    tqdm = sys.modules.get("tqdm")  # a bar can be on screen only once the training loop has imported tqdm
+    if tqdm is None:
+        print(line, flush=True)
+    else:
+        tqdm.tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+
+
+def _show_warnings(caught: list[warnings.WarningMessage], args: argparse.Namespace) -> bool:
+    """Show the warnings a fit raised: a :class:`ConvergenceWarning` as one line in the flags' terms, the others as
+    Python shows them. Returns whether a ConvergenceWarning was among them."""
+    unconverged = False
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            unconverged = True
+            print(f"linclass-gpu train: not converged in --epochs {args.epochs} (the training loss still improves "
+                  f"by more than --tol {args.tol:g})", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return unconverged
+
+
+def _prepare_mnist(args: argparse.Namespace, make_model):
+    """Load MNIST or Fashion-MNIST whole, to be scored on its test split after every epoch.
 
     Returns
     -------
-    model, StreamHistory (per-epoch figures), task description, partial summary
+    model, fit (callable (epoch_callback) -> None), task description, partial summary
     """
     data = load_mnist(args.data_dir, kind=args.dataset)
     y_train, y_test = data.train_labels, data.test_labels
@@ -145,25 +290,21 @@ def _train_on_mnist(args: argparse.Namespace, make_model):
     distributed = _join_process_group(args) if args.distributed else None
     shard = (slice(None) if distributed is None else
              shard_rows(len(y_train), distributed.rank, distributed.world_size))
-    started = time.perf_counter()
-    try:
-        model.fit(data.train_images[shard], y_train[shard], validation_data=(data.test_images, y_test),
-                  distributed=distributed)
-    finally:  # whatever happened (a disagreement, divergence), leave the group: one left alive can abort at exit
-        if distributed is not None:
-            _leave_process_group()
-    fit_seconds = time.perf_counter() - started
-    history = StreamHistory(model.loss_curve_.tolist(), model.validation_scores_.tolist(),
-                            model.epoch_seconds_.tolist())
-    summary = {"dataset": args.dataset, "train_rows": len(y_train), "test_rows": len(y_test),
-               "fit_seconds": fit_seconds}
+    summary = {"dataset": args.dataset, "train_rows": len(y_train), "test_rows": len(y_test)}
     if distributed is not None:
         summary.update(rank=distributed.rank, processes=distributed.world_size,
-                       local_sgd_every=distributed.local_sgd_every,
-                       allreduce_bytes_per_step=distributed.bytes_exchanged / max(distributed.steps, 1))
-    return model, history, f"{args.dataset}, {args.model}", summary
+                       local_sgd_every=distributed.local_sgd_every)
 
+    def fit(epoch_callback) -> None:
+        try:
+            model.fit(data.train_images[shard], y_train[shard], validation_data=(data.test_images, y_test),
+                      distributed=distributed, epoch_callback=epoch_callback)
+        finally:  # whatever happened (a disagreement, divergence), leave the group: one left alive can abort at exit
+            if distributed is not None:
+                _leave_process_group()
+                summary["allreduce_bytes_per_step"] = distributed.bytes_exchanged / max(distributed.steps, 1)
 
+    return model, fit, f"{args.dataset}, {args.model}", summary
 def _join_process_group(args: argparse.Namespace) -> DataParallel:
     """Join the process group torchrun started (NCCL or gloo, by the backend) and return the data-parallel books."""
     from .backends import get_backend
@@ -180,13 +321,14 @@ def _leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def _train_on_files(args: argparse.Namespace, make_model):
-    """Stream memory-mapped files through ``partial_fit`` (:func:`linclass_gpu.streaming.fit_stream`), one chunk of
-    at most ``--chunk-mb`` MiB at a time; the test files, when given, are scored the same way after every epoch.
+def _prepare_files(args: argparse.Namespace, make_model):
+    """Open memory-mapped files to stream through ``partial_fit`` (:func:`linclass_gpu.streaming.fit_stream`), one
+    chunk of at most ``--chunk-mb`` MiB at a time; the test files, when given, are scored the same way after every
+    epoch.
 
     Returns
     -------
-    model, StreamHistory, task description, partial summary
+    model, fit (callable (epoch_callback) -> None), task description, partial summary
     """
     for features, labels, pair in ((args.features, args.labels, "--features and --labels"),
                                    (args.test_features, args.test_labels, "--test-features and --test-labels")):
@@ -205,14 +347,15 @@ def _train_on_files(args: argparse.Namespace, make_model):
     test = None if args.test_features is None else stream(args.test_features, args.test_labels)
     # A progress bar per partial_fit call would flash by once per chunk; the per-epoch table follows training.
     model = make_model(PIXEL_SCALE if train.features.dtype == np.uint8 else 1.0).set_params(progress=False)
-    started = time.perf_counter()
-    history = fit_stream(model, train, seed=args.seed, validation=test)
     summary = {"features": args.features, "labels": args.labels, "test_features": args.test_features,
                "test_labels": args.test_labels, "train_rows": train.n_rows, "test_rows": 0 if test is None else
                test.n_rows, "chunk_mb": args.chunk_mb, "chunk_rows": train.chunk_rows,
-               "blocks_per_chunk": train.blocks_per_chunk, "chunks_per_epoch": train.n_chunks,
-               "fit_seconds": time.perf_counter() - started}
-    return model, history, f"{args.features}, {args.model}", summary
+               "blocks_per_chunk": train.blocks_per_chunk, "chunks_per_epoch": train.n_chunks}
+
+    def fit(epoch_callback) -> None:
+        fit_stream(model, train, seed=args.seed, validation=test, epoch_callback=epoch_callback)
+
+    return model, fit, f"{args.features}, {args.model}", summary
 
 
 def run_info(args: argparse.Namespace) -> dict:
@@ -230,17 +373,26 @@ def run_info(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``linclass-gpu`` console script; returns the exit status."""
+    """Entry point of the ``linclass-gpu`` console script; returns the exit status (2: an error a user can fix,
+    :data:`EXIT_INTERRUPTED`: Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    missing = not_installed(*SUBCOMMAND_PACKAGES.get(args.command, ()))
+    if missing:
+        print(f"linclass-gpu {args.command}: error: {missing}", file=sys.stderr)
+        return 2
     try:
         result = args.run(args)
     except (BackendUnavailableError, FileNotFoundError, ValueError, TrainingDivergedError, DistributedError) as error:
-        print(f"linclass-gpu {args.command}: error: {error}", file=sys.stderr)
+        message = name_flags(str(error)) if args.command == "train" else str(error)
+        print(f"linclass-gpu {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before anything finished that could be reported (train reports what did)
+        print(f"linclass-gpu {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.json and result is not None:  # None: a process that does not print (not rank 0)
-        print(json.dumps(result))
-    return 0
+        print(json.dumps(result), flush=True)
+    return EXIT_INTERRUPTED if result is not None and result.get("interrupted") else 0
 
 
 if __name__ == "__main__":
