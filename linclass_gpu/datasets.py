@@ -6,7 +6,9 @@ big-endian. Files come raw or gzip-compressed; gzip is recognised by its magic b
 
 `load_mnist` looks for the four standard files in, in order: an explicit ``data_dir``; ``$LINCLASS_DATA``; the MNIST
 copy vendored in this package; the user cache directory; and finally downloads them from a public mirror into the
-cache, verified against the canonical MD5 digests and written atomically.
+cache. Wherever a file comes from, it must be the canonical one: its header must declare the canonical dims (checked
+before anything is decompressed, so a crafted header cannot make the reader allocate or inflate gigabytes) and its
+uncompressed bytes must match the canonical MD5.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["KINDS", "IdxHeader", "ImageDataset", "load_mnist", "read_idx", "read_idx_header", "user_cache_dir"]
+from .files import open_regular_file, replace_atomically
+
+__all__ = ["KINDS", "CanonicalFile", "IdxHeader", "ImageDataset", "load_mnist", "read_idx", "read_idx_header", "user_cache_dir"]
 
 KINDS = ("mnist", "fashion-mnist")
 IMAGE_SHAPE = (28, 28)
@@ -37,23 +42,34 @@ TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 IDX_FILE_NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
-# MD5 of the *uncompressed* canonical MNIST files, computed from the decompressed contents of the vendored copies
-# (linclass_gpu/data/mnist, taken from the project's shared data set), which are byte-identical to the canonical
-# files. Checked on the uncompressed bytes because each mirror's gzip wrapper differs.
-MNIST_MD5 = {
-    TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
-    TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
-    TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
-    TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
-}
 
-# MD5 of the Fashion-MNIST .gz files as published by Zalando (github.com/zalandoresearch/fashion-mnist, README,
-# "Get the Data"). Only the compressed digests are published, so they are checked on download.
-FASHION_MNIST_GZ_MD5 = {
-    TRAIN_IMAGES: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    TRAIN_LABELS: "25c81989df183df01b3e8a0aad5dffbe",
-    TEST_IMAGES: "bef4ecab320f06d8554ea6380940ec79",
-    TEST_LABELS: "bb300cfdad3c16e7a12a480ee83cd310",
+
+@dataclass(frozen=True)
+class CanonicalFile:
+    """What one of the four files of a data set must be, once uncompressed: uint8 values of these dims, this MD5.
+
+    The MD5 is of the uncompressed bytes, header included, because each mirror's gzip wrapper differs.
+    """
+
+    dims: tuple[int, ...]
+    md5: str
+
+
+# MNIST digests computed from the decompressed contents of the vendored copies (linclass_gpu/data/mnist, taken from
+# the project's shared data set), which are byte-identical to the canonical files.
+MNIST_FILES = {
+    TRAIN_IMAGES: CanonicalFile((60000, *IMAGE_SHAPE), "6bbc9ace898e44ae57da46a324031adb"),
+    TRAIN_LABELS: CanonicalFile((60000,), "a25bea736e30d166cdddb491f175f624"),
+    TEST_IMAGES: CanonicalFile((10000, *IMAGE_SHAPE), "2646ac647ad5339dbf082846283269ea"),
+    TEST_LABELS: CanonicalFile((10000,), "27ae3e4e09519cfbb04c329615203637"),
+}
+# Fashion-MNIST digests of the files Zalando publishes (github.com/zalandoresearch/fashion-mnist, data/fashion, whose
+# .gz files match the MD5s in its README), decompressed; the two label files were checked here against that copy.
+FASHION_MNIST_FILES = {
+    TRAIN_IMAGES: CanonicalFile((60000, *IMAGE_SHAPE), "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    TRAIN_LABELS: CanonicalFile((60000,), "9018921c3c673c538a1fc5bad174d6f9"),
+    TEST_IMAGES: CanonicalFile((10000, *IMAGE_SHAPE), "8181f5470baa50b63fa0f6fddb340f0a"),
+    TEST_LABELS: CanonicalFile((10000,), "15d484375f8d13e6eb1aabb0c3f46965"),
 }
 
 # Base URLs tried in order; each serves ``<name>.gz``. Module-level so tests can point them at a loopback server.
@@ -71,6 +87,12 @@ VENDORED_MNIST_DIR = Path(__file__).resolve().parent / "data" / "mnist"
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_SIZE_MODULUS = 2**32  # gzip records the uncompressed size modulo 2**32
+# Deflate's largest expansion: a 258-byte match coded in 2 bits gives 1032 output bytes per input byte, so a gzip file
+# of n bytes never holds more than 1032·n uncompressed bytes, whatever its header or trailer say.
+_MAX_DEFLATE_RATIO = 1032
+# A download is at most this much larger than the canonical uncompressed file (gzip's header, trailer and stored
+# blocks' 5 bytes per 64 KiB); more is refused unread.
+_DOWNLOAD_SLACK_BYTES = 4096
 # gzip's readinto decompresses into a temporary as large as the request: reading in chunks bounds it.
 _READ_CHUNK_BYTES = 1 << 20
 # IDX type code -> dtype of the stored (big-endian) values.
@@ -154,10 +176,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file is not valid IDX: short header, bad magic number, unknown type code, a payload shorter or
-        longer than the dims say, or a corrupt or truncated gzip stream. The message names the file and the problem.
+        If the file is not a regular file or not valid IDX: short header, bad magic number, unknown type code, a
+        payload shorter or longer than the dims say (or than a gzip stream of its size can hold), or a corrupt or
+        truncated gzip stream. The message names the file and the problem.
     """
-    return _read_idx_file(Path(path))[0]
+    path = Path(path)
+    with open_regular_file(path) as raw:
+        return _decode_idx(raw, path)[0]
 
 
 def read_idx_header(path: str | os.PathLike) -> IdxHeader:
@@ -177,7 +202,8 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
     ValueError
         If the header is not valid IDX or the file's size disagrees with its dims (as `read_idx`).
     """
-    with _open_idx(Path(path)) as (header, _):
+    path = Path(path)
+    with open_regular_file(path) as raw, _open_idx(raw, path) as (header, _):
         return header
 
 
@@ -215,8 +241,9 @@ def load_mnist(
        `download` is true. Each file is verified before it is written atomically; a failed or mismatching download
        leaves nothing behind.
 
-    MNIST files are always checked against the MD5 digests of the canonical uncompressed files; Fashion-MNIST
-    downloads against the digests Zalando publishes for the .gz files.
+    Every file, found or downloaded, must be the canonical one (``MNIST_FILES``, ``FASHION_MNIST_FILES``): its
+    header must declare the canonical dims of uint8 (checked before its payload is read or decompressed) and its
+    uncompressed bytes must match the canonical MD5.
 
     Parameters
     ----------
@@ -238,8 +265,8 @@ def load_mnist(
         If `data_dir` lacks a file, or if the files are found nowhere and cannot be downloaded; the message lists
         every place looked in and how to supply the files.
     ValueError
-        If `kind` is unknown, a file is not valid IDX, an MNIST checksum does not match, images are not 28×28 uint8,
-        or the numbers of images and labels disagree.
+        If `kind` is unknown, or a file is not valid IDX, declares other dims than the canonical file's, or does not
+        match its canonical checksum; the message names the file.
 
     Examples
     --------
@@ -287,16 +314,6 @@ def load_mnist(
     )
 
 
-def _gunzip_if_compressed(data: bytes, source: str | Path) -> bytes:
-    """`data` decompressed if it is a gzip stream, else unchanged; `source` names it in errors."""
-    if not data.startswith(GZIP_MAGIC):
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
-        raise ValueError(f"{source}: corrupt or truncated gzip stream ({exc})") from exc
-
-
 def _read_exactly(stream, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``stream`` (reads may come short, gzip's do); return how many bytes arrived before EOF."""
     filled = 0
@@ -319,55 +336,76 @@ def _uncompressed_size(raw, compressed: bool) -> int:
     return struct.unpack("<I", raw.read(4))[0]
 
 
+def _discard(stream, limit: int) -> int:
+    """Read and drop up to ``limit + 1`` bytes of ``stream`` a chunk at a time; return how many there were. Measures a
+    payload's size without holding it, and without inflating more than ``limit + 1`` bytes of a gzip bomb."""
+    count = 0
+    while count <= limit:
+        chunk = stream.read(min(_READ_CHUNK_BYTES, limit + 1 - count))
+        if not chunk:
+            break
+        count += len(chunk)
+    return count
+
+
 @contextlib.contextmanager
-def _open_idx(path: Path):
-    """Open an IDX file, raw or gzip, read and check its header; yield ``(header, stream)`` with the stream (the file
-    or its gzip decoder) at the first payload byte.
+def _open_idx(raw: BinaryIO, path: str | Path):
+    """Read and check the header of the IDX file open in ``raw`` (raw or gzip, seekable); yield ``(header, stream)``
+    with the stream (the file or its gzip decoder) at the first payload byte. ``path`` names the file in errors.
 
-    The declared payload size is checked against the file's (or gzip's trailer hint) before anything is allocated,
-    so a corrupt header never asks for terabytes. Gzip errors, here or in the caller's reads, become ValueError.
+    The declared payload size is checked against the file's size (or gzip's trailer hint, and what deflate can expand
+    the file to) before anything is allocated, so a corrupt header never asks for terabytes. Gzip errors, here or in
+    the caller's reads, become ValueError.
     """
-    with open(path, "rb") as raw:
-        compressed = raw.read(2) == GZIP_MAGIC
-        stored_size = _uncompressed_size(raw, compressed)
-        raw.seek(0)
-        stream = gzip.GzipFile(fileobj=raw) if compressed else raw
-        try:
-            magic = bytearray(4)
-            if _read_exactly(stream, memoryview(magic)) < 4:
-                raise _invalid_idx(path, "short header (the magic number alone takes 4 bytes)")
-            type_code, ndim = magic[2], magic[3]
-            if magic[:2] != b"\x00\x00":
-                raise _invalid_idx(path, f"bad magic number 0x{magic.hex()} (must start with two zero bytes)")
-            if type_code not in _IDX_DTYPES:
-                known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
-                raise _invalid_idx(path, f"unknown type code 0x{type_code:02x} (known: {known})")
-            if ndim == 0:
-                raise _invalid_idx(path, "bad magic number: 0 dimensions")
-            dims_bytes = bytearray(4 * ndim)
-            if _read_exactly(stream, memoryview(dims_bytes)) < len(dims_bytes):
-                raise _invalid_idx(path, f"short header ({ndim} dimensions need {4 + 4 * ndim} bytes)")
-            header = IdxHeader(np.dtype(_IDX_DTYPES[type_code]), struct.unpack(f">{ndim}I", dims_bytes),
-                               bytes(magic + dims_bytes), compressed)
-            # gzip's trailer only hints at the size (and lies in a corrupt stream), so a mismatch there is measured
-            # by reading on.
-            declared = header.offset + header.payload_size
-            size_matches = declared % _GZIP_SIZE_MODULUS == stored_size if compressed else declared == stored_size
-            if not size_matches:
-                raise _payload_size_error(path, header, len(stream.read()) if compressed
-                                          else stored_size - header.offset)
-            yield header, stream
-        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
-            raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+    compressed = raw.read(2) == GZIP_MAGIC
+    stored_size = _uncompressed_size(raw, compressed)
+    file_size = raw.seek(0, os.SEEK_END)
+    raw.seek(0)
+    stream = gzip.GzipFile(fileobj=raw) if compressed else raw
+    try:
+        magic = bytearray(4)
+        if _read_exactly(stream, memoryview(magic)) < 4:
+            raise _invalid_idx(path, "short header (the magic number alone takes 4 bytes)")
+        type_code, ndim = magic[2], magic[3]
+        if magic[:2] != b"\x00\x00":
+            raise _invalid_idx(path, f"bad magic number 0x{magic.hex()} (must start with two zero bytes)")
+        if type_code not in _IDX_DTYPES:
+            known = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
+            raise _invalid_idx(path, f"unknown type code 0x{type_code:02x} (known: {known})")
+        if ndim == 0:
+            raise _invalid_idx(path, "bad magic number: 0 dimensions")
+        dims_bytes = bytearray(4 * ndim)
+        if _read_exactly(stream, memoryview(dims_bytes)) < len(dims_bytes):
+            raise _invalid_idx(path, f"short header ({ndim} dimensions need {4 + 4 * ndim} bytes)")
+        header = IdxHeader(np.dtype(_IDX_DTYPES[type_code]), struct.unpack(f">{ndim}I", dims_bytes),
+                           bytes(magic + dims_bytes), compressed)
+        # gzip's trailer only hints at the size (and lies in a corrupt stream), so a mismatch there is measured
+        # by reading on.
+        declared = header.offset + header.payload_size
+        if compressed and declared > _MAX_DEFLATE_RATIO * file_size:
+            raise _invalid_idx(path, f"dims {header.dims} of {header.dtype.name} need {header.payload_size} "
+                                     f"bytes, more than a gzip file of {file_size} bytes can hold")
+        size_matches = declared % _GZIP_SIZE_MODULUS == stored_size if compressed else declared == stored_size
+        if not size_matches:
+            raise _payload_size_error(path, header, _discard(stream, header.payload_size) if compressed
+                                      else stored_size - header.offset)
+        yield header, stream
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (bad header or CRC) is an OSError
+        raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
 
 
-def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
-    """Decode one IDX file, raw or gzip, straight into a new array; also return the MD5 of its uncompressed bytes.
+def _decode_idx(raw: BinaryIO, path: str | Path, expected: CanonicalFile | None = None) -> tuple[np.ndarray, str]:
+    """Decode the IDX file open in ``raw``, raw or gzip, straight into a new array; also return the MD5 of its
+    uncompressed bytes. With ``expected``, a header declaring other dims or values than uint8 is refused before the
+    payload is read.
 
     The payload is decompressed into the array's own memory, so reading needs no more memory than the array: no copy
-    of the file's bytes is ever held beside it.
+    of the file's bytes is ever held beside it; trailing bytes are counted without being kept.
     """
-    with _open_idx(path) as (header, stream):
+    with _open_idx(raw, path) as (header, stream):
+        if expected is not None and (header.dtype != np.uint8 or header.dims != expected.dims):
+            raise ValueError(f"{path}: dims {header.dims} of {header.dtype.name} are not the canonical file's "
+                             f"{expected.dims} of uint8")
         try:
             values = np.empty(math.prod(header.dims), dtype=header.dtype)
         except (MemoryError, ValueError) as exc:
@@ -375,7 +413,7 @@ def _read_idx_file(path: Path) -> tuple[np.ndarray, str]:
                                      "more than can be allocated") from exc
         payload = memoryview(values).cast("B")
         received = _read_exactly(stream, payload)
-        trailing = len(stream.read()) if received == len(payload) else 0
+        trailing = _discard(stream, header.payload_size) if received == len(payload) else 0
     if received < len(payload) or trailing:
         raise _payload_size_error(path, header, received + trailing)
     md5 = hashlib.md5(header.header_bytes, usedforsecurity=False)
@@ -392,7 +430,8 @@ def _invalid_idx(path: Path, problem: str) -> ValueError:
 def _payload_size_error(path: Path, header: IdxHeader, held: int) -> ValueError:
     """The error for a payload of ``held`` bytes where ``header`` declares another size."""
     problem = "truncated" if held < header.payload_size else "trailing bytes"
-    return _invalid_idx(path, f"payload is {held} bytes but dims {header.dims} of {header.dtype.name} need "
+    size = f"more than {2 * header.payload_size}" if held > 2 * header.payload_size else f"{held}"
+    return _invalid_idx(path, f"payload is {size} bytes but dims {header.dims} of {header.dtype.name} need "
                               f"{header.payload_size} ({problem})")
 
 
@@ -434,51 +473,42 @@ def _load_directory(directory: Path, kind: str) -> ImageDataset:
 
 
 def _read_split(directory: Path, kind: str, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read, verify and check one split.
+    """Read and verify one split.
 
     Returns
     -------
     image_rows : ndarray of shape (n, 784), uint8
     labels : ndarray of shape (n,), uint8
     """
-    images_path = _idx_file_path(directory, images_name)
-    labels_path = _idx_file_path(directory, labels_name)
-    images = _read_verified(images_path, images_name, kind)
-    labels = _read_verified(labels_path, labels_name, kind)
-    for path, array in ((images_path, images), (labels_path, labels)):
-        if array.dtype != np.uint8:
-            raise ValueError(f"{path}: expected uint8 values (IDX type code 0x08), got {array.dtype}")
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"{images_path}: expected dims (n, 28, 28), got {images.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"{labels_path}: expected one dimension (n,), got {labels.shape}")
-    if len(images) != len(labels):
-        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
+    images = _read_local(_idx_file_path(directory, images_name), images_name, kind)
+    labels = _read_local(_idx_file_path(directory, labels_name), labels_name, kind)
     return images.reshape(len(images), -1), labels
 
 
-def _read_verified(path: Path, name: str, kind: str) -> np.ndarray:
-    """Read one IDX file; MNIST content must match its canonical MD5, Fashion-MNIST must not be MNIST's file."""
-    values, actual_md5 = _read_idx_file(path)
-    if kind == "mnist":
-        _require_md5(path, expected=MNIST_MD5[name], actual=actual_md5)
-    elif actual_md5 == MNIST_MD5[name]:
-        # A flat $LINCLASS_DATA holding MNIST would otherwise pass as Fashion-MNIST.
-        raise ValueError(f"{path} is the MNIST file {name}, not {kind}")
+def _canonical_files(kind: str) -> dict[str, CanonicalFile]:
+    return MNIST_FILES if kind == "mnist" else FASHION_MNIST_FILES
+
+
+def _read_local(path: Path, name: str, kind: str) -> np.ndarray:
+    with open_regular_file(path) as raw:
+        return _read_canonical(raw, path, name, kind)
+
+
+def _read_canonical(raw: BinaryIO, source: str | Path, name: str, kind: str) -> np.ndarray:
+    """The values of the IDX file ``name`` of ``kind`` open in ``raw``, refused unless it is the canonical file:
+    its dims are checked from the header before the payload is read, then the MD5 of its uncompressed bytes."""
+    expected = _canonical_files(kind)[name]
+    values, actual_md5 = _decode_idx(raw, source, expected)
+    if actual_md5 != expected.md5:
+        other = next((other for other in KINDS if other != kind and _canonical_files(other)[name].md5 == actual_md5),
+                     None)
+        raise ValueError(f"{source} is the {other} file {name}, not {kind}" if other else
+                         f"{source}: MD5 mismatch: expected {expected.md5}, got {actual_md5}")
     return values
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def _require_md5(source: str | Path, expected: str, actual: str) -> None:
-    if actual != expected:
-        raise ValueError(f"{source}: MD5 mismatch: expected {expected}, got {actual}")
-
-
 def _download_missing_files(kind: str, directory: Path) -> list[str]:
-    """Download the files `directory` lacks, trying each mirror in turn.
+    """Download the files `directory` lacks, trying each mirror in turn; each is verified before it is written.
 
     Returns
     -------
@@ -491,43 +521,24 @@ def _download_missing_files(kind: str, directory: Path) -> list[str]:
     except OSError as exc:
         return [f"download: cannot create {directory} ({exc})"]
     for name in _missing_idx_files(directory):
+        expected = _canonical_files(kind)[name]
+        # A gzip of the canonical file is never much larger than the file itself: read no more than that.
+        limit = 4 + 4 * len(expected.dims) + math.prod(expected.dims) + _DOWNLOAD_SLACK_BYTES
         failures = []
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
                 with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-                    payload = response.read()
-                _verify_download(payload, url, name, kind)
+                    payload = response.read(limit + 1)
+                if len(payload) > limit:
+                    raise ValueError(f"more than {limit} bytes, larger than any gzip of the canonical file")
+                _read_canonical(io.BytesIO(payload), url, name, kind)
             except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
                 failures.append(f"{url}: {exc}")
                 continue
-            _write_atomically(directory / f"{name}.gz", payload)
+            with replace_atomically(directory / f"{name}.gz") as file:
+                file.write(payload)
             break
         else:
             return failures or [f"download: no mirror configured for {kind}"]
     return []
-
-
-def _verify_download(payload: bytes, url: str, name: str, kind: str) -> None:
-    if kind == "mnist":
-        # Mirrors recompress MNIST differently, so it is checked on the uncompressed bytes.
-        _require_md5(url, expected=MNIST_MD5[name], actual=_md5(_gunzip_if_compressed(payload, url)))
-    else:
-        _require_md5(url, expected=FASHION_MNIST_GZ_MD5[name], actual=_md5(payload))
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    """Write `payload` to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    Readers see the whole file or none; an interrupted write leaves no file behind.
-    """
-    fd, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        Path(temporary_path).unlink(missing_ok=True)
-        raise

@@ -7,13 +7,18 @@ pointed at an empty place and no mirrors, unless the test sets them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
+import os
+import re
 import socket
 import struct
 import threading
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ from linclass_gpu.datasets import (
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
+    CanonicalFile,
     ImageDataset,
     load_mnist,
     read_idx,
@@ -77,8 +83,9 @@ def write_data_dir(directory: Path, arrays: dict[str, np.ndarray], compress: boo
     return directory
 
 
-def content_md5s(arrays: dict[str, np.ndarray]) -> dict[str, str]:
-    return {name: md5(idx_bytes(array)) for name, array in arrays.items()}
+def canonical_files(arrays: dict[str, np.ndarray]) -> dict[str, CanonicalFile]:
+    """A table of canonical files that `arrays` satisfy (their dims and MD5s)."""
+    return {name: CanonicalFile(array.shape, md5(idx_bytes(array))) for name, array in arrays.items()}
 
 
 def files_in(directory: Path) -> list[str]:
@@ -99,9 +106,17 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_mnist(monkeypatch) -> dict[str, np.ndarray]:
-    """Tiny arrays accepted as MNIST: MNIST_MD5 is patched to their digests."""
+    """Tiny arrays accepted as MNIST: MNIST_FILES is patched to their dims and digests."""
     arrays = small_split_arrays(seed=1)
-    monkeypatch.setattr(datasets, "MNIST_MD5", content_md5s(arrays))
+    monkeypatch.setattr(datasets, "MNIST_FILES", canonical_files(arrays))
+    return arrays
+
+
+@pytest.fixture
+def tiny_fashion(monkeypatch) -> dict[str, np.ndarray]:
+    """Tiny arrays accepted as Fashion-MNIST: FASHION_MNIST_FILES is patched to their dims and digests."""
+    arrays = small_split_arrays(seed=0)
+    monkeypatch.setattr(datasets, "FASHION_MNIST_FILES", canonical_files(arrays))
     return arrays
 
 
@@ -255,8 +270,8 @@ def test_read_idx_payload_error_gives_dims_and_sizes(tmp_path):
 
 
 @pytest.mark.parametrize("compress", [True, False, (True, False, False, True)], ids=["gz", "raw", "mixed"])
-def test_load_directory_returns_flat_uint8_rows(tmp_path, compress):
-    arrays = small_split_arrays()
+def test_load_directory_returns_flat_uint8_rows(tmp_path, tiny_fashion, compress):
+    arrays = tiny_fashion
     directory = write_data_dir(tmp_path / "fashion", arrays, compress)
 
     data = load_mnist(directory, kind="fashion-mnist")
@@ -275,35 +290,35 @@ def test_load_directory_returns_flat_uint8_rows(tmp_path, compress):
         data.kind = "mnist"
 
 
-def test_raw_file_preferred_over_gz_when_both_exist(tmp_path):
-    arrays = small_split_arrays()
-    directory = write_data_dir(tmp_path / "d", arrays, compress=True)
-    other_labels = (arrays[TRAIN_LABELS] + 1) % 10
-    (directory / TRAIN_LABELS).write_bytes(idx_bytes(other_labels))
-    np.testing.assert_array_equal(load_mnist(directory, kind="fashion-mnist").train_labels, other_labels)
+def test_raw_file_preferred_over_gz_when_both_exist(tmp_path, tiny_fashion):
+    other_labels = (tiny_fashion[TRAIN_LABELS] + 1) % 10
+    directory = write_data_dir(tmp_path / "d", {**tiny_fashion, TRAIN_LABELS: other_labels}, compress=True)
+    (directory / TRAIN_LABELS).write_bytes(idx_bytes(tiny_fashion[TRAIN_LABELS]))
+    np.testing.assert_array_equal(load_mnist(directory, kind="fashion-mnist").train_labels,
+                                  tiny_fashion[TRAIN_LABELS])
 
 
 @pytest.mark.parametrize(
-    ("replaced", "replacement", "expected"),
+    ("replaced", "replacement"),
     [
-        (TRAIN_LABELS, np.zeros(4, dtype=np.uint8), r"holds 5 images but .*train-labels-idx1-ubyte.* holds 4 labels"),
-        (TEST_IMAGES, np.zeros((3, 27, 28), dtype=np.uint8), r"t10k-images.*expected dims \(n, 28, 28\)"),
-        (TEST_IMAGES, np.zeros((3, 784), dtype=np.uint8), r"t10k-images.*expected dims \(n, 28, 28\)"),
-        (TEST_LABELS, np.zeros((3, 1), dtype=np.uint8), r"t10k-labels.*expected one dimension"),
-        (TRAIN_LABELS, np.zeros(5, dtype=np.int32), r"train-labels.*expected uint8 .*got int32"),
+        (TRAIN_LABELS, np.zeros(4, dtype=np.uint8)),
+        (TEST_IMAGES, np.zeros((3, 27, 28), dtype=np.uint8)),
+        (TEST_IMAGES, np.zeros((3, 784), dtype=np.uint8)),
+        (TEST_LABELS, np.zeros((3, 1), dtype=np.uint8)),
+        (TRAIN_LABELS, np.zeros(5, dtype=np.int32)),
     ],
     ids=["count-mismatch", "27x28", "flat-images", "2d-labels", "int32-labels"],
 )
-def test_load_rejects_inconsistent_files(tmp_path, replaced, replacement, expected):
-    arrays = small_split_arrays()
-    arrays[replaced] = replacement
-    directory = write_data_dir(tmp_path / "d", arrays)
-    with pytest.raises(ValueError, match=expected):
+def test_load_rejects_files_whose_header_is_not_the_canonical_one(tmp_path, tiny_fashion, replaced, replacement):
+    directory = write_data_dir(tmp_path / "d", {**tiny_fashion, replaced: replacement})
+    expected = datasets.FASHION_MNIST_FILES[replaced].dims
+    with pytest.raises(ValueError, match=rf"{replaced}.gz: dims .* are not the canonical file's "
+                                         rf"{re.escape(str(expected))} of uint8"):
         load_mnist(directory, kind="fashion-mnist")
 
 
-def test_load_corrupt_file_error_names_it(tmp_path):
-    directory = write_data_dir(tmp_path / "d", small_split_arrays())
+def test_load_corrupt_file_error_names_it(tmp_path, tiny_fashion):
+    directory = write_data_dir(tmp_path / "d", tiny_fashion)
     gz_path = directory / f"{TEST_IMAGES}.gz"
     gz_path.write_bytes(gz_path.read_bytes()[:-30])
     with pytest.raises(ValueError, match="gzip") as excinfo:
@@ -315,14 +330,17 @@ def test_load_corrupt_file_error_names_it(tmp_path):
 # checksums
 
 
-def test_mnist_checksum_mismatch_names_file_and_digests(tmp_path):
+def test_mnist_checksum_mismatch_names_file_and_digests(tmp_path, monkeypatch):
     arrays = small_split_arrays()
     directory = write_data_dir(tmp_path / "d", arrays)
+    real_md5 = datasets.MNIST_FILES[TRAIN_IMAGES].md5
+    monkeypatch.setattr(datasets, "MNIST_FILES", {**canonical_files(arrays),
+                                                  TRAIN_IMAGES: CanonicalFile((5, 28, 28), real_md5)})
     with pytest.raises(ValueError) as excinfo:
-        load_mnist(directory)  # the real MNIST digests
+        load_mnist(directory)
     message = str(excinfo.value)
     assert str(directory / f"{TRAIN_IMAGES}.gz") in message
-    assert f"expected {datasets.MNIST_MD5[TRAIN_IMAGES]}" in message
+    assert f"expected {real_md5}" in message
     assert f"got {md5(idx_bytes(arrays[TRAIN_IMAGES]))}" in message
 
 
@@ -340,10 +358,34 @@ def test_mnist_checksum_is_of_uncompressed_content(tmp_path, tiny_mnist):
         load_mnist(directory)
 
 
-def test_fashion_mnist_refuses_mnist_files(tmp_path, tiny_mnist):
+def test_fashion_mnist_refuses_mnist_files(tmp_path, tiny_mnist, tiny_fashion):
     directory = write_data_dir(tmp_path / "d", tiny_mnist)
-    with pytest.raises(ValueError, match="is the MNIST file .* not fashion-mnist"):
+    with pytest.raises(ValueError, match="is the mnist file .* not fashion-mnist"):
         load_mnist(directory, kind="fashion-mnist")
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "gz"])
+def test_fashion_mnist_local_file_with_a_flipped_label_byte_is_refused(tmp_path, tiny_fashion, compressed):
+    """Fashion-MNIST is checked against its canonical digests wherever it comes from, a local directory too."""
+    directory = write_data_dir(tmp_path / "d", tiny_fashion, compress=compressed)
+    changed = tiny_fashion[TEST_LABELS].copy()
+    changed[1] ^= 1
+    path = directory / (f"{TEST_LABELS}.gz" if compressed else TEST_LABELS)
+    path.write_bytes(gzip.compress(idx_bytes(changed)) if compressed else idx_bytes(changed))
+    with pytest.raises(ValueError, match="MD5 mismatch") as excinfo:
+        load_mnist(directory, kind="fashion-mnist")
+    assert str(path) in str(excinfo.value)
+
+
+def test_canonical_tables_describe_the_real_files():
+    """Both tables: 60000 and 10000 rows of 28x28 images and their labels; the MNIST digests are the vendored
+    files'. (The Fashion-MNIST files are not shipped; their digests were checked against Zalando's copy.)"""
+    for table in (datasets.MNIST_FILES, datasets.FASHION_MNIST_FILES):
+        assert {name: entry.dims for name, entry in table.items()} == {
+            TRAIN_IMAGES: (60000, 28, 28), TRAIN_LABELS: (60000,), TEST_IMAGES: (10000, 28, 28),
+            TEST_LABELS: (10000,)}
+    for name, entry in datasets.MNIST_FILES.items():
+        assert md5(gzip.decompress((REAL_VENDORED_MNIST_DIR / f"{name}.gz").read_bytes())) == entry.md5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -472,20 +514,28 @@ def test_download_mnist_verifies_and_caches(monkeypatch, http_root, tiny_mnist):
     assert len(requested) == 4  # the second load is served from the cache
 
 
-def test_download_fashion_mnist_checks_gz_digests(monkeypatch, http_root):
+def test_download_fashion_mnist_checks_canonical_digests(monkeypatch, http_root, tiny_fashion):
     root, base_url, _ = http_root
-    arrays = small_split_arrays(seed=2)
-    serve(root, "fashion", arrays)
-    gz_md5s = {name: md5((root / "fashion" / f"{name}.gz").read_bytes()) for name in IDX_FILE_NAMES}
-    monkeypatch.setattr(datasets, "FASHION_MNIST_GZ_MD5", gz_md5s)
+    serve(root, "fashion", tiny_fashion)
     monkeypatch.setattr(datasets, "FASHION_MNIST_MIRRORS", (f"{base_url}/fashion",))  # no trailing slash
 
     data = load_mnist(kind="fashion-mnist")
 
     assert data.directory == user_cache_dir("fashion-mnist")
-    np.testing.assert_array_equal(data.test_labels, arrays[TEST_LABELS])
+    np.testing.assert_array_equal(data.test_labels, tiny_fashion[TEST_LABELS])
     for name in IDX_FILE_NAMES:
-        assert md5((data.directory / f"{name}.gz").read_bytes()) == gz_md5s[name]
+        assert (data.directory / f"{name}.gz").read_bytes() == (root / "fashion" / f"{name}.gz").read_bytes()
+
+
+def test_download_larger_than_any_gzip_of_the_file_is_refused_unread(monkeypatch, http_root, tiny_mnist):
+    root, base_url, _ = http_root
+    serve(root, "huge", tiny_mnist)
+    (root / "huge" / f"{TRAIN_IMAGES}.gz").write_bytes(b"\x1f\x8b" + bytes(1 << 20))
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base_url}/huge/",))
+    limit = 4 + 4 * 3 + 5 * 28 * 28 + datasets._DOWNLOAD_SLACK_BYTES
+    with pytest.raises(FileNotFoundError, match=f"{TRAIN_IMAGES}.gz: more than {limit} bytes"):
+        load_mnist()
+    assert files_in(user_cache_dir("mnist")) == []
 
 
 def test_download_resumes_a_partial_cache(monkeypatch, http_root, tiny_mnist):
@@ -507,7 +557,7 @@ def test_mirror_serving_wrong_bytes_is_rejected_and_leaves_nothing(monkeypatch, 
         load_mnist()
 
     message = str(excinfo.value)
-    assert f"{base_url}/bad/{TRAIN_IMAGES}.gz: MD5 mismatch: expected {datasets.MNIST_MD5[TRAIN_IMAGES]}" in message
+    assert f"{base_url}/bad/{TRAIN_IMAGES}.gz: MD5 mismatch: expected {datasets.MNIST_FILES[TRAIN_IMAGES].md5}" in message
     assert files_in(user_cache_dir("mnist")) == []
 
 
@@ -559,3 +609,70 @@ def test_vendored_mnist(monkeypatch):
         np.testing.assert_array_equal(np.unique(labels), np.arange(10))
     # Known facts of the canonical files: the first training label is 5, the first test label is 7.
     assert data.train_labels[0] == 5 and data.test_labels[0] == 7
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# decompression bombs: declared sizes are checked before anything is inflated
+
+
+def _gzip_declaring(content: bytes, declared_size: int) -> bytes:
+    """``gzip.compress(content)`` with its ISIZE trailer rewritten to claim ``declared_size`` (mod 2**32)."""
+    return gzip.compress(content)[:-4] + struct.pack("<I", declared_size % 2**32)
+
+
+def _peak_bytes_while(function) -> int:
+    """Peak traced allocation (NumPy's arrays included) while ``function()`` runs, whatever it raises."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(ValueError):
+            function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(("images", "problem"), [
+    (1_400_000, "more than a gzip file of 1048930 bytes can hold"),  # the reported case: 22 s and 1.1 GiB before
+    (600_000, r"dims \(600000, 28, 28\) of uint8 are not the canonical file's \(60000, 28, 28\)"),
+])
+def test_load_mnist_refuses_a_header_declaring_other_dims_before_decompressing(tmp_path, images, problem):
+    """A 1 MiB gzip declaring more images than MNIST's, its trailer agreeing, is refused from its header."""
+    directory = write_data_dir(tmp_path / "d", small_split_arrays())
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", images, 28, 28)
+    content = header + np.random.default_rng(0).bytes(1 << 20)  # incompressible: the gzip is 1 MiB
+    path = directory / f"{TRAIN_IMAGES}.gz"
+    path.write_bytes(_gzip_declaring(content, len(header) + images * 784))
+    with pytest.raises(ValueError, match=problem) as info:
+        load_mnist(directory)
+    assert str(path) in str(info.value)
+    assert _peak_bytes_while(lambda: load_mnist(directory)) < 4 << 20
+
+
+def test_gzip_declaring_more_than_deflate_can_expand_is_refused_unread(tmp_path):
+    header = bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 1 << 20, 1 << 10)  # 1 GiB of uint8
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(_gzip_declaring(header, len(header) + (1 << 30)))
+    with pytest.raises(ValueError, match="more than a gzip file of .* bytes can hold"):
+        read_idx(path)
+    assert _peak_bytes_while(lambda: read_idx(path)) < 1 << 20
+
+
+@pytest.mark.parametrize("trailer_agrees", [True, False], ids=["trailer-agrees", "trailer-disagrees"])
+def test_trailing_gigabytes_are_counted_not_inflated(tmp_path, trailer_agrees):
+    """A valid payload followed by 256 MiB of zeros (256 KiB compressed): refused after reading a payload's worth."""
+    path = tmp_path / "trailing.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip wrapper
+    body = compressor.compress(_GOOD) + b"".join(compressor.compress(bytes(1 << 20)) for _ in range(256))
+    body += compressor.flush()
+    declared = len(_GOOD) if trailer_agrees else len(_GOOD) + (256 << 20)
+    path.write_bytes(body[:-4] + struct.pack("<I", declared % 2**32))
+    with pytest.raises(ValueError, match="trailing bytes"):
+        read_idx(path)
+    assert _peak_bytes_while(lambda: read_idx(path)) < 4 << 20
+
+
+def test_reading_a_fifo_is_refused_not_blocked(tmp_path):
+    fifo = tmp_path / "fifo-idx"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="FIFO"):
+        read_idx(fifo)
