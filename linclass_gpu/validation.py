@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 
@@ -126,24 +127,37 @@ def _object_to_float(X: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
 
 
 def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
-    """Validate class labels of any values (ints, strings, bools), of any array kind, for ``n_samples`` rows.
+    """Validate class labels of any array kind for ``n_samples`` rows, and bring them to one NumPy type that sorts.
 
-    A column vector (N, 1) is accepted as (N,).
+    The one check every path that takes class labels goes through (``fit``'s ``y`` and ``validation_data``,
+    ``partial_fit``'s ``y`` and ``classes``, ``score``). A column vector (N, 1) is accepted as (N,). Python objects
+    (pandas object, nullable and categorical columns) become strings, bytes, bools or numbers when they all are of
+    that one type.
+
+    Parameters
+    ----------
+    y : array-like, shape (N,) or (N, 1)
+        Integers, strings, bytes, bools, or floats that are whole numbers.
+    n_samples : int
+        The rows of ``X`` (``len(classes)`` when checking ``classes`` itself).
+    name : str
+        What to call ``y`` in messages (the argument, or the file it came from).
 
     Returns
     -------
     ndarray, shape (N,)
+        Of dtype str, bytes, bool, integer or float (object only for integers beyond 64 bits).
 
     Raises
     ------
     ValueError
-        Wrong shape or length, NaN, or continuous (non-integral float) values.
+        Wrong shape or length; a missing label (None, NaN, pandas' NA or NaT), naming its row; an infinite or
+        fractional float; strings mixed with numbers, or bools with numbers (``True == 1`` would merge them);
+        complex numbers or any other type.
     """
     if y is None:
         raise ValueError(f"this estimator requires {name} to be passed, but the target y is None")
     y = to_numpy(y)  # labels are small: they are encoded on the host, then placed on the device as class ids
-    if y.dtype.kind == "O" and all(isinstance(label, str) for label in y.ravel()):
-        y = y.astype(str)  # strings held as objects (a pandas string column) become a NumPy string array
     if y.ndim == 2 and y.shape[1] == 1:
         warnings.warn(f"A column-vector {name} was passed when a 1d array was expected; it is used as (n_samples,)",
                       as_sklearn(DataConversionWarning, "DataConversionWarning"), stacklevel=3)
@@ -152,12 +166,82 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"{name} must be 1-D (n_samples,) class labels, got an array of shape {y.shape}")
     if y.shape[0] != n_samples:
         raise ValueError(f"X and {name} have different lengths: {n_samples} rows in X, {y.shape[0]} labels")
+    if y.dtype.kind in "OT":  # Python objects, or NumPy's variable-width strings (which may hold a missing value)
+        y = _labels_from_objects(y, name)
     if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ValueError(f"{name} contains NaN or infinity")
-        if not np.array_equal(y, np.round(y)):
-            raise ValueError(f"{name} holds continuous values (e.g. {y[y != np.round(y)][0]}); class labels expected")
+        _check_float_labels(y, name)
+    elif y.dtype.kind not in "biuUSO":
+        raise ValueError(f"{name} has dtype {y.dtype}, which class labels cannot have: they are {_LABEL_TYPES}")
     return y
+
+
+_LABEL_TYPES = "integers, strings, bools or whole-number floats"
+_MISSING_ADVICE = "every row needs a class label: drop the rows without one or fill them in"
+# The label types an object array may hold, by their group: labels of one group compare and sort with each other,
+# strings and numbers do not, and bools equal the numbers 0 and 1 (mixed, True and 1 would become one class).
+_LABEL_GROUPS = {"str": "str", "bytes": "bytes", "bool": "bool", "int": "number", "float": "number"}
+
+
+def _labels_from_objects(y: np.ndarray, name: str) -> np.ndarray:
+    """Labels held as Python objects (N,) as an array of their one type: str, bytes, bool, or numbers (int64 or
+    float64; object for integers beyond 64 bits); a missing label, another type or a mix is a ValueError naming the
+    first row concerned."""
+    values = y.tolist()
+    first_row: dict[str, int] = {}  # each label type found -> the first row holding it
+    for row, value in enumerate(values):
+        first_row.setdefault(_label_type(value), row)
+    if "missing" in first_row:
+        row = first_row["missing"]
+        raise ValueError(f"{name} has a missing label ({values[row]!r}) at row {row}: {_MISSING_ADVICE}")
+    for label_type, row in first_row.items():
+        if label_type not in _LABEL_GROUPS:
+            raise ValueError(f"{name} holds a {label_type} at row {row} ({values[row]!r}); class labels are "
+                             f"{_LABEL_TYPES}")
+    types = sorted(first_row, key=first_row.get)
+    mixed = [label_type for label_type in types if _LABEL_GROUPS[label_type] != _LABEL_GROUPS[types[0]]]
+    if mixed:
+        rows = first_row[types[0]], first_row[mixed[0]]
+        raise ValueError(f"{name} mixes {types[0]} and {mixed[0]} labels (row {rows[0]}: {values[rows[0]]!r}, row "
+                         f"{rows[1]}: {values[rows[1]]!r}), which do not compare: give every label one type, e.g. "
+                         "all strings (y.astype(str))")
+    if types == ["str"]:
+        return y.astype(str)
+    return np.array(values)  # one group of types: a bool, bytes or numeric dtype (NumPy widens ints mixed with floats)
+
+
+def _label_type(value) -> str:
+    """How a label counts: "str", "bytes", "bool", "int", "float", "missing" (None, NaN, pandas' NA, NaT), or the
+    name of another type."""
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "missing" if math.isnan(value) else "float"
+    pandas = sys.modules.get("pandas")  # pd.NA and pd.NaT exist only once pandas is loaded
+    if value is None or (pandas is not None and (value is pandas.NA or value is pandas.NaT)):
+        return "missing"
+    if isinstance(value, (np.datetime64, np.timedelta64)) and np.isnat(value):
+        return "missing"
+    return type(value).__name__
+
+
+def _check_float_labels(y: np.ndarray, name: str) -> None:
+    """Refuse a float label array (N,) with a NaN (a missing label), an infinity or a fraction, naming the row."""
+    for problem, where, advice in (("a missing label (NaN)", np.isnan(y), _MISSING_ADVICE),
+                                   ("an infinite label", np.isinf(y), f"class labels are {_LABEL_TYPES}")):
+        if where.any():
+            raise ValueError(f"{name} has {problem} at row {int(np.argmax(where))}: {advice}")
+    fractional = y != np.round(y)
+    if fractional.any():
+        row = int(np.argmax(fractional))
+        raise ValueError(f"{name} holds {y[row].item()!r} at row {row}, which is not a whole number: class labels are "
+                         f"{_LABEL_TYPES}, while these look like continuous values (a regression target), which a "
+                         "classifier cannot fit")
 
 
 def check_label_indicator(Y, n_samples: int, name: str = "y") -> np.ndarray:
@@ -217,9 +301,17 @@ def class_weights(class_weight, classes: np.ndarray, targets: np.ndarray) -> np.
     Parameters
     ----------
     class_weight : dict, "balanced" or None
+        A dict's keys are labels among ``classes`` (NumPy scalars as well as Python values, compared by value); a
+        class it leaves out weighs 1; its values are finite numbers >= 0.
     classes : ndarray, shape (C,)
     targets : ndarray, shape (N,)
         Class indices of the training rows.
+
+    Raises
+    ------
+    ValueError
+        Another kind of ``class_weight``, a key that is not a class (as in scikit-learn), a weight that is not a
+        finite number >= 0, or weights that are 0 for the class of every row (nothing would be fitted).
     """
     if class_weight is None:
         return None
@@ -228,12 +320,22 @@ def class_weights(class_weight, classes: np.ndarray, targets: np.ndarray) -> np.
         return len(targets) / (len(classes) * np.maximum(counts, 1))
     if not isinstance(class_weight, dict):
         raise ValueError(f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got {class_weight!r}")
-    unknown = [label for label in class_weight if label not in set(classes.tolist())]
+    known = set(classes.tolist())
+    unknown = [label for label in class_weight if label not in known]
     if unknown:
-        raise ValueError(f"class_weight names labels that are not classes: {unknown[:5]}")
+        raise ValueError(f"class_weight names labels that are not classes: {unknown[:5]} (the classes are "
+                         f"{classes[:10].tolist()})")
+    for label, weight in class_weight.items():
+        try:
+            check_positive("class_weight", weight, allow_zero=True)
+        except ValueError:
+            raise ValueError(f"class_weight values must be finite numbers >= 0, got {weight!r} for class "
+                             f"{label!r}") from None
     weights = np.array([float(class_weight.get(label, 1.0)) for label in classes.tolist()])
-    if not (np.isfinite(weights).all() and (weights >= 0).all()):
-        raise ValueError(f"class_weight values must be finite and >= 0, got {class_weight}")
+    present = np.unique(targets.astype(np.int64))
+    if present.size and not weights[present].any():
+        raise ValueError(f"class_weight is 0 for every class in y ({classes[present][:10].tolist()}), so every row "
+                         "weighs 0 and there is nothing to fit")
     return weights
 
 
@@ -243,9 +345,12 @@ def encode_labels(y: np.ndarray, classes: np.ndarray | None = None, name: str = 
     Parameters
     ----------
     y : ndarray, shape (N,)
+        Labels as :func:`check_labels` returns them.
     classes : ndarray, optional
-        The known classes (sorted, as ``classes_``); labels of ``y`` outside them are an error. By default the
-        distinct values of ``y``.
+        The known classes (sorted, as ``classes_``): encoding a validation set or the labels ``score`` compares
+        against, where a label outside them is an error. By default the distinct values of ``y``.
+    name : str
+        What to call ``y`` in messages.
 
     Returns
     -------
@@ -254,15 +359,50 @@ def encode_labels(y: np.ndarray, classes: np.ndarray | None = None, name: str = 
     """
     if classes is None:
         return np.unique(y, return_inverse=True)
-    unseen = np.setdiff1d(y, classes)
-    if unseen.size:
-        raise ValueError(f"{name} has labels not among the classes {classes[:10].tolist()}: {unseen[:5].tolist()}")
+    known = np.isin(y, classes)  # False throughout when the types differ (string labels against numeric classes)
+    if not known.all():
+        row = int(np.argmin(known))
+        raise ValueError(f"{name} has labels not among the classes {classes[:10].tolist()} the model was fitted "
+                         f"with: {np.unique(y[~known])[:5].tolist()} (first at row {row}); a model cannot predict "
+                         "a class it never saw")
     return classes, np.searchsorted(classes, y)
 
 
 def check_positive(name: str, value, integer: bool = False, allow_zero: bool = False) -> None:
-    """Raise ValueError unless ``value`` is a (non-negative if ``allow_zero``) number, an integer if asked."""
-    ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
-    if isinstance(value, bool) or not ok_type or not (value >= 0 if allow_zero else value > 0):
-        kind = "integer" if integer else "number"
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
+    """Raise ValueError unless ``value`` is a finite positive (non-negative if ``allow_zero``) number, an integer if
+    asked (see :func:`check_in_range` for what counts as a number)."""
+    wanted = f"a {'non-negative' if allow_zero else 'positive'} {'integer' if integer else 'finite number'}"
+    _check_number(name, value, integer, wanted, lambda number: number >= 0 if allow_zero else number > 0)
+
+
+def check_in_range(name: str, value, low: float, high: float, *, include_low: bool = True,
+                   include_high: bool = True, integer: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number in the interval from ``low`` to ``high``.
+
+    A number is a Python or NumPy scalar (``np.float64(0.9)`` as well as ``0.9``), an integer if ``integer``; a bool
+    is not, although Python counts it as one (``momentum=True`` is a mistake, not 1.0).
+
+    Parameters
+    ----------
+    name : str
+        The parameter, for the message.
+    value : object
+    low, high : float
+        The interval's ends; each is included unless ``include_low`` / ``include_high`` is False.
+    integer : bool
+        Accept integers only.
+    """
+    interval = f"{'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+    _check_number(name, value, integer, f"{'an integer' if integer else 'a number'} in {interval}",
+                  lambda number: (low <= number if include_low else low < number)
+                  and (number <= high if include_high else number < high))
+
+
+def _check_number(name: str, value, integer: bool, wanted: str, accepts) -> None:
+    """Raise ValueError saying ``name`` must be ``wanted`` unless ``value`` is a finite real number (an integer if
+    ``integer``), of a Python or NumPy numeric type other than bool, for which ``accepts(value)`` holds."""
+    types = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    is_number = isinstance(value, types) and not isinstance(value, (bool, np.bool_))
+    # An int is finite however large (math.isfinite would overflow converting it to float).
+    if not (is_number and (isinstance(value, (int, np.integer)) or math.isfinite(value)) and accepts(value)):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
