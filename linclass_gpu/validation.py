@@ -204,9 +204,15 @@ def _labels_from_objects(y: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} mixes {types[0]} and {mixed[0]} labels (row {rows[0]}: {values[rows[0]]!r}, row "
                          f"{rows[1]}: {values[rows[1]]!r}), which do not compare: give every label one type, e.g. "
                          "all strings (y.astype(str))")
-    if types == ["str"]:
-        return y.astype(str)
-    return np.array(values)  # one group of types: a bool, bytes or numeric dtype (NumPy widens ints mixed with floats)
+    # One group of types: a str, bytes, bool or numeric dtype (NumPy widens ints mixed with floats to float64).
+    plain = y.astype(str) if types == ["str"] else np.array(values)
+    changed = plain != y  # NumPy drops a string's trailing NULs; float64 rounds an int beyond 2**53
+    if changed.any():
+        row = int(np.argmax(changed))
+        raise ValueError(f"{name} holds {values[row]!r} at row {row}, which a NumPy {plain.dtype} array stores as "
+                         f"{plain[row].item()!r}, so distinct labels could become one class: give the labels one "
+                         "type that holds them exactly (all integers, or all strings without trailing NULs)")
+    return plain
 
 
 def _label_type(value) -> str:
