@@ -16,6 +16,7 @@ import pytest
 
 from linclass_gpu import cli
 from linclass_gpu.bench import mnist, mnist_providers, report, step, step_providers
+from linclass_gpu.bench.busy import busy_processes
 from linclass_gpu.bench.isolated import IsolatedWorker, WorkerError, thread_limits
 from linclass_gpu.bench.roofline import DevicePeak, cuda_device_peak, step_bytes, step_flop
 from linclass_gpu.bench.timing import LocalSampler, Timing, do_bench_timing, interleaved_wall_clock
@@ -25,6 +26,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 HAS_TRITON = HAS_TORCH and importlib.util.find_spec("triton") is not None
+HAS_JAX = importlib.util.find_spec("jax") is not None
 
 
 def run_cli(capsys, argv):
@@ -123,6 +125,42 @@ def test_targets_are_ratios_of_the_measured_rows():
         "name": "seconds to 92%, sklearn-lbfgs / numpy", "value": None, "goal": ">= 20", "met": False}
     ratio = checks["linclass-gpu train peak above baseline / dataset"]["value"]
     assert ratio == pytest.approx(55e6 / mnist.MNIST_DATASET_BYTES)
+
+
+def test_thread_goals_name_the_machine_state_and_compare_default_threads_one_thread_and_jax():
+    rows = [{"provider": "numpy", "status": "ok", "median_epoch_s": 0.12, "seconds_to_target": 0.2},
+            {"provider": "numpy-1-thread", "status": "ok", "median_epoch_s": 0.10, "seconds_to_target": 0.2},
+            {"provider": "jax", "status": "ok", "median_epoch_s": 0.15, "seconds_to_target": 0.3}]
+    checks = {check["name"]: check for check in mnist.targets(rows, 0.92, busy=1)}
+    threads = checks["median epoch, numpy default threads / numpy-1-thread (1 busy process)"]
+    assert threads["value"] == pytest.approx(1.2) and threads["goal"] == "<= 1.3" and threads["met"]
+    versus_jax = checks["median epoch, jax / numpy (1 busy process)"]
+    assert versus_jax["value"] == pytest.approx(1.25) and versus_jax["goal"] == ">= 1.5" and not versus_jax["met"]
+    idle = [check["name"] for check in mnist.targets(rows, 0.92)]
+    assert idle == ["median epoch, numpy default threads / numpy-1-thread (0 busy processes)",
+                    "median epoch, jax / numpy (0 busy processes)"]
+    # Every pool capped by --threads: there are no default threads to compare.
+    assert [check["name"] for check in mnist.targets(rows, 0.92, threads=2)] == idle[1:]
+
+
+def test_one_thread_rows_pin_every_pool_and_the_librarys_own_choice():
+    from linclass_gpu.threads import THREADS_ENVIRONMENT_VARIABLE
+
+    assert mnist.THREADS_VARIABLE == THREADS_ENVIRONMENT_VARIABLE
+    assert mnist.provider_environment("numpy-1-thread", None) == {
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", THREADS_ENVIRONMENT_VARIABLE: "1"}
+    assert mnist.provider_environment("numpy", None) == {}  # the defaults, as a user gets them
+    assert mnist.provider_environment("jax", 2)["OPENBLAS_NUM_THREADS"] == "2"
+    assert {"numpy", "numpy-1-thread", "jax"} <= set(mnist.default_providers())
+
+
+def test_busy_processes_run_for_the_block_and_are_reaped_after():
+    with busy_processes(2) as processes:
+        assert len(processes) == 2 and all(process.poll() is None for process in processes)
+    assert all(process.returncode is not None for process in processes)
+    with pytest.raises(ValueError, match="--busy"):
+        with busy_processes(-1):
+            pass
 
 
 def test_mnist_dataset_size():
@@ -361,6 +399,11 @@ def test_unknown_provider_is_a_usage_error(capsys):
     assert "fortran" in capsys.readouterr().err
 
 
+def test_negative_busy_is_a_usage_error(capsys):
+    assert cli.main(["bench", "mnist", "--quick", "--providers", "numpy-gemm-floor", "--busy", "-1"]) == 2
+    assert "--busy" in capsys.readouterr().err
+
+
 # -- bench mnist ----------------------------------------------------------------------------------------------------
 
 
@@ -369,7 +412,7 @@ QUICK_SETTINGS = dict(epochs=2, batch_size=128, learning_rate=0.5, gamma=0.6, mo
 
 
 @pytest.mark.parametrize("provider, needs", [
-    ("BackendTraining", None), ("GemmFloor", None), ("TorchTraining", "torch"),
+    ("BackendTraining", None), ("GemmFloor", None), ("TorchTraining", "torch"), ("JaxTraining", "jax"),
     ("SklearnSGDTraining", "sklearn"), ("SklearnLbfgsTraining", "sklearn")])
 def test_mnist_providers_train_epoch_by_epoch(provider, needs):
     if needs and importlib.util.find_spec(needs) is None:
@@ -411,7 +454,10 @@ def test_backend_training_matches_one_train_sgd_call():
     while not training.epoch():
         pass
     X, y, _, _ = load_split(None, QUICK_SETTINGS["train_rows"], 0)
-    model = SoftmaxRegression(backend="numpy", epochs=2, input_scale=PIXEL_SCALE, random_state=0).fit(X, y)
+    settings = {key: QUICK_SETTINGS[key] for key in ("epochs", "batch_size", "learning_rate", "gamma", "momentum",
+                                                     "alpha")}
+    model = SoftmaxRegression(backend="numpy", schedule="exponential", **settings, average=False, tol=None,
+                              input_scale=PIXEL_SCALE, random_state=0).fit(X, y)
     W, b = training.stepper.get_params()
     np.testing.assert_array_equal(W.T, model.coef_)
     np.testing.assert_array_equal(b, model.intercept_)
@@ -428,9 +474,28 @@ def test_mnist_bench_reports_missing_peers_as_skipped_and_failures_as_errors(mon
     assert failed["status"] == "error" and "NoSuchTraining" in failed["reason"]
 
 
+def test_mnist_bench_skips_the_jax_peer_without_jax(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None if name == "jax" else real_find_spec(name))
+    outcome = mnist.run_mnist_bench(["jax"], mnist.MnistSettings(**QUICK_SETTINGS), progress=lambda message: None)
+    assert outcome["results"] == [{"provider": "jax", "status": "skipped", "reason": "jax not installed"}]
+    assert outcome["targets"] == []
+
+
+def test_mnist_settings_follow_the_estimators_sgd_defaults():
+    from linclass_gpu import SoftmaxRegression
+
+    defaults, settings = SoftmaxRegression(), mnist.MnistSettings.library_defaults(epochs=None, momentum=0.9)
+    assert settings.epochs == mnist.DEFAULT_EPOCHS and settings.momentum == 0.9
+    assert (settings.batch_size, settings.learning_rate, settings.alpha) == (
+        defaults.batch_size, defaults.learning_rate, defaults.alpha)
+    assert settings.gamma == (defaults.gamma if defaults.schedule == "exponential" else 1.0)
+
+
 def test_mnist_cli_trains_each_provider_in_its_own_process(capsys, tmp_path):
-    providers = ["numpy", "numpy-gemm-floor", "linclass-gpu-train"] + ["sklearn-lbfgs"] * HAS_SKLEARN
-    argv = ["bench", "mnist", "--quick", "--epochs", "1", "--providers", ",".join(providers),
+    providers = (["numpy", "numpy-1-thread", "numpy-gemm-floor", "linclass-gpu-train"] + ["sklearn-lbfgs"] * HAS_SKLEARN
+                 + ["jax"] * HAS_JAX)
+    argv = ["bench", "mnist", "--quick", "--epochs", "1", "--providers", ",".join(providers), "--busy", "1",
             "--csv", str(tmp_path / "mnist.csv"), "--json"]
     if HAS_MATPLOTLIB:
         argv += ["--plot", str(tmp_path / "mnist.png")]
@@ -441,9 +506,17 @@ def test_mnist_cli_trains_each_provider_in_its_own_process(capsys, tmp_path):
     assert rows["numpy"]["input"] == "uint8, input_scale=1/255" and rows["numpy"]["epochs"] == 1
     assert rows["numpy"]["peak_above_baseline_mb"] > 0 and rows["numpy-gemm-floor"]["final_accuracy"] is None
     assert rows["linclass-gpu-train"]["final_accuracy"] > 0.85  # trains on all of MNIST
-    assert {target["name"] for target in result["targets"]} >= {
-        "median epoch, numpy / numpy-gemm-floor", "linclass-gpu train peak above baseline / dataset"}
-    assert any(line.startswith("target ") for line in lines)
+    assert rows["numpy-1-thread"]["final_accuracy"] == rows["numpy"]["final_accuracy"]  # the same training
+    assert result["busy"] == 1 and "1 busy process(es) beside" in lines[0]
+    goals = {target["name"] for target in result["targets"]}
+    assert goals >= {"median epoch, numpy / numpy-gemm-floor", "linclass-gpu train peak above baseline / dataset",
+                     "median epoch, numpy default threads / numpy-1-thread (1 busy process)"}
+    assert not HAS_JAX or "median epoch, jax / numpy (1 busy process)" in goals
+    goal_lines = [line for line in lines if line.startswith("target ")]
+    assert len(goal_lines) == len(goals) and all(line.endswith((" pass", " FAIL")) for line in goal_lines)
     with (tmp_path / "mnist.csv").open(newline="") as file:
-        assert [row["provider"] for row in csv.DictReader(file)] == providers
+        csv_rows = list(csv.DictReader(file))
+    assert [row["provider"] for row in csv_rows] == providers
+    assert {(row["provider"], row["threads"], row["busy"]) for row in csv_rows if "numpy" in row["provider"]} == {
+        ("numpy", "", "1"), ("numpy-1-thread", "1", "1"), ("numpy-gemm-floor", "", "1")}
     assert not HAS_MATPLOTLIB or (tmp_path / "mnist.png").exists()

@@ -13,9 +13,9 @@ import sys
 STEP_CSV_COLUMNS = ("provider", "device", "threads", "B", "D", "C", "x_dtype", "status", "reason", "method",
                     "median_ms", "low_ms", "high_ms", "gbps", "tflops", "speedup_vs_torch_eager", "time_vs_floor",
                     "bandwidth_fraction", "roofline_fraction", "setup_s")
-MNIST_CSV_COLUMNS = ("provider", "status", "reason", "device", "threads", "input", "batch_size", "learning_rate",
-                     "epochs", "iterations", "median_epoch_s", "fit_s", "target_accuracy", "seconds_to_target",
-                     "final_accuracy", "peak_above_baseline_mb", "baseline_mb")
+MNIST_CSV_COLUMNS = ("provider", "status", "reason", "device", "threads", "busy", "input", "batch_size",
+                     "learning_rate", "epochs", "iterations", "median_epoch_s", "fit_s", "target_accuracy",
+                     "seconds_to_target", "final_accuracy", "peak_above_baseline_mb", "baseline_mb")
 _STEP_TABLE = [("provider", "provider"), ("B", "B"), ("D", "D"), ("C", "C"), ("median_ms", "median ms"),
                ("low_ms", "20%"), ("high_ms", "80%"), ("gbps", "GB/s"), ("tflops", "TFLOP/s"),
                ("speedup_vs_torch_eager", "x eager"), ("time_vs_floor", "/ floor")]
@@ -37,8 +37,8 @@ def _name_list(text: str) -> list[str]:
 
 
 def _add_output_options(parser: argparse.ArgumentParser, add_json) -> None:
-    parser.add_argument("--threads", type=int, help="cap every provider's BLAS/OpenMP threads (default: all cores); "
-                        "1 gives steadier figures on a loaded machine")
+    parser.add_argument("--threads", type=int, help="cap every provider's BLAS/OpenMP threads (default: each "
+                        "library's own choice, as a user gets it)")
     parser.add_argument("--csv", metavar="FILE.csv", help="append one row per result (with machine, GPU and "
                         "library versions) to this file")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
@@ -68,14 +68,18 @@ def register(subparsers, add_json) -> None:
 
     mnist = benches.add_parser("mnist", help="end-to-end MNIST training per backend vs PyTorch and scikit-learn")
     mnist.add_argument("--providers", type=_name_list, metavar="NAME,...",
-                       help="backends, torch-eager, sklearn-sgd, sklearn-lbfgs, numpy-gemm-floor, "
-                       "linclass-gpu-train (default: every one; those not installed are reported as skipped)")
-    mnist.add_argument("--epochs", type=int, help="epochs of every SGD provider (default: the estimators')")
+                       help="backends, numpy-1-thread (the NumPy backend on one BLAS thread), torch-eager, jax, "
+                       "sklearn-sgd, sklearn-lbfgs, numpy-gemm-floor, linclass-gpu-train (default: every one; those "
+                       "not installed are reported as skipped)")
+    mnist.add_argument("--epochs", type=int, help="epochs of every SGD provider (default 5)")
     mnist.add_argument("--batch-size", type=int, help="default: the estimators'")
     mnist.add_argument("--learning-rate", type=float, help="initial learning rate (default: the estimators')")
     mnist.add_argument("--target-accuracy", type=float, help="for the seconds-to-target figure (default 0.92)")
     mnist.add_argument("--lbfgs-max-iter", type=int,
                        help="iteration budget of sklearn-lbfgs, which stops earlier at the target (default 100)")
+    mnist.add_argument("--busy", type=int, default=0, metavar="N",
+                       help="keep N cores busy (one CPU-burning process each) for the whole measurement: the "
+                       "figures of a machine shared with other work (default 0)")
     mnist.add_argument("--timeout", type=float, default=900, help="seconds one epoch (or the setup) may take")
     mnist.add_argument("--data-dir", help="directory holding the MNIST IDX files (default: search, see README)")
     mnist.add_argument("--quick", action="store_true",
@@ -172,10 +176,13 @@ def run_mnist(args: argparse.Namespace) -> dict:
         raise ValueError(f"unknown provider(s) {', '.join(unknown)}; expected "
                          f"{', '.join(mnist_bench.MNIST_PROVIDERS)}")
     context = machine_context()
-    outcome = mnist_bench.run_mnist_bench(providers, settings, timeout=args.timeout, progress=_progress)
+    outcome = mnist_bench.run_mnist_bench(providers, settings, timeout=args.timeout, busy=args.busy,
+                                          progress=_progress)
+    threads = f"capped at {settings.threads}" if settings.threads else "each library's default"
     print(f"MNIST: {settings.epochs} epochs, batch {settings.batch_size}, learning rate {settings.learning_rate} "
           f"x{settings.gamma}/epoch, momentum {settings.momentum}, alpha {settings.alpha}; "
-          f"target {settings.target_accuracy:.0%}; threads {settings.threads or 'all'}; "
+          f"target {settings.target_accuracy:.0%}; threads {threads}; {args.busy} busy process(es) beside; "
+          f"load {context['load_1m']:.1f} on {context['cores']} cores before; "
           f"dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")
     print(format_table(outcome["results"], _MNIST_TABLE))
     print("epoch s: training only, providers taking turns epoch by epoch; peak MB: peak resident set above the "
@@ -183,9 +190,12 @@ def run_mnist(args: argparse.Namespace) -> dict:
           "target or --lbfgs-max-iter iterations, one chunk per 'epoch'. s to target: training seconds at the first "
           "test-set evaluation at the target, evaluated every quarter epoch for the SGD providers and after each "
           "chunk for sklearn-lbfgs, the clock stopped while evaluating. linclass-gpu-train runs whole, for its "
-          "memory: its epoch seconds include evaluation.")
+          "memory: its epoch seconds include evaluation. numpy-1-thread: the NumPy backend with one BLAS thread "
+          "(OPENBLAS_NUM_THREADS=1, LINCLASS_NUM_THREADS=1); jax: jit of a lax.scan over each evaluation "
+          "interval's minibatches, compiled in the setup.")
     print(format_targets(outcome["targets"]))
-    rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "threads": settings.threads,
+    rows = [{"batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
+             "threads": 1 if row["provider"] in mnist_bench.ONE_THREAD else settings.threads, "busy": args.busy,
              "target_accuracy": settings.target_accuracy, **row} for row in outcome["results"]]
     _append_csv(args, rows, MNIST_CSV_COLUMNS, context)
     if args.plot:

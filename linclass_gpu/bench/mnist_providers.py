@@ -18,6 +18,9 @@ epoch. L-BFGS is evaluated after each of its warm-start chunks.
   rather than through the estimator so that evaluation can be timed apart from training.
 - :class:`TorchTraining`: the same SGD in a PyTorch eager loop (``torch.optim.SGD`` with momentum and weight decay
   on W, ``ExponentialLR``), on float32 pixels in [0, 1].
+- :class:`JaxTraining`: the same SGD as JAX users write it, a ``jax.jit`` of a ``lax.scan`` over the minibatches
+  (gradient by ``jax.grad``, momentum and L2 on W by hand), on float32 pixels in [0, 1]; one compiled scan per
+  evaluation interval, compiled ahead of time in the setup.
 - :class:`SklearnSGDTraining`: ``SGDClassifier(loss="log_loss")``, one ``partial_fit`` pass per evaluation interval
   over that part of the rows, so an epoch is one pass over all of them (per-sample SGD with its own "optimal" step
   size: the batch size and learning rate do not apply; ``alpha`` does).
@@ -118,19 +121,22 @@ class _Training:
 
 class _EvaluatedStepper:
     """A fused step for :func:`~linclass_gpu.training.train_sgd` that evaluates every ``every`` steps within an
-    epoch: the host copy of the parameters (which waits for the device) ends the training interval, ``evaluate``
-    runs off the clock. The epoch's last step is left to train_sgd's own end-of-epoch evaluation."""
+    epoch: each interval is one :meth:`~linclass_gpu.backends.base.FusedSGD.run_epoch` call of the stepper (its
+    epoch kernel, where it has one, over that interval's rows), the host copy of the parameters (which waits for the
+    device) ends the training interval, ``evaluate`` runs off the clock. The epoch's last interval is left to
+    train_sgd's own end-of-epoch evaluation."""
 
-    def __init__(self, stepper, every: int, steps_per_epoch: int, evaluate):
-        self.stepper, self.every, self.steps_per_epoch, self.evaluate = stepper, every, steps_per_epoch, evaluate
-        self.steps = 0
+    def __init__(self, stepper, every: int, evaluate):
+        self.stepper, self.every, self.evaluate = stepper, every, evaluate
 
-    def step(self, rows, learning_rate: float) -> None:
-        self.stepper.step(rows, learning_rate)
-        self.steps += 1
-        position = self.steps % self.steps_per_epoch  # steps into the current epoch; 0 once it is complete
-        if position and position % self.every == 0:
-            self.evaluate(*self.stepper.get_params())
+    def run_epoch(self, rows, learning_rates, batch_size: int, on_steps=None) -> None:
+        n_steps = len(learning_rates)
+        for first in range(0, n_steps, self.every):
+            last = min(first + self.every, n_steps)
+            self.stepper.run_epoch(rows[first * batch_size:last * batch_size], learning_rates[first:last],
+                                   batch_size, on_steps)
+            if last < n_steps:
+                self.evaluate(*self.stepper.get_params())
 
     def __getattr__(self, name):
         return getattr(self.stepper, name)
@@ -160,9 +166,10 @@ class BackendTraining(_Training):
         self.setup_seconds = time.perf_counter() - started
 
         def evaluate(W, b):
-            """Note the training interval that ends now, score the test set, start the next interval."""
+            """Note the training interval that ends now, score the test set (on the threads ``predict`` would take),
+            start the next interval."""
             self._evaluated(time.perf_counter() - self._interval_started, float(np.mean(
-                be.to_numpy(be.decision_function(X_test_device, W, b, PIXEL_SCALE)).argmax(axis=1) == y_test)))
+                be.to_numpy(self._predict(X_test_device, W, b)).argmax(axis=1) == y_test)))
             self._interval_started = time.perf_counter()
             return self.accuracy_curve[-1][1]
 
@@ -173,8 +180,10 @@ class BackendTraining(_Training):
 
         n_rows = X_train.shape[0]
         self.backend, self.n_rows, self.epochs, self.batch_size = be, n_rows, epochs, batch_size
+        # The work of one GEMM of a step, from which the backend picks its threads, as SoftmaxRegression.fit does.
+        self.flops_per_step = 2 * min(batch_size, n_rows) * X_train.shape[1] * N_CLASSES
         self.evaluated_stepper = _EvaluatedStepper(self.stepper, steps_between_evaluations(n_rows, batch_size),
-                                                   -(-n_rows // batch_size), evaluate)
+                                                   evaluate)
         self.schedule = LearningRateSchedule("exponential", learning_rate, gamma)
         self.rng, self.history = np.random.default_rng(seed), TrainingHistory()
         self.evaluate_at_epoch_end = evaluate_at_epoch_end
@@ -186,11 +195,17 @@ class BackendTraining(_Training):
         # count), random generator (permutations) and schedule, its origin moved to this epoch.
         done = len(self.history.loss)
         schedule = dataclasses.replace(self.schedule, initial=self.schedule(done, self.history.steps))
-        self._interval_started = time.perf_counter()
-        train_sgd(self.evaluated_stepper, self.backend, self.n_rows, epochs=1, batch_size=self.batch_size,
-                  schedule=schedule, rng=self.rng, score_validation=self.evaluate_at_epoch_end, progress=False,
-                  history=self.history)
+        with self.backend.thread_limit(self.flops_per_step):
+            self._interval_started = time.perf_counter()
+            train_sgd(self.evaluated_stepper, self.backend, self.n_rows, epochs=1, batch_size=self.batch_size,
+                      schedule=schedule, rng=self.rng, score_validation=self.evaluate_at_epoch_end, progress=False,
+                      history=self.history)
         return len(self.epoch_seconds) >= self.epochs
+
+    def _predict(self, X, W, b):
+        """The logits of ``X``, on the threads ``SoftmaxRegression.predict`` takes for them."""
+        with self.backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * N_CLASSES):
+            return self.backend.decision_function(X, W, b, PIXEL_SCALE)
 
 
 class TorchTraining(_Training):
@@ -244,6 +259,99 @@ class TorchTraining(_Training):
                     accuracy = ((self.X_test @ W + b).argmax(dim=1) == self.y_test).float().mean().item()
                 self._evaluated(seconds, accuracy)
                 started = time.perf_counter()
+        self._epoch_done(accuracy)
+        return len(self.epoch_seconds) >= self.epochs
+
+
+class JaxTraining(_Training):
+    """A JAX loop with the same SGD, schedule and initial weights: ``jax.jit`` of a ``lax.scan`` over the minibatches
+    (see the module docstring).
+
+    Each evaluation interval is one call of a compiled scan over its minibatches, the last interval's with the
+    epoch's short final batch as one more step; the few distinct interval shapes are compiled in the setup, so no
+    epoch pays for compilation.
+    """
+
+    input = "float32 in [0, 1]"
+
+    def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, gamma, momentum, alpha, seed,
+                 data_dir=None, train_rows=None, test_rows=None, **_):
+        import jax
+        import jax.numpy as jnp
+
+        self.jax = jax
+        super().__init__(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+        mark_baseline()
+        X_train, y_train, X_test, y_test = load_split(data_dir, train_rows, test_rows)
+        started = time.perf_counter()
+        self.X, self.y = jax.device_put(_as_unit_float32(X_train)), jax.device_put(y_train.astype(np.int32))
+        self.X_test, self.y_test = jax.device_put(_as_unit_float32(X_test)), jax.device_put(y_test.astype(np.int32))
+        n_rows, n_features = X_train.shape
+        zeros = (jnp.zeros((n_features, N_CLASSES), jnp.float32), jnp.zeros(N_CLASSES, jnp.float32))
+        self.state = (zeros, zeros)  # (W, b) and their momentum buffers
+
+        def mean_cross_entropy(params, X_batch, y_batch):
+            W, b = params
+            logits = X_batch @ W + b
+            target_logits = jnp.take_along_axis(logits, y_batch[:, None], axis=1)[:, 0]
+            return jnp.mean(jax.nn.logsumexp(logits, axis=1) - target_logits)
+
+        def sgd_step(state, rows, X, y, rate):
+            """torch.optim.SGD's update: g = ∇ + alpha·W (not b); v ← μ v + g; p ← p − rate·v."""
+            params, velocity = state
+            loss, (grad_W, grad_b) = jax.value_and_grad(mean_cross_entropy)(params, X[rows], y[rows])
+            grads = (grad_W + alpha * params[0], grad_b)
+            velocity = tuple(momentum * v + g for v, g in zip(velocity, grads))
+            params = tuple(p - rate * v for p, v in zip(params, velocity))
+            return (params, velocity), loss
+
+        def train_interval(state, batches, last_batch, X, y, rate):
+            """``lax.scan`` of the step over the rows of ``batches`` (S, B), then ``last_batch`` (R,) unless None."""
+            state, losses = jax.lax.scan(lambda carry, rows: sgd_step(carry, rows, X, y, rate), state, batches)
+            loss_sum = losses.sum() * batches.shape[1]
+            if last_batch is not None:
+                state, loss = sgd_step(state, last_batch, X, y, rate)
+                loss_sum += loss * last_batch.shape[0]
+            return state, loss_sum
+
+        def accuracy(params, X, y):
+            W, b = params
+            return jnp.mean(jnp.argmax(X @ W + b, axis=1) == y)
+
+        # The evaluation intervals' minibatches: (first step, full batches, whether the short last batch follows).
+        full_batches, self.last_rows = divmod(n_rows, batch_size)
+        steps = full_batches + (self.last_rows > 0)
+        every = steps_between_evaluations(n_rows, batch_size)
+        self.intervals = [(start, min(start + every, full_batches) - start, start + every >= steps > full_batches)
+                          for start in range(0, steps, every)]
+        rows_type = jax.ShapeDtypeStruct
+        self.compiled = {}
+        for _, n_full, with_last in self.intervals:
+            if (n_full, with_last) not in self.compiled:
+                self.compiled[n_full, with_last] = jax.jit(train_interval).lower(
+                    self.state, rows_type((n_full, batch_size), jnp.int32),
+                    rows_type((self.last_rows,), jnp.int32) if with_last else None, self.X, self.y,
+                    rows_type((), jnp.float32)).compile()
+        self.accuracy = jax.jit(accuracy).lower(self.state[0], self.X_test, self.y_test).compile()
+        self.setup_seconds = time.perf_counter() - started
+        self.rng, self.epochs, self.batch_size = np.random.default_rng(seed), epochs, batch_size
+        self.learning_rate, self.gamma = learning_rate, gamma
+
+    def epoch(self) -> bool:
+        jax, batch_size = self.jax, self.batch_size
+        rate = np.float32(self.learning_rate * self.gamma ** len(self.epoch_seconds))
+        started = time.perf_counter()
+        order = self.rng.permutation(self.X.shape[0]).astype(np.int32)
+        for start, n_full, with_last in self.intervals:
+            batches = order[start * batch_size:(start + n_full) * batch_size].reshape(n_full, batch_size)
+            last_batch = order[(start + n_full) * batch_size:] if with_last else None
+            self.state, loss_sum = self.compiled[n_full, with_last](self.state, batches, last_batch, self.X, self.y,
+                                                                    rate)
+            jax.block_until_ready(loss_sum)  # the interval's one wait for the device, as the torch loop's .item()
+            seconds = time.perf_counter() - started
+            accuracy = float(self.accuracy(self.state[0], self.X_test, self.y_test))
+            self._evaluated(seconds, accuracy)
+            started = time.perf_counter()
         self._epoch_done(accuracy)
         return len(self.epoch_seconds) >= self.epochs
 

@@ -62,7 +62,7 @@ def target(name: str, value: float | None, goal: str, holds) -> dict:
 def format_targets(targets: list[dict]) -> str:
     """One line per :func:`target`."""
     return "\n".join(f"target {t['name']}: {'-' if t['value'] is None else format(t['value'], '.3g')} "
-                     f"(goal {t['goal']}) {'met' if t['met'] else 'NOT met'}" for t in targets)
+                     f"(goal {t['goal']}) {'pass' if t['met'] else 'FAIL'}" for t in targets)
 
 
 def _cell(value, digits: int) -> str:
