@@ -10,8 +10,12 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_persistence import stored_members, write_members
 
 from linclass_gpu import SoftmaxRegression
+from linclass_gpu.checkpoints import check_resumable_params, data_fingerprint
 
 # A training script that kills itself (SIGKILL: no cleanup, no finally) at a given SGD step.
 TRAIN_SCRIPT = textwrap.dedent("""
@@ -108,3 +112,114 @@ def test_numpy_scalar_parameters_are_saved(tmp_path, problem):
     model = SoftmaxRegression(epochs=np.int64(2), learning_rate=np.float64(0.1)).fit(X, y)
     model.save(tmp_path / "m.npz")
     assert SoftmaxRegression.load(tmp_path / "m.npz").epochs == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# parameters a checkpoint must store faithfully or refuse before any work
+
+
+@pytest.mark.parametrize("class_weight", [{0: 5.0}, {np.int64(0): 5.0, np.int64(2): 0.5}], ids=["int", "np.int64"])
+def test_a_run_with_int_class_weight_keys_resumes(tmp_path, problem, class_weight):
+    X, y = problem
+    path = tmp_path / "run.npz"
+    first = SoftmaxRegression(epochs=2, random_state=0, class_weight=class_weight).fit(X, y, checkpoint=path)
+    longer = SoftmaxRegression(epochs=3, random_state=0, class_weight=class_weight).fit(X, y, checkpoint=path)
+    np.testing.assert_array_equal(longer.loss_curve_[:2], first.loss_curve_)  # resumed, not refused or restarted
+    assert len(longer.loss_curve_) == 3
+
+
+@pytest.mark.parametrize("random_state", [np.random.RandomState(0), np.random.default_rng(0)],
+                         ids=["RandomState", "Generator"])
+def test_a_random_generator_is_refused_before_any_epoch(tmp_path, problem, random_state):
+    X, y = problem
+    model = SoftmaxRegression(epochs=3, random_state=random_state)
+    with pytest.raises(ValueError, match=f"random_state is a {type(random_state).__name__}"):
+        model.fit(X, y, checkpoint=tmp_path / "run.npz")
+    assert not (tmp_path / "run.npz").exists() and not hasattr(model, "loss_curve_")
+
+
+def test_an_unstorable_parameter_is_refused_by_the_keeper_naming_it():
+    with pytest.raises(ValueError, match=r"params\['class_weight'\]: a dict key of type tuple"):
+        check_resumable_params({"class_weight": {(0,): 1.0}})
+    with pytest.raises(ValueError, match=r"params\['tol'\]: a object cannot be stored"):
+        check_resumable_params({"tol": object()})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# crafted and damaged checkpoints: ValueError naming the file, nothing broadcast or half-restored
+
+
+@pytest.fixture
+def checkpoint(tmp_path, problem):
+    """A finished 2-epoch checkpoint of ``problem``: (its path, its members)."""
+    X, y = problem
+    path = tmp_path / "run.npz"
+    SoftmaxRegression(epochs=2, random_state=0).fit(X, y, checkpoint=path)
+    return path, stored_members(path.read_bytes())
+
+
+@pytest.mark.parametrize(("change", "problem_text"), [
+    ({"params": np.array("[1, 2]")}, "params.npy: holds a JSON list, not a dict"),  # AttributeError before
+    ({"params": np.array("{")}, "params.npy: is not valid JSON"),
+    ({"W": np.array(0.5, np.float32)}, r"W has shape \(\), this model's \(4, 3\)"),  # was broadcast
+    ({"b": np.zeros(5, np.float32)}, r"b has shape \(5,\)"),
+    ({"W": np.full((4, 3), np.nan, np.float32)}, "W.npy: holds NaN"),
+    ({"loss": np.array([0.5, 0.4, 0.3])}, "loss holds 3 epochs, not 2"),  # changed the epochs run
+    ({"epoch_seconds": np.array([0.1])}, "epoch_seconds holds 1 epochs, not 2"),
+    ({"epochs_done": np.array(-1)}, "epochs_done is -1"),
+    ({"steps": np.array(1.5)}, "steps.npy: holds dtype float64"),
+    ({"rng_state": np.array('{"bit_generator": "PCG64", "state": 3}')}, "rng_state is not a PCG64 state"),
+    ({"classes_": np.array(["a", "b", "c"])}, "its classes differ"),
+], ids=["params-list", "params-json", "scalar-W", "b-shape", "nan-W", "loss-length", "seconds-length",
+        "negative-epochs", "float-steps", "rng-state", "classes"])
+def test_crafted_checkpoints_are_value_errors_naming_the_file(tmp_path, problem, checkpoint, change, problem_text):
+    X, y = problem
+    path, members = checkpoint
+    write_members(path, {**members, **change})
+    with pytest.raises(ValueError, match=problem_text) as info:
+        SoftmaxRegression(epochs=3, random_state=0).fit(X, y, checkpoint=path)
+    assert str(path) in str(info.value)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_checkpoints_resume_or_give_a_value_error_naming_the_file(tmp_path, problem, checkpoint, data):
+    X, y = problem
+    path, _ = checkpoint
+    valid = path.read_bytes()
+    content = bytearray(valid)
+    for _ in range(data.draw(st.integers(1, 3), label="flips")):
+        content[data.draw(st.integers(0, len(content) - 1), label="position")] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.one_of(st.just(len(content)), st.integers(0, len(content))), label="cut")
+    path.write_bytes(bytes(content[:cut]))
+    try:
+        model = SoftmaxRegression(epochs=3, random_state=0).fit(X, y, checkpoint=path)
+    except ValueError as error:
+        assert str(path) in str(error)
+    else:
+        assert len(model.loss_curve_) == 3 and np.isfinite(model.coef_).all()
+    finally:
+        path.write_bytes(valid)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the fingerprint covers the feature values
+
+
+def test_the_fingerprint_covers_the_feature_values_in_any_layout(problem):
+    X, y = problem
+    targets = np.asarray(y)
+    base = data_fingerprint(X.shape[1], targets, features=X)
+    assert base == data_fingerprint(X.shape[1], targets, features=np.asfortranarray(X))
+    assert base == data_fingerprint(X.shape[1], targets, features=torch_or_numpy(X))
+    changed = X.copy()
+    changed[123, 2] = np.nextafter(changed[123, 2], np.inf)  # one value, one ulp
+    assert base != data_fingerprint(X.shape[1], targets, features=changed)
+    assert base != data_fingerprint(X.shape[1], targets, features=X.astype(np.float64))
+    assert base != data_fingerprint(X.shape[1], targets, features=X * 2)  # other preprocessing
+
+
+def torch_or_numpy(X):
+    """``X`` as a torch tensor where torch is installed (the fingerprint brings it to the host a block at a time)."""
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(X)
