@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import warnings
 
 import numpy as np
 
@@ -19,14 +20,31 @@ from .backends.rowwise import log_softmax
 from .checkpoints import CheckpointKeeper, data_fingerprint
 from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
-from .training import PlateauRule, TrainingHistory, holdout_rows, train_sgd
+from .threads import check_n_threads
+from .training import ConvergenceWarning, PlateauRule, TrainingHistory, holdout_rows, train_sgd
 from .validation import (check_feature_names, check_features, check_label_indicator, check_labels, check_positive,
                          check_sample_weight, class_weights, encode_labels, feature_names, as_sklearn)
 from .validation import NotFittedError
 
 logger = logging.getLogger("linclass_gpu")
 
+# batch_size="auto": MNIST-sized data steps on 128 rows (big enough for efficient GEMMs, small enough for many
+# steps per epoch); data sets under 16·128 rows get smaller batches so that an epoch is still 16 steps.
+AUTO_BATCH_ROWS = 128
+MIN_AUTO_STEPS_PER_EPOCH = 16
+
 _FITTED_ARRAYS = ("coef_", "intercept_", "classes_", "loss_curve_")
+
+
+def _both(first, second):
+    """A callback that calls ``first`` (when there is one), then ``second``, with the same arguments."""
+
+    def both(*args):
+        if first is not None:
+            first(*args)
+        second(*args)
+
+    return both
 
 
 def _accuracy(predicted: np.ndarray, expected: np.ndarray) -> float:
@@ -52,11 +70,12 @@ class _LinearClassifier:
         self,
         *,
         backend: str = "auto",
-        epochs: int = 10,
-        batch_size: int = 128,
+        epochs: int = 1000,
+        batch_size: int | str = "auto",
         learning_rate: float = 0.5,
         schedule: str = "exponential",
         gamma: float = 0.6,
+        min_learning_rate: float = 0.1,
         step_size: int = 5,
         power_t: float = 0.5,
         momentum: float = 0.5,
@@ -72,13 +91,16 @@ class _LinearClassifier:
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 5,
-        tol: float | None = None,
+        tol: float | None = 1e-3,
         warm_start: bool = False,
         class_weight: dict | str | None = None,
         penalty: str | None = "l2",
         l1_ratio: float = 0.15,
         optimizer: str = "sgd",
         loss: str = "log_loss",
+        average: bool | int = True,
+        n_threads: int | None = None,
+        deterministic: bool = False,
     ):
         self.backend = backend
         self.epochs = epochs
@@ -86,6 +108,7 @@ class _LinearClassifier:
         self.learning_rate = learning_rate
         self.schedule = schedule
         self.gamma = gamma
+        self.min_learning_rate = min_learning_rate
         self.step_size = step_size
         self.power_t = power_t
         self.momentum = momentum
@@ -108,6 +131,9 @@ class _LinearClassifier:
         self.l1_ratio = l1_ratio
         self.optimizer = optimizer
         self.loss = loss
+        self.average = average
+        self.n_threads = n_threads
+        self.deterministic = deterministic
 
     # -- parameters -------------------------------------------------------------------------------------------
 
@@ -145,6 +171,10 @@ class _LinearClassifier:
 
     _supports_multilabel = False
 
+    def _backend(self):
+        """The backend ``backend`` names, in deterministic mode when asked (bitwise run to run on Triton too)."""
+        return get_backend(self.backend, **({"deterministic": True} if self.deterministic else {}))
+
     def _checked_dtype(self) -> np.dtype:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
@@ -153,7 +183,8 @@ class _LinearClassifier:
     def _checked_schedule(self) -> LearningRateSchedule:
         """Validate the step hyperparameters (epochs, batch, penalty, momentum, rate) and build the schedule."""
         check_positive("epochs", self.epochs, integer=True)
-        check_positive("batch_size", self.batch_size, integer=True)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            check_positive("batch_size", self.batch_size, integer=True)
         check_positive("alpha", self.alpha, allow_zero=True)
         check_positive("input_scale", self.input_scale)
         if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
@@ -162,9 +193,21 @@ class _LinearClassifier:
             raise ValueError("nesterov=True needs momentum > 0")
         check_optimizer(self.optimizer, *self._momentum())
         check_positive("learning_rate", self.learning_rate)
+        check_n_threads(self.n_threads)
+        self._average_from()
         self._penalty_strengths()
         return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
-                                    float(self.power_t), float(self.alpha), int(self.batch_size))
+                                    float(self.power_t), float(self.alpha),
+                                    floor=float(self.min_learning_rate))
+
+    def _average_from(self) -> int | None:
+        """The epoch averaging starts from (``average=True``: the first; an int ``k``: after ``k`` epochs), or None.
+        Either way the model is the mean of the latest half or more of the averaged epochs (see
+        :meth:`~linclass_gpu.training.TrainingHistory.add_to_average`)."""
+        if isinstance(self.average, (bool, np.bool_)):
+            return 0 if self.average else None
+        check_positive("average", self.average, integer=True, allow_zero=True)
+        return int(self.average)
 
     def _momentum(self) -> tuple[float, bool]:
         """``(momentum, nesterov)`` in effect: as given for SGD; none for AdaGrad and Adam, which have their own
@@ -217,7 +260,7 @@ class _LinearClassifier:
     # -- fitting ----------------------------------------------------------------------------------------------
 
     def fit(self, X, y, validation_data=None, *, sample_weight=None, checkpoint=None, checkpoint_every: int = 1,
-            distributed=None):
+            distributed=None, epoch_callback=None):
         """Train by minibatch SGD from zero weights (from the current ones with ``warm_start``).
 
         Parameters
@@ -241,10 +284,20 @@ class _LinearClassifier:
             Data-parallel training on an initialised ``torch.distributed`` process group: every process calls
             ``fit`` with its own shard of the rows (:func:`linclass_gpu.distributed.shard_rows`) and ends with the
             same model; the shards must hold the same classes; rank 0 alone writes the checkpoint.
+        epoch_callback : callable (epoch, history) -> None, optional
+            Called as each epoch ends, with its number (from 0) and the
+            :class:`~linclass_gpu.training.TrainingHistory` whose last entries are that epoch's figures (loss,
+            validation score, seconds); for progress reports. On rank 0 only in a distributed run.
 
         Returns
         -------
         self
+
+        Warns
+        -----
+        ConvergenceWarning
+            Training ran all ``epochs`` without meeting its stopping rule (``tol`` or early stopping), as
+            scikit-learn's SGD warns: more epochs would still change the model.
         """
         dtype, schedule, plateau = self._checked_dtype(), self._checked_schedule(), self._checked_plateau()
         if validation_data is not None and len(validation_data) != 2:
@@ -256,7 +309,7 @@ class _LinearClassifier:
         X = check_features(X, dtype=dtype)
         classes, targets = self._encode_targets(y, X.shape[0])
         weights = self._row_weights(sample_weight, classes, targets)
-        backend = get_backend(self.backend)
+        backend = self._backend()
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
         rng = np.random.default_rng(self.random_state)
         X_device = backend.asarray(X)
@@ -290,11 +343,17 @@ class _LinearClassifier:
                                       self.get_params(), classes, fingerprint, stepper)
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
+        if epoch_callback is not None:
+            on_epoch_end = _both(on_epoch_end, lambda epoch, history, rng: epoch_callback(epoch, history))
         self._set_label_attributes(classes, targets)
         self._set_feature_attributes(X.shape[1], names)
         self.backend_ = backend.name
         self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
                     score_validation, plateau, on_epoch_end, distributed)
+        if plateau is not None and not history.stopped_early and self.n_iter_ == self.epochs:
+            warnings.warn(f"{type(self).__name__} ran all epochs={self.epochs} before its stopping rule (tol="
+                          f"{plateau.tol:g}, n_iter_no_change={plateau.patience}) was met; more epochs would still "
+                          "change the model", as_sklearn(ConvergenceWarning, "ConvergenceWarning"), stacklevel=2)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, epoch: int | None = None):
@@ -353,7 +412,7 @@ class _LinearClassifier:
             raise ValueError("y switches between class labels and a multilabel indicator matrix across calls")
         classes = found_classes
         weights = self._row_weights(sample_weight, classes, targets)
-        backend = get_backend(self.backend)
+        backend = self._backend()
         if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
             history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
         else:
@@ -380,6 +439,13 @@ class _LinearClassifier:
             return weights
         return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
 
+    def _batch_rows(self, n_rows: int) -> int:
+        """Rows per step: ``batch_size``, or for ``"auto"`` :data:`AUTO_BATCH_ROWS`, made smaller on small data so
+        that an epoch takes at least :data:`MIN_AUTO_STEPS_PER_EPOCH` steps (112 rows: batches of 7)."""
+        if isinstance(self.batch_size, str):
+            return min(AUTO_BATCH_ROWS, max(1, n_rows // MIN_AUTO_STEPS_PER_EPOCH))
+        return int(self.batch_size)
+
     def _stepper(self, backend, X_device, targets_device, n_features: int, n_outputs: int, dtype, state,
                  weights=None, full_batches: bool = False):
         """The backend's fused step for ``n_outputs`` logits over the placed data, from ``state`` (a ``get_state``
@@ -387,7 +453,8 @@ class _LinearClassifier:
         ``batch_size`` rows, or of all the rows when there are fewer, unless ``full_batches`` (a data-parallel shard,
         padded to the largest shard's rows, may take a whole batch even when it holds fewer rows)."""
         (l2, l1), (momentum, nesterov) = self._penalty_strengths(), self._momentum()
-        batch_rows = self.batch_size if full_batches else min(self.batch_size, int(targets_device.shape[0]))
+        n_rows = int(targets_device.shape[0])
+        batch_rows = self._batch_rows(n_rows) if full_batches else min(self._batch_rows(n_rows), n_rows)
         stepper = backend.fused_sgd(
             self._backend_model(), X_device, targets_device, np.zeros((n_features, n_outputs), dtype=dtype),
             np.zeros(n_outputs, dtype=dtype), max_batch_size=batch_rows,
@@ -402,14 +469,20 @@ class _LinearClassifier:
     def _train(self, stepper, backend, n_rows: int, schedule, rng, history, epochs: int, score_validation=None,
                plateau=None, on_epoch_end=None, distributed=None) -> None:
         """Run the loop from ``history``'s epoch to ``epochs`` and record the fitted attributes, whatever happens."""
+        batch_rows = self._batch_rows(n_rows)
+        flops_per_step = 2 * min(batch_rows, n_rows) * stepper.n_features * stepper.n_outputs
         try:
-            train_sgd(stepper, backend, n_rows, epochs=epochs, batch_size=self.batch_size, schedule=schedule, rng=rng,
-                      shuffle=self.shuffle, score_validation=score_validation, progress=self.progress,
-                      history=history, start_epoch=len(history.loss), on_epoch_end=on_epoch_end, plateau=plateau,
-                      distributed=distributed)
+            with backend.thread_limit(flops_per_step, self.n_threads):
+                train_sgd(stepper, backend, n_rows, epochs=epochs, batch_size=batch_rows, schedule=schedule,
+                          rng=rng, shuffle=self.shuffle, score_validation=score_validation, progress=self.progress,
+                          history=history, start_epoch=len(history.loss), on_epoch_end=on_epoch_end,
+                          plateau=plateau, distributed=distributed, average_from=self._average_from())
         finally:  # a diverged or interrupted fit still leaves the last finite epoch's model
             self._sgd_state, self._history, self._rng = stepper.get_state(), history, rng
-            self.coef_, self.intercept_ = self._sgd_state["W"].T.copy(), self._sgd_state["b"].copy()
+            W, b = self._sgd_state["W"], self._sgd_state["b"]
+            if history.average is not None and not (plateau is not None and plateau.restore_best):
+                W, b = history.average  # early stopping already restored its best (averaged) epoch into the stepper
+            self.coef_, self.intercept_ = W.T.copy(), b.copy()
             self.loss_curve_ = np.asarray(history.loss)
             self.validation_scores_ = np.asarray(history.validation_score) if score_validation else None
             self.epoch_seconds_ = np.asarray(history.epoch_seconds)
@@ -456,9 +529,10 @@ class _LinearClassifier:
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
         X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
                            estimator=type(self).__name__)
-        backend = get_backend(self.backend)
-        logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
-                                                    self.input_scale))
+        backend = self._backend()
+        with backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * self.coef_.shape[0], self.n_threads):
+            logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
+                                                        self.input_scale))
         target = kind if self.output_type == "input" else self.output_type
 
         def deliver(result: np.ndarray):
@@ -559,8 +633,10 @@ class SoftmaxRegression(_LinearClassifier):
         Where to compute; ``auto`` takes the first that runs here (``$LINCLASS_BACKEND`` overrides it).
     epochs : int
         Passes over the training set.
-    batch_size : int
-        Rows per SGD step; the last step of an epoch takes the remainder.
+    batch_size : int or "auto"
+        Rows per SGD step; the last step of an epoch takes the remainder. "auto": 128, or ``N // 16`` rows when
+        that is fewer, so that small data sets still take 16 steps per epoch (a batch as large as the data would
+        take one, and the rate schedule would run out before the model converged).
     learning_rate : float
         Initial step size ``η0``.
     schedule : {"constant", "step", "exponential", "invscaling", "optimal", "adaptive"}

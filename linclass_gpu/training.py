@@ -22,12 +22,25 @@ if TYPE_CHECKING:
     from .distributed import DataParallel
 
 
+def _fold_mean(mean: tuple[np.ndarray, ...] | None, count: int,
+               values: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], int]:
+    """The running mean of ``count`` arrays-tuples with ``values`` added: ``m_n = m_{n−1} + (x − m_{n−1}) / n``
+    (exact in any order of magnitude of ``n``, no growing sum)."""
+    if mean is None:
+        return tuple(v.copy() for v in values), 1
+    return tuple(m + (v - m) / (count + 1) for m, v in zip(mean, values)), count + 1
+
+
 class TrainingDivergedError(FloatingPointError, ValueError):
     """The training loss became NaN or infinite; the model keeps the parameters of the last finite epoch.
 
     A ValueError too: the usual cause is a setting (the learning rate) or data (features of huge magnitude) that does
     not suit the problem, and code catching bad input with ``except ValueError`` catches this as well.
     """
+
+
+class ConvergenceWarning(UserWarning):
+    """Training ended on its epoch limit before its stopping rule was met (scikit-learn's class too, once loaded)."""
 
 
 # scikit-learn's floor for "adaptive": a plateau divides the rate while it is above this, then stops training.
@@ -82,6 +95,18 @@ class TrainingHistory:
     best_metric : float
         Best value of the monitored metric so far (for a :class:`PlateauRule`).
     epochs_without_improvement : int
+    stopped_early : bool
+        Training stopped before its epoch limit because the :class:`PlateauRule` said so (it converged).
+    average : (W (D, K), b (K,)) or None
+        With averaging, the mean of the parameters at the end of the latest averaged epochs (the model's weights;
+        see :meth:`add_to_average`).
+    averaged_epochs : int
+        Epochs in ``average``.
+    pending_average : (W, b) or None
+    pending_epochs : int
+        The mean that takes over from ``average`` at the next power-of-two epoch count, and its epochs.
+    best_params : (W, b) or None
+        With early stopping, the model's weights after the best epoch so far.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -91,6 +116,32 @@ class TrainingHistory:
     rate_scale: float = 1.0
     best_metric: float = math.nan
     epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    average: tuple[np.ndarray, np.ndarray] | None = None
+    averaged_epochs: int = 0
+    pending_average: tuple[np.ndarray, np.ndarray] | None = None
+    pending_epochs: int = 0
+    best_params: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add_to_average(self, params: tuple[np.ndarray, np.ndarray], epochs_averaged: int) -> None:
+        """Fold one epoch's final parameters into the tail average (Polyak–Ruppert over the latest epochs).
+
+        The early iterates, far from the optimum, would slow the mean's convergence for as long again as they took,
+        so the average covers only the latest half to three quarters of the averaged epochs, whenever training
+        stops: ``average`` holds the mean since the last power-of-two count ``2^j`` but one, ``pending_average``
+        the mean since the last, and at each power-of-two count the pending mean takes over and a new one starts.
+        ``epochs_averaged`` counts the averaged epochs, this one included.
+        """
+        self.average, self.averaged_epochs = _fold_mean(self.average, self.averaged_epochs, params)
+        self.pending_average, self.pending_epochs = _fold_mean(self.pending_average, self.pending_epochs, params)
+        if epochs_averaged & (epochs_averaged - 1) == 0:  # a power of two
+            self.average, self.averaged_epochs = self.pending_average, self.pending_epochs
+            self.pending_average, self.pending_epochs = None, 0
+
+    def model_params(self, params: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """What the model is after an epoch whose final parameters are ``params``: their tail average while
+        averaging, else ``params``."""
+        return params if self.average is None else self.average
 
     def note_plateau(self, rule: PlateauRule) -> tuple[bool, bool]:
         """Score the last epoch against ``rule``; return (it is the best so far, patience has run out)."""
@@ -138,15 +189,16 @@ def holdout_rows(targets: np.ndarray, fraction: float, rng: np.random.Generator)
     return np.setdiff1d(np.arange(len(targets)), held), held
 
 
-def _progress_bar(epochs: int, start_epoch: int, progress: bool | None):
-    """A tqdm bar over epochs, or None: on when asked, or by default when stderr is a terminal and tqdm is there."""
+def _progress_bar(progress: bool | None):
+    """A tqdm bar over one epoch's steps (reset every epoch), or None: on when asked, or by default when stderr is a
+    terminal and tqdm is there."""
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=epochs, initial=start_epoch, unit="epoch", leave=False)
+    return tqdm(unit="step", leave=False)
 
 
 def train_sgd(
@@ -166,6 +218,7 @@ def train_sgd(
     on_epoch_end: Callable[[int, TrainingHistory, np.random.Generator], None] | None = None,
     plateau: PlateauRule | None = None,
     distributed: DataParallel | None = None,
+    average_from: int | None = None,
 ) -> TrainingHistory:
     """Train ``stepper`` in place for ``epochs`` passes over ``n_rows`` rows.
 
@@ -186,16 +239,20 @@ def train_sgd(
     score_validation : callable (W (D, K), b (K,)) -> float, optional
         Called after every epoch with the host parameters.
     progress : bool or None
-        Show a progress bar: always, never, or (None) when stderr is a terminal.
+        Show a progress bar over each epoch's steps: always, never, or (None) when stderr is a terminal.
     history : TrainingHistory, optional
         Appended to as epochs finish; pass one in to keep what was recorded if this raises.
     start_epoch : int
         Epochs already done (a resumed run): training continues from this epoch to ``epochs``.
     on_epoch_end : callable (epoch, history, rng) -> None, optional
-        Called after each finished epoch, with ``rng`` as the next epoch will find it (for checkpoints); in a
-        distributed run on rank 0 only.
+        Called after each finished epoch (its figures are the last entries of ``history``), with ``rng`` as the next
+        epoch will find it (for checkpoints and progress reports); in a distributed run on rank 0 only.
     plateau : PlateauRule, optional
         Adapt the rate or stop early when the monitored metric stops improving.
+    average_from : int, optional
+        Averaged SGD: from this epoch (counted from 0) on, the model is the running mean of the parameters at the end
+        of each epoch (``history.average``), which is what validation scores, early stopping keeps and the fit
+        returns; SGD itself continues from its last iterate.
     distributed : DataParallel, optional
         Data-parallel training (:mod:`linclass_gpu.distributed`): ``stepper`` holds this process's shard of
         ``n_rows`` rows; gradients (or, with local SGD, parameters) are reduced over the processes, every process
@@ -219,12 +276,14 @@ def train_sgd(
         A peer process died or timed out, or the processes disagree on the run.
     """
     history = TrainingHistory() if history is None else history
-    last_finite = best = stepper.get_params()
+    last_finite = stepper.get_params()
+    if history.best_params is None:
+        history.best_params = last_finite
     in_order = backend.asarray(np.arange(n_rows))
     epoch_rows = n_rows if distributed is None else distributed.attach(stepper, backend, n_rows, batch_size)
     rows_per_epoch = epoch_rows if distributed is None else epoch_rows * distributed.world_size
     writer = distributed is None or distributed.is_writer
-    bar = _progress_bar(epochs, start_epoch, progress if writer else False)
+    bar = _progress_bar(progress if writer else False)
     # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
     # only repeat it (other array libraries ignore this setting).
     with np.errstate(over="ignore", invalid="ignore"):
@@ -235,10 +294,15 @@ def train_sgd(
                     rows = backend.permutation(n_rows, rng) if shuffle else in_order
                 else:
                     rows = distributed.epoch_order(backend, n_rows, rng, shuffle, in_order)
-                for start in range(0, epoch_rows, batch_size):
-                    learning_rate = schedule(epoch, history.steps) * history.rate_scale
-                    stepper.step(rows[start:start + batch_size], learning_rate)
-                    history.steps += 1
+                n_steps = -(-epoch_rows // batch_size)
+                learning_rates = np.array([schedule(epoch, history.steps + t) for t in range(n_steps)])
+                learning_rates *= history.rate_scale
+                if bar is not None:
+                    bar.reset(total=n_steps)
+                    bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                stepper.run_epoch(rows, learning_rates, batch_size, None if bar is None else bar.update)
+                learning_rate = float(learning_rates[-1])
+                history.steps += n_steps
                 loss_sum = stepper.pop_loss_sum()
                 mean_loss = (loss_sum if distributed is None else distributed.sum(loss_sum)) / rows_per_epoch
                 params = stepper.get_params()
@@ -251,27 +315,29 @@ def train_sgd(
                     )
                 last_finite = params
                 history.loss.append(mean_loss)
+                if average_from is not None and epoch >= average_from:
+                    history.add_to_average(params, epoch - average_from + 1)
+                model_params = history.model_params(params)
                 if score_validation is not None:
-                    score = float(score_validation(*params))
+                    score = float(score_validation(*model_params))
                     history.validation_score.append(score if distributed is None else distributed.mean(score))
                 history.epoch_seconds.append(time.perf_counter() - started)
                 stop = False
                 if plateau is not None:
                     is_best, exhausted = history.note_plateau(plateau)
-                    best = params if is_best else best
+                    if is_best:
+                        history.best_params = model_params
                     if exhausted and plateau.adaptive and learning_rate > MIN_ADAPTIVE_RATE:
                         history.rate_scale /= ADAPTIVE_DIVISOR
                     else:
                         stop = exhausted
                 if on_epoch_end is not None and writer:
                     on_epoch_end(epoch, history, rng)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    bar.update()
                 if stop:
+                    history.stopped_early = True
                     break
             if plateau is not None and plateau.restore_best:
-                stepper.set_params(*best)
+                stepper.set_params(*history.best_params)
             if distributed is not None:
                 distributed.check_identical(stepper.get_params())
         except (TrainingDivergedError, KeyboardInterrupt):

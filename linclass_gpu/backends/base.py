@@ -26,7 +26,8 @@ batch's sum.
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol
+import contextlib
+from typing import Any, Callable, ContextManager, Protocol
 
 import numpy as np
 
@@ -117,6 +118,30 @@ class FusedSGD(abc.ABC):
         learning_rate : float
             Step size for this step (the schedule is evaluated on the host; passing it costs no sync).
         """
+
+    def run_epoch(self, rows: Any, learning_rates: np.ndarray, batch_size: int,
+                  on_steps: Callable[[int], None] | None = None) -> None:
+        """Run the SGD steps of one epoch: step ``t`` on ``X[rows[t·B:(t+1)·B]]`` with ``learning_rates[t]``.
+
+        This default makes one :meth:`step` call per minibatch; a backend that can train a whole epoch in one
+        launch overrides it (and falls back to this where its epoch kernel does not apply, e.g. with a
+        :attr:`reducer`).
+
+        Parameters
+        ----------
+        rows : device integer array, shape (N_epoch,)
+            The epoch's row order; the last minibatch takes the ``N_epoch mod B`` rows left, when that is not 0.
+        learning_rates : ndarray of float, shape (ceil(N_epoch / B),)
+            One rate per step, on the host.
+        batch_size : int
+            ``B``.
+        on_steps : callable (int) -> None, optional
+            Told how many steps have finished since its last call (a progress bar); an epoch kernel calls it once.
+        """
+        for index, learning_rate in enumerate(learning_rates):
+            self.step(rows[index * batch_size:(index + 1) * batch_size], float(learning_rate))
+            if on_steps is not None:
+                on_steps(1)
 
     @abc.abstractmethod
     def pop_loss_sum(self) -> float:
@@ -318,6 +343,12 @@ class Backend(abc.ABC):
               (β₁, β₂) = (0.9, 0.999), ε = 1e-8 and ``t`` the step count (kept on the host, passed as scalars:
               no sync). L1 is proximal with the per-parameter step ``lr/(√v/√(1 − β₂ᵗ) + ε)``. No momentum.
         """
+
+    def thread_limit(self, flops_per_call: float, n_threads: int | None = None) -> ContextManager:
+        """A context in which this backend's host work runs on the CPU threads suited to products of
+        ``flops_per_call`` operations (see :mod:`linclass_gpu.threads`), or on ``n_threads`` when given. Backends
+        that compute on a GPU leave the host's threads alone."""
+        return contextlib.nullcontext()
 
     def permutation(self, n: int, rng: np.random.Generator) -> Any:
         """A random order of ``range(n)`` as a device integer array: each epoch's shuffle, drawn from ``rng``.

@@ -78,7 +78,9 @@ class CupyBackend(ArrayBackend):
 
     name = "cupy"
 
-    def __init__(self):
+    def __init__(self, deterministic: bool = False):
+        """``deterministic`` is accepted for the estimators' sake: cuBLAS GEMMs and the row-wise kernel add in a
+        fixed order, so every run is already bitwise repeatable."""
         import cupy
 
         self.xp = cupy
