@@ -10,6 +10,12 @@ One epoch reads every row once, a chunk at a time, the chunks in an order drawn 
 shuffles the rows inside each chunk with the estimator's own random state. Unlike ``fit``, a minibatch never mixes rows
 of two chunks, so rows sorted on disk (by class, by date) stay grouped when a chunk is contiguous rows: for such a file
 build each chunk from many small blocks drawn from all over it (``blocks_per_chunk``), or shuffle it once.
+
+A mapped file must not change while it is streamed: reading a page of a file truncated under the mapping kills the
+process with SIGBUS, beyond any exception handler. So each file's size, modification time and inode are noted when
+the stream is opened and checked again before every chunk is read; a change is a ValueError naming the file. (A
+truncation in the instant between that check and the chunk's copy still crashes: only a private copy could close
+that window.) Only regular files are mapped: a FIFO would block the reader forever.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .datasets import GZIP_MAGIC, read_idx_header
+from .files import open_regular_file
 from .training import TrainingDivergedError
 from .validation import check_positive
 
@@ -55,13 +62,13 @@ def map_rows(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     ValueError
-        A gzip-compressed file (it cannot be mapped: decompress it first), a file that is neither .npy nor valid IDX, a
-        truncated file, or one that holds no values.
+        Not a regular file (a FIFO, a directory), a gzip-compressed file (it cannot be mapped: decompress it first), a
+        file that is neither .npy nor valid IDX, a truncated file, or one that holds no values.
     TypeError
         A .npy file of Python objects.
     """
     path = Path(path)
-    with open(path, "rb") as file:
+    with open_regular_file(path) as file:
         start = file.read(len(NPY_MAGIC))
         if start.startswith(GZIP_MAGIC):
             raise ValueError(f"{path} is gzip-compressed, and a compressed file cannot be memory-mapped: decompress it "
@@ -95,6 +102,39 @@ def map_rows(path: str | os.PathLike) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class MappedFile:
+    """A memory-mapped file as the stream found it: what must not change while its rows are read."""
+
+    path: str
+    size: int
+    modified_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> MappedFile | None:
+        """The file ``array`` maps (a ``numpy.memmap`` or a view of one), as it is now; None for memory."""
+        while array is not None and not isinstance(array, np.memmap):
+            array = array.base if isinstance(array.base, np.ndarray) else None
+        if array is None or array.filename is None:
+            return None
+        status = os.stat(array.filename)
+        return cls(str(array.filename), status.st_size, status.st_mtime_ns, status.st_ino)
+
+    def check_unchanged(self) -> None:
+        """Raise ValueError if the file was truncated, rewritten or replaced since it was noted."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            status = None
+        if status is None or (status.st_size, status.st_mtime_ns, status.st_ino) != (
+                self.size, self.modified_ns, self.inode):
+            now = "removed" if status is None else f"{status.st_size} bytes, modified at {status.st_mtime_ns} ns"
+            raise ValueError(f"{self.path} changed while it was being streamed ({self.size} bytes, modified at "
+                             f"{self.modified_ns} ns, when the stream was opened; now {now}): a mapped file must stay "
+                             "as it is until training ends (reading a truncated one would kill the process)")
+
+
+@dataclass(frozen=True)
 class RowStream:
     """Features, labels and optional weights of the same rows, read in chunks of ``blocks_per_chunk`` blocks of
     ``block_rows`` rows.
@@ -116,6 +156,8 @@ class RowStream:
     blocks_per_chunk : int
     label_map : callable (ndarray) -> ndarray, or None
         Applied to each chunk's labels ((n,), or (n, L) indicators) as it is read (e.g. one class against the rest).
+    mapped_files : tuple of MappedFile
+        The files the arrays map, as they were when the stream was opened; checked before every read.
     """
 
     features: np.ndarray = field(repr=False)
@@ -124,6 +166,7 @@ class RowStream:
     block_rows: int
     blocks_per_chunk: int = 1
     label_map: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    mapped_files: tuple[MappedFile, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -162,6 +205,7 @@ class RowStream:
         y : ndarray, shape (n,), or (n, L) for multilabel indicators
         sample_weight : ndarray, shape (n,), or None
         """
+        self.check_files_unchanged()
         spans = self._spans(blocks)
         X = _gather(self.features, spans)
         weights = None if self.sample_weight is None else _gather(self.sample_weight, spans)
@@ -187,8 +231,16 @@ class RowStream:
         ``arange(L)`` for multilabel indicators, whose columns are the labels."""
         if self.multilabel:
             return np.arange(self.labels.shape[1])
-        return np.unique(np.concatenate([np.unique(self._read_labels(self._spans(blocks)))
-                                         for blocks in self.chunk_blocks(None)]))
+        uniques = []
+        for blocks in self.chunk_blocks(None):
+            self.check_files_unchanged()
+            uniques.append(np.unique(self._read_labels(self._spans(blocks))))
+        return np.unique(np.concatenate(uniques))
+
+    def check_files_unchanged(self) -> None:
+        """Raise ValueError naming a mapped file that changed since the stream was opened (see :class:`MappedFile`)."""
+        for mapped in self.mapped_files:
+            mapped.check_unchanged()
 
     def _spans(self, blocks) -> list[slice]:
         return [slice(block * self.block_rows, min((block + 1) * self.block_rows, self.n_rows)) for block in blocks]
@@ -243,7 +295,7 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
     ValueError
         Shapes that disagree (features not 2-D or more, labels not (N,) or (N, L), weights not 1-D, different numbers
         of rows), no rows,
-        a gzip or otherwise unreadable file, neither or both of `chunk_bytes` and `chunk_rows`, or a budget smaller
+        a gzip or otherwise unreadable file, one that is not a regular file (a FIFO), neither or both of `chunk_bytes` and `chunk_rows`, or a budget smaller
         than one row.
     TypeError
         Features or weights that are not real numbers, labels that are neither numbers nor strings.
@@ -286,7 +338,8 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         unit = batch_size // math.gcd(batch_size, blocks_per_chunk)
         if block_rows >= unit and block_rows * blocks_per_chunk < X.shape[0]:
             block_rows -= block_rows % unit
-    return RowStream(X, y, weights, int(block_rows), int(blocks_per_chunk), label_map)
+    mapped_files = tuple(dict.fromkeys(mapped for mapped in map(MappedFile.of, (X, y, weights)) if mapped))
+    return RowStream(X, y, weights, int(block_rows), int(blocks_per_chunk), label_map, mapped_files)
 
 
 @dataclass

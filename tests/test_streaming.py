@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -410,3 +412,75 @@ def test_chunks_are_whole_minibatches_whatever_the_blocks(chunk_rows, batch_size
     assert stream.blocks_per_chunk == blocks_per_chunk
     # All rows in one chunk: left whole, whatever the batch.
     assert open_stream(X[:203], y[:203], chunk_rows=1000, batch_size=16).n_chunks == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files that change or are not files
+
+# Streams X.npy with a label_map that truncates X.npy to its header once the first chunk is read: the next chunk's
+# read used to touch pages past the end of the file (SIGBUS, exit 135).
+TRUNCATE_WHILE_STREAMING = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from linclass_gpu import SoftmaxRegression
+    from linclass_gpu.streaming import fit_stream, open_stream
+
+    features, labels = sys.argv[1], sys.argv[2]
+    def truncate_features(y):
+        os.truncate(features, 128)
+        return y
+    stream = open_stream(features, labels, chunk_rows=50, label_map=truncate_features)
+    try:
+        fit_stream(SoftmaxRegression(epochs=2), stream, classes=[0, 1, 2], seed=0)
+    except ValueError as error:
+        print("ValueError:", error)
+""")
+
+
+def test_a_file_truncated_while_streaming_is_a_value_error_not_sigbus(tmp_path, blobs):
+    X, y = blobs
+    features, labels = write(tmp_path, "X", X, "npy"), write(tmp_path, "y", y, "npy")
+    script = tmp_path / "truncate.py"
+    script.write_text(TRUNCATE_WHILE_STREAMING)
+    result = subprocess.run([sys.executable, str(script), str(features), str(labels)], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert f"ValueError: {features} changed while it was being streamed" in result.stdout
+    assert "now 128 bytes" in result.stdout
+
+
+def test_a_file_rewritten_in_place_between_chunks_is_refused(tmp_path, blobs):
+    X, y = blobs
+    features, labels = write(tmp_path, "X", X, "npy"), write(tmp_path, "y", y.astype(np.uint8), "idx")
+    stream = open_stream(features, labels, chunk_rows=50)
+    first = stream.read_chunk(np.array([0]))
+    np.testing.assert_array_equal(first[1], y[:50])
+    with open(labels, "r+b") as file:  # same size, other content
+        file.seek(-1, 2)
+        file.write(b"\x02")
+    os.utime(labels, ns=(time.time_ns(), time.time_ns() + 10**9))  # a later mtime, whatever the clock resolution
+    with pytest.raises(ValueError, match=f"{labels} changed while it was being streamed"):
+        stream.read_chunk(np.array([1]))
+    with pytest.raises(ValueError, match="changed while it was being streamed"):
+        stream.classes()
+
+
+def test_arrays_in_memory_need_no_file_checks(blobs):
+    X, y = blobs
+    assert open_stream(X, y, chunk_rows=50).mapped_files == ()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_open_stream_refuses_what_is_not_a_regular_file(tmp_path, blobs, kind):
+    """A FIFO blocked open_stream forever; it is refused at once (run apart, so a regression cannot hang the suite)."""
+    _, y = blobs
+    labels = write(tmp_path, "y", y, "npy")
+    features = tmp_path / "features"
+    os.mkfifo(features) if kind == "fifo" else features.mkdir()
+    code = ("import sys; from linclass_gpu.streaming import open_stream\n"
+            "try:\n    open_stream(sys.argv[1], sys.argv[2], chunk_rows=10)\n"
+            "except ValueError as error:\n    print('ValueError:', error)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(features), str(labels)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    expected = "a FIFO (named pipe)" if kind == "fifo" else "a directory"
+    assert f"ValueError: {features} is {expected}, not a regular file" in result.stdout, result.stderr[-2000:]
