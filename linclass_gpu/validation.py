@@ -157,6 +157,8 @@ def check_labels(y, n_samples: int, name: str = "y") -> np.ndarray:
     """
     if y is None:
         raise ValueError(f"this estimator requires {name} to be passed, but the target y is None")
+    if isinstance(y, (list, tuple)):  # as objects: NumPy would turn [1, None] to objects but ["a", nan] to "nan"
+        y = np.array(y, dtype=object)
     y = to_numpy(y)  # labels are small: they are encoded on the host, then placed on the device as class ids
     if y.ndim == 2 and y.shape[1] == 1:
         warnings.warn(f"A column-vector {name} was passed when a 1d array was expected; it is used as (n_samples,)",
@@ -204,8 +206,12 @@ def _labels_from_objects(y: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} mixes {types[0]} and {mixed[0]} labels (row {rows[0]}: {values[rows[0]]!r}, row "
                          f"{rows[1]}: {values[rows[1]]!r}), which do not compare: give every label one type, e.g. "
                          "all strings (y.astype(str))")
-    # One group of types: a str, bytes, bool or numeric dtype (NumPy widens ints mixed with floats to float64).
-    plain = y.astype(str) if types == ["str"] else np.array(values)
+    if types == ["str"]:
+        plain = y.astype(str)
+    elif types == ["int"]:
+        plain = _integer_array([int(value) for value in values])
+    else:  # bools, bytes, or ints mixed with floats (as float64)
+        plain = np.array(values)
     changed = plain != y  # NumPy drops a string's trailing NULs; float64 rounds an int beyond 2**53
     if changed.any():
         row = int(np.argmax(changed))
@@ -213,6 +219,17 @@ def _labels_from_objects(y: np.ndarray, name: str) -> np.ndarray:
                          f"{plain[row].item()!r}, so distinct labels could become one class: give the labels one "
                          "type that holds them exactly (all integers, or all strings without trailing NULs)")
     return plain
+
+
+def _integer_array(values: list[int]) -> np.ndarray:
+    """Python ints as an int64 array, else uint64, else (beyond 64 bits) an object array: exact in every case, where
+    ``np.array`` makes float64 of ints that fit neither (``[2**64 - 1, -1]``)."""
+    for dtype in (np.int64, np.uint64):
+        try:
+            return np.array(values, dtype=dtype)
+        except OverflowError:
+            continue
+    return np.array(values, dtype=object)
 
 
 def _label_type(value) -> str:
