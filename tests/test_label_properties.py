@@ -50,17 +50,17 @@ def _torch(values, dtype):
 
 # Containers: how to build one from a pool's values, and the missing values it can hold (none: it cannot).
 CONTAINERS = {
-    "numpy": (_numpy, {"float32": [np.nan], "float64": [np.nan]}),
+    "numpy": (_numpy, {"float32": (np.nan,), "float64": (np.nan,)}),
     "object": (lambda values, dtype: _object_array(values),
-               dict.fromkeys(POOLS, [None, np.nan, np.float32("nan"), pd.NA, pd.NaT, np.datetime64("NaT")])),
-    "list": (lambda values, dtype: list(values), dict.fromkeys(POOLS, [None, float("nan")])),
+               dict.fromkeys(POOLS, (None, np.nan, np.float32("nan"), pd.NA, pd.NaT, np.datetime64("NaT")))),
+    "list": (lambda values, dtype: list(values), dict.fromkeys(POOLS, (None, float("nan")))),
     "pandas nullable": (lambda values, dtype: pd.array(values, dtype={"int8": "Int8", "int64": "Int64", "uint64":
                                                                        "UInt64", "float64": "Float64", "bool":
                                                                        "boolean", "str": "string"}[dtype]),
-                        dict.fromkeys(["int8", "int64", "uint64", "float64", "bool", "str"], [None, pd.NA])),
+                        dict.fromkeys(["int8", "int64", "uint64", "float64", "bool", "str"], (None, pd.NA))),
     "pandas category": (lambda values, dtype: pd.Series(values, dtype="category"),
-                        dict.fromkeys(POOLS, [None, np.nan])),
-    "torch": (_torch, {"float32": [float("nan")], "float64": [float("nan")]}),
+                        dict.fromkeys(POOLS, (None, np.nan))),
+    "torch": (_torch, {"float32": (float("nan"),), "float64": (float("nan"),)}),
 }
 TORCH_POOLS = ("int8", "int64", "float32", "float64", "bool")
 NULLABLE_POOLS = ("int8", "int64", "uint64", "float64", "bool", "str")
