@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,10 @@ from hypothesis import strategies as st
 from test_persistence import stored_members, write_members
 
 from linclass_gpu import SoftmaxRegression
+from linclass_gpu.checkpoints import _MEMBERS as CHECKPOINT_MEMBERS
 from linclass_gpu.checkpoints import check_resumable_params, data_fingerprint
+from linclass_gpu.files import TEMPORARY_MARK
+from linclass_gpu.persistence import read_npz, write_npz_atomically
 
 # A training script that kills itself (SIGKILL: no cleanup, no finally) at a given SGD step.
 TRAIN_SCRIPT = textwrap.dedent("""
@@ -60,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     killed = run_training(tmp_path, tmp_path / "resumed.npz", 2 * steps_per_epoch + 7, tmp_path / "never.npz")
     assert killed.returncode == -signal.SIGKILL
     assert (tmp_path / "resumed.npz").exists() and not (tmp_path / "never.npz").exists()
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")], "no half-written file left"
+    assert not [p for p in os.listdir(tmp_path) if TEMPORARY_MARK in p], "no half-written file left"
     resumed = run_training(tmp_path, tmp_path / "resumed.npz", 0, tmp_path / "resumed_out.npz")
     assert resumed.returncode == 0, resumed.stderr
     expected, actual = np.load(tmp_path / "straight_out.npz"), np.load(tmp_path / "resumed_out.npz")
@@ -223,3 +227,37 @@ def torch_or_numpy(X):
     """``X`` as a torch tensor where torch is installed (the fingerprint brings it to the host a block at a time)."""
     torch = pytest.importorskip("torch")
     return torch.from_numpy(X)
+
+
+# A checkpointed fit of many short epochs (a checkpoint written every few milliseconds), killed at random moments.
+CHECKPOINTED_LOOP = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from linclass_gpu import SoftmaxRegression
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(64, 300)).astype(np.float32)
+    y = np.arange(64) % 10
+    print("ready", flush=True)
+    SoftmaxRegression(epochs=10**6, batch_size=64, random_state=0).fit(X, y, checkpoint=sys.argv[1])
+""")
+
+
+def test_sigkill_during_checkpointed_fits_leaves_a_readable_checkpoint_and_no_temporary_files(tmp_path):
+    path, script = tmp_path / "run.npz", tmp_path / "loop.py"
+    script.write_text(CHECKPOINTED_LOOP)
+    delays = np.random.default_rng(1).uniform(0.05, 0.3, size=10)
+    for delay in delays:
+        writer = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+        assert writer.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        if path.exists():
+            stored = read_npz(path, {"W", "params", "rng_state"}, "checkpoint", CHECKPOINT_MEMBERS)  # all present, checked
+            assert stored["W"].shape == (300, 10)
+    assert path.exists(), "some checkpoint was written in 10 runs"
+    written = [name for name in os.listdir(tmp_path) if TEMPORARY_MARK in name]
+    write_npz_atomically(path, stored_members(path.read_bytes()))  # the next write cleans up after the killed ones
+    assert sorted(os.listdir(tmp_path)) == ["loop.py", "run.npz"], written
+    print(f"{len(delays)} kills during checkpointed fits, {len(written)} temporary files left, removed by the next write")
