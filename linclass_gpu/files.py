@@ -35,7 +35,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
         ``path`` is a directory, FIFO, socket or device; the message names it and what it is.
     """
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before the check below could run.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
