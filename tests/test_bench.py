@@ -158,9 +158,8 @@ def test_busy_processes_run_for_the_block_and_are_reaped_after():
     with busy_processes(2) as processes:
         assert len(processes) == 2 and all(process.poll() is None for process in processes)
     assert all(process.returncode is not None for process in processes)
-    with pytest.raises(ValueError, match="--busy"):
-        with busy_processes(-1):
-            pass
+    with pytest.raises(ValueError, match="--busy"), busy_processes(-1):
+        pass
 
 
 def test_mnist_dataset_size():

@@ -50,8 +50,8 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     model : {"softmax", "sigmoid", "sigmoid_mse"}
     X : array, shape (B, D), float
     targets : array, shape (B,) or (B, K)
-        Flat target indices, shape (B,) (softmax), or {0, 1} targets, shape (B, K) (sigmoid models): see
-        :mod:`.rowwise`.
+        Flat target indices in the logits' memory order, shape (B,) (softmax; see :func:`target_logit_indices_`),
+        or {0, 1} targets, shape (B, K) (sigmoid models): see :mod:`.rowwise`.
     weights : array, shape (B,), or None
         Per-row sample weights ``w_i`` in ``X``'s float dtype; None is 1 for every row.
     W : array, shape (D, K)
@@ -69,7 +69,7 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     """
     xp = backend.xp
     if model == "softmax" and backend.classes_major_softmax:
-        Z, targets = classes_major_logits(xp, X, W, x_scale, Z, targets)
+        Z = classes_major_logits(xp, X, W, x_scale, Z)
         logits_scale = 1.0  # applied by the copy
     else:
         xp.matmul(X, W, out=Z)
@@ -85,8 +85,30 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
         dW *= x_scale
 
 
-def classes_major_logits(xp, X: Any, W: Any, x_scale: float, scratch: Any, targets: Any) -> tuple[Any, Any]:
-    """``x_scale·X W`` laid out classes-major for the softmax, and ``targets`` re-indexed to that layout.
+def target_logit_indices_(labels: Any, row_offsets: Any, classes_major: bool) -> Any:
+    """Turn the class ids ``y_i`` of a batch of B rows, in place, into the flat index of row i's target logit in the
+    logits' memory: ``y_i·B + i`` classes-major (see :func:`classes_major_logits`), ``i·K + y_i`` rows-major.
+
+    Parameters
+    ----------
+    labels : integer array, shape (B,)
+        Overwritten.
+    row_offsets : integer array, shape (B,)
+        ``i`` (classes-major) or ``i·K`` (rows-major), made once for the largest batch.
+    classes_major : bool
+
+    Returns
+    -------
+    labels
+    """
+    if classes_major:
+        labels *= labels.shape[0]
+    labels += row_offsets
+    return labels
+
+
+def classes_major_logits(xp, X: Any, W: Any, x_scale: float, scratch: Any) -> Any:
+    """``x_scale·X W`` laid out classes-major for the softmax.
 
     BLAS writes ``X W`` fastest rows-major, (B, K); one transposing copy, which applies the scale on the way, lays it
     out as a C-contiguous (K, B) array. Seen through its transpose, that is the (B, K) logits, F-contiguous: a row's
@@ -101,14 +123,11 @@ def classes_major_logits(xp, X: Any, W: Any, x_scale: float, scratch: Any, targe
     x_scale : float
     scratch : array, shape (B, 2K) or (B, K), C-contiguous
         Room for the product and its copy, one after the other; (B, K): room for the product, the copy is allocated.
-    targets : integer array, shape (B,)
-        Flat indices ``i·K + y_i`` of each row's target logit in rows-major logits.
 
     Returns
     -------
     logits : array, shape (B, K), F-contiguous
-    targets : integer array, shape (B,)
-        ``y_i·B + i``: the same logits' flat indices in the classes-major memory.
+        Row i's target logit is at flat index ``y_i·B + i`` of its memory (:func:`target_logit_indices_`).
     """
     n_rows, n_outputs = X.shape[0], W.shape[1]
     size = n_rows * n_outputs
@@ -119,10 +138,7 @@ def classes_major_logits(xp, X: Any, W: Any, x_scale: float, scratch: Any, targe
         product, logits = scratch, xp.empty((n_outputs, n_rows), dtype=scratch.dtype).T
     xp.matmul(X, W, out=product)
     xp.multiply(product, x_scale, out=logits)
-    rows, labels = xp.divmod(targets, n_outputs)  # i·K + y_i -> (i, y_i)
-    labels *= n_rows
-    labels += rows
-    return logits, labels
+    return logits
 
 
 def soft_threshold_(xp, param: Any, threshold: Any, scratch: Any) -> None:
@@ -185,10 +201,12 @@ class ArrayFusedSGD(FusedSGD):
         self._targets = xp.empty((rows,) + y.shape[1:], dtype=y.dtype)
         self._sample_weight = sample_weight
         self._weights = None if sample_weight is None else xp.empty(rows, dtype=dtype)
-        # Row i's target logit sits at flat index i·C + y_i of the C-contiguous logits buffer.
-        self._row_offsets = xp.arange(rows, dtype=y.dtype) * outputs if model == "softmax" else None
+        # Row i's target logit sits at flat index y_i·B + i of classes-major logits, i·C + y_i of rows-major ones.
+        self._classes_major = model == "softmax" and backend.classes_major_softmax
+        self._row_offsets = (xp.arange(rows, dtype=y.dtype) * (1 if self._classes_major else outputs)
+                             if model == "softmax" else None)
         # The logits, and for a classes-major softmax room for their classes-major copy too (linear_loss_grad_).
-        logits_copies = 2 if model == "softmax" and backend.classes_major_softmax else 1
+        logits_copies = 2 if self._classes_major else 1
         self._Z = xp.empty((rows, logits_copies * outputs), dtype=dtype)
         self._dW, self._scratch_W = xp.empty_like(self.W), xp.empty_like(self.W)
         self._db, self._scratch_b = xp.empty_like(self.b), xp.empty_like(self.b)
@@ -203,7 +221,7 @@ class ArrayFusedSGD(FusedSGD):
             X_batch[...] = gather_rows(xp, self._X, rows, self._raw_rows[:batch_size])
         targets = gather_rows(xp, self._y, rows, self._targets[:batch_size])
         if self._row_offsets is not None:
-            targets += self._row_offsets[:batch_size]
+            target_logit_indices_(targets, self._row_offsets[:batch_size], self._classes_major)
         weights = None if self._weights is None else gather_rows(xp, self._sample_weight, rows,
                                                                   self._weights[:batch_size])
         linear_loss_grad_(backend, self.model, X_batch, targets, weights, self.W, self.b, self.x_scale,
@@ -386,7 +404,9 @@ class ArrayBackend(Backend):
         W, b = xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype)
         n_rows, n_outputs = X.shape[0], W.shape[1]
         if model == "softmax":
-            targets = xp.arange(n_rows) * n_outputs + y
+            classes_major = self.classes_major_softmax
+            targets = target_logit_indices_(xp.array(y, dtype=np.int64), xp.arange(n_rows) * (
+                1 if classes_major else n_outputs), classes_major)
         else:
             targets = self._sigmoid_targets(y, n_outputs, dtype)
         Z = xp.empty((n_rows, n_outputs), dtype=dtype)
