@@ -36,7 +36,11 @@ RESUMABLE_CHANGES = frozenset({"epochs", "backend", "progress", "output_type"})
 # the step count Adam's bias correction needs.
 _STATE = ("W", "b", "velocity_W", "velocity_b", "accumulator_W", "accumulator_b", "step_count")
 # TrainingHistory's scalars: the step count and the plateau rule's state.
-_HISTORY_SCALARS = ("steps", "rate_scale", "best_metric", "epochs_without_improvement")
+_HISTORY_SCALARS = ("steps", "rate_scale", "best_metric", "epochs_without_improvement", "stopped_early",
+                    "averaged_epochs", "pending_epochs")
+# TrainingHistory's parameter pairs (W, b), None until the loop sets them: the averages of averaged SGD and the best
+# epoch's weights that early stopping returns to. A resumed run needs them to end where an uninterrupted one does.
+_HISTORY_PARAMS = ("average", "pending_average", "best_params")
 _FINITE_FLOATS = Member("f", finite=True)
 # What each member of a checkpoint may hold; the shapes are checked against the resuming run's in resume().
 _MEMBERS = {
@@ -47,6 +51,8 @@ _MEMBERS = {
     **{name: _FINITE_FLOATS for name in _STATE if name != "step_count"}, "step_count": COUNT,
     "steps": COUNT, "rate_scale": Member("f", ndim=0, finite=True), "epochs_without_improvement": COUNT,
     "best_metric": Member("f", ndim=0),  # NaN until the plateau rule has scored an epoch
+    "stopped_early": Member("b", ndim=0), "averaged_epochs": COUNT, "pending_epochs": COUNT,
+    **{f"{name}_{part}": _FINITE_FLOATS for name in _HISTORY_PARAMS for part in "Wb"},
 }
 # Rows hashed per block when fingerprinting features: a device array is brought to the host a block at a time.
 _FINGERPRINT_BLOCK_BYTES = 1 << 26
@@ -144,7 +150,8 @@ class CheckpointKeeper:
         """
         if not self.path.exists():
             return 0
-        stored = read_npz(self.path, set(_MEMBERS), "checkpoint", _MEMBERS)
+        optional = {f"{name}_{part}" for name in _HISTORY_PARAMS for part in "Wb"}
+        stored = read_npz(self.path, set(_MEMBERS) - optional, "checkpoint", _MEMBERS)
         params = json_value(stored["params"])
         changed = sorted(name for name in set(params) | set(self.params)
                          if name not in RESUMABLE_CHANGES and params.get(name) != self.params.get(name))
@@ -167,6 +174,8 @@ class CheckpointKeeper:
         history.epoch_seconds[:] = stored["epoch_seconds"].tolist()
         for name in _HISTORY_SCALARS:
             setattr(history, name, type(getattr(history, name))(stored[name]))
+        for name in _HISTORY_PARAMS:
+            setattr(history, name, (stored[f"{name}_W"], stored[f"{name}_b"]) if f"{name}_W" in stored else None)
         try:
             rng.bit_generator.state = json_value(stored["rng_state"])
         except (TypeError, ValueError, KeyError, OverflowError) as error:
@@ -186,8 +195,17 @@ class CheckpointKeeper:
             allowed = (0, epochs_done) if name == "validation_score" else (epochs_done,)
             if len(stored[name]) not in allowed:
                 problems.append(f"{name} holds {len(stored[name])} epochs, not {epochs_done}")
-        if int(stored["steps"]) < 0 or int(stored["epochs_without_improvement"]) < 0:
+        if min(int(stored[name]) for name in ("steps", "epochs_without_improvement", "averaged_epochs",
+                                              "pending_epochs")) < 0:
             problems.append("a negative step or epoch count")
+        for name in _HISTORY_PARAMS:
+            present = [f"{name}_{part}" in stored for part in "Wb"]
+            if present[0] != present[1]:
+                problems.append(f"{name} has only one of its W and b")
+            elif present[0] and (stored[f"{name}_W"].shape, stored[f"{name}_b"].shape) != (
+                    np.shape(expected["W"]), np.shape(expected["b"])):
+                problems.append(f"{name} has shapes {stored[f'{name}_W'].shape} and {stored[f'{name}_b'].shape}, "
+                                f"this model's {np.shape(expected['W'])} and {np.shape(expected['b'])}")
         if problems:
             raise ValueError(f"{self.path}: not a usable checkpoint: {'; '.join(problems)}")
         return epochs_done
@@ -203,4 +221,6 @@ class CheckpointKeeper:
             **{name: np.array(getattr(history, name)) for name in _HISTORY_SCALARS}, "loss": np.asarray(history.loss),
             "validation_score": np.asarray(history.validation_score),
             "epoch_seconds": np.asarray(history.epoch_seconds), "rng_state": rng.bit_generator.state,
+            **{f"{name}_{part}": value for name in _HISTORY_PARAMS if getattr(history, name) is not None
+               for part, value in zip("Wb", getattr(history, name))},
         })

@@ -24,7 +24,7 @@ from .backends import BackendUnavailableError, backend_statuses, probe, resolve_
 from .backends.registry import AUTO_ORDER, ENV_VARIABLE, not_installed
 from .datasets import KINDS, load_mnist
 from .distributed import DEFAULT_TIMEOUT_SECONDS, DataParallel, DistributedError, init_from_environment, shard_rows
-from .estimators import LogisticRegression, SoftmaxRegression
+from .estimators import AUTO_BATCH_ROWS, LogisticRegression, SoftmaxRegression
 from .streaming import fit_stream, open_stream
 from .threads import THREADS_ENVIRONMENT_VARIABLE
 from .training import ConvergenceWarning, TrainingDivergedError
@@ -46,6 +46,11 @@ SUBCOMMAND_PACKAGES = {"kernels": ("torch", "triton")}
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
 # ``run`` to a function (args) -> dict, the JSON summary. Registering imports nothing heavy; running may.
 SUBCOMMAND_MODULES: tuple[str, ...] = ("linclass_gpu.bench.cli", "linclass_gpu.kernel_report")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: "auto" or a positive integer (checked by the estimator, which names the flag)."""
+    return text if text == "auto" else int(text)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"auto, triton, cupy or numpy (default: %(default)s, or ${ENV_VARIABLE} when set)")
     train.add_argument("--epochs", type=int, default=defaults.epochs,
                        help="the most passes over the data: training stops sooner once the training loss improves "
-                       f"by less than --tol for {defaults.n_iter_no_change} epochs in a row (--features runs them "
-                       "all) (default: %(default)s)")
+                       f"by less than --tol for {defaults.n_iter_no_change} epochs in a row (default: %(default)s)")
     train.add_argument("--tol", type=float, default=defaults.tol,
                        help="the improvement of the training loss that counts (default: %(default)g)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help="rows per SGD step (default: %(default)s)")
+    train.add_argument("--batch-size", type=_batch_size, default=defaults.batch_size,
+                       help="rows per SGD step, or auto: 128, fewer on data under 2048 rows so that an epoch still "
+                       "takes 16 steps (default: %(default)s)")
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help="SGD step size (default: %(default)g)")
     train.add_argument("--seed", type=int, default=0, help="shuffling seed (default: %(default)s)")
@@ -172,6 +177,7 @@ def run_train(args: argparse.Namespace) -> dict | None:
         table.print_header(task, summary)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)  # recorded whatever filters the process set
         try:
             fit(table.add)
             interrupted = False
@@ -337,16 +343,20 @@ def _prepare_files(args: argparse.Namespace, make_model):
     if not args.chunk_mb > 0:
         raise ValueError(f"--chunk-mb must be positive, got {args.chunk_mb}")
     chunk_bytes = int(args.chunk_mb * MEBIBYTE)
+    # Chunks are laid out in whole batches, so "auto" takes its size for large data here, where N is known only as
+    # chunks arrive.
+    batch_rows = AUTO_BATCH_ROWS if args.batch_size == "auto" else args.batch_size
     label_map = (lambda labels: labels == args.positive_class) if args.model == "logistic" else None
 
     def stream(features, labels):
-        return open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=args.batch_size,
+        return open_stream(features, labels, chunk_bytes=chunk_bytes, batch_size=batch_rows,
                            blocks_per_chunk=args.blocks_per_chunk, label_map=label_map)
 
     train = stream(args.features, args.labels)
     test = None if args.test_features is None else stream(args.test_features, args.test_labels)
     # A progress bar per partial_fit call would flash by once per chunk; the per-epoch table follows training.
-    model = make_model(PIXEL_SCALE if train.features.dtype == np.uint8 else 1.0).set_params(progress=False)
+    model = make_model(PIXEL_SCALE if train.features.dtype == np.uint8 else 1.0).set_params(progress=False,
+                                                                                         batch_size=batch_rows)
     summary = {"features": args.features, "labels": args.labels, "test_features": args.test_features,
                "test_labels": args.test_labels, "train_rows": train.n_rows, "test_rows": 0 if test is None else
                test.n_rows, "chunk_mb": args.chunk_mb, "chunk_rows": train.chunk_rows,

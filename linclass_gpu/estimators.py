@@ -429,15 +429,27 @@ class _LinearClassifier:
         return self
 
     def _row_weights(self, sample_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
-        """Each row's loss weight, ``sample_weight_i · class_weight[y_i]``, shape (N,), or None when all are 1."""
+        """Each row's loss weight, ``sample_weight_i · class_weight[y_i]`` divided by their mean, shape (N,), or None
+        when all are 1.
+
+        Dividing by the mean makes the mean loss a weighted mean, ``Σ w_i ℓ_i / Σ w_i``, whatever the weights' scale:
+        a class weight of 1000 shifts the balance between the classes without making every step 1000 times larger
+        (which would diverge), and the penalty keeps its strength relative to the data term. An integer weight
+        ``k`` still counts its row ``k`` times (the same objective as the data with the row repeated).
+        """
         weights = check_sample_weight(sample_weight, len(targets))
         if targets.ndim == 2 and self.class_weight is not None:
             raise ValueError("class_weight needs one class per row; a multilabel row has several: weight rows with "
                              "sample_weight instead")
         per_class = class_weights(self.class_weight, classes, targets)
-        if per_class is None:
-            return weights
-        return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
+        if per_class is not None:
+            weights = per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
+        if weights is None:
+            return None
+        mean = float(np.mean(weights, dtype=np.float64))
+        if not mean > 0:
+            raise ValueError("every row's weight (sample_weight times class_weight) is 0: there is nothing to fit")
+        return weights / mean
 
     def _batch_rows(self, n_rows: int) -> int:
         """Rows per step: ``batch_size``, or for ``"auto"`` :data:`AUTO_BATCH_ROWS`, made smaller on small data so

@@ -31,7 +31,7 @@ import numpy as np
 
 from .datasets import GZIP_MAGIC, read_idx_header
 from .files import open_regular_file
-from .training import TrainingDivergedError
+from .training import PlateauRule, TrainingDivergedError, TrainingHistory
 from .validation import check_positive
 
 __all__ = ["RowStream", "StreamHistory", "fit_stream", "map_rows", "open_stream", "score_stream"]
@@ -355,12 +355,15 @@ class StreamHistory:
     epoch_seconds : list of float
         Wall time of each epoch, reading the chunks and scoring included.
     chunks_per_epoch : int
+    stopped_early : bool
+        The training loss stopped improving by ``tol`` before the epoch limit (``fit``'s rule), which ended training.
     """
 
     loss: list[float] = field(default_factory=list)
     validation_score: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     chunks_per_epoch: int = 0
+    stopped_early: bool = False
 
 
 def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed: int | None = None,
@@ -375,8 +378,11 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     The learning rate follows ``fit``'s: every chunk of epoch ``e`` is a ``partial_fit(..., epoch=e)`` call, so the
     schedules indexed by epoch (``"step"``, ``"exponential"``) decay once per pass over the stream, not per chunk; the
     others count SGD steps, which carry across calls. With ``shuffle=False`` and chunks of a multiple
-    of ``batch_size`` rows (``open_stream(batch_size=...)``) the result equals ``fit`` on the whole data. What
-    ``partial_fit`` lacks, this lacks too: no early stopping, ``tol`` or plateaus of the ``"adaptive"`` schedule.
+    of ``batch_size`` rows (``open_stream(batch_size=...)``) the result equals ``fit`` on the whole data. Like
+    ``fit``, training stops once the epoch's loss has failed to improve by ``estimator.tol`` for ``n_iter_no_change``
+    epochs (unless ``tol`` is None); there is no early stopping on a validation split and no ``"adaptive"`` plateau. With
+    ``average``, the mean runs over the weights at the end of each ``partial_fit`` call (each chunk), so it is
+    ``fit``'s exactly only with one chunk per epoch.
 
     Parameters
     ----------
@@ -421,6 +427,9 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     classes = stream.classes() if classes is None else classes
     order_rng = np.random.default_rng(seed) if estimator.shuffle else None
     history = StreamHistory(chunks_per_epoch=stream.n_chunks)
+    plateau = None if estimator.tol is None else PlateauRule("loss", float(estimator.tol),
+                                                             int(estimator.n_iter_no_change))
+    plateau_books = TrainingHistory()  # the rule's counters, fed the stream's epoch losses
     for epoch in range(epochs):
         started, loss_sum = time.perf_counter(), 0.0
         for position, blocks in enumerate(stream.chunk_blocks(order_rng)):
@@ -439,6 +448,11 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
         history.epoch_seconds.append(time.perf_counter() - started)
         if epoch_callback is not None:
             epoch_callback(epoch, history)
+        if plateau is not None:
+            plateau_books.loss.append(history.loss[-1])
+            if plateau_books.note_plateau(plateau)[1]:
+                history.stopped_early = True
+                break
     return history
 
 

@@ -314,7 +314,7 @@ def test_asking_for_a_backend_that_fails_while_starting_up_raises(triton_breaks_
 
 def test_a_bad_option_is_not_mistaken_for_a_backend_that_cannot_run():
     with pytest.raises(TypeError):
-        get_backend("numpy", deterministic=True)
+        get_backend("numpy", tf32=True)
 
 
 # -- what users see: the log, the estimator, the CLI ------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_info_lists_every_backend_with_its_reason(simulate, capsys):
 
 
 @pytest.mark.parametrize("argv,environment,source", [
-    (["train", "--backend", "cupy", "--epochs", "1"], None, "backend='cupy'"),
+    (["train", "--backend", "cupy", "--epochs", "1"], None, "--backend='cupy'"),
     (["train", "--epochs", "1"], "cupy", "$LINCLASS_BACKEND=cupy"),
 ])
 def test_cli_asking_for_an_unusable_backend_exits_2_with_one_line(simulate, monkeypatch, capsys, argv, environment,

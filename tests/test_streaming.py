@@ -171,7 +171,7 @@ def test_streaming_equals_fit_when_the_rows_are_visited_alike(blobs, schedule, s
     """Rows in file order (chunks a multiple of the batch), or one chunk shuffled: the same steps at the same rates."""
     X, y = blobs[0].astype(np.float32), blobs[1]
     parameters = dict(backend="numpy", schedule=schedule, gamma=0.5, step_size=2, learning_rate=0.1, momentum=0.5,
-                      batch_size=16, epochs=4, random_state=1, shuffle=shuffle)
+                      batch_size=16, epochs=4, random_state=1, shuffle=shuffle, average=False)
     fitted = SoftmaxRegression(**parameters).fit(X, y)
     streamed = SoftmaxRegression(**parameters)
     history = fit_stream(streamed, open_stream(X, y, chunk_rows=chunk_rows), seed=3)
@@ -277,7 +277,8 @@ def test_fit_stream_refuses_a_fitted_model_and_mismatched_validation(blobs, good
 
 
 def test_divergence_names_the_epoch_and_chunk(blobs):
-    model = SoftmaxRegression(backend="numpy", learning_rate=1e30, schedule="exponential", shuffle=False)
+    model = SoftmaxRegression(backend="numpy", learning_rate=1e30, schedule="exponential", shuffle=False,
+                              batch_size=128)
     where = r"epoch 1 of the stream, its chunk 2 of 5 \(blocks \[1\] of 50 rows\)"
     with pytest.raises(TrainingDivergedError, match=where):
         fit_stream(model, open_stream(blobs[0] * 1e6, blobs[1], chunk_rows=50))

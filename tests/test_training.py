@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linclass_gpu.backends import get_backend
+from linclass_gpu.backends import FusedSGD, get_backend
 from linclass_gpu.schedules import LearningRateSchedule
 from linclass_gpu.training import TrainingDivergedError, TrainingHistory, train_sgd
 
@@ -44,6 +44,8 @@ class RecordingStepper:
         if len(self.batches) == self.poison_at_step:
             W, b = self.inner.get_params()
             self.inner.set_params(W * np.nan, b)
+
+    run_epoch = FusedSGD.run_epoch  # the loop's per-epoch call, made of this class's steps
 
     def pop_loss_sum(self):
         self.loss_reads += 1
