@@ -336,7 +336,7 @@ class _LinearClassifier:
         if distributed is not None:
             distributed.agree(classes=classes.tolist())
         if checkpoint is not None:
-            fingerprint = data_fingerprint(X.shape[1], targets, weights)
+            fingerprint = data_fingerprint(X.shape[1], targets, weights, features=X)
             if distributed is not None:  # every process's shard, so that any of them can resume
                 fingerprint = {"shards": distributed.gather(fingerprint)}
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
@@ -417,6 +417,7 @@ class _LinearClassifier:
             history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
         else:
             history, rng = self._history, self._rng
+            history.stopped_early = False  # a fit's stopping rule does not apply to calls that continue it
         stepper = self._stepper(backend, backend.asarray(X),
                                 backend.asarray(self._training_targets(targets, len(classes))), X.shape[1],
                                 self._n_outputs(len(classes), targets.ndim == 2), dtype,
@@ -613,7 +614,11 @@ class _LinearClassifier:
         stored = read_npz(path, {"estimator", "params", "backend_", *_FITTED_ARRAYS}, "model")
         if str(stored["estimator"]) != cls.__name__:
             raise ValueError(f"{path} holds a {stored['estimator']}, not a {cls.__name__}")
-        model = cls(**json_value(stored["params"]))
+        params = json_value(stored["params"])
+        unknown = sorted(set(params) - set(cls._param_names()))
+        if unknown:
+            raise ValueError(f"{path}: its params hold names {cls.__name__} does not take: {', '.join(unknown)}")
+        model = cls(**params)
         for name in _FITTED_ARRAYS:
             setattr(model, name, stored[name])
         for name, absent in cls._EXTRA_FITTED.items():

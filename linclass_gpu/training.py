@@ -288,7 +288,8 @@ def train_sgd(
     # only repeat it (other array libraries ignore this setting).
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            for epoch in range(start_epoch, epochs):
+            # A resumed run whose checkpoint recorded the stop has nothing left to do, as the uninterrupted run did.
+            for epoch in range(start_epoch, start_epoch if history.stopped_early else epochs):
                 started = time.perf_counter()
                 if distributed is None:
                     rows = backend.permutation(n_rows, rng) if shuffle else in_order
@@ -331,10 +332,10 @@ def train_sgd(
                         history.rate_scale /= ADAPTIVE_DIVISOR
                     else:
                         stop = exhausted
+                history.stopped_early = stop  # before on_epoch_end, so that a checkpoint records the decision
                 if on_epoch_end is not None and writer:
                     on_epoch_end(epoch, history, rng)
                 if stop:
-                    history.stopped_early = True
                     break
             if plateau is not None and plateau.restore_best:
                 stepper.set_params(*history.best_params)

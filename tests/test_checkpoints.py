@@ -261,3 +261,27 @@ def test_sigkill_during_checkpointed_fits_leaves_a_readable_checkpoint_and_no_te
     write_npz_atomically(path, stored_members(path.read_bytes()))  # the next write cleans up after the killed ones
     assert sorted(os.listdir(tmp_path)) == ["loop.py", "run.npz"], written
     print(f"{len(delays)} kills during checkpointed fits, {len(written)} temporary files left, removed by the next write")
+
+
+def test_a_checkpoint_of_other_feature_values_is_refused(tmp_path, problem):
+    X, y = problem
+    path = tmp_path / "run.npz"
+    SoftmaxRegression(epochs=2, random_state=0).fit(X, y, checkpoint=path)
+    with pytest.raises(ValueError, match="other training data"):
+        SoftmaxRegression(epochs=3, random_state=0).fit(X * 2, y, checkpoint=path)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_resume_with_averaging_and_early_stopping_ends_where_an_uninterrupted_run_does(tmp_path, problem,
+                                                                                        early_stopping):
+    X, y = problem
+    options = dict(random_state=0, early_stopping=early_stopping, n_iter_no_change=2, tol=1e-4, average=True)
+    straight = SoftmaxRegression(epochs=12, **options).fit(X, y)
+    path = tmp_path / "run.npz"
+    SoftmaxRegression(epochs=3, **options).fit(X, y, checkpoint=path)
+    resumed = SoftmaxRegression(epochs=12, **options).fit(X, y, checkpoint=path)
+    np.testing.assert_array_equal(resumed.coef_, straight.coef_)
+    assert resumed.n_iter_ == straight.n_iter_ and resumed.t_ == straight.t_
+    again = SoftmaxRegression(epochs=12, **options).fit(X, y, checkpoint=path)  # a finished run: nothing more
+    np.testing.assert_array_equal(again.coef_, straight.coef_)
+    assert again.n_iter_ == straight.n_iter_
