@@ -161,3 +161,16 @@ def test_scoring_against_labels_never_seen_in_fit_is_refused(rng, estimator):
     model = estimator(epochs=1, tol=None, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match=r"y has labels not among the classes \[0, 1, 2\] .*: \[10, 11, 12\]"):
         model.score(X, y + 10)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: open_stream must check its labels with check_labels, naming the "
+                                       "file, before label_map (streaming.py is not this test's)")
+@pytest.mark.parametrize("label_map", [None, lambda labels: labels == 1], ids=["softmax", "one against the rest"])
+def test_a_float_labels_file_is_refused_naming_it_and_the_row_in_the_file(tmp_path, label_map):
+    from linclass_gpu.streaming import open_stream
+
+    features, labels = tmp_path / "X.npy", tmp_path / "y.npy"
+    np.save(features, np.zeros((6, 2), dtype=np.float32))
+    np.save(labels, np.array([0.0, 1.0, 2.0, 1.0, 0.5, 2.0]))
+    with pytest.raises(ValueError, match=rf"^labels \({labels}\) holds 0\.5 at row 4, which is not a whole number"):
+        open_stream(features, labels, chunk_rows=2, label_map=label_map)
