@@ -362,6 +362,26 @@ def test_cuda_device_peak_comes_from_the_device_attributes(monkeypatch):
     assert peak.flop_per_second == pytest.approx(19.49e12, rel=1e-3)  # 108 SMs × 4 × 32 lanes × 1.41 GHz
 
 
+@pytest.mark.parametrize("name", ["numpy", "numpy-gemm-floor"])
+def test_numpy_step_providers_are_timed_on_the_threads_fit_takes(name):
+    from threadpoolctl import threadpool_info
+
+    from linclass_gpu.threads import blas_threads_for
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    server = step_providers.ProviderServer(lambda: None, name)
+    try:
+        server.build(128, 784, 10, "uint8")
+        assert blas_threads() == {blas_threads_for(2 * 128 * 784 * 10)}
+        assert server.seconds(2) > 0
+    finally:
+        server._threads.close()
+    assert blas_threads() == before
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_torch_step_provider_trains():
     problem = step_providers.StepProblem.random(16, 8, 3, x_dtype="uint8")
@@ -487,7 +507,7 @@ def test_mnist_settings_follow_the_estimators_sgd_defaults():
     defaults, settings = SoftmaxRegression(), mnist.MnistSettings.library_defaults(epochs=None, momentum=0.9)
     assert settings.epochs == mnist.DEFAULT_EPOCHS and settings.momentum == 0.9
     assert (settings.batch_size, settings.learning_rate, settings.alpha) == (
-        defaults.batch_size, defaults.learning_rate, defaults.alpha)
+        defaults._batch_rows(mnist.MNIST_TRAIN_ROWS), defaults.learning_rate, defaults.alpha)
     assert settings.gamma == (defaults.gamma if defaults.schedule == "exponential" else 1.0)
 
 

@@ -144,7 +144,8 @@ def run_step(args: argparse.Namespace) -> dict:
                                         progress=_progress)
     columns = _STEP_TABLE + (_STEP_GPU_TABLE if outcome["peak"] else [])
     print(format_table(outcome["results"], columns))
-    print(f"GB/s: {outcome['bytes_model']}; '/ floor': time over the bare-GEMM floor of the same device")
+    print(f"GB/s: {outcome['bytes_model']}; '/ floor': time over the floor (gather X[rows], "
+          "cast, the two GEMMs) of the same device")
     if outcome["peak"]:
         peak = outcome["peak"]
         print(f"peak of {peak['device']}: {peak['gbps']:.0f} GB/s, {peak['tflops']:.1f} FP32 TFLOP/s")

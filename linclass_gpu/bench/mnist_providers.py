@@ -28,8 +28,8 @@ epoch. L-BFGS is evaluated after each of its warm-start chunks.
   (``C = 1/(alpha·N)``), grown by ``warm_start`` fits of a growing number of iterations until the test accuracy
   reaches the target or the iteration budget is spent; each chunk is one "epoch". A warm start restarts L-BFGS's
   curvature memory, which costs it a few iterations per chunk.
-- :class:`GemmFloor`: the bare-GEMM floor of an epoch: per minibatch, the step's two GEMMs in float32 on
-  preallocated buffers, nothing else (no accuracy).
+- :class:`GemmFloor`: the floor of an epoch: per minibatch, the gather of its uint8 rows, cast to float32, and the
+  step's two GEMMs on preallocated buffers, nothing else (no accuracy).
 - :class:`CliTraining`: ``linclass-gpu train`` itself, in one go, for its peak memory; its epoch seconds include
   evaluation.
 """
@@ -428,28 +428,42 @@ class SklearnLbfgsTraining(_Training):
 
 
 class GemmFloor(_Training):
-    """Per epoch, the two GEMMs of every minibatch's step, ``X_b W`` and ``X_bᵀ dZ``, in float32, nothing else."""
+    """Per epoch, what no step can skip: every minibatch's gather ``X[rows]`` of the uint8 pixels (in a shuffled
+    order, cast to float32), ``X_b W`` and ``X_bᵀ dZ``, nothing else.
 
-    input = "float32"
+    The pixel scale is applied to neither GEMM's input, as the library's step puts it on the (B, C) products. The
+    GEMMs run on the threads the NumPy backend takes for them.
+    """
 
-    def __init__(self, mark_baseline, *, epochs, batch_size, train_rows=None, **_):
+    input = "uint8, cast to float32"
+
+    def __init__(self, mark_baseline, *, epochs, batch_size, seed, data_dir=None, train_rows=None, **_):
+        from ..backends import get_backend
+
         super().__init__(f"NumPy {np.__version__}")
+        self.backend, self.flops_per_step = get_backend("numpy"), 2 * batch_size * MNIST_FEATURES * N_CLASSES
         mark_baseline()
-        rng = np.random.default_rng(0)
-        self.n_rows, self.epochs, self.batch_size = train_rows or MNIST_TRAIN_ROWS, epochs, batch_size
-        self.X_batch = rng.random((batch_size, MNIST_FEATURES), dtype=np.float32)
-        self.W = rng.standard_normal((MNIST_FEATURES, N_CLASSES), dtype=np.float32)
+        self.X = load_split(data_dir, train_rows, 0)[0]
+        self.epochs, self.batch_size, self.rng = epochs, batch_size, np.random.default_rng(seed)
+        self.raw = np.empty((batch_size, MNIST_FEATURES), np.uint8)
+        self.X_batch = np.empty((batch_size, MNIST_FEATURES), np.float32)
+        self.W = self.rng.standard_normal((MNIST_FEATURES, N_CLASSES), dtype=np.float32)
         self.Z = np.empty((batch_size, N_CLASSES), np.float32)
         self.dW = np.empty((MNIST_FEATURES, N_CLASSES), np.float32)
 
     def epoch(self) -> bool:
-        X_batch, W, Z, dW = self.X_batch, self.W, self.Z, self.dW
-        started = time.perf_counter()
-        for start in range(0, self.n_rows, self.batch_size):
-            rows = min(self.batch_size, self.n_rows - start)
-            np.matmul(X_batch[:rows], W, out=Z[:rows])
-            np.matmul(X_batch[:rows].T, Z[:rows], out=dW)
-        self.epoch_seconds.append(time.perf_counter() - started)
+        X, raw, X_batch, W, Z, dW = self.X, self.raw, self.X_batch, self.W, self.Z, self.dW
+        with self.backend.thread_limit(self.flops_per_step):
+            started = time.perf_counter()
+            order = self.rng.permutation(X.shape[0])
+            for start in range(0, X.shape[0], self.batch_size):
+                rows = order[start:start + self.batch_size]
+                n = rows.shape[0]
+                np.take(X, rows, axis=0, out=raw[:n], mode="clip")
+                X_batch[:n] = raw[:n]
+                np.matmul(X_batch[:n], W, out=Z[:n])
+                np.matmul(X_batch[:n].T, Z[:n], out=dW)
+            self.epoch_seconds.append(time.perf_counter() - started)
         return len(self.epoch_seconds) >= self.epochs
 
 

@@ -147,7 +147,8 @@ def step_targets(results: list[dict]) -> list[dict]:
 
     On a GPU: each CUDA backend's fused step at its largest B (and smallest C, the bandwidth-bound end) at 85% or more
     of the peak bandwidth. On the CPU, at the MNIST shape (128, 784, 10): the NumPy step at least 3× faster than
-    ``torch-eager`` and at most 2× the bare-GEMM floor (per step; ``bench mnist`` holds the same ratios per epoch).
+    ``torch-eager`` and at most 1.15× the floor of its gather and two GEMMs (per step; ``bench mnist`` holds the same
+    ratios per epoch).
 
     Returns
     -------
@@ -166,8 +167,8 @@ def step_targets(results: list[dict]) -> list[dict]:
         row, label = mnist_numpy[0], "x".join(map(str, MNIST_SHAPE))
         checks.append(target(f"step {label}, torch-eager / numpy", row["speedup_vs_torch_eager"], ">= 3",
                              lambda v: v >= 3))
-        checks.append(target(f"step {label}, numpy / numpy-gemm-floor", row["time_vs_floor"], "<= 2",
-                             lambda v: v <= 2))
+        checks.append(target(f"step {label}, numpy / numpy-gemm-floor", row["time_vs_floor"], "<= 1.15",
+                             lambda v: v <= 1.15))
     return checks
 
 

@@ -8,8 +8,9 @@ A provider is one way to run a step (forward, loss, backward, update) on a minib
   ``torch.optim.SGD`` (momentum, weight decay on W only), on the CUDA device when there is one;
 - ``torch-compile``: the same with the forward (gather, GEMM, loss) through ``torch.compile`` (AOTAutograd compiles
   its backward too); the optimizer step stays eager;
-- ``numpy-gemm-floor`` and ``cuda-gemm-floor``: the step's two GEMMs alone, ``X_b W`` and ``X_bᵀ dZ`` in float32 on
-  preallocated buffers, nothing else: the floor (the CPU's roofline) no step on that device can beat by much.
+- ``numpy-gemm-floor`` and ``cuda-gemm-floor``: the gather ``X[rows]`` (cast to float32 for uint8 pixels) and the
+  step's two GEMMs, ``X_b W`` and ``X_bᵀ dZ``, on preallocated buffers, nothing else: the floor no step on that
+  device can beat.
 
 Every provider takes the same hyperparameters (the estimators' defaults) and starts from zero weights. Each is
 served from a process of its own by :class:`ProviderServer` (see :mod:`.isolated` for why).
@@ -17,9 +18,11 @@ served from a process of its own by :class:`ProviderServer` (see :mod:`.isolated
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -95,15 +98,19 @@ class StepProvider:
     device : {"cpu", "cuda"}
         Where ``step`` runs: "cuda" work is enqueued and timed with ``do_bench``, "cpu" work by the wall clock.
     step : callable () -> None
-        One SGD step (or, for a floor, its two GEMMs).
+        One SGD step (or, for a floor, the gather and the two GEMMs).
     setup_seconds : float
         Time to build it, compilation included.
+    threads : context manager
+        Entered while ``step`` is timed: the host threads the provider's library picks for this work (see
+        :meth:`.Backend.thread_limit`), as ``fit`` runs it; nothing for the libraries that choose their own.
     """
 
     name: str
     device: str
     step: Callable[[], None]
     setup_seconds: float = 0.0
+    threads: AbstractContextManager = field(default_factory=contextlib.nullcontext)
 
 
 def _hyperparameters() -> tuple[float, float]:
@@ -164,7 +171,11 @@ def build_provider(name: str, problem: StepProblem) -> StepProvider:
         device, step = _torch_step(problem, compiled=name == "torch-compile")
     else:
         device, step = _gemm_floor(problem, on_cuda=name == "cuda-gemm-floor")
-    return StepProvider(name, device, step, time.perf_counter() - started)
+    # The library's backends, and the NumPy floor like the NumPy backend, on the threads fit takes for a step's GEMM.
+    threads_of = name if name in AUTO_ORDER else "numpy" if name == "numpy-gemm-floor" else None
+    B, D, C = problem.shape
+    threads = get_backend(threads_of).thread_limit(2 * B * D * C) if threads_of else contextlib.nullcontext()
+    return StepProvider(name, device, step, time.perf_counter() - started, threads)
 
 
 def _backend_step(name: str, problem: StepProblem) -> tuple[str, Callable[[], None]]:
@@ -219,19 +230,40 @@ def _torch_step(problem: StepProblem, compiled: bool) -> tuple[str, Callable[[],
 
 
 def _gemm_floor(problem: StepProblem, on_cuda: bool) -> tuple[str, Callable[[], None]]:
-    """The two GEMMs of the step's shapes in float32 on preallocated buffers: ``Z = X_b W``, ``dW = X_bᵀ Z``."""
+    """What no step can skip, on preallocated buffers: the gather ``X[rows]`` (cast to float32 when X holds uint8
+    pixels), ``Z = X_b W`` and ``dW = X_bᵀ Z``.
+
+    The pixel scale is applied to neither GEMM's input: a step puts it on the (B, C) logits and gradient, which cost
+    B·C multiplications against the gather's B·D.
+    """
     B, D, C = problem.shape
-    rng = np.random.default_rng(0)
-    X_batch = problem.X[problem.rows].astype(np.float32) * np.float32(problem.x_scale)
-    W = rng.standard_normal((D, C), dtype=np.float32)
+    W = np.random.default_rng(0).standard_normal((D, C), dtype=np.float32)
     if on_cuda:
         import torch
 
-        X_batch, W = torch.from_numpy(X_batch).cuda(), torch.from_numpy(W).cuda()
+        X, rows, W = (torch.from_numpy(a).cuda() for a in (problem.X, problem.rows, W))
+        raw, X_batch = torch.empty(B, D, dtype=X.dtype, device="cuda"), torch.empty(B, D, device="cuda")
         Z, dW = torch.empty(B, C, device="cuda"), torch.empty(D, C, device="cuda")
-        return "cuda", lambda: (torch.matmul(X_batch, W, out=Z), torch.matmul(X_batch.T, Z, out=dW))
+
+        def floor():
+            X_batch.copy_(torch.index_select(X, 0, rows, out=raw))
+            torch.matmul(X_batch, W, out=Z)
+            torch.matmul(X_batch.T, Z, out=dW)
+
+        return "cuda", floor
+    X, rows = problem.X, problem.rows
+    X_batch = np.empty((B, D), np.float32)
+    raw = X_batch if X.dtype == np.float32 else np.empty((B, D), X.dtype)  # float32 rows go straight into X_batch
     Z, dW = np.empty((B, C), np.float32), np.empty((D, C), np.float32)
-    return "cpu", lambda: (np.matmul(X_batch, W, out=Z), np.matmul(X_batch.T, Z, out=dW))
+
+    def floor():
+        np.take(X, rows, axis=0, out=raw, mode="clip")
+        if raw is not X_batch:
+            X_batch[...] = raw
+        np.matmul(X_batch, W, out=Z)
+        np.matmul(X_batch.T, Z, out=dW)
+
+    return "cpu", floor
 
 
 class ProviderServer:
@@ -241,7 +273,7 @@ class ProviderServer:
     """
 
     def __init__(self, mark_baseline, name: str):
-        self.name, self._sampler = name, None
+        self.name, self._sampler, self._threads = name, None, contextlib.ExitStack()
         mark_baseline()
 
     def build(self, B: int, D: int, C: int, x_dtype: str) -> dict:
@@ -253,7 +285,9 @@ class ProviderServer:
             ``device`` and ``setup_seconds``.
         """
         self._sampler = None  # drop the previous shape's buffers first
+        self._threads.close()  # and its thread limits
         provider = build_provider(self.name, StepProblem.random(B, D, C, x_dtype))
+        self._threads.enter_context(provider.threads)
         self._sampler = LocalSampler(provider.step)
         return {"device": provider.device, "setup_seconds": provider.setup_seconds}
 
