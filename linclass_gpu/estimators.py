@@ -47,10 +47,11 @@ def _both(first, second):
     return both
 
 
-def _accuracy(predicted: np.ndarray, expected: np.ndarray) -> float:
-    """The share of rows predicted exactly: labels (N,), or every label of a row of an indicator matrix (N, L)."""
+def _accuracy(predicted: np.ndarray, expected: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The (weighted) share of rows predicted exactly: labels (N,), or every label of a row of an indicator matrix
+    (N, L)."""
     row_correct = (predicted == expected).reshape(len(expected), -1).all(axis=1)
-    return float(np.mean(row_correct))
+    return float(np.average(row_correct, weights=weights))
 
 
 class _LinearClassifier:
@@ -60,7 +61,7 @@ class _LinearClassifier:
     :data:`~linclass_gpu.backends.base.MODELS`), ``_n_outputs(n_classes, multilabel)`` (``K``, the columns of the
     linear map), ``_decision_output`` and ``_log_proba``; the multilabel model also overrides the
     label hooks (``_encode_targets``, ``_training_targets``, ``_predicted_targets``, ``_labels_of``,
-    ``_check_score_labels``, ``_set_label_attributes``, ``_is_multilabel``).
+    ``_set_label_attributes``, ``_is_multilabel``).
     """
 
     # Fitted attributes beyond _FITTED_ARRAYS that save/load keep, with the value a file without them means.
@@ -174,6 +175,15 @@ class _LinearClassifier:
     def _backend(self):
         """The backend ``backend`` names, in deterministic mode when asked (bitwise run to run on Triton too)."""
         return get_backend(self.backend, **({"deterministic": True} if self.deterministic else {}))
+
+    def _training_backend(self, dtype: np.dtype):
+        """The backend to train on, once it is known to compute in ``dtype`` (never a silent float32 for float64)."""
+        backend = self._backend()
+        if dtype.name not in backend.compute_dtypes:
+            raise ValueError(f"dtype={dtype.name!r} cannot train on the {backend.name} backend, which computes in "
+                             f"{' or '.join(backend.compute_dtypes)}; use dtype='float32', or backend='numpy' (or "
+                             "'cupy') for float64")
+        return backend
 
     def _checked_dtype(self) -> np.dtype:
         if self.dtype not in ("float32", "float64"):
@@ -306,17 +316,18 @@ class _LinearClassifier:
                     names=("X", "y", "validation X", "validation y", "sample_weight"))
         self._backend_model()  # validates the loss before any work
         names = feature_names(X)
-        X = check_features(X, dtype=dtype)
+        backend = self._training_backend(dtype)
+        X = check_features(X, dtype=dtype, keep_dtypes=backend.stored_feature_dtypes)
         classes, targets = self._encode_targets(y, X.shape[0])
         weights = self._row_weights(sample_weight, classes, targets)
-        backend = self._backend()
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
         rng = np.random.default_rng(self.random_state)
         X_device = backend.asarray(X)
         targets_device = backend.asarray(self._training_targets(targets, len(classes)))
         score_validation = None
         if validation_data is not None:
-            X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=X.shape[1])
+            X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=X.shape[1],
+                                   keep_dtypes=backend.stored_feature_dtypes)
             _, held_targets = self._encode_targets(validation_data[1], X_val.shape[0], classes, "validation y")
             score_validation = self._validation_scorer(backend, backend.asarray(X_val), held_targets)
         elif self.early_stopping:
@@ -395,8 +406,9 @@ class _LinearClassifier:
         names = feature_names(X)
         if not first:
             check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
+        backend = self._training_backend(dtype)
         X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_,
-                           estimator=type(self).__name__)
+                           estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
         if classes is not None:
             classes, _ = self._encode_labels(check_labels(classes, len(classes), name="classes"))
             if not first and not np.array_equal(classes, self.classes_):
@@ -412,7 +424,6 @@ class _LinearClassifier:
             raise ValueError("y switches between class labels and a multilabel indicator matrix across calls")
         classes = found_classes
         weights = self._row_weights(sample_weight, classes, targets)
-        backend = self._backend()
         if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
             history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
         else:
@@ -540,9 +551,9 @@ class _LinearClassifier:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
         kind = array_kind(X)
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
-                           estimator=type(self).__name__)
         backend = self._backend()
+        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
+                           estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
         with backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * self.coef_.shape[0], self.n_threads):
             logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
                                                         self.input_scale))
@@ -586,14 +597,15 @@ class _LinearClassifier:
         """Encoded predictions as the user's labels."""
         return self.classes_[predicted_targets]
 
-    def _check_score_labels(self, y, n_rows: int) -> np.ndarray:
-        return check_labels(y, n_rows)
-
-    def score(self, X, y) -> float:
-        """Mean accuracy of ``predict(X)`` against ``y`` (multilabel: the share of rows with every label right)."""
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y`` (multilabel: the share of rows with every label right),
+        weighted by ``sample_weight`` (N,) when given; a label the model never saw is a ValueError."""
         logits, _ = self._host_logits(X)
-        predictions = self._labels_of(self._predicted_targets(logits))
-        return _accuracy(predictions, self._check_score_labels(y, len(predictions)))
+        _, expected = self._encode_targets(y, len(logits), self.classes_)
+        weights = check_sample_weight(sample_weight, len(expected))
+        if weights is not None and not weights.sum() > 0:
+            raise ValueError("sample_weight is 0 for every row: there is no accuracy to weigh")
+        return _accuracy(self._predicted_targets(logits), expected, weights)
 
     # -- persistence --------------------------------------------------------------------------------------------
 
@@ -860,7 +872,3 @@ class LogisticRegression(_LinearClassifier):
     def _labels_of(self, predicted_targets):
         return predicted_targets if self._is_multilabel() else super()._labels_of(predicted_targets)
 
-    def _check_score_labels(self, y, n_rows):
-        if self._is_multilabel():
-            return check_label_indicator(y, n_rows)
-        return super()._check_score_labels(y, n_rows)

@@ -57,7 +57,7 @@ def check_feature_names(fitted_names: np.ndarray | None, X, estimator: str) -> N
 
 
 def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | None = None,
-                   estimator: str = "the model"):
+                   estimator: str = "the model", keep_dtypes: tuple[str, ...] = ("uint8",)):
     """Validate a feature matrix where it lives and bring it to the dtype training computes in.
 
     Parameters
@@ -73,6 +73,9 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
         The feature count seen in ``fit``; a different one is an error.
     estimator : str
         Who saw that count in ``fit`` (its class name), for the message.
+    keep_dtypes : tuple of str
+        Dtypes left as they are (the backend reads them as stored, see ``Backend.stored_feature_dtypes``); still
+        checked to be finite.
 
     Returns
     -------
@@ -106,8 +109,9 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but {estimator} is expecting {n_features} features as "
                          "input")
-    if str(X.dtype).removeprefix("torch.") != "uint8":
-        given, X = X, astype(X, kind, dtype)
+    stored = str(X.dtype).removeprefix("torch.")
+    if stored != "uint8":  # uint8 is finite by construction
+        given, X = X, X if stored in keep_dtypes else astype(X, kind, dtype)
         if not all_finite(X, kind):
             row, column, value = first_non_finite(X)
             original = float(to_numpy(given[row:row + 1, column]).item())

@@ -154,7 +154,6 @@ def test_encoding_against_known_classes_names_the_unseen_labels():
     np.testing.assert_array_equal(indices, [2, 0])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: score must encode y against classes_ (estimators.py, the lead's)")
 @pytest.mark.parametrize("estimator", [SoftmaxRegression, LogisticRegression])
 def test_scoring_against_labels_never_seen_in_fit_is_refused(rng, estimator):
     X, y = blobs(rng, n=N_ROWS)

@@ -10,9 +10,14 @@ from test_estimators import blobs as blobs_of
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 
-# Small fits: the Triton interpreter runs every step on the CPU. Triton computes in float32 whatever dtype says, so
+# Small fits: the Triton interpreter runs every step on the CPU. Triton computes in float32 (and refuses float64), so
 # results are compared at float32 precision.
 FAST = dict(epochs=3, batch_size=32, random_state=0, dtype="float64")
+
+
+def fast(backend: str) -> dict:
+    """FAST on ``backend``, in the precision it computes in."""
+    return {**FAST, "dtype": "float32" if backend == "triton" else "float64"}
 
 
 def blobs(rng, classes=4):
@@ -33,11 +38,11 @@ def test_one_vs_rest_is_one_binary_model_per_class(rng, backend):
     add and their gradients never mix (same batches, same penalty, same momentum)."""
     X, y = blobs(rng)
     labels = np.array(["ant", "bee", "cat", "dog"])[y]
-    together = LogisticRegression(backend=backend, **FAST).fit(X, labels)
+    together = LogisticRegression(backend=backend, **fast(backend)).fit(X, labels)
     assert together.coef_.shape == (4, 5) and together.intercept_.shape == (4,) and not together.multilabel_
     np.testing.assert_array_equal(together.classes_, ["ant", "bee", "cat", "dog"])
     for k, label in enumerate(together.classes_):
-        alone = LogisticRegression(backend=backend, **FAST).fit(X, labels == label)
+        alone = LogisticRegression(backend=backend, **fast(backend)).fit(X, labels == label)
         np.testing.assert_allclose(together.coef_[k], alone.coef_[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(together.intercept_[k], alone.intercept_[0], rtol=1e-4, atol=1e-5)
     # The loss curve is the sum of the binary models' BCEs per row.
@@ -54,7 +59,7 @@ def test_one_vs_rest_is_one_binary_model_per_class(rng, backend):
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_multilabel_learns_independent_labels(rng, backend):
     X, Y = multilabel_problem(rng)
-    model = LogisticRegression(backend=backend, **FAST).fit(X, Y)
+    model = LogisticRegression(backend=backend, **fast(backend)).fit(X, Y)
     assert model.multilabel_ and model.coef_.shape == (3, 6)
     np.testing.assert_array_equal(model.classes_, [0, 1, 2])
     predicted = model.predict(X)
@@ -68,7 +73,7 @@ def test_multilabel_learns_independent_labels(rng, backend):
     assert model.score(X, Y) == pytest.approx(np.all(predicted == Y, axis=1).mean())
     assert model.score(X, Y) > 0.75
     # Rows with no label or every label are fine; so is a validation set, scored the same way.
-    model = LogisticRegression(backend=backend, **FAST).fit(X, Y, validation_data=(X[:50], Y[:50]))
+    model = LogisticRegression(backend=backend, **fast(backend)).fit(X, Y, validation_data=(X[:50], Y[:50]))
     assert model.validation_scores_[-1] == pytest.approx(model.score(X[:50], Y[:50]))
 
 
@@ -105,8 +110,8 @@ def test_one_vs_rest_save_load_and_class_weight(tmp_path, rng):
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_squared_error_loss_trains_and_records_its_own_loss(rng, backend):
     X, y = blobs(rng, classes=2)
-    mse = LogisticRegression(backend=backend, loss="mse", **{**FAST, "epochs": 5}).fit(X, y)
-    bce = LogisticRegression(backend=backend, **{**FAST, "epochs": 5}).fit(X, y)
+    mse = LogisticRegression(backend=backend, loss="mse", **{**fast(backend), "epochs": 5}).fit(X, y)
+    bce = LogisticRegression(backend=backend, **{**fast(backend), "epochs": 5}).fit(X, y)
     assert mse.score(X, y) > 0.9
     # loss_curve_ is the mean squared error of the probabilities: at most 1 per row, below BCE's on the same data.
     assert 0 <= mse.loss_curve_[-1] < 0.25 and mse.loss_curve_[-1] < bce.loss_curve_[-1]

@@ -186,9 +186,16 @@ class Backend(abc.ABC):
     ----------
     name : str
         ``"numpy"``, ``"cupy"`` or ``"triton"``.
+    compute_dtypes : tuple of str
+        The parameter and arithmetic precisions it trains in (an estimator's ``dtype``).
+    stored_feature_dtypes : tuple of str
+        Feature dtypes its steps read as stored, converting on the fly (uint8 pixels: a quarter of float32's bytes);
+        other features are converted to the compute dtype once, before training.
     """
 
     name: str
+    compute_dtypes: tuple[str, ...] = ("float32", "float64")
+    stored_feature_dtypes: tuple[str, ...] = ("uint8",)
 
     @abc.abstractmethod
     def asarray(self, a: Any, dtype: Any = None) -> Any:
