@@ -5,8 +5,8 @@ a type code, the number of dimensions — then one big-endian uint32 per dimensi
 big-endian. Files come raw or gzip-compressed; gzip is recognised by its magic bytes, never by the file name.
 
 `load_mnist` looks for the four standard files in, in order: an explicit ``data_dir``; ``$LINCLASS_DATA``; the MNIST
-copy vendored in this package; the user cache directory; and finally downloads them from a public mirror into the
-cache. Wherever a file comes from, it must be the canonical one: its header must declare the canonical dims (checked
+copy vendored in this package; the user cache directory; ``/usr/share/datasets`` (Debian's dataset packages); and
+finally downloads them from a public mirror into the cache. Wherever a file comes from, it must be the canonical one: its header must declare the canonical dims (checked
 before anything is decompressed, so a crafted header cannot make the reader allocate or inflate gigabytes) and its
 uncompressed bytes must match the canonical MD5.
 """
@@ -237,7 +237,8 @@ def load_mnist(
     2. ``$LINCLASS_DATA/<kind>``, then ``$LINCLASS_DATA``;
     3. the copy vendored in this package (MNIST only);
     4. the user cache directory, `user_cache_dir`;
-    5. a download from the mirrors (``MNIST_MIRRORS`` or ``FASHION_MNIST_MIRRORS``) into the user cache, if
+    5. ``/usr/share/datasets/<kind>``, where Debian's packages (``dataset-fashion-mnist``) install them;
+    6. a download from the mirrors (``MNIST_MIRRORS`` or ``FASHION_MNIST_MIRRORS``) into the user cache, if
        `download` is true. Each file is verified before it is written atomically; a failed or mismatching download
        leaves nothing behind.
 
@@ -420,7 +421,10 @@ def _decode_idx(raw: BinaryIO, path: str | Path, expected: CanonicalFile | None 
     md5.update(payload)
     if header.dtype.byteorder == ">":  # IDX is big-endian: swap multi-byte values to native order, in place
         values = values.byteswap(inplace=True).view(header.dtype.newbyteorder("="))
-    return values.reshape(header.dims), md5.hexdigest()
+    try:
+        return values.reshape(header.dims), md5.hexdigest()
+    except ValueError as exc:  # an empty payload whose other dims multiply past what NumPy can index
+        raise _invalid_idx(path, f"dims {header.dims} cannot shape an array: {exc}") from exc
 
 
 def _invalid_idx(path: Path, problem: str) -> ValueError:
@@ -435,6 +439,10 @@ def _payload_size_error(path: Path, header: IdxHeader, held: int) -> ValueError:
                               f"{header.payload_size} ({problem})")
 
 
+# Where Debian's dataset packages put their files (dataset-fashion-mnist: /usr/share/datasets/fashion-mnist).
+SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
+
+
 def _search_directories(kind: str) -> list[tuple[str, Path | None]]:
     """(description, directory) for each place after an explicit data_dir, in search order; None if unset."""
     env_dir = os.environ.get("LINCLASS_DATA")
@@ -445,6 +453,7 @@ def _search_directories(kind: str) -> list[tuple[str, Path | None]]:
     if kind == "mnist":
         places.append(("vendored copy", VENDORED_MNIST_DIR))
     places.append(("user cache", user_cache_dir(kind)))
+    places.append(("system datasets (Debian's dataset-* packages)", SYSTEM_DATASETS_DIR / kind))
     return places
 
 

@@ -22,8 +22,9 @@ from .persistence import json_value, read_npz, write_npz_atomically
 from .schedules import LearningRateSchedule
 from .threads import check_n_threads
 from .training import ConvergenceWarning, PlateauRule, TrainingHistory, holdout_rows, train_sgd
-from .validation import (check_feature_names, check_features, check_label_indicator, check_labels, check_positive,
-                         check_sample_weight, class_weights, encode_labels, feature_names, as_sklearn)
+from .validation import (as_sklearn, check_feature_names, check_features, check_in_range, check_label_indicator,
+                         check_labels, check_positive, check_sample_weight, class_weights, encode_labels,
+                         feature_names)
 from .validation import NotFittedError
 
 logger = logging.getLogger("linclass_gpu")
@@ -197,13 +198,16 @@ class _LinearClassifier:
             check_positive("batch_size", self.batch_size, integer=True)
         check_positive("alpha", self.alpha, allow_zero=True)
         check_positive("input_scale", self.input_scale)
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_in_range("momentum", self.momentum, 0, 1, include_high=False)
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
         check_optimizer(self.optimizer, *self._momentum())
         check_positive("learning_rate", self.learning_rate)
         check_n_threads(self.n_threads)
+        check_in_range("gamma", self.gamma, 0, 1, include_low=False)
+        check_positive("step_size", self.step_size, integer=True)
+        check_positive("power_t", self.power_t, allow_zero=True)
+        check_positive("min_learning_rate", self.min_learning_rate, allow_zero=True)
         self._average_from()
         self._penalty_strengths()
         return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
@@ -227,8 +231,7 @@ class _LinearClassifier:
     def _penalty_strengths(self) -> tuple[float, float]:
         """``(l2, l1)`` from ``penalty``, ``alpha`` and ``l1_ratio``, as scikit-learn maps them: elastic net is
         ``alpha·(1 − l1_ratio)/2·‖W‖² + alpha·l1_ratio·‖W‖₁``."""
-        if not (isinstance(self.l1_ratio, (int, float)) and 0 <= self.l1_ratio <= 1):
-            raise ValueError(f"l1_ratio must be in [0, 1], got {self.l1_ratio!r}")
+        check_in_range("l1_ratio", self.l1_ratio, 0, 1)
         l1_share = {"l2": 0.0, "l1": 1.0, "elasticnet": float(self.l1_ratio), None: None}
         if self.penalty not in l1_share:
             raise ValueError(f"penalty must be 'l2', 'l1', 'elasticnet' or None, got {self.penalty!r}")
@@ -243,8 +246,7 @@ class _LinearClassifier:
         check_positive("n_iter_no_change", self.n_iter_no_change, integer=True)
         if self.tol is not None:
             check_positive("tol", self.tol, allow_zero=True)
-        if not (isinstance(self.validation_fraction, (int, float)) and 0 < self.validation_fraction < 1):
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        check_in_range("validation_fraction", self.validation_fraction, 0, 1, include_low=False, include_high=False)
         adaptive = self.schedule == "adaptive"
         if self.tol is None and not (self.early_stopping or adaptive):
             return None
@@ -441,27 +443,23 @@ class _LinearClassifier:
         return self
 
     def _row_weights(self, sample_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
-        """Each row's loss weight, ``sample_weight_i · class_weight[y_i]`` divided by their mean, shape (N,), or None
-        when all are 1.
+        """Each row's loss weight, ``sample_weight_i · class_weight[y_i] / mean_k class_weight[k]``, shape (N,), or
+        None when all are 1.
 
-        Dividing by the mean makes the mean loss a weighted mean, ``Σ w_i ℓ_i / Σ w_i``, whatever the weights' scale:
-        a class weight of 1000 shifts the balance between the classes without making every step 1000 times larger
-        (which would diverge), and the penalty keeps its strength relative to the data term. An integer weight
-        ``k`` still counts its row ``k`` times (the same objective as the data with the row repeated).
+        The class weights are divided by their mean over the classes, so that they set the balance between the
+        classes without setting the step size: a class weight of 1000 no longer makes every step of that class 1000
+        times larger (which diverges), and the scale depends on the classes alone, not on which rows a fit or a
+        ``partial_fit`` chunk holds. Sample weights scale their rows' steps as given, as in scikit-learn's SGD.
         """
         weights = check_sample_weight(sample_weight, len(targets))
         if targets.ndim == 2 and self.class_weight is not None:
             raise ValueError("class_weight needs one class per row; a multilabel row has several: weight rows with "
                              "sample_weight instead")
         per_class = class_weights(self.class_weight, classes, targets)
-        if per_class is not None:
-            weights = per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
-        if weights is None:
-            return None
-        mean = float(np.mean(weights, dtype=np.float64))
-        if not mean > 0:
-            raise ValueError("every row's weight (sample_weight times class_weight) is 0: there is nothing to fit")
-        return weights / mean
+        if per_class is None:
+            return weights
+        per_class = per_class / np.mean(per_class, dtype=np.float64)  # not all 0: class_weights refuses that
+        return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
 
     def _batch_rows(self, n_rows: int) -> int:
         """Rows per step: ``batch_size``, or for ``"auto"`` :data:`AUTO_BATCH_ROWS`, made smaller on small data so

@@ -32,7 +32,7 @@ import numpy as np
 from .datasets import GZIP_MAGIC, read_idx_header
 from .files import open_regular_file
 from .training import PlateauRule, TrainingDivergedError, TrainingHistory
-from .validation import check_positive
+from .validation import check_labels, check_positive
 
 __all__ = ["RowStream", "StreamHistory", "fit_stream", "map_rows", "open_stream", "score_stream"]
 
@@ -314,6 +314,9 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
         if array is not None and array.shape[0] != X.shape[0]:
             raise ValueError(f"features hold {X.shape[0]} rows but {name} hold {array.shape[0]}: the files must "
                              "describe the same rows")
+    if y.ndim == 1 or y.shape[1] == 1:  # class labels, checked as stored (before label_map), rows as in the file
+        check_labels(y.reshape(-1), X.shape[0], name="labels" if isinstance(labels, np.ndarray) else
+                     f"labels ({labels})")
     if (chunk_bytes is None) == (chunk_rows is None):
         raise ValueError("give exactly one of chunk_bytes (a memory budget) and chunk_rows")
     if chunk_rows is None:

@@ -97,6 +97,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("LINCLASS_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(datasets, "VENDORED_MNIST_DIR", tmp_path / "no-vendored-copy")
+    monkeypatch.setattr(datasets, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
     monkeypatch.setattr(datasets, "MNIST_MIRRORS", ())
     monkeypatch.setattr(datasets, "FASHION_MNIST_MIRRORS", ())
     monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_SECONDS", 5.0)

@@ -162,8 +162,6 @@ def test_scoring_against_labels_never_seen_in_fit_is_refused(rng, estimator):
         model.score(X, y + 10)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: open_stream must check its labels with check_labels, naming the "
-                                       "file, before label_map (streaming.py is not this test's)")
 @pytest.mark.parametrize("label_map", [None, lambda labels: labels == 1], ids=["softmax", "one against the rest"])
 def test_a_float_labels_file_is_refused_naming_it_and_the_row_in_the_file(tmp_path, label_map):
     from linclass_gpu.streaming import open_stream
