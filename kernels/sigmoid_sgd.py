@@ -56,7 +56,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tiles import accumulate, add_loss, dot_tile_shape, load_rows, load_x_block, load_x_tile
+from ._tiles import (accumulate, add_loss, dot_tile_shape, load_rows, load_x_block, load_x_tile, row_block_lanes,
+                     sigmoid_loss_and_dz)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
@@ -145,42 +146,6 @@ def sigmoid_config(n_features: int, n_outputs: int = 1, deterministic: bool = Fa
 
 
 @triton.jit
-def _log1p_small(e):
-    """log(1 + e) for 0 ≤ e ≤ 1, accurate when e is tiny (where log(1 + e) rounds to 0).
-
-    With u = fl(1 + e), log(u)·e / (u − 1) corrects the rounding of u (Goldberg); u = 1 means log1p(e) = e.
-    """
-    u = 1.0 + e
-    rounded_away = u == 1.0
-    return tl.where(rounded_away, e, tl.log(u) * (e / tl.where(rounded_away, 1.0, u - 1.0)))
-
-
-@triton.jit
-def _loss_and_dz(z, y, weight, grad_scale, LOSS: tl.constexpr):
-    """Steps 3–4 elementwise on logits ``z`` of any shape: ``(w·ℓ, w·dz/B, σ(z))``.
-
-    ``weight`` broadcasts against ``z`` and is 0 on masked rows and padded outputs, which then add nothing.
-    """
-    # e = e^{−|z|} ∈ (0, 1]: the only exponential, never of a positive number, so logits of ±1e4 stay finite.
-    e = tl.exp(-tl.abs(z))
-    # σ(z) = 1/(1+e) for z ≥ 0 and e/(1+e) for z < 0: both forms from e.
-    p = tl.where(z >= 0, 1.0, e) / (1.0 + e)
-    if LOSS == "mse":
-        # 3. ℓ = (σ − y)².
-        error = p - y
-        loss = error * error
-        # 4. ∂ℓ/∂z = 2(σ − y)σ', with σ' = σ(1 − σ) = e/(1+e)² for either sign of z (no cancellation in 1 − σ).
-        dz = 2.0 * error * (e / ((1.0 + e) * (1.0 + e)))
-    else:
-        # 3. ℓ = −y log σ(z) − (1−y) log(1−σ(z)) = max(z,0) − z·y + log1p(e).
-        loss = tl.maximum(z, 0.0) - z * y + _log1p_small(e)
-        # 4. ∂ℓ/∂z = σ(z) − y.
-        dz = p - y
-    # The mean over the minibatch (grad_scale = 1/B), weighted per row.
-    return loss * weight, dz * (weight * grad_scale), p
-
-
-@triton.jit
 def _column_logits(x, X_ptr, stride_xn, row, row_mask, theta_ptr, k, D, K, x_scale,
                    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, X_RESIDENT: tl.constexpr):
     """Logits column ``k``: ``z_k = s·X[rows] W[:, k] + b_k``, a (BLOCK_B,) vector; W is ``theta[:D·K]`` row-major.
@@ -237,7 +202,7 @@ def _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_p
                              X_RESIDENT)
         y_k = tl.load(y_ptr + row * K + k, mask=row_mask, other=0).to(tl.float32)
         # 3–4. w_i ℓ_ik and dz_ik = w_i ∂ℓ/∂z_ik / B.
-        loss_k, dz_k, p_k = _loss_and_dz(z_k, y_k, weight, grad_scale, LOSS)
+        loss_k, dz_k, p_k = sigmoid_loss_and_dz(z_k, y_k, weight, grad_scale, LOSS)
         loss += tl.sum(loss_k, axis=0)
         if STORE_PROBS:
             tl.store(probs_ptr + lanes * K + k, p_k, mask=row_mask)
@@ -278,7 +243,7 @@ def _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta
     y = tl.load(y_ptr + row[:, None] * K + outputs[None, :], mask=tile_mask, other=0).to(tl.float32)
     # 3–4. Padded outputs weigh 0, as masked rows do: no loss, dz = 0.
     tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
-    loss, dz, p = _loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
+    loss, dz, p = sigmoid_loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
     if STORE_PROBS:
         tl.store(probs_ptr + lanes[:, None] * K + outputs[None, :], p, mask=tile_mask)
     # 5. dW[:, tile] = Xᵀ (s·dZ), db[tile] = Σ_i dZ_i.
@@ -319,7 +284,7 @@ def sigmoid_sgd_kernel(
     loss_total = tl.zeros((), dtype=tl.float32)
     for visit in range(0, blocks_per_program):
         # 1. Gather the row block: indices and weights (masked lanes get weight 0).
-        lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
+        lanes = row_block_lanes(pid + visit * n_programs, BLOCK_B)
         row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
         if COLUMNWISE:
             if X_RESIDENT:

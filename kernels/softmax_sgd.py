@@ -71,7 +71,7 @@ import triton
 import triton.language as tl
 
 from ._tiles import (NARROW_BLOCK_N, WIDE_BLOCK_N, accumulate, add_loss, dot_tile_shape, load_row_block,
-                     load_x_block, load_x_tile)
+                     load_x_block, load_x_tile, online_logsumexp, param_tile, row_block_lanes, softmax_dz)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
@@ -196,24 +196,6 @@ def _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, BLOCK_D: tl.constexpr, X_
 
 
 @triton.jit
-def _param_tile(base_ptr, d0, c0, D, C, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, MASK_FEATURES: tl.constexpr):
-    """Pointers and mask of the (BLOCK_D, BLOCK_C) tile ``[d0 :, c0 :]`` of a row-major (D, C) matrix (W or dW).
-
-    The scalar offset d0·C + c0 is added before the tile of offsets, so within a class loop the only loop-invariant
-    tensor is that one tile: written as ``feats[:, None]·C + cols[None, :]`` with a static d0, each of the 25
-    unrolled chunks had its own invariant pointer and mask tiles, hoisted out of the class loop by the compiler, which
-    filled all 255 registers and spilled 24–416 B. Features need a mask only in a chunk that may pass D.
-    """
-    offsets = tl.arange(0, BLOCK_D)[:, None] * C + tl.arange(0, BLOCK_C)[None, :]
-    col_mask = (c0 + tl.arange(0, BLOCK_C)) < C
-    if MASK_FEATURES:
-        mask = ((d0 + tl.arange(0, BLOCK_D)) < D)[:, None] & col_mask[None, :]
-    else:
-        mask = tl.broadcast_to(col_mask[None, :], (BLOCK_D, BLOCK_C))
-    return base_ptr + (d0 * C + c0) + offsets, mask
-
-
-@triton.jit
 def _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
                  BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
                  X_CHUNKS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
@@ -226,30 +208,18 @@ def _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scal
     xw = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
     if X_CHUNKS > 0:
         for k in tl.static_range(X_CHUNKS):
-            w_ptrs, w_mask = _param_tile(theta_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
+            w_ptrs, w_mask = param_tile(theta_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
             xw = tl.dot(x[k].to(tl.float32), tl.load(w_ptrs, mask=w_mask, other=0.0), xw,
                         input_precision=INPUT_PRECISION)
     else:
         for d0 in range(0, D, BLOCK_D):
-            w_ptrs, w_mask = _param_tile(theta_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
+            w_ptrs, w_mask = param_tile(theta_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
             xw = tl.dot(load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D),
                         tl.load(w_ptrs, mask=w_mask, other=0.0), xw, input_precision=INPUT_PRECISION)
     bias = tl.load(theta_ptr + D * C + cols, mask=col_mask, other=0.0)
     # (s·X) W = s·(X W): the scale multiplies the (B, C) tile, not the (B, D) one.
     z = xw * x_scale + bias[None, :]
     return tl.where(col_mask[None, :], z, float("-inf"))
-
-
-@triton.jit
-def _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C: tl.constexpr):
-    """Fold one logits tile into the running row max ``m``, sum ``s = Σ exp(z − m)`` and target logit."""
-    cols = c0 + tl.arange(0, BLOCK_C)
-    m_new = tl.maximum(m, tl.max(z, axis=1))
-    # Σ exp(z − m_new) = exp(m − m_new)·Σ exp(z − m): rescale the old sum, add the new tile. Every exponent is ≤ 0, so
-    # logits of ±1e4 stay finite; m starts at −inf and exp(−inf) = 0 (the first tile always holds a real class).
-    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
-    z_target += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
-    return m_new, s, z_target
 
 
 @triton.jit
@@ -260,26 +230,22 @@ def _backward_tile(x, X_ptr, stride_xn, row, row_mask, y, weight, m, inv_s, z, l
     """dZ of one class tile and its contribution to dW[:, tile] and db[tile]."""
     cols = c0 + tl.arange(0, BLOCK_C)
     col_mask = cols < C
-    # ∂CE_i/∂z_ic = p_ic − [c = y_i] with p = exp(z − m)/s; padded classes give exp(−inf) = 0 and no one-hot.
-    # Not exp(z − lse): at logits of 1e4, lse = m + log s rounded to fp32 is off by up to 5e-4, and so would p be.
-    p = tl.exp(z - m[:, None]) * inv_s[:, None]
+    # Mean over the minibatch (grad_scale = 1/B), weighted per row; masked rows have weight 0.
+    p, dz = softmax_dz(z, y, m, inv_s, weight * grad_scale, c0, BLOCK_C)
     if STORE_PROBS:
         tl.store(probs_ptr + lanes[:, None] * C + cols[None, :], p, mask=row_mask[:, None] & col_mask[None, :])
-    onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
-    # Mean over the minibatch (grad_scale = 1/B), weighted per row; masked rows have weight 0.
-    dz = (p - onehot) * (weight * grad_scale)[:, None]
     # dW = (s·X)ᵀ dZ = Xᵀ (s·dZ): again scale the small tile.
     dz_scaled = dz * x_scale
     if X_CHUNKS > 0:
         for k in tl.static_range(X_CHUNKS):
             dw = tl.dot(tl.trans(x[k].to(tl.float32)), dz_scaled, input_precision=INPUT_PRECISION)
-            g_ptrs, g_mask = _param_tile(grad_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
+            g_ptrs, g_mask = param_tile(grad_ptr, k * BLOCK_D, c0, D, C, BLOCK_D, BLOCK_C, k == X_CHUNKS - 1)
             accumulate(g_ptrs, dw, g_mask, visit, DETERMINISTIC)
     else:
         for d0 in range(0, D, BLOCK_D):
             dw = tl.dot(tl.trans(load_x_tile(X_ptr, stride_xn, row, row_mask, d0, D, BLOCK_D)), dz_scaled,
                         input_precision=INPUT_PRECISION)
-            g_ptrs, g_mask = _param_tile(grad_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
+            g_ptrs, g_mask = param_tile(grad_ptr, d0, c0, D, C, BLOCK_D, BLOCK_C, True)
             accumulate(g_ptrs, dw, g_mask, visit, DETERMINISTIC)
     # db = Σ_i dZ_i
     accumulate(grad_ptr + D * C + cols, tl.sum(dz, axis=0), col_mask, visit, DETERMINISTIC)
@@ -315,7 +281,7 @@ def _resident_row_block(x, y, weight, lanes, row_mask, theta_ptr, grad_ptr, prob
     for c in range(0, C):
         z_c = _class_logits(x, theta_ptr, feats, c, D, C, x_scale)
         m_new = tl.maximum(m, z_c)
-        # As in _online_logsumexp: every exponent ≤ 0; exp(−inf − m_new) = 0 clears the empty start.
+        # As in online_logsumexp: every exponent ≤ 0; exp(−inf − m_new) = 0 clears the empty start.
         s = s * tl.exp(m - m_new) + tl.exp(z_c - m_new)
         z_target += tl.where(y == c, z_c, 0.0)
         m = m_new
@@ -362,7 +328,7 @@ def softmax_sgd_kernel(
     loss_total = tl.zeros((), dtype=tl.float32)
     for visit in range(0, blocks_per_program):
         # 1. Gather the row block: indices, labels, weights (masked lanes get weight 0).
-        lanes = (pid + visit * n_programs) * BLOCK_B + tl.arange(0, BLOCK_B)
+        lanes = row_block_lanes(pid + visit * n_programs, BLOCK_B)
         row, row_mask, y, weight = load_row_block(rows_ptr, y_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
         y = y.to(tl.int32)
         if X_CHUNKS > 0 and ONE_CLASS_TILE:
@@ -387,12 +353,12 @@ def softmax_sgd_kernel(
             if ONE_CLASS_TILE:
                 z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, 0, D, C, x_scale,
                                  BLOCK_B, BLOCK_D, BLOCK_C, X_CHUNKS, INPUT_PRECISION)
-                m, s, z_target = _online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
+                m, s, z_target = online_logsumexp(m, s, z_target, z, y, 0, BLOCK_C)
             else:
                 for c0 in range(0, C, BLOCK_C):
                     z = _logits_tile(x, X_ptr, stride_xn, row, row_mask, theta_ptr, c0, D, C, x_scale,
                                      BLOCK_B, BLOCK_D, BLOCK_C, X_CHUNKS, INPUT_PRECISION)
-                    m, s, z_target = _online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
+                    m, s, z_target = online_logsumexp(m, s, z_target, z, y, c0, BLOCK_C)
             inv_s = 1.0 / s
 
             # 3. Cross-entropy CE_i = −log p_{i,y_i} = lse_i − z_{i,y_i} = (m_i − z_{i,y_i}) + log s_i, weighted;

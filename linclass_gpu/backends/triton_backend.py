@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, BackendUn
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
 
-_KERNEL_MODULES = ("_tiles", "softmax_sgd", "sigmoid_sgd", "sgd_update")
+_KERNEL_MODULES = ("_tiles", "softmax_sgd", "sigmoid_sgd", "sgd_update", "epoch_sgd")
 
 
 def kernel_module(name: str):
@@ -81,7 +81,7 @@ def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
     if isinstance(modules["softmax_sgd"].softmax_sgd_kernel, InterpretedFunction) != interpret:
         modules = {name: importlib.reload(modules[name]) for name in _KERNEL_MODULES}  # helpers first
     return SimpleNamespace(softmax=modules["softmax_sgd"], sigmoid=modules["sigmoid_sgd"],
-                           update=modules["sgd_update"], interpret=interpret)
+                           update=modules["sgd_update"], epoch=modules["epoch_sgd"], interpret=interpret)
 
 
 def _torch_dtype(torch, dtype):
@@ -94,11 +94,24 @@ def _torch_dtype(torch, dtype):
 
 
 class TritonFusedSGD(FusedSGD):
-    """The fused SGD step of :class:`TritonBackend`: 2 launches per step, the loss kept on the device.
+    """The fused SGD step of :class:`TritonBackend`: 2 launches per step, or 1 launch per epoch, the loss kept on the
+    device.
 
     Parameters are described in :meth:`Backend.fused_sgd`; ``sample_weight`` (N,) weights each row's loss and
     gradient (``dZ_i = w_i (P_i − Y_i)/B``, loss ``Σ w_i ℓ_i``).
+
+    :meth:`run_epoch` trains a whole epoch in one launch of ``kernels/epoch_sgd.py`` wherever that kernel applies:
+    plain or (Nesterov) momentum SGD with any L2, sample weights and intercept setting, every input dtype, D ≤ 1024
+    features and K ≤ 16 outputs, no data-parallel reducer, on an sm_90 or newer GPU (or the interpreter). AdaGrad,
+    Adam, L1, larger models, data-parallel runs and older GPUs take the per-step path (:meth:`step` per minibatch).
+
+    Attributes
+    ----------
+    use_epoch_kernel : bool
+        Default True; False makes :meth:`run_epoch` take the per-step path always (benchmarks, checks).
     """
+
+    use_epoch_kernel: bool = True
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
@@ -144,7 +157,11 @@ class TritonFusedSGD(FusedSGD):
         else:
             self._config = self._kernels.sigmoid.sigmoid_config(self.n_features, self.n_outputs,
                                                                 backend.deterministic)
-        max_blocks = -(-int(max_batch_size) // self._config.block_b)
+        self.max_batch_size = int(max_batch_size)
+        self._epoch_config = (
+            self._kernels.epoch.epoch_config(self.n_features, self.n_outputs, self.nesterov, sample_weight is not None)
+            if backend.epoch_kernel_supported and optimizer == "sgd" and not self.l1 else None)
+        max_blocks = -(-self.max_batch_size // self._config.block_b)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
         if self.deterministic:
             self._max_programs = self._kernels.update.max_partials(n_params, max_blocks)
@@ -203,6 +220,35 @@ class TritonFusedSGD(FusedSGD):
         if self.reducer is not None:
             self.reducer.reduce_parameters_((self._theta,))
 
+    def epoch_kernel_applies(self) -> bool:
+        """Whether :meth:`run_epoch` trains in one launch (see the class notes), given the current settings."""
+        return self.use_epoch_kernel and self._epoch_config is not None and self.reducer is None
+
+    def run_epoch(self, rows: Any, learning_rates: np.ndarray, batch_size: int,
+                  on_steps: Callable[[int], None] | None = None) -> None:
+        """One epoch (see :meth:`FusedSGD.run_epoch`): one launch of the epoch kernel where it applies, which reads
+        the rates as a float32 device vector (one host-to-device copy, no sync) and adds the epoch's loss to the
+        running loss once; otherwise one :meth:`step` per minibatch."""
+        n_steps = -(-rows.shape[0] // batch_size) if batch_size > 0 else 0
+        if np.shape(learning_rates) != (n_steps,):
+            raise ValueError(f"learning_rates must hold one rate per step: {n_steps} for {rows.shape[0]} rows in "
+                             f"batches of {batch_size}, got shape {np.shape(learning_rates)}")
+        if not self.epoch_kernel_applies() or batch_size > self.max_batch_size:
+            super().run_epoch(rows, learning_rates, batch_size, on_steps)
+            return
+        if n_steps == 0:
+            return
+        torch = self.backend._torch
+        rates = torch.from_numpy(np.asarray(learning_rates, dtype=np.float32)).to(self._device)
+        self._kernels.epoch.launch_epoch_sgd(
+            self._X, rows.contiguous(), self._y, self._theta, self._loss_sum, rates, model=self.model,
+            n_outputs=self.n_outputs, batch_size=int(batch_size), x_scale=self.x_scale, config=self._epoch_config,
+            l2=self.l2, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+            velocity=self._velocity, sample_weight=self._sample_weight, input_precision=self.backend.input_precision)
+        self._step_count += n_steps
+        if on_steps is not None:
+            on_steps(n_steps)
+
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
         self._loss_sum.zero_()
@@ -224,6 +270,12 @@ class TritonFusedSGD(FusedSGD):
 
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
         self._flatten_into(self._theta, W, b)
+        if not self.deterministic:
+            # The atomic accumulator is zeroed by each step's update launch. A step cut short between its two
+            # launches (an exception from the data-parallel reducer, Ctrl-C) leaves its gradient there, and training
+            # resumes through set_params: start from zero whatever ran before. (Deterministic partial slices are
+            # overwritten by their first visit, so they never carry a previous step.)
+            self._grad.zero_()
         for buffer in (self._velocity, self._accumulator):
             if buffer is not None:
                 buffer.zero_()
@@ -262,6 +314,9 @@ class TritonBackend(Backend):
     """
 
     name = "triton"
+    # The kernels accumulate in float32 whatever they read; fp16/bf16 rows load as stored, like uint8 pixels.
+    compute_dtypes = ("float32",)
+    stored_feature_dtypes = ("uint8", "float16", "bfloat16")
 
     def __init__(self, deterministic: bool = False, tf32: bool = False, device: Any = None):
         try:
@@ -280,6 +335,9 @@ class TritonBackend(Backend):
         self.deterministic = bool(deterministic)
         self.tf32 = bool(tf32)
         self.input_precision = "tf32" if self.tf32 else "ieee"
+        # The epoch kernel's sm_90 build is the spill-free one (kernels/epoch_sgd.py); older GPUs step per minibatch.
+        self.epoch_kernel_supported = self.interpreted or (
+            torch.cuda.get_device_capability(self.device) >= self._kernels.epoch.MIN_CAPABILITY)
 
     def permutation(self, n: int, rng: np.random.Generator) -> Any:
         """Shuffled on the device (``torch.randperm``) from a seed drawn from ``rng``: only the seed crosses the bus."""

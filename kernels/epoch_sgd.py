@@ -1,0 +1,412 @@
+"""A whole epoch of minibatch SGD in one launch: one program, the parameters held on chip from first step to last.
+
+The per-step path (``softmax_sgd.py`` / ``sigmoid_sgd.py`` and ``sgd_update.py``) makes 2 launches per step and keeps
+θ in global memory. At MNIST shapes (B = 128, D = 784, C = 10) a step is ~4 MFLOP and ~0.3 MB: latency, not work, so
+an epoch of 469 steps is bounded by launches and the kernels' dependent round trips. Here a single program runs every
+step of the epoch::
+
+    for t in 0 … n_steps − 1:                      rows r = order[t·B : min((t+1)·B, N)],  B_t = |r|
+        Z  = s·X[r] W + b                          (B_t, K), fp32 accumulation whatever X's dtype
+        softmax:  CE_i = lse(Z_i) − Z_{i,y_i},  dZ = w_i (softmax(Z) − onehot(y)) / B_t
+        sigmoid:  ℓ_ik = BCE or squared error of σ(Z_ik),  dZ = w_i ∂ℓ/∂Z / B_t
+        g_W = s·X[r]ᵀ dZ + l2·W,   g_b = Σ_i dZ_i
+        v ← μ v + g;   step = g + μ v (Nesterov) or v (or g without momentum);   θ ← θ − lr_t·step
+    loss += Σ_t Σ_i w_i ℓ_i                        written to the device once, at the end
+
+with the same formulas as the step kernels (the loss and its derivative are ``_tiles.online_logsumexp`` /
+``softmax_dz`` / ``sigmoid_loss_and_dz``, shared with them) and as ``sgd_update.py`` (L2 on W only, then momentum,
+then the step); the step's gradient is summed in another order (see below), so the two paths agree to fp32 rounding,
+not bitwise. ``order`` (the epoch's shuffled rows) and ``lr`` (the schedule's per-step rates) are device arrays, so
+the host computes nothing per step and reads the loss back once per epoch.
+
+Design:
+
+- **State on chip.** W is held as ``X_CHUNKS`` (CHUNK_D, BLOCK_K) tiles (a tuple of tensors indexed by a static
+  loop), b as a (BLOCK_K,) vector, loop-carried through the step loop with the momentum state: loaded from θ once
+  before the first step and stored once after the last. The step's gradient accumulates in the same tiling, in
+  registers, over the step's row blocks, starting from the terms known before them (l2·W, and μ·v for heavy-ball
+  momentum, so the sum is the new v itself and only W and that accumulator are live: 2 tile sets, 3 with Nesterov,
+  which needs g apart from v). Nothing is written to global memory between steps, so no thread ever reads another
+  thread's global write inside the launch and no barrier beyond those Triton inserts for its own shared-memory
+  traffic is needed (the per-step path's accumulator reset does not exist here either).
+- **Products.** Per (BLOCK_B = 16)-row block, the logits are ``Σ_k tl.dot(X[r, chunk k], W_k)`` and the gradient
+  ``G_k += tl.dot(X[r, chunk k]ᵀ, s·dZ)``: X is read once per row block (kept for both products), in its own dtype,
+  widened to fp32 where it is used (uint8 pixels, bf16 and fp16 are exact in fp32). ``INPUT_PRECISION`` is the
+  backend's: ``"ieee"`` (fp32 FMA, the default and what the tests check) or ``"tf32"`` (``TritonBackend(tf32=True)``).
+  Triton's ``"tf32x3"`` would put the products on tensor cores at fp32-grade accuracy (hi/lo split, 3 mma passes),
+  but on one SM with M = 16 that is estimated no faster than FMA (below), so it is not the default.
+- **Prefetch.** The next row block's indices, labels, weights and first ``X_PREFETCH`` feature chunks (the first
+  block of the next step, at a step's last block) are loaded before this block's products and carried into the next
+  iteration; its other chunks are loaded when it is processed, behind the forward products of the prefetched ones.
+  The depth is what fits in registers next to W and the accumulator (:data:`PREFETCH_CHUNKS`).
+- **Scope.** One program means one SM: the c1 design of the GPU review. It runs on sm_90 and later
+  (:data:`MIN_CAPABILITY`; under the interpreter too) for K ≤ :data:`MAX_OUTPUTS` and D ≤ :data:`MAX_FEATURES`
+  (the tiles of W, v and G must fit on chip) with plain or (Nesterov) momentum SGD, L2,
+  sample weights, with or without intercept, every input dtype; it is deterministic by construction (one program,
+  fixed order), so it serves both reduction modes. AdaGrad, Adam and L1 (proximal), a data-parallel reducer, and
+  larger D or K keep the per-step path (``TritonFusedSGD.run_epoch`` decides).
+
+Time per step (estimated, not measured: no GPU has run this kernel). Inputs: one H100/H200 SM at 1.75 GHz, 128
+fp32 FMA lanes, ~512 dense tf32 MAC/clk of which mma.sync at M = 16 reaches ~½; L2 hit latency ~250 cycles (MNIST's
+47 MB of uint8 X fits the 50 MB L2 after the first epoch), DRAM ~1,000 cycles; a layout conversion through shared
+memory ~40 cycles per bar.sync pair. MNIST shapes: B = 128 (8 row blocks of 16), D = 784 (25 chunks of 32), K = 10
+padded to 16, uint8 X, heavy-ball momentum::
+
+    MACs per step    forward 128·800·16 + backward 800·128·16 = 3.3 M
+    "ieee" (FMA)     3.3 M / 128 lanes ≈ 25.6 k cycles ≈ 14.6 µs
+    "tf32x3" (mma)   3 passes · 3.3 M / ~256 MAC/clk ≈ 38 k cycles ≈ 22 µs
+    loads            per row block: indices, labels, weights and 8 chunks arrive one block ahead (hidden); the other
+                     17 chunks are issued at the block's start and first needed after the 8 prefetched chunks'
+                     forward products (65 k MAC ≈ 510 cycles): hidden from L2 (~250), ~500 cycles exposed from DRAM
+                     → 0 µs per step from L2, ≈ 2.3 µs in the first epoch
+    barriers         per row block the 25 X chunks are converted to the dot-operand layout twice (forward, and
+                     transposed for the backward; W's conversions are loop-invariant within a step) ≈ 50 · ~40
+                     cycles ≈ 2 k cycles; 8 blocks ≈ 16 k cycles ≈ 9 µs on the critical path (the least certain
+                     input: a GPU profile should check it first)
+    update           2 · 12,800 fp32 FMAs over the W and accumulator tiles ≈ 200 cycles ≈ 0.1 µs
+
+so ≈ 24 µs per step with FMA products from L2 (14.6 + 9 + 0.1), ≈ 11 ms per MNIST epoch of 469 steps on one SM:
+about 2x better than the per-step path's estimated 21–28 ms (host-bound), and no host work per step, but 10x from the
+1 ms goal. That goal needs the features split over a cluster of P SMs (≈ 1/P of the MACs and conversions per SM, one
+exchange of the (B, K) partial logits per step), which this kernel does not do; it is the interpreter-tested
+single-program reference for that design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ._tiles import load_rows, load_x_block, online_logsumexp, param_tile, sigmoid_loss_and_dz, softmax_dz
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Rows per block: tl.dot's minimum M (forward) and K (backward). A step of B rows is cdiv(B, 16) blocks in sequence.
+BLOCK_B = 16
+# Features per tile of W, v, G and X: 25 tiles at D = 784 (800 padded features, not 1024).
+CHUNK_D = 32
+# Outputs: one tile of 16 (tl.dot's minimum N) holds MNIST's 10 classes; W, v and G are then 3 · D_pad · 16 fp32
+# values (150 KB at D = 784), which is what one SM's registers and shared memory can hold next to two X blocks.
+BLOCK_K = 16
+MAX_OUTPUTS = BLOCK_K
+MAX_FEATURES = 1024
+NUM_WARPS = 8
+# Feature chunks of the next row block read ahead (carried in registers into the next iteration; the rest of its
+# chunks are loaded when it is processed, their latency covered by the forward products of the prefetched ones). W
+# and the step's accumulator take 2 · 50 registers per thread at 8 warps, Nesterov's separate velocity 50 more; the
+# most chunks that then fit under 255 registers with no local memory on sm_80 / sm_90 (every dtype; see
+# ``linclass-gpu kernels report``) are 8, and 4 with Nesterov or sample weights (the weights' gather tipped uint8
+# X at 8 into 8 B of spills).
+PREFETCH_CHUNKS = 8
+PREFETCH_CHUNKS_NARROW = 4
+# No loop for the software pipeliner to stage: the prefetch of the next row block is written out in the kernel.
+NUM_STAGES = 1
+# Compute capability the kernel is launched on. sm_90's build keeps W and the accumulator in registers with no local
+# memory; the sm_80 build of the same kernel spills 400–800 B per thread (at 8 or 16 warps, with or without the
+# prefetch), so A100-class devices keep the per-step path.
+MIN_CAPABILITY = (9, 0)
+# The losses of each model (linclass_gpu.backends.base.MODELS), as the kernel's LOSS constexpr.
+MODEL_LOSSES = {"softmax": "softmax", "sigmoid": "bce", "sigmoid_mse": "mse"}
+
+
+@dataclass(frozen=True)
+class EpochConfig:
+    """Compile-time shape of :func:`epoch_sgd_kernel` for one (D, K)."""
+
+    x_chunks: int
+    x_prefetch: int
+    block_b: int = BLOCK_B
+    chunk_d: int = CHUNK_D
+    block_k: int = BLOCK_K
+    num_warps: int = NUM_WARPS
+    num_stages: int = NUM_STAGES
+
+    @property
+    def constexprs(self) -> dict:
+        """The kernel's tile-shape constexprs, as the launcher and the compile report pass them."""
+        return {"BLOCK_B": self.block_b, "CHUNK_D": self.chunk_d, "X_CHUNKS": self.x_chunks,
+                "X_PREFETCH": self.x_prefetch, "BLOCK_K": self.block_k}
+
+    @property
+    def label(self) -> str:
+        return (f"1 program, B{self.block_b} {self.x_chunks} x (D{self.chunk_d} K{self.block_k}) tiles on chip, "
+                f"{self.x_prefetch} chunks prefetched, {self.num_warps} warps")
+
+
+def epoch_config(n_features: int, n_outputs: int, nesterov: bool = False,
+                 sample_weight: bool = False) -> EpochConfig | None:
+    """The epoch kernel's shape for ``D = n_features``, ``K = n_outputs``, the momentum rule and whether rows are
+    weighted, or None where it does not apply."""
+    if not (1 <= n_outputs <= MAX_OUTPUTS and 1 <= n_features <= MAX_FEATURES):
+        return None
+    x_chunks = triton.cdiv(n_features, CHUNK_D)
+    return EpochConfig(x_chunks=x_chunks,
+                       x_prefetch=min(x_chunks, PREFETCH_CHUNKS_NARROW if nesterov or sample_weight
+                                      else PREFETCH_CHUNKS))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D: tl.constexpr, FIRST: tl.constexpr,
+                   LAST: tl.constexpr):
+    """Chunks ``FIRST … LAST − 1`` of ``X[row]``: a tuple of (BLOCK_B, CHUNK_D) tiles in X's own dtype."""
+    x = ()
+    for k in tl.static_range(FIRST, LAST):
+        x = x + (load_x_block(X_ptr, stride_xn, row, row_mask, k * CHUNK_D, D, CHUNK_D),)
+    return x
+
+
+@triton.jit
+def _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, start, end, D, K,
+                    BLOCK_B: tl.constexpr, CHUNK_D: tl.constexpr, X_PREFETCH: tl.constexpr, BLOCK_K: tl.constexpr,
+                    LOSS: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr):
+    """What is read ahead for a row block: positions ``start … start + BLOCK_B − 1`` of the epoch order, those
+    ≥ ``end`` masked. Returns ``(row, row_mask, weight, y, x_head)``: the row indices and mask, the rows' weights
+    (0 on masked rows), labels (softmax: (BLOCK_B,) class ids; sigmoid: (BLOCK_B, BLOCK_K) fp32 targets, 0 on padded
+    outputs) and the first ``X_PREFETCH`` feature chunks of X (the rest is loaded when the block is processed)."""
+    lanes = start + tl.arange(0, BLOCK_B)
+    row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, end, HAS_SAMPLE_WEIGHT)
+    if LOSS == "softmax":
+        y = tl.load(y_ptr + row, mask=row_mask, other=0).to(tl.int32)
+    else:
+        outputs = tl.arange(0, BLOCK_K)
+        y = tl.load(y_ptr + row[:, None] * K + outputs[None, :], mask=row_mask[:, None] & (outputs < K)[None, :],
+                    other=0).to(tl.float32)
+    return row, row_mask, weight, y, _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D, 0, X_PREFETCH)
+
+
+@triton.jit
+def _row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K: tl.constexpr, LOSS: tl.constexpr):
+    """The row block's weighted loss (a scalar) and ``dZ = w_i ∂ℓ_i/∂Z_i / B_t`` (BLOCK_B, BLOCK_K) from its logits."""
+    outputs = tl.arange(0, BLOCK_K)
+    output_mask = outputs < K
+    if LOSS == "softmax":
+        # Padded classes are −inf logits: no probability, no loss.
+        z = tl.where(output_mask[None, :], z, float("-inf"))
+        m = tl.full((z.shape[0],), float("-inf"), dtype=tl.float32)
+        s = tl.zeros((z.shape[0],), dtype=tl.float32)
+        m, s, z_target = online_logsumexp(m, s, tl.zeros((z.shape[0],), dtype=tl.float32), z, y, 0, BLOCK_K)
+        # CE_i = (m_i − z_{i,y_i}) + log s_i, the difference first (m and z_y may be 1e4 while CE is small).
+        loss = tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
+        _, dz = softmax_dz(z, y, m, 1.0 / s, weight * grad_scale, 0, BLOCK_K)
+    else:
+        # Padded outputs weigh 0, as masked rows do.
+        tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
+        losses, dz, _ = sigmoid_loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
+        loss = tl.sum(tl.sum(losses, axis=1), axis=0)
+    return loss, dz
+
+
+@triton.jit
+def _update(param, accumulated, velocity, learning_rate, momentum, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr):
+    """``sgd_update_kernel``'s rule on a tile, from the step's accumulated gradient; returns ``(θ, v)``.
+
+    Heavy-ball momentum accumulated ``μ v + g`` (the new v): ``θ ← θ − lr·v``. Nesterov accumulated g:
+    ``v ← μ v + g``, ``θ ← θ − lr·(g + μ v)``. Plain SGD accumulated g: ``θ ← θ − lr·g``.
+    """
+    if MOMENTUM:
+        if NESTEROV:
+            velocity = momentum * velocity + accumulated
+            step = accumulated + momentum * velocity
+        else:
+            velocity = accumulated
+            step = velocity
+    else:
+        step = accumulated
+    return param - learning_rate * step, velocity
+
+
+@triton.jit
+def epoch_sgd_kernel(
+    X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, learning_rates_ptr, theta_ptr, velocity_ptr, loss_ptr,
+    N, D, K, batch_size, n_steps, x_scale, l2, momentum,
+    BLOCK_B: tl.constexpr, CHUNK_D: tl.constexpr, X_CHUNKS: tl.constexpr, X_PREFETCH: tl.constexpr,
+    BLOCK_K: tl.constexpr, LOSS: tl.constexpr,
+    MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, FIT_INTERCEPT: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+):
+    """``n_steps`` SGD steps over the epoch order ``rows[:N]`` in batches of ``batch_size`` (the last takes the rest).
+
+    ``theta`` is the flat fp32 ``[W (D, K) row-major, b (K,)]``, updated in place, ``velocity`` its momentum buffer
+    (same layout), ``learning_rates`` the (n_steps,) fp32 rates, ``loss`` the fp64 running loss, to which the epoch's
+    summed weighted loss is added. One program: launch on a grid of (1,).
+    """
+    outputs = tl.arange(0, BLOCK_K)
+    output_mask = outputs < K
+    # 0. θ and v onto the chip, once: X_CHUNKS (CHUNK_D, BLOCK_K) tiles of W and v; padded features and outputs 0
+    #    (they stay 0: their gradient is 0 and l2·0 = 0).
+    w = ()
+    v = ()
+    for k in tl.static_range(X_CHUNKS):
+        ptrs, mask = param_tile(theta_ptr, k * CHUNK_D, 0, D, K, CHUNK_D, BLOCK_K, k == X_CHUNKS - 1)
+        w = w + (tl.load(ptrs, mask=mask, other=0.0),)
+        if MOMENTUM:
+            v = v + (tl.load(param_tile(velocity_ptr, k * CHUNK_D, 0, D, K, CHUNK_D, BLOCK_K, k == X_CHUNKS - 1)[0],
+                             mask=mask, other=0.0),)
+        else:
+            v = v + (tl.zeros((CHUNK_D, BLOCK_K), dtype=tl.float32),)
+    bias = tl.load(theta_ptr + D * K + outputs, mask=output_mask, other=0.0)
+    if MOMENTUM:
+        v_bias = tl.load(velocity_ptr + D * K + outputs, mask=output_mask, other=0.0)
+    else:
+        v_bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    loss_total = tl.zeros((), dtype=tl.float64)
+    blocks_per_step = tl.cdiv(batch_size, BLOCK_B)
+    # The first row block; every later one is prefetched by the block before it.
+    row, row_mask, weight, y, x_head = _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, 0,
+                                                       tl.minimum(batch_size, N), D, K, BLOCK_B, CHUNK_D, X_PREFETCH,
+                                                       BLOCK_K, LOSS, HAS_SAMPLE_WEIGHT)
+    for t in range(0, n_steps):
+        step_start = t * batch_size
+        step_end = tl.minimum(step_start + batch_size, N)
+        # The mean over this step's rows (the last step may hold fewer than batch_size).
+        grad_scale = 1.0 / (step_end - step_start).to(tl.float32)
+        # The step's gradient accumulates over its row blocks on top of the terms known before them: l2·W (g's L2
+        # part, W only) and, for heavy-ball momentum, μ·v, so that the sum is v's new value itself (v ← μ v + g) and
+        # no third θ-sized tile set is live. Nesterov needs g apart from v (step = g + μ v), so there g starts at l2·W.
+        g = ()
+        for k in tl.static_range(X_CHUNKS):
+            if MOMENTUM and not NESTEROV:
+                g = g + (momentum * v[k] + l2 * w[k],)
+            else:
+                g = g + (l2 * w[k],)
+        if MOMENTUM and not NESTEROV:
+            g_bias = momentum * v_bias
+        else:
+            g_bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for r in range(0, blocks_per_step):
+            # 1. Prefetch the next row block: the rest of this step, or the first block of the next one (past the
+            #    epoch's end every lane is masked and nothing is read). A short last step leaves its trailing blocks
+            #    empty; they add 0 everywhere.
+            next_start = step_start + (r + 1) * BLOCK_B
+            next_step = next_start >= step_end
+            next_end = tl.where(next_step, tl.minimum(step_end + batch_size, N), step_end)
+            next_start = tl.where(next_step, step_end, next_start)
+            x = x_head + _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D, X_PREFETCH, X_CHUNKS)
+            next_block = _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, next_start, next_end,
+                                         D, K, BLOCK_B, CHUNK_D, X_PREFETCH, BLOCK_K, LOSS, HAS_SAMPLE_WEIGHT)
+            # 2. Z = s·X W + b: (s·X) W = s·(X W), the scale on the (BLOCK_B, BLOCK_K) tile.
+            xw = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
+            for k in tl.static_range(X_CHUNKS):
+                xw = tl.dot(x[k].to(tl.float32), w[k], xw, input_precision=INPUT_PRECISION)
+            z = xw * x_scale + bias[None, :]
+            # 3. Loss and dZ, as the step kernels compute them.
+            loss, dz = _row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K, LOSS)
+            loss_total += loss.to(tl.float64)
+            # 4. G_W += (s·X)ᵀ dZ = Xᵀ (s·dZ), G_b += Σ_i dZ_i.
+            dz_scaled = dz * x_scale
+            g_next = ()
+            for k in tl.static_range(X_CHUNKS):
+                g_next = g_next + (tl.dot(tl.trans(x[k].to(tl.float32)), dz_scaled, g[k],
+                                          input_precision=INPUT_PRECISION),)
+            g = g_next
+            g_bias += tl.sum(dz, axis=0)
+            row, row_mask, weight, y, x_head = next_block
+        # 5. The update, as sgd_update_kernel: (Nesterov) momentum, then θ ← θ − lr·step; b only with an intercept.
+        learning_rate = tl.load(learning_rates_ptr + t)
+        w_next = ()
+        v_next = ()
+        for k in tl.static_range(X_CHUNKS):
+            w_k, v_k = _update(w[k], g[k], v[k], learning_rate, momentum, MOMENTUM, NESTEROV)
+            w_next = w_next + (w_k,)
+            v_next = v_next + (v_k,)
+        w = w_next
+        v = v_next
+        if FIT_INTERCEPT:
+            bias, v_bias = _update(bias, g_bias, v_bias, learning_rate, momentum, MOMENTUM, NESTEROV)
+    # 6. θ, v and the loss back to global memory, once.
+    for k in tl.static_range(X_CHUNKS):
+        ptrs, mask = param_tile(theta_ptr, k * CHUNK_D, 0, D, K, CHUNK_D, BLOCK_K, k == X_CHUNKS - 1)
+        tl.store(ptrs, w[k], mask=mask)
+        if MOMENTUM:
+            tl.store(param_tile(velocity_ptr, k * CHUNK_D, 0, D, K, CHUNK_D, BLOCK_K, k == X_CHUNKS - 1)[0], v[k],
+                     mask=mask)
+    tl.store(theta_ptr + D * K + outputs, bias, mask=output_mask)
+    if MOMENTUM:
+        tl.store(velocity_ptr + D * K + outputs, v_bias, mask=output_mask)
+    tl.store(loss_ptr, tl.load(loss_ptr) + loss_total)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launcher: check, launch one program
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_outputs, batch_size, x_scale, config,
+                     l2=0.0, momentum=0.0, nesterov=False, fit_intercept=True, velocity=None, sample_weight=None,
+                     input_precision="ieee"):
+    """Launch :func:`epoch_sgd_kernel`: ``len(learning_rates)`` steps over the epoch order ``rows``.
+
+    ``y`` is the (N,) class ids (softmax) or the contiguous (N, K) targets in any dtype (sigmoid models);
+    ``theta`` / ``velocity`` the flat fp32 (D·K + K,) parameters and momentum buffer, updated in place; ``loss`` a
+    (1,) float64 accumulator; ``learning_rates`` a float32 device vector with one rate per step. Only shapes are
+    checked: no device value is read, so the launch never synchronises.
+    """
+    n_features = X.shape[1]
+    n_params = n_features * n_outputs + n_outputs
+    n_steps = learning_rates.shape[0]
+    if model not in MODEL_LOSSES:
+        raise ValueError(f"model must be one of {tuple(MODEL_LOSSES)}, got {model!r}")
+    if X.stride(1) != 1:
+        raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
+    if rows.ndim != 1 or not rows.is_contiguous():
+        raise ValueError("rows must be a contiguous 1-D index array")
+    if theta.dtype != torch.float32 or theta.numel() != n_params:
+        raise ValueError(f"theta must be float32 with D*K + K = {n_params} values")
+    if momentum and (velocity is None or velocity.dtype != torch.float32 or velocity.numel() != n_params):
+        raise ValueError(f"momentum needs a float32 velocity buffer of D*K + K = {n_params} values")
+    if learning_rates.dtype != torch.float32:
+        raise ValueError("learning_rates must be a float32 device vector")
+    if batch_size < 1 or n_steps != -(-rows.shape[0] // batch_size):
+        raise ValueError(f"{n_steps} learning rates for {rows.shape[0]} rows in batches of {batch_size}: need one "
+                         "per step")
+    if not (config.x_chunks - 1) * config.chunk_d < n_features <= config.x_chunks * config.chunk_d:
+        raise ValueError(f"config holds {config.x_chunks} tiles of {config.chunk_d} features, X has {n_features}")
+    if n_outputs > config.block_k:
+        raise ValueError(f"config holds {config.block_k} outputs, the model has {n_outputs}")
+    epoch_sgd_kernel[(1,)](
+        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y,
+        sample_weight_ptr=sample_weight if sample_weight is not None else theta, learning_rates_ptr=learning_rates,
+        theta_ptr=theta, velocity_ptr=velocity if velocity is not None else theta, loss_ptr=loss,
+        N=rows.shape[0], D=n_features, K=n_outputs, batch_size=batch_size, n_steps=n_steps, x_scale=float(x_scale),
+        l2=float(l2), momentum=float(momentum), **config.constexprs, LOSS=MODEL_LOSSES[model],
+        MOMENTUM=bool(momentum), NESTEROV=bool(nesterov), FIT_INTERCEPT=bool(fit_intercept),
+        HAS_SAMPLE_WEIGHT=sample_weight is not None, INPUT_PRECISION=input_precision,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Wrapper: one epoch from host values (tests, benchmarks)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def train_epoch(X, rows, y, theta, learning_rates, *, model, n_outputs, batch_size, x_scale=1.0, l2=0.0,
+                momentum=0.0, nesterov=False, fit_intercept=True, velocity=None, sample_weight=None,
+                input_precision="ieee"):
+    """One epoch through :func:`epoch_sgd_kernel`; ``learning_rates`` may be any sequence of floats (one per step).
+
+    Updates ``theta`` (and ``velocity``) in place and returns the epoch's summed weighted loss as a (1,) float64
+    device tensor.
+    """
+    n_features = X.shape[1]
+    config = epoch_config(n_features, n_outputs, nesterov, sample_weight is not None)
+    if config is None:
+        raise ValueError(f"the epoch kernel holds at most {MAX_FEATURES} features and {MAX_OUTPUTS} outputs, got "
+                         f"D = {n_features}, K = {n_outputs}")
+    loss = torch.zeros(1, dtype=torch.float64, device=X.device)
+    rates = torch.as_tensor(learning_rates, dtype=torch.float32).to(X.device)
+    launch_epoch_sgd(X, rows, y, theta, loss, rates, model=model, n_outputs=n_outputs, batch_size=batch_size,
+                     x_scale=x_scale, config=config, l2=l2, momentum=momentum, nesterov=nesterov,
+                     fit_intercept=fit_intercept, velocity=velocity, sample_weight=sample_weight,
+                     input_precision=input_precision)
+    return loss
