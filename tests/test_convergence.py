@@ -87,6 +87,7 @@ def lbfgs_optimum(X, y, alpha, sigmoid):
 EPOCHS_TO_OPTIMUM = 3000
 
 
+@pytest.mark.slow  # 3000 epochs per case
 @pytest.mark.parametrize("name,estimator", [("digits", SoftmaxRegression), ("breast_cancer", SoftmaxRegression),
                                             ("breast_cancer", LogisticRegression)])
 def test_more_epochs_reach_the_regularised_optimum(name, estimator):

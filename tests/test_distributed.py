@@ -25,6 +25,8 @@ from linclass_gpu.schedules import LearningRateSchedule
 from linclass_gpu.training import train_sgd
 from tolerances import assert_close
 
+pytestmark = pytest.mark.slow  # starts several processes per test (gloo over loopback)
+
 torch_distributed = pytest.importorskip("torch.distributed")
 
 WORLD_SIZE = 2

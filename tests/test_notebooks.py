@@ -16,6 +16,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # executes every notebook (about a minute and a half on 2 cores)
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ("01_logistic_regression", "02_softmax_mnist", "03_kernels")
 CELL_TIMEOUT_SECONDS = 300
