@@ -1,0 +1,355 @@
+"""The fused SGD step on sparse rows (scipy CSR) on the CPU: a step costs O(nnz_batch·K), not O(D·K).
+
+A bag-of-words of 100,000 documents over 2²⁰ hashed features is 400 GB dense and a few tens of MB as CSR; a step on
+128 of its rows touches a few thousand of the 2²⁰ rows of ``W``. So the step below never forms a dense row nor a
+dense ``dW``:
+
+1. **Gather** the batch's rows from the CSR arrays (``indptr``, ``indices``, ``data``): O(nnz_batch), the matrix
+   is never copied.
+2. **Features of the batch**: the ``U`` distinct columns ``u`` that occur in it (a mark per feature, reset after
+   use), and each nonzero's position in ``u``. The batch is then a (B, U) CSR matrix ``X_u`` and only ``W[u]``
+   (U, K) takes part.
+3. **Forward/backward**: ``Z = s·X_u W[u] + b``, the model's row losses and ``dZ`` as in the dense path
+   (:mod:`.rowwise`), ``dW[u] = s·X_uᵀ dZ`` and ``db = Σ dZ`` (scipy's sparse-dense products; duplicate column
+   indices of a row are summed, unsorted ones need no sorting).
+4. **Update** of ``W[u]`` and the dense bias.
+
+Penalties without touching every row (plain SGD, no momentum). ``W`` is kept as ``W = s·V`` with a host scalar
+``s``: the L2 step ``W ← (1 − lr·l2)·W − lr·dW`` is ``s ← s·(1 − lr·l2)`` (O(1)) and ``V[u] ← V[u] − lr·dW[u]/s``
+(O(U·K)). When ``|s|`` falls below :data:`MIN_SCALE` it is folded into ``V`` (O(D·K), rarely). L1's proximal step
+``W ← sign(W)·max(|W| − lr·l1, 0)`` is, in ``V``'s units, a soft threshold by ``lr·l1/|s|``; soft thresholds compose
+by adding their thresholds (``prox_a ∘ prox_b = prox_{a+b}``, the sign never flips), so the step adds its threshold
+to a running total ``u_t`` and a row of ``V`` is brought up to date — thresholded by ``u_t − u_last`` — only when a
+batch reads it (and at :meth:`~SparseFusedSGD.get_params`). Both are exact rewrites of the dense step, not
+approximations (scikit-learn's cumulative L1 penalty, by contrast, clips against the *expected* penalty).
+
+AdaGrad without penalties is also row-sparse: a feature outside the batch has ``g = 0``, so neither its ``G`` nor
+its weight moves; only the batch's rows are updated.
+
+Momentum (heavy ball, Nesterov), Adam, and AdaGrad with L1 or L2 move every row of ``W`` at every step (the velocity
+of a row keeps moving its weight after the row has left the batch; Adam's moments decay; AdaGrad's L2 gradient and
+L1 threshold are per entry). Momentum without L2 could be replayed lazily per row from running sums of the learning
+rates, but with L2 the pair (weight, velocity) of an untouched row follows a 2×2 linear recurrence whose lazy form
+divides by powers of an ill-conditioned matrix; so these take the exact dense update: the sparse gradient scattered
+into a (D, K) buffer and the dense path's own update (:meth:`.ArrayBackend.sgd_update_`), O(D·K) per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
+from .base import MODELS, FusedSGD, check_optimizer
+from .rowwise import ROW_LOSSES
+
+# The smallest |s| of W = s·V kept before s is folded into V: V = W/s then grows by at most 1e9, far inside the
+# float32 range, and its rounding stays relative (a float's relative error does not depend on its magnitude).
+MIN_SCALE = 1e-9
+
+# How each optimizer setting updates W: "lazy" (plain SGD, penalties by the scale and the running threshold),
+# "rows" (AdaGrad without penalties: only the batch's rows move), "dense" (every row moves every step).
+UPDATE_MODES = ("lazy", "rows", "dense")
+
+
+def update_mode(optimizer: str, momentum: float, l2: float, l1: float) -> str:
+    """Which of :data:`UPDATE_MODES` the step takes for these settings (see the module notes)."""
+    if optimizer == "sgd" and not momentum:
+        return "lazy"
+    if optimizer == "adagrad" and not l2 and not l1:
+        return "rows"
+    return "dense"
+
+
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a scipy.sparse matrix or array (any format)."""
+    return scipy.sparse.issparse(X)
+
+
+def as_csr(X: Any, dtype: Any) -> scipy.sparse.csr_array:
+    """``X`` (any scipy.sparse format) as a CSR array of ``dtype``: CSR of that dtype as it is, others converted once.
+
+    Duplicate column indices within a row are kept (the products sum them) and unsorted indices stay unsorted.
+
+    Raises
+    ------
+    ValueError
+        ``X`` is not 2-D, or holds NaN or infinity.
+    TypeError
+        ``X`` does not hold real numbers.
+    """
+    if X.ndim != 2:
+        raise ValueError(f"sparse X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"sparse X must hold real numbers, got dtype {X.dtype}")
+    csr = scipy.sparse.csr_array(X) if X.format != "csr" or not isinstance(X, scipy.sparse.sparray) else X
+    csr = csr.astype(dtype, copy=False)
+    if not np.isfinite(csr.data).all():
+        position = int(np.flatnonzero(~np.isfinite(csr.data))[0])
+        row = int(np.searchsorted(csr.indptr, position, side="right") - 1)
+        raise ValueError(f"sparse X contains NaN or infinity (first at row {row}, column {csr.indices[position]}: "
+                         f"{csr.data[position]})")
+    return csr
+
+
+class BatchGather:
+    """Gathers minibatches of a CSR matrix as (B, U) CSR matrices over the batch's own ``U`` distinct features.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_array, shape (N, D)
+    """
+
+    def __init__(self, X: scipy.sparse.csr_array):
+        self.X = X
+        self.n_features = X.shape[1]
+        # A mark per feature (which features the batch reads) and the slot of each marked feature in u; both are
+        # reset to their idle values after every batch, so a batch costs O(nnz_batch) plus one scan of the marks.
+        self._marks = np.zeros(self.n_features, dtype=bool)
+        self._slots = np.zeros(self.n_features, dtype=np.int32)
+
+    def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, scipy.sparse.csr_array]:
+        """The batch ``X[rows]`` as ``(u, X_u)``.
+
+        Parameters
+        ----------
+        rows : integer ndarray, shape (B,)
+
+        Returns
+        -------
+        u : int ndarray, shape (U,)
+            The distinct features of the batch, ascending.
+        X_u : scipy.sparse.csr_array, shape (B, U)
+            ``X[rows][:, u]``: column ``j`` of ``X_u`` is feature ``u[j]``.
+        """
+        indptr = self.X.indptr
+        starts = indptr[rows]
+        lengths = indptr[rows + 1] - starts
+        batch_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=batch_indptr[1:])
+        # Position in X's arrays of the batch's k-th nonzero: k plus the offset between its row's start in X and in
+        # the batch.
+        positions = np.repeat(starts - batch_indptr[:-1], lengths)
+        positions += np.arange(batch_indptr[-1])
+        features = self.X.indices[positions]
+        self._marks[features] = True
+        u = np.flatnonzero(self._marks)
+        self._marks[u] = False
+        self._slots[u] = np.arange(len(u), dtype=np.int32)
+        X_u = scipy.sparse.csr_array((self.X.data[positions], self._slots[features], batch_indptr),
+                                     shape=(len(rows), len(u)))
+        return u, X_u
+
+
+def sparse_loss_grad_(model: str, X_u: Any, targets: Any, weights: Any, W_u: np.ndarray, logit_scale: float,
+                      b: np.ndarray, x_scale: float, loss_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward pass of the linear model on sparse rows.
+
+    Parameters
+    ----------
+    model : {"softmax", "sigmoid", "sigmoid_mse"}
+    X_u : scipy.sparse CSR, shape (B, U)
+    targets : ndarray, shape (B,) or (B, K)
+        Softmax: flat indices ``i·K + y_i`` of each row's target logit; sigmoid models: {0, 1} targets.
+    weights : ndarray, shape (B,), or None
+    W_u : ndarray, shape (U, K)
+        The rows of ``V`` (``W = s·V``) of the batch's features.
+    logit_scale : float
+        ``s·x_scale``: the logits are ``logit_scale·X_u V[u] + b``.
+    b : ndarray, shape (K,)
+    x_scale : float
+    loss_sum : 0-d float64 ndarray
+        ``Σ_i w_i ℓ_i`` over the B rows is added to it.
+
+    Returns
+    -------
+    dW_u : ndarray, shape (U, K)
+        ``x_scale·X_uᵀ dZ`` with ``dZ_i = w_i (P_i − Y_i)/B``: the rows ``u`` of ``dW`` (the others are 0).
+    db : ndarray, shape (K,)
+        ``Σ_i dZ_i``.
+    """
+    Z = np.ascontiguousarray(X_u @ W_u, dtype=W_u.dtype)
+    if logit_scale != 1.0:
+        Z *= logit_scale
+    Z += b
+    loss_sum += ROW_LOSSES[model](np, Z, targets, weights)
+    Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
+    db = Z.sum(axis=0)
+    dW_u = np.asarray(X_u.T @ Z, dtype=W_u.dtype)
+    if x_scale != 1.0:
+        dW_u *= x_scale
+    return dW_u, db
+
+
+def target_indices(model: str, y: np.ndarray, n_outputs: int) -> np.ndarray:
+    """What :func:`sparse_loss_grad_` takes as ``targets`` for rows with labels ``y``: flat target-logit indices
+    ``i·K + y_i`` for the softmax, the {0, 1} targets themselves for the sigmoid models."""
+    if model == "softmax":
+        return np.arange(len(y), dtype=np.int64) * n_outputs + y
+    return y
+
+
+class SparseFusedSGD(FusedSGD):
+    """The fused SGD step over CSR rows held on the host (see the module notes for the cost of each setting).
+
+    Parameters are those of :meth:`Backend.fused_sgd`, with ``X`` a ``scipy.sparse.csr_array`` (:func:`as_csr`),
+    ``y`` int class ids (N,) for the softmax or {0, 1} targets (N, K) for the sigmoid models, and ``backend`` the
+    :class:`.ArrayBackend` whose update rule (:meth:`~.ArrayBackend.sgd_update_`) the step shares.
+    """
+
+    def __init__(self, backend: ArrayBackend, model: str, X: scipy.sparse.csr_array, y: np.ndarray, W: np.ndarray,
+                 b: np.ndarray, *, l2: float = 0.0, l1: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
+                 fit_intercept: bool = True, x_scale: float = 1.0, sample_weight: np.ndarray | None = None,
+                 optimizer: str = "sgd"):
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+        check_optimizer(optimizer, momentum, nesterov)
+        if X.shape[1] != W.shape[0]:
+            raise ValueError(f"X has {X.shape[1]} features but W has {W.shape[0]} rows")
+        self.backend, self.model, self.optimizer = backend, model, optimizer
+        self.n_features, self.n_outputs = W.shape
+        self.l2, self.l1 = float(l2), float(l1)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
+        self.mode = update_mode(optimizer, momentum, l2, l1)
+        dtype = compute_dtype(X.dtype)
+        self._gather = BatchGather(X)
+        self._y, self._sample_weight = y, sample_weight
+        self._V = np.array(W, dtype=dtype)  # W = s·V
+        self.b = np.array(b, dtype=dtype)
+        self._scale = 1.0  # s
+        self._threshold_total = 0.0  # u_t: the L1 thresholds of every step so far, in V's units
+        self._threshold_applied = np.zeros(self.n_features) if self.mode == "lazy" and self.l1 else None
+        self._velocity = ((np.zeros_like(self._V), np.zeros_like(self.b)) if momentum or optimizer == "adam"
+                          else (None, None))
+        self._accumulator = ((np.zeros_like(self._V), np.zeros_like(self.b)) if optimizer != "sgd"
+                             else (None, None))
+        # The dense mode's (D, K) gradient and scratch; the other modes never allocate anything of that size.
+        self._dense_grad = np.zeros_like(self._V) if self.mode == "dense" else None
+        self._dense_scratch = np.empty_like(self._V) if self.mode == "dense" else None
+        self._scratch_b = np.empty_like(self.b)
+        self._step_count = 0
+        self._loss_sum = np.zeros((), dtype=np.float64)
+
+    # -- the step ---------------------------------------------------------------------------------------------
+
+    def step(self, rows: Any, learning_rate: float) -> None:
+        if self.reducer is not None:
+            raise ValueError("data-parallel training (a reducer) is not supported on sparse input")
+        rows = np.asarray(rows)
+        u, X_u = self._gather(rows)
+        V_u = self._V[u]
+        if self._threshold_applied is not None:
+            self._catch_up_(V_u, u)
+        weights = None if self._sample_weight is None else self._sample_weight[rows]
+        targets = target_indices(self.model, self._y[rows], self.n_outputs)
+        dW_u, db = sparse_loss_grad_(self.model, X_u, targets, weights, V_u, self._scale * self.x_scale, self.b,
+                                     self.x_scale, self._loss_sum)
+        self._step_count += 1
+        adam_step = self._step_count if self.optimizer == "adam" else 0
+        if self.mode == "lazy":
+            self._lazy_update_(u, V_u, dW_u, learning_rate)
+        elif self.mode == "rows":
+            accumulator_u = self._accumulator[0][u]
+            self.backend.sgd_update_(V_u, dW_u, None, np.empty_like(V_u), learning_rate, 0.0, 0.0, False,
+                                     accumulator=accumulator_u)
+            self._V[u], self._accumulator[0][u] = V_u, accumulator_u
+        else:
+            self._dense_update_(u, dW_u, learning_rate, adam_step)
+        if self.fit_intercept:  # the bias is never penalised
+            self.backend.sgd_update_(self.b, db, self._velocity[1], self._scratch_b, learning_rate, 0.0,
+                                     self.momentum, self.nesterov, accumulator=self._accumulator[1],
+                                     adam_step=adam_step)
+
+    def _lazy_update_(self, u: np.ndarray, V_u: np.ndarray, dW_u: np.ndarray, learning_rate: float) -> None:
+        """Plain SGD with L2 by the scale and L1 by the running threshold: O(U·K) (see the module notes)."""
+        # W ← a·W − lr·dW with a = 1 − lr·l2: s ← a·s for every row at once, then V[u] ← V[u] − lr·dW[u]/s.
+        factor = 1.0 - learning_rate * self.l2
+        if abs(self._scale * factor) < MIN_SCALE:
+            # Fold s into V and apply a to every row: exact, O(D·K), once in a long while (every step only when
+            # lr·l2 ≈ 1, a = 0 included).
+            self._fold_scale()
+            self._V *= factor
+            V_u = self._V[u]
+        else:
+            self._scale *= factor
+        dW_u *= learning_rate / self._scale
+        V_u -= dW_u
+        if self._threshold_applied is not None:
+            # W ← sign(W)·max(|W| − lr·l1, 0) is, in V = W/s, a soft threshold by lr·l1/|s|.
+            threshold = learning_rate * self.l1 / abs(self._scale)
+            self._threshold_total += threshold
+            soft_threshold_(np, V_u, threshold, dW_u)
+            self._threshold_applied[u] = self._threshold_total
+        self._V[u] = V_u
+
+    def _catch_up_(self, V_u: np.ndarray, u: np.ndarray) -> None:
+        """Apply to the rows ``u`` (gathered in ``V_u``) the L1 thresholds of the steps since each was last read."""
+        pending = (self._threshold_total - self._threshold_applied[u]).astype(V_u.dtype)[:, None]
+        soft_threshold_(np, V_u, pending, np.empty_like(V_u))
+
+    def _fold_scale(self) -> None:
+        """Make ``V`` the weights themselves: every row's pending threshold applied, ``V ← s·V``, ``s ← 1``."""
+        if self._threshold_applied is not None:
+            self._catch_up_all()
+        self._V *= self._scale
+        self._scale = 1.0
+
+    def _catch_up_all(self) -> None:
+        """Apply every row's pending L1 threshold; the running total then starts again from 0."""
+        pending = (self._threshold_total - self._threshold_applied).astype(self._V.dtype)[:, None]
+        soft_threshold_(np, self._V, pending, np.empty_like(self._V))
+        self._threshold_total = 0.0
+        self._threshold_applied[:] = 0.0
+
+    def _dense_update_(self, u: np.ndarray, dW_u: np.ndarray, learning_rate: float, adam_step: int) -> None:
+        """Momentum, Adam, or AdaGrad with penalties: the dense path's update on ``dW`` with the rows ``u`` set from
+        ``dW_u`` and the others 0, O(D·K) (see the module notes)."""
+        grad = self._dense_grad
+        grad[...] = 0
+        grad[u] = dW_u
+        self.backend.sgd_update_(self._V, grad, self._velocity[0], self._dense_scratch, learning_rate, self.l2,
+                                 self.momentum, self.nesterov, l1=self.l1, accumulator=self._accumulator[0],
+                                 adam_step=adam_step)
+
+    # -- the contract's bookkeeping -------------------------------------------------------------------------------
+
+    def pop_loss_sum(self) -> float:
+        loss_sum = float(self._loss_sum)
+        self._loss_sum[...] = 0
+        return loss_sum
+
+    def get_params(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._threshold_applied is not None:
+            self._catch_up_all()
+        return self._V * self._V.dtype.type(self._scale), self.b.copy()
+
+    def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
+        self._V[...] = W
+        self.b[...] = b
+        self._scale, self._threshold_total = 1.0, 0.0
+        if self._threshold_applied is not None:
+            self._threshold_applied[:] = 0.0
+        for buffer in self._velocity + self._accumulator:
+            if buffer is not None:
+                buffer[...] = 0
+        self._step_count = 0
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        W, b = self.get_params()
+        state = {"W": W, "b": b}
+        for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            for param, suffix, buffer in zip((W, b), ("W", "b"), buffers):
+                state[f"{prefix}_{suffix}"] = np.zeros_like(param) if buffer is None else buffer.copy()
+        state["step_count"] = np.array(self._step_count, dtype=np.int64)
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.set_params(state["W"], state["b"])  # zeroes the buffers: a key the state lacks stays 0
+        for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
+            for suffix, buffer in zip(("W", "b"), buffers):
+                if buffer is not None and f"{prefix}_{suffix}" in state:
+                    buffer[...] = state[f"{prefix}_{suffix}"]
+        self._step_count = int(state.get("step_count", 0))
