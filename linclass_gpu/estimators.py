@@ -1,13 +1,12 @@
 """scikit-learn-style estimators: validate, encode labels, hand device arrays to the training loop, keep the books.
 
-No math lives here: the loss, gradients and updates are the backend's, the loop is :mod:`.training`'s and the
-row-wise probabilities are :mod:`.backends.rowwise`'s.
+No math lives here: the loss, gradients and updates are the backend's, the loop is :mod:`.training`'s, the
+hyperparameters' checks are :mod:`.hyperparameters`' and the labels' encoding and reading are :mod:`.labels`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import warnings
 
@@ -15,24 +14,17 @@ import numpy as np
 
 from .arrays import OUTPUT_TYPES, array_kind, common_kind, convert, to_numpy
 from .backends import get_backend
-from .backends.base import check_optimizer
-from .backends.rowwise import log_softmax
 from .checkpoints import CheckpointKeeper, data_fingerprint
+from .hyperparameters import AUTO_BATCH_ROWS, MIN_AUTO_STEPS_PER_EPOCH, SGDHyperparameters
+from .labels import SIGMOID_LABELS, SOFTMAX_LABELS, ClassIds, LabelFamily, encode_class_ids
 from .persistence import json_value, read_npz, write_npz_atomically
-from .schedules import LearningRateSchedule
-from .threads import check_n_threads
-from .training import ConvergenceWarning, PlateauRule, TrainingHistory, holdout_rows, train_sgd
-from .validation import (as_sklearn, check_feature_names, check_features, check_in_range, check_label_indicator,
-                         check_labels, check_positive, check_sample_weight, class_weights, encode_labels,
-                         feature_names)
-from .validation import NotFittedError
+from .training import ConvergenceWarning, TrainingHistory, holdout_rows, train_sgd
+from .validation import (NotFittedError, as_sklearn, check_feature_names, check_features, check_positive,
+                         check_sample_weight, class_weights, feature_names)
+
+__all__ = ["AUTO_BATCH_ROWS", "MIN_AUTO_STEPS_PER_EPOCH", "LogisticRegression", "SoftmaxRegression"]
 
 logger = logging.getLogger("linclass_gpu")
-
-# batch_size="auto": MNIST-sized data steps on 128 rows (big enough for efficient GEMMs, small enough for many
-# steps per epoch); data sets under 16·128 rows get smaller batches so that an epoch is still 16 steps.
-AUTO_BATCH_ROWS = 128
-MIN_AUTO_STEPS_PER_EPOCH = 16
 
 _FITTED_ARRAYS = ("coef_", "intercept_", "classes_", "loss_curve_")
 
@@ -55,112 +47,174 @@ def _accuracy(predicted: np.ndarray, expected: np.ndarray, weights: np.ndarray |
     return float(np.average(row_correct, weights=weights))
 
 
-class _LinearClassifier:
-    """Shared bookkeeping of :class:`SoftmaxRegression` and :class:`LogisticRegression`.
+@dataclasses.dataclass
+class _TrainingData:
+    """One call's checked training data, as :meth:`_LinearClassifier._prepare` leaves it for the backend.
 
-    Subclasses implement ``_backend_model()`` (the backend's model name, see
-    :data:`~linclass_gpu.backends.base.MODELS`), ``_n_outputs(n_classes, multilabel)`` (``K``, the columns of the
-    linear map), ``_decision_output`` and ``_log_proba``; the multilabel model also overrides the
-    label hooks (``_encode_targets``, ``_training_targets``, ``_predicted_targets``, ``_labels_of``,
-    ``_set_label_attributes``, ``_is_multilabel``).
+    Attributes
+    ----------
+    backend : Backend
+    dtype : numpy.dtype
+        The compute dtype.
+    X : array, shape (N, D)
+        The checked features, where they lived (in a dtype the backend reads).
+    names : ndarray of str, shape (D,), or None
+        Column names of a frame.
+    labels : ClassIds
+        The label strategy of ``y``.
+    targets : ndarray, shape (N,) or (N, L)
+        ``y`` encoded (``labels``' targets).
+    weights : ndarray, shape (N,), or None
+        Each row's loss weight.
     """
 
-    # Fitted attributes beyond _FITTED_ARRAYS that save/load keep, with the value a file without them means.
-    _EXTRA_FITTED: dict[str, object] = {}
+    backend: object
+    dtype: np.dtype
+    X: object
+    names: np.ndarray | None
+    labels: ClassIds
+    targets: np.ndarray
+    weights: np.ndarray | None
 
-    def __init__(
-        self,
-        *,
-        backend: str = "auto",
-        epochs: int = 1000,
-        batch_size: int | str = "auto",
-        learning_rate: float = 0.5,
-        schedule: str = "exponential",
-        gamma: float = 0.6,
-        min_learning_rate: float = 0.1,
-        step_size: int = 5,
-        power_t: float = 0.5,
-        momentum: float = 0.5,
-        nesterov: bool = False,
-        alpha: float = 1e-4,
-        fit_intercept: bool = True,
-        shuffle: bool = True,
-        random_state: int | None = None,
-        dtype: str = "float32",
-        input_scale: float = 1.0,
-        progress: bool | None = False,
-        output_type: str = "input",
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int = 5,
-        tol: float | None = 1e-3,
-        warm_start: bool = False,
-        class_weight: dict | str | None = None,
-        penalty: str | None = "l2",
-        l1_ratio: float = 0.15,
-        optimizer: str = "sgd",
-        loss: str = "log_loss",
-        average: bool | int = True,
-        n_threads: int | None = None,
-        deterministic: bool = False,
-    ):
-        self.backend = backend
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.schedule = schedule
-        self.gamma = gamma
-        self.min_learning_rate = min_learning_rate
-        self.step_size = step_size
-        self.power_t = power_t
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.alpha = alpha
-        self.fit_intercept = fit_intercept
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.dtype = dtype
-        self.input_scale = input_scale
-        self.progress = progress
-        self.output_type = output_type
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.warm_start = warm_start
-        self.class_weight = class_weight
-        self.penalty = penalty
-        self.l1_ratio = l1_ratio
-        self.optimizer = optimizer
-        self.loss = loss
-        self.average = average
-        self.n_threads = n_threads
-        self.deterministic = deterministic
 
-    # -- parameters -------------------------------------------------------------------------------------------
+class _LinearPredictor:
+    """Prediction from a fitted linear map: the logits on the host, read by the model's label strategy."""
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise as_sklearn(NotFittedError, "NotFittedError")(
+                f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+
+    def _label_strategy(self) -> ClassIds:
+        """The fitted model's label strategy (from ``classes_`` and ``multilabel_``)."""
+        return self._labels.strategy(self.classes_, bool(getattr(self, "multilabel_", False)))
+
+    def _host_logits(self, X):
+        """Logits ``input_scale·X·coef_ᵀ + intercept_`` on the host, shape (N, K), and a function that hands a
+        result back in the array kind the caller asked for (``output_type``; by default the kind of ``X``)."""
+        self._check_fitted()
+        if self.output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
+        kind = array_kind(X)
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
+        backend = self._backend()
+        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
+                           estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
+        with backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * self.coef_.shape[0], self.n_threads):
+            logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
+                                                        self.input_scale))
+        target = kind if self.output_type == "input" else self.output_type
+
+        def deliver(result: np.ndarray):
+            if result.dtype.kind in "OUS":  # string labels exist only as NumPy arrays
+                return result
+            return convert(result, target, like=X if target == kind == "torch" else None)
+
+        return logits, deliver
+
+    def decision_function(self, X):
+        """Scores: the logits (N, K); with two classes one score per row (N,), the log-odds of ``classes_[1]`` (> 0
+        means ``classes_[1]``), as scikit-learn's binary classifiers give."""
+        logits, deliver = self._host_logits(X)
+        return deliver(self._label_strategy().decision_output(logits))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, shape (N, C), computed from the logits without ``log(0)``."""
+        logits, deliver = self._host_logits(X)
+        return deliver(self._label_strategy().log_proba(logits))
+
+    def predict_proba(self, X):
+        """Probability of each class, shape (N, C), columns in the order of ``classes_``; rows sum to 1 except for
+        a multilabel model, whose columns are independent."""
+        logits, deliver = self._host_logits(X)
+        return deliver(np.exp(self._label_strategy().log_proba(logits)))
+
+    def predict(self, X):
+        """The most probable class label of each row, shape (N,) (a multilabel model: the indicator matrix (N, L) of
+        the labels with probability above 1/2)."""
+        logits, deliver = self._host_logits(X)
+        labels = self._label_strategy()
+        return deliver(labels.labels_of(labels.predicted_targets(logits)))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y`` (multilabel: the share of rows with every label right),
+        weighted by ``sample_weight`` (N,) when given; a label the model never saw is a ValueError."""
+        logits, _ = self._host_logits(X)
+        _, expected = self._labels.encode(y, len(logits), self.classes_)
+        weights = check_sample_weight(sample_weight, len(expected))
+        if weights is not None and not weights.sum() > 0:
+            raise ValueError("sample_weight is 0 for every row: there is no accuracy to weigh")
+        return _accuracy(self._label_strategy().predicted_targets(logits), expected, weights)
+
+
+class _ModelFile:
+    """A fitted model's file: :meth:`save` and :meth:`load` (.npz, no pickle)."""
 
     @classmethod
-    def _param_names(cls) -> list[str]:
-        return [name for name in inspect.signature(_LinearClassifier.__init__).parameters if name != "self"]
+    def _extra_fitted(cls) -> dict[str, object]:
+        """Fitted attributes beyond ``_FITTED_ARRAYS`` that save/load keep, with the value a file without them
+        means."""
+        return {"multilabel_": False} if cls._labels.reads_indicators else {}
 
-    def get_params(self, deep: bool = True) -> dict:
-        """Constructor parameters by name (scikit-learn convention)."""
-        return {name: getattr(self, name) for name in self._param_names()}
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` as .npz (no pickle), atomically: a temporary file, fsync, rename."""
+        self._check_fitted()
+        if self.classes_.dtype.kind == "O":
+            raise TypeError("cannot save labels stored as Python objects; use numbers or strings")
+        names = getattr(self, "feature_names_in_", None)
+        write_npz_atomically(path, {**{name: getattr(self, name) for name in (*_FITTED_ARRAYS, *self._extra_fitted())},
+                                    **({} if names is None else {"feature_names_in_": names.astype(str)}),
+                                    "estimator": np.array(type(self).__name__), "params": self.get_params(),
+                                    "backend_": np.array(self.backend_)})
 
-    def set_params(self, **params) -> "_LinearClassifier":
-        """Set constructor parameters by name; unknown names raise ValueError."""
-        unknown = set(params) - set(self._param_names())
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`; never runs code from the file (``allow_pickle=False``)."""
+        stored = read_npz(path, {"estimator", "params", "backend_", *_FITTED_ARRAYS}, "model")
+        if str(stored["estimator"]) != cls.__name__:
+            raise ValueError(f"{path} holds a {stored['estimator']}, not a {cls.__name__}")
+        params = json_value(stored["params"])
+        unknown = sorted(set(params) - set(cls._param_names()))
         if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
+            raise ValueError(f"{path}: its params hold names {cls.__name__} does not take: {', '.join(unknown)}")
+        model = cls(**params)
+        for name in _FITTED_ARRAYS:
+            setattr(model, name, stored[name])
+        for name, absent in cls._extra_fitted().items():
+            setattr(model, name, stored[name].item() if name in stored else absent)
+        model.backend_ = str(stored["backend_"])
+        model._sgd_state = {"W": model.coef_.T.copy(), "b": model.intercept_.copy(),  # continue without momentum
+                            "velocity_W": np.zeros_like(model.coef_.T), "velocity_b": np.zeros_like(model.intercept_)}
+        n_outputs = model._label_strategy().n_outputs
+        if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
+            raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "
+                             f"{len(model.classes_)} classes")
+        model._set_feature_attributes(model.coef_.shape[1], stored["feature_names_in_"].astype(object)
+                                      if "feature_names_in_" in stored else None)
+        model.n_iter_ = len(model.loss_curve_)
+        return model
 
-    def __repr__(self) -> str:
-        defaults = type(self)()
-        changed = {k: v for k, v in self.get_params().items() if v != getattr(defaults, k)}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+    def _set_feature_attributes(self, n_features: int, names: np.ndarray | None) -> None:
+        """``n_features_in_``, and ``feature_names_in_`` when ``X`` was a frame with string column names (the
+        attribute is absent otherwise, as in scikit-learn)."""
+        self.n_features_in_ = n_features
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
+
+class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
+    """Shared fitting of :class:`SoftmaxRegression` and :class:`LogisticRegression`.
+
+    A subclass names its label family (``_labels``, a :class:`~linclass_gpu.labels.LabelFamily`) and its backend
+    model (``_backend_model()``, which also checks ``loss``). ``fit`` and ``partial_fit`` share one preparation
+    (:meth:`_prepare`: input kinds, feature names, backend, features, labels, row weights) and one training call
+    (:meth:`_train`); ``fit`` adds what only a whole data set has (validation, early stopping, warm start,
+    checkpoints, data parallelism).
+    """
+
+    _labels: LabelFamily = SOFTMAX_LABELS
     _estimator_type = "classifier"  # scikit-learn before 1.6 reads this; later versions read the tags below
 
     def __sklearn_tags__(self):
@@ -168,10 +222,8 @@ class _LinearClassifier:
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
 
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(multi_class=True, multi_label=self._supports_multilabel),
+                    classifier_tags=ClassifierTags(multi_class=True, multi_label=self._labels.reads_indicators),
                     input_tags=InputTags())
-
-    _supports_multilabel = False
 
     def _backend(self):
         """The backend ``backend`` names, in deterministic mode when asked (bitwise run to run on Triton too)."""
@@ -185,89 +237,6 @@ class _LinearClassifier:
                              f"{' or '.join(backend.compute_dtypes)}; use dtype='float32', or backend='numpy' (or "
                              "'cupy') for float64")
         return backend
-
-    def _checked_dtype(self) -> np.dtype:
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        return np.dtype(self.dtype)
-
-    def _checked_schedule(self) -> LearningRateSchedule:
-        """Validate the step hyperparameters (epochs, batch, penalty, momentum, rate) and build the schedule."""
-        check_positive("epochs", self.epochs, integer=True)
-        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            check_positive("batch_size", self.batch_size, integer=True)
-        check_positive("alpha", self.alpha, allow_zero=True)
-        check_positive("input_scale", self.input_scale)
-        check_in_range("momentum", self.momentum, 0, 1, include_high=False)
-        if self.nesterov and not self.momentum:
-            raise ValueError("nesterov=True needs momentum > 0")
-        check_optimizer(self.optimizer, *self._momentum())
-        check_positive("learning_rate", self.learning_rate)
-        check_n_threads(self.n_threads)
-        check_in_range("gamma", self.gamma, 0, 1, include_low=False)
-        check_positive("step_size", self.step_size, integer=True)
-        check_positive("power_t", self.power_t, allow_zero=True)
-        check_positive("min_learning_rate", self.min_learning_rate, allow_zero=True)
-        self._average_from()
-        self._penalty_strengths()
-        return LearningRateSchedule(self.schedule, float(self.learning_rate), float(self.gamma), self.step_size,
-                                    float(self.power_t), float(self.alpha),
-                                    floor=float(self.min_learning_rate))
-
-    def _average_from(self) -> int | None:
-        """The epoch averaging starts from (``average=True``: the first; an int ``k``: after ``k`` epochs), or None.
-        Either way the model is the mean of the latest half or more of the averaged epochs (see
-        :meth:`~linclass_gpu.training.TrainingHistory.add_to_average`)."""
-        if isinstance(self.average, (bool, np.bool_)):
-            return 0 if self.average else None
-        check_positive("average", self.average, integer=True, allow_zero=True)
-        return int(self.average)
-
-    def _momentum(self) -> tuple[float, bool]:
-        """``(momentum, nesterov)`` in effect: as given for SGD; none for AdaGrad and Adam, which have their own
-        per-parameter scaling (like scikit-learn's parameters that only one mode reads, the others ignore them)."""
-        return (self.momentum, self.nesterov) if self.optimizer == "sgd" else (0.0, False)
-
-    def _penalty_strengths(self) -> tuple[float, float]:
-        """``(l2, l1)`` from ``penalty``, ``alpha`` and ``l1_ratio``, as scikit-learn maps them: elastic net is
-        ``alpha·(1 − l1_ratio)/2·‖W‖² + alpha·l1_ratio·‖W‖₁``."""
-        check_in_range("l1_ratio", self.l1_ratio, 0, 1)
-        l1_share = {"l2": 0.0, "l1": 1.0, "elasticnet": float(self.l1_ratio), None: None}
-        if self.penalty not in l1_share:
-            raise ValueError(f"penalty must be 'l2', 'l1', 'elasticnet' or None, got {self.penalty!r}")
-        if self.penalty is None:
-            return 0.0, 0.0
-        return self.alpha * (1.0 - l1_share[self.penalty]), self.alpha * l1_share[self.penalty]
-
-    def _checked_plateau(self) -> PlateauRule | None:
-        """scikit-learn's rule: monitor the validation score with ``early_stopping``, else the training loss; act
-        when it fails to improve by ``tol`` for ``n_iter_no_change`` epochs (None: never, unless early stopping or
-        the adaptive schedule asks, then any improvement counts)."""
-        check_positive("n_iter_no_change", self.n_iter_no_change, integer=True)
-        if self.tol is not None:
-            check_positive("tol", self.tol, allow_zero=True)
-        check_in_range("validation_fraction", self.validation_fraction, 0, 1, include_low=False, include_high=False)
-        adaptive = self.schedule == "adaptive"
-        if self.tol is None and not (self.early_stopping or adaptive):
-            return None
-        return PlateauRule("validation" if self.early_stopping else "loss", float(self.tol or 0.0),
-                           int(self.n_iter_no_change), adaptive=adaptive, restore_best=bool(self.early_stopping))
-
-    def _encode_labels(self, y, classes=None, name="y"):
-        """``(classes, targets)``: the sorted labels (at least 2) and each row's class index, int64 (N,)."""
-        classes, targets = encode_labels(y, classes, name)
-        if len(classes) < 2:
-            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
-        return classes, targets.astype(np.int64)
-
-    def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
-        """``(classes, targets)``: the sorted labels and each row's class index (N,) (see ``_encode_labels``)."""
-        return self._encode_labels(check_labels(y, n_rows, name), classes, name)
-
-    @staticmethod
-    def _training_targets(targets: np.ndarray, n_classes: int) -> np.ndarray:
-        """What the backend trains on, from the encoded ``targets``: here the class indices themselves."""
-        return targets
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
@@ -314,53 +283,47 @@ class _LinearClassifier:
         dtype, schedule, plateau = self._checked_dtype(), self._checked_schedule(), self._checked_plateau()
         if validation_data is not None and len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        common_kind(X, y, *(validation_data or ()), sample_weight,
-                    names=("X", "y", "validation X", "validation y", "sample_weight"))
         self._backend_model()  # validates the loss before any work
-        names = feature_names(X)
-        backend = self._training_backend(dtype)
-        X = check_features(X, dtype=dtype, keep_dtypes=backend.stored_feature_dtypes)
-        classes, targets = self._encode_targets(y, X.shape[0])
-        weights = self._row_weights(sample_weight, classes, targets)
+        data = self._prepare(X, y, sample_weight, dtype, first=True, also_kinds={
+            "validation X": None if validation_data is None else validation_data[0],
+            "validation y": None if validation_data is None else validation_data[1]})
+        backend, labels, targets, weights = data.backend, data.labels, data.targets, data.weights
         logger.info("%s: training on %s", type(self).__name__, backend.describe())
         rng = np.random.default_rng(self.random_state)
-        X_device = backend.asarray(X)
-        targets_device = backend.asarray(self._training_targets(targets, len(classes)))
+        X_device = backend.asarray(data.X)
+        targets_device = backend.asarray(labels.training_targets(targets))
         score_validation = None
         if validation_data is not None:
-            X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=X.shape[1],
+            X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=data.X.shape[1],
                                    keep_dtypes=backend.stored_feature_dtypes)
-            _, held_targets = self._encode_targets(validation_data[1], X_val.shape[0], classes, "validation y")
-            score_validation = self._validation_scorer(backend, backend.asarray(X_val), held_targets)
+            _, held_targets = self._labels.encode(validation_data[1], X_val.shape[0], labels.classes, "validation y")
+            score_validation = self._validation_scorer(backend, backend.asarray(X_val), labels, held_targets)
         elif self.early_stopping:
             # Stratified by class; multilabel rows (no single class) are held out at random.
             strata = targets if targets.ndim == 1 else np.zeros(len(targets))
             kept, held = holdout_rows(strata, self.validation_fraction, rng)
-            score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], targets[held])
+            score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], labels,
+                                                       targets[held])
             X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
             weights = None if weights is None else weights[kept]
         warm = self.warm_start and getattr(self, "_sgd_state", None) is not None and np.array_equal(
-            classes, self.classes_) and X.shape[1] == self.n_features_in_
-        state = self._sgd_state if warm else None
+            labels.classes, self.classes_) and data.X.shape[1] == self.n_features_in_
         history, on_epoch_end = TrainingHistory(), None
-        stepper = self._stepper(backend, X_device, targets_device, X.shape[1],
-                                self._n_outputs(len(classes), targets.ndim == 2), dtype, state, weights,
-                                full_batches=distributed is not None)
+        stepper = self._stepper(backend, X_device, targets_device, data.X.shape[1], labels.n_outputs, dtype,
+                                self._sgd_state if warm else None, weights, full_batches=distributed is not None)
         if distributed is not None:
-            distributed.agree(classes=classes.tolist())
+            distributed.agree(classes=labels.classes.tolist())
         if checkpoint is not None:
-            fingerprint = data_fingerprint(X.shape[1], targets, weights, features=X)
+            fingerprint = data_fingerprint(data.X.shape[1], targets, weights, features=data.X)
             if distributed is not None:  # every process's shard, so that any of them can resume
                 fingerprint = {"shards": distributed.gather(fingerprint)}
             keeper = CheckpointKeeper(checkpoint, checkpoint_every, self.epochs, type(self).__name__,
-                                      self.get_params(), classes, fingerprint, stepper)
+                                      self.get_params(), labels.classes, fingerprint, stepper)
             keeper.resume(history, rng)
             on_epoch_end = keeper.write_if_due
         if epoch_callback is not None:
             on_epoch_end = _both(on_epoch_end, lambda epoch, history, rng: epoch_callback(epoch, history))
-        self._set_label_attributes(classes, targets)
-        self._set_feature_attributes(X.shape[1], names)
-        self.backend_ = backend.name
+        self._record_inputs(data, first=True)
         self._train(stepper, backend, int(targets_device.shape[0]), schedule, rng, history, self.epochs,
                     score_validation, plateau, on_epoch_end, distributed)
         if plateau is not None and not history.stopped_early and self.n_iter_ == self.epochs:
@@ -403,44 +366,63 @@ class _LinearClassifier:
         if isinstance(self.class_weight, str):
             raise ValueError("class_weight='balanced' needs the whole data, which partial_fit never sees: pass a "
                              "dict of weights per class instead")
-        common_kind(X, y, sample_weight, names=("X", "y", "sample_weight"))
         first = getattr(self, "_sgd_state", None) is None
+        if classes is not None:
+            classes, _ = encode_class_ids(classes, len(classes), name="classes")
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes {classes.tolist()} differ from those of the first call "
+                                 f"{self.classes_.tolist()}")
+        data = self._prepare(X, y, sample_weight, dtype, first=first, classes=classes if first else self.classes_,
+                             classes_required=True)
+        if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
+            history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
+        else:
+            history, rng = self._history, self._rng
+            history.stopped_early = False  # a fit's stopping rule does not apply to calls that continue it
+        backend = data.backend
+        stepper = self._stepper(backend, backend.asarray(data.X),
+                                backend.asarray(data.labels.training_targets(data.targets)), data.X.shape[1],
+                                data.labels.n_outputs, dtype, None if first else self._sgd_state, data.weights)
+        self._record_inputs(data, first=first)
+        self._train(stepper, backend, data.X.shape[0], schedule, rng, history, len(history.loss) + 1)
+        return self
+
+    def _prepare(self, X, y, sample_weight, dtype: np.dtype, *, first: bool, classes: np.ndarray | None = None,
+                 classes_required: bool = False, also_kinds: dict | None = None) -> _TrainingData:
+        """The preparation ``fit`` and ``partial_fit`` share: one array kind for every input, the feature names
+        (checked against the fitted ones unless ``first``), the backend, the features (``first``: any width, else
+        ``n_features_in_``), the labels encoded (against ``classes`` when given) and each row's loss weight.
+
+        ``classes_required``: class labels (not an indicator) need ``classes``. ``also_kinds`` names further inputs
+        (``{name: array or None}``) that must be of ``X``'s array kind. After the first call ``y`` may not switch
+        between class labels and an indicator.
+        """
+        extra = also_kinds or {}
+        common_kind(X, y, *extra.values(), sample_weight, names=("X", "y", *extra, "sample_weight"))
         names = feature_names(X)
         if not first:
             check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
         backend = self._training_backend(dtype)
         X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_,
                            estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
-        if classes is not None:
-            classes, _ = self._encode_labels(check_labels(classes, len(classes), name="classes"))
-            if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(f"classes {classes.tolist()} differ from those of the first call "
-                                 f"{self.classes_.tolist()}")
-        classes = classes if first else self.classes_
-        # A multilabel y names its labels by its columns; class labels need ``classes`` on the first call.
-        found_classes, targets = self._encode_targets(y, X.shape[0], classes)
-        if classes is None and targets.ndim == 1:
+        labels, targets = self._labels.encode(y, X.shape[0], classes)
+        if classes_required and classes is None and not labels.multilabel:  # an indicator names labels by columns
             raise ValueError("classes must be given on the first call to partial_fit: every label the model will "
                              "see, since one chunk may lack some")
-        if not first and (targets.ndim == 2) != self._is_multilabel():
+        if not first and labels.multilabel != self._label_strategy().multilabel:
             raise ValueError("y switches between class labels and a multilabel indicator matrix across calls")
-        classes = found_classes
-        weights = self._row_weights(sample_weight, classes, targets)
-        if first or getattr(self, "_history", None) is None:  # a loaded model continues its weights, not its history
-            history, rng = TrainingHistory(), np.random.default_rng(self.random_state)
-        else:
-            history, rng = self._history, self._rng
-            history.stopped_early = False  # a fit's stopping rule does not apply to calls that continue it
-        stepper = self._stepper(backend, backend.asarray(X),
-                                backend.asarray(self._training_targets(targets, len(classes))), X.shape[1],
-                                self._n_outputs(len(classes), targets.ndim == 2), dtype,
-                                None if first else self._sgd_state, weights)
-        self._set_label_attributes(classes, targets)
+        weights = self._row_weights(sample_weight, labels.classes, targets)
+        return _TrainingData(backend, dtype, X, names, labels, targets, weights)
+
+    def _record_inputs(self, data: _TrainingData, first: bool) -> None:
+        """Record what the training data says about the model: ``classes_`` (``multilabel_`` where the family reads
+        indicators), the backend and, on a first call, the features' count and names."""
+        self.classes_ = data.labels.classes
+        if self._labels.reads_indicators:
+            self.multilabel_ = data.labels.multilabel
         if first:
-            self._set_feature_attributes(X.shape[1], names)
-        self.backend_ = backend.name
-        self._train(stepper, backend, X.shape[0], schedule, rng, history, len(history.loss) + 1)
-        return self
+            self._set_feature_attributes(data.X.shape[1], data.names)
+        self.backend_ = data.backend.name
 
     def _row_weights(self, sample_weight, classes: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
         """Each row's loss weight, ``sample_weight_i · class_weight[y_i] / mean_k class_weight[k]``, shape (N,), or
@@ -460,13 +442,6 @@ class _LinearClassifier:
             return weights
         per_class = per_class / np.mean(per_class, dtype=np.float64)  # not all 0: class_weights refuses that
         return per_class[targets.astype(np.int64)] * (1.0 if weights is None else weights)
-
-    def _batch_rows(self, n_rows: int) -> int:
-        """Rows per step: ``batch_size``, or for ``"auto"`` :data:`AUTO_BATCH_ROWS`, made smaller on small data so
-        that an epoch takes at least :data:`MIN_AUTO_STEPS_PER_EPOCH` steps (112 rows: batches of 7)."""
-        if isinstance(self.batch_size, str):
-            return min(AUTO_BATCH_ROWS, max(1, n_rows // MIN_AUTO_STEPS_PER_EPOCH))
-        return int(self.batch_size)
 
     def _stepper(self, backend, X_device, targets_device, n_features: int, n_outputs: int, dtype, state,
                  weights=None, full_batches: bool = False):
@@ -510,140 +485,14 @@ class _LinearClassifier:
             self.epoch_seconds_ = np.asarray(history.epoch_seconds)
             self.n_iter_, self.t_ = len(history.loss), history.steps
 
-    def _set_label_attributes(self, classes: np.ndarray, targets: np.ndarray) -> None:
-        """Record ``classes_`` (and, for models that have it, whether ``targets`` are multilabel)."""
-        self.classes_ = classes
-
-    def _is_multilabel(self) -> bool:
-        return False
-
-    def _set_feature_attributes(self, n_features: int, names: np.ndarray | None) -> None:
-        """``n_features_in_``, and ``feature_names_in_`` when ``X`` was a frame with string column names (the
-        attribute is absent otherwise, as in scikit-learn)."""
-        self.n_features_in_ = n_features
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-
-    def _validation_scorer(self, backend, X_device, expected: np.ndarray):
+    def _validation_scorer(self, backend, X_device, labels: ClassIds, expected: np.ndarray):
         """A function (W, b) -> accuracy on device-resident validation rows with encoded targets ``expected``."""
 
         def accuracy(W, b):
             logits = to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
-            return _accuracy(self._predicted_targets(logits), expected)
+            return _accuracy(labels.predicted_targets(logits), expected)
 
         return accuracy
-
-    # -- prediction -------------------------------------------------------------------------------------------
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise as_sklearn(NotFittedError, "NotFittedError")(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
-
-    def _host_logits(self, X):
-        """Logits ``input_scale·X·coef_ᵀ + intercept_`` on the host, shape (N, K), and a function that hands a
-        result back in the array kind the caller asked for (``output_type``; by default the kind of ``X``)."""
-        self._check_fitted()
-        if self.output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
-        kind = array_kind(X)
-        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
-        backend = self._backend()
-        X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
-                           estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
-        with backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * self.coef_.shape[0], self.n_threads):
-            logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
-                                                        self.input_scale))
-        target = kind if self.output_type == "input" else self.output_type
-
-        def deliver(result: np.ndarray):
-            if result.dtype.kind in "OUS":  # string labels exist only as NumPy arrays
-                return result
-            return convert(result, target, like=X if target == kind == "torch" else None)
-
-        return logits, deliver
-
-    def decision_function(self, X):
-        """Scores: the logits (N, K); with two classes one score per row (N,), the log-odds of ``classes_[1]`` (> 0
-        means ``classes_[1]``), as scikit-learn's binary classifiers give."""
-        logits, deliver = self._host_logits(X)
-        return deliver(self._decision_output(logits))
-
-    def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, shape (N, C), computed from the logits without ``log(0)``."""
-        logits, deliver = self._host_logits(X)
-        return deliver(self._log_proba(logits))
-
-    def predict_proba(self, X):
-        """Probability of each class, shape (N, C), columns in the order of ``classes_``; rows sum to 1 except for
-        a multilabel model, whose columns are independent."""
-        logits, deliver = self._host_logits(X)
-        return deliver(np.exp(self._log_proba(logits)))
-
-    def predict(self, X):
-        """The most probable class label of each row, shape (N,) (a multilabel model: the indicator matrix (N, L) of
-        the labels with probability above 1/2)."""
-        logits, deliver = self._host_logits(X)
-        return deliver(self._labels_of(self._predicted_targets(logits)))
-
-    def _predicted_targets(self, logits: np.ndarray) -> np.ndarray:
-        """The encoded prediction: each row's class index (its most probable class)."""
-        return np.argmax(self._log_proba(logits), axis=1)
-
-    def _labels_of(self, predicted_targets: np.ndarray) -> np.ndarray:
-        """Encoded predictions as the user's labels."""
-        return self.classes_[predicted_targets]
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """Mean accuracy of ``predict(X)`` against ``y`` (multilabel: the share of rows with every label right),
-        weighted by ``sample_weight`` (N,) when given; a label the model never saw is a ValueError."""
-        logits, _ = self._host_logits(X)
-        _, expected = self._encode_targets(y, len(logits), self.classes_)
-        weights = check_sample_weight(sample_weight, len(expected))
-        if weights is not None and not weights.sum() > 0:
-            raise ValueError("sample_weight is 0 for every row: there is no accuracy to weigh")
-        return _accuracy(self._predicted_targets(logits), expected, weights)
-
-    # -- persistence --------------------------------------------------------------------------------------------
-
-    def save(self, path) -> None:
-        """Write the fitted model to ``path`` as .npz (no pickle), atomically: a temporary file, fsync, rename."""
-        self._check_fitted()
-        if self.classes_.dtype.kind == "O":
-            raise TypeError("cannot save labels stored as Python objects; use numbers or strings")
-        names = getattr(self, "feature_names_in_", None)
-        write_npz_atomically(path, {**{name: getattr(self, name) for name in (*_FITTED_ARRAYS, *self._EXTRA_FITTED)},
-                                    **({} if names is None else {"feature_names_in_": names.astype(str)}),
-                                    "estimator": np.array(type(self).__name__), "params": self.get_params(),
-                                    "backend_": np.array(self.backend_)})
-
-    @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`; never runs code from the file (``allow_pickle=False``)."""
-        stored = read_npz(path, {"estimator", "params", "backend_", *_FITTED_ARRAYS}, "model")
-        if str(stored["estimator"]) != cls.__name__:
-            raise ValueError(f"{path} holds a {stored['estimator']}, not a {cls.__name__}")
-        params = json_value(stored["params"])
-        unknown = sorted(set(params) - set(cls._param_names()))
-        if unknown:
-            raise ValueError(f"{path}: its params hold names {cls.__name__} does not take: {', '.join(unknown)}")
-        model = cls(**params)
-        for name in _FITTED_ARRAYS:
-            setattr(model, name, stored[name])
-        for name, absent in cls._EXTRA_FITTED.items():
-            setattr(model, name, stored[name].item() if name in stored else absent)
-        model.backend_ = str(stored["backend_"])
-        model._sgd_state = {"W": model.coef_.T.copy(), "b": model.intercept_.copy(),  # continue without momentum
-                            "velocity_W": np.zeros_like(model.coef_.T), "velocity_b": np.zeros_like(model.intercept_)}
-        n_outputs = cls._n_outputs(len(model.classes_), model._is_multilabel())
-        if model.coef_.ndim != 2 or model.coef_.shape[0] != n_outputs or model.intercept_.shape != (n_outputs,):
-            raise ValueError(f"{path}: coef_ {model.coef_.shape} and intercept_ {model.intercept_.shape} do not fit "
-                             f"{len(model.classes_)} classes")
-        model._set_feature_attributes(model.coef_.shape[1], stored["feature_names_in_"].astype(object)
-                                      if "feature_names_in_" in stored else None)
-        model.n_iter_ = len(model.loss_curve_)
-        return model
 
 
 class SoftmaxRegression(_LinearClassifier):
@@ -752,18 +601,6 @@ class SoftmaxRegression(_LinearClassifier):
                              "(the squared error is LogisticRegression(loss='mse'))")
         return "softmax"
 
-    @classmethod
-    def _n_outputs(cls, n_classes: int, multilabel: bool = False) -> int:
-        return n_classes
-
-    def _decision_output(self, logits):
-        # Two classes: one score, as scikit-learn's binary classifiers give, whose sign picks classes_[1] (the
-        # log-odds z_1 − z_0, since softmax([z_0, z_1])_1 = σ(z_1 − z_0)).
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
-
-    def _log_proba(self, logits):
-        return log_softmax(np, logits)
-
 
 # Names of the sigmoid model's losses, scikit-learn's spelling first, and the backend model each trains.
 LOGISTIC_LOSSES = {"log_loss": "sigmoid", "mse": "sigmoid_mse"}
@@ -806,67 +643,9 @@ class LogisticRegression(_LinearClassifier):
         As for :class:`SoftmaxRegression`.
     """
 
-    _EXTRA_FITTED = {"multilabel_": False}
-    _supports_multilabel = True
+    _labels = SIGMOID_LABELS
 
     def _backend_model(self) -> str:
         if self.loss not in LOGISTIC_LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOGISTIC_LOSSES)}, got {self.loss!r}")
         return LOGISTIC_LOSSES[self.loss]
-
-    @classmethod
-    def _n_outputs(cls, n_classes: int, multilabel: bool = False) -> int:
-        """One logit for two classes; one per class (one-vs-rest) or per label (multilabel) otherwise."""
-        return 1 if n_classes == 2 and not multilabel else n_classes
-
-    def _encode_labels(self, y, classes=None, name="y"):
-        """``(classes, targets)``: the sorted labels (at least 2) and each row's class index, int64 (N,)."""
-        classes, targets = encode_labels(y, classes, name)
-        if len(classes) < 2:
-            raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); at least 2 are needed")
-        return classes, targets.astype(np.int64)
-
-    def _encode_targets(self, y, n_rows: int, classes=None, name: str = "y"):
-        """Class labels as for every classifier, or an indicator matrix (N, L) kept as (N, L) uint8 with
-        ``classes = arange(L)``."""
-        if np.ndim(to_numpy(y)) != 2 or np.shape(y)[1] == 1:
-            return super()._encode_targets(y, n_rows, classes, name)
-        indicator = check_label_indicator(y, n_rows, name)
-        labels = np.arange(indicator.shape[1])
-        if classes is not None and not np.array_equal(classes, labels):
-            raise ValueError(f"{name} has {len(labels)} label columns, but the model has classes {classes.tolist()}")
-        return labels, indicator
-
-    @staticmethod
-    def _training_targets(targets: np.ndarray, n_classes: int) -> np.ndarray:
-        """The sigmoids' 0/1 targets: ``y`` itself for two classes (N,), the indicator ``Y_ik = [y_i = k]`` (N, C)
-        for one-vs-rest, the given matrix for multilabel."""
-        if targets.ndim == 2 or n_classes == 2:
-            return targets
-        return (targets[:, np.newaxis] == np.arange(n_classes)).astype(np.uint8)
-
-    def _set_label_attributes(self, classes, targets):
-        self.classes_, self.multilabel_ = classes, targets.ndim == 2
-
-    def _is_multilabel(self) -> bool:
-        return bool(getattr(self, "multilabel_", False))
-
-    def _decision_output(self, logits):
-        return logits[:, 0] if logits.shape[1] == 1 else logits
-
-    def _log_proba(self, logits):
-        if logits.shape[1] == 1:
-            # P = σ(z) = softmax([0, z])[1], so the two-class logits are [0, z].
-            return log_softmax(np, np.concatenate([np.zeros_like(logits), logits], axis=1))
-        log_sigmoid = -np.logaddexp(0.0, -logits)  # log σ(z) = −log(1 + e^{−z}), never log(0)
-        # One-vs-rest: σ_k / Σ_j σ_j, whose log is log_softmax of log σ.
-        return log_sigmoid if self._is_multilabel() else log_softmax(np, log_sigmoid)
-
-    def _predicted_targets(self, logits):
-        if self._is_multilabel():
-            return (logits > 0).astype(np.int64)  # σ(z) > 1/2
-        return super()._predicted_targets(logits)
-
-    def _labels_of(self, predicted_targets):
-        return predicted_targets if self._is_multilabel() else super()._labels_of(predicted_targets)
-
