@@ -105,7 +105,7 @@ def init_from_environment(backend: Backend, timeout_seconds: float = DEFAULT_TIM
                          f"linclass_gpu.cli train --distributed`: {', '.join(missing)} not set")
     name = collective_backend(backend)
     if name == "nccl":
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         if backend.name == "cupy":
             import cupy
@@ -140,6 +140,57 @@ def as_torch(array: Any):
     if isinstance(array, np.ndarray):
         return torch.from_numpy(array)
     return torch.from_dlpack(array)
+
+
+class SingleProcess:
+    """The books of training in one process, with :class:`DataParallel`'s interface: what the training loop and the
+    estimators call, so that one loop serves both. Nothing to reduce or to check; the step stays a single-process
+    step (no reducer) and the process writes.
+
+    Attributes
+    ----------
+    rank, world_size : int
+        0 and 1.
+    """
+
+    rank, world_size = 0, 1
+    is_writer = True
+
+    def attach(self, stepper: FusedSGD, backend: Backend, n_rows: int, batch_size: int) -> int:
+        """Return the rows visited per epoch: all ``n_rows``."""
+        return n_rows
+
+    @staticmethod
+    def detach(stepper: FusedSGD) -> None:
+        """Nothing to undo: :meth:`attach` left ``stepper`` as it was."""
+
+    @staticmethod
+    def epoch_order(backend: Backend, n_rows: int, rng: np.random.Generator, shuffle: bool, in_order: Any):
+        """One epoch's rows as a device integer array: a permutation drawn from ``rng``, or ``in_order``."""
+        return backend.permutation(n_rows, rng) if shuffle else in_order
+
+    @staticmethod
+    def sum(value: float, what: str = "") -> float:
+        """``value`` itself (the sum over one process)."""
+        return value
+
+    @staticmethod
+    def mean(value: float, what: str = "") -> float:
+        """``value`` itself (the mean over one process)."""
+        return value
+
+    @staticmethod
+    def gather(value: Any) -> list:
+        """``[value]``."""
+        return [value]
+
+    @staticmethod
+    def agree(**values) -> None:
+        """One process always agrees with itself."""
+
+    @staticmethod
+    def check_identical(params: tuple[np.ndarray, ...]) -> None:
+        """One process always holds the same parameters as itself."""
 
 
 class DataParallel:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .backends.base import Backend, FusedSGD
+from .distributed import DataParallel, SingleProcess
 from .schedules import LearningRateSchedule
-
-if TYPE_CHECKING:
-    from .distributed import DataParallel
 
 
 def _fold_mean(mean: tuple[np.ndarray, ...] | None, count: int,
@@ -217,7 +215,7 @@ def train_sgd(
     start_epoch: int = 0,
     on_epoch_end: Callable[[int, TrainingHistory, np.random.Generator], None] | None = None,
     plateau: PlateauRule | None = None,
-    distributed: DataParallel | None = None,
+    distributed: DataParallel | SingleProcess | None = None,
     average_from: int | None = None,
 ) -> TrainingHistory:
     """Train ``stepper`` in place for ``epochs`` passes over ``n_rows`` rows.
@@ -253,13 +251,13 @@ def train_sgd(
         Averaged SGD: from this epoch (counted from 0) on, the model is the running mean of the parameters at the end
         of each epoch (``history.average``), which is what validation scores, early stopping keeps and the fit
         returns; SGD itself continues from its last iterate.
-    distributed : DataParallel, optional
-        Data-parallel training (:mod:`linclass_gpu.distributed`): ``stepper`` holds this process's shard of
-        ``n_rows`` rows; gradients (or, with local SGD, parameters) are reduced over the processes, every process
-        visits as many rows per epoch as the largest shard, the epoch's loss is the mean over the rows the processes
-        visited (a smaller shard's repeated rows included)
-        and the validation score the mean of the processes' scores; progress shows on rank 0 only, and at the end
-        the processes check that they hold identical parameters.
+    distributed : DataParallel or SingleProcess, optional
+        Data-parallel training (:mod:`linclass_gpu.distributed`): ``stepper`` holds this process's shard of ``n_rows``
+        rows; gradients (or, with local SGD, parameters) are reduced over the processes, every process visits as many
+        rows per epoch as the largest shard, the epoch's loss is the mean over the rows the processes visited (a
+        smaller shard's repeated rows included) and the validation score the mean of the processes' scores; progress
+        shows on rank 0 only, and at the end the processes check that they hold identical parameters. None: one
+        process, whose books :class:`~linclass_gpu.distributed.SingleProcess` keeps through the same calls.
 
     Returns
     -------
@@ -280,10 +278,10 @@ def train_sgd(
     if history.best_params is None:
         history.best_params = last_finite
     in_order = backend.asarray(np.arange(n_rows))
-    epoch_rows = n_rows if distributed is None else distributed.attach(stepper, backend, n_rows, batch_size)
-    rows_per_epoch = epoch_rows if distributed is None else epoch_rows * distributed.world_size
-    writer = distributed is None or distributed.is_writer
-    bar = _progress_bar(progress if writer else False)
+    processes = SingleProcess() if distributed is None else distributed
+    epoch_rows = processes.attach(stepper, backend, n_rows, batch_size)
+    rows_per_epoch = epoch_rows * processes.world_size
+    bar = _progress_bar(progress if processes.is_writer else False)
     # Overflow is found once per epoch and raised as TrainingDivergedError, so NumPy's per-operation warnings would
     # only repeat it (other array libraries ignore this setting).
     with np.errstate(over="ignore", invalid="ignore"):
@@ -291,10 +289,7 @@ def train_sgd(
             # A resumed run whose checkpoint recorded the stop has nothing left to do, as the uninterrupted run did.
             for epoch in range(start_epoch, start_epoch if history.stopped_early else epochs):
                 started = time.perf_counter()
-                if distributed is None:
-                    rows = backend.permutation(n_rows, rng) if shuffle else in_order
-                else:
-                    rows = distributed.epoch_order(backend, n_rows, rng, shuffle, in_order)
+                rows = processes.epoch_order(backend, n_rows, rng, shuffle, in_order)
                 n_steps = -(-epoch_rows // batch_size)
                 learning_rates = np.array([schedule(epoch, history.steps + t) for t in range(n_steps)])
                 learning_rates *= history.rate_scale
@@ -305,7 +300,7 @@ def train_sgd(
                 learning_rate = float(learning_rates[-1])
                 history.steps += n_steps
                 loss_sum = stepper.pop_loss_sum()
-                mean_loss = (loss_sum if distributed is None else distributed.sum(loss_sum)) / rows_per_epoch
+                mean_loss = processes.sum(loss_sum) / rows_per_epoch
                 params = stepper.get_params()
                 if not (math.isfinite(mean_loss) and all(np.isfinite(p).all() for p in params)):
                     raise TrainingDivergedError(
@@ -321,7 +316,7 @@ def train_sgd(
                 model_params = history.model_params(params)
                 if score_validation is not None:
                     score = float(score_validation(*model_params))
-                    history.validation_score.append(score if distributed is None else distributed.mean(score))
+                    history.validation_score.append(processes.mean(score))
                 history.epoch_seconds.append(time.perf_counter() - started)
                 stop = False
                 if plateau is not None:
@@ -333,20 +328,18 @@ def train_sgd(
                     else:
                         stop = exhausted
                 history.stopped_early = stop  # before on_epoch_end, so that a checkpoint records the decision
-                if on_epoch_end is not None and writer:
+                if on_epoch_end is not None and processes.is_writer:
                     on_epoch_end(epoch, history, rng)
                 if stop:
                     break
             if plateau is not None and plateau.restore_best:
                 stepper.set_params(*history.best_params)
-            if distributed is not None:
-                distributed.check_identical(stepper.get_params())
+            processes.check_identical(stepper.get_params())
         except (TrainingDivergedError, KeyboardInterrupt):
             stepper.set_params(*last_finite)
             raise
         finally:
-            if distributed is not None:
-                distributed.detach(stepper)
+            processes.detach(stepper)
             if bar is not None:
                 bar.close()
     return history

@@ -171,3 +171,31 @@ def test_progress_bar_on_request_and_off_without_a_terminal(capsys, progress, sh
     train_sgd(stepper, backend, 103, epochs=2, batch_size=10, schedule=LearningRateSchedule(),
               rng=np.random.default_rng(0), progress=progress)  # pytest's stderr is not a terminal
     assert ("epoch" in capsys.readouterr().err) is shown
+
+
+def test_single_process_books_answer_every_call_of_data_parallel_with_the_same_parameters():
+    import inspect
+
+    from linclass_gpu.distributed import DataParallel, SingleProcess
+
+    def parameters(function):
+        return [name for name in inspect.signature(function).parameters if name != "self"]
+
+    calls = ["attach", "detach", "epoch_order", "sum", "mean", "gather", "agree", "check_identical"]
+    for name in calls:
+        assert parameters(getattr(SingleProcess, name)) == parameters(getattr(DataParallel, name)), name
+    books = SingleProcess()
+    assert (books.rank, books.world_size, books.is_writer) == (0, 1, True)
+    assert books.sum(2.5) == books.mean(2.5) == 2.5 and books.gather("x") == ["x"]
+
+
+def test_single_process_books_leave_the_step_alone_and_shuffle_as_the_backend_does():
+    from linclass_gpu.distributed import SingleProcess
+
+    backend, stepper = make_stepper()
+    books = SingleProcess()
+    assert books.attach(stepper, backend, 103, 10) == 103 and stepper.reducer is None
+    in_order = np.arange(103)
+    assert books.epoch_order(backend, 103, np.random.default_rng(3), False, in_order) is in_order
+    np.testing.assert_array_equal(books.epoch_order(backend, 103, np.random.default_rng(3), True, in_order),
+                                  backend.permutation(103, np.random.default_rng(3)))
