@@ -21,7 +21,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, check_optimizer
+# The oracle's own constants, written here and nowhere else: a reference checks the backends, so it shares no code
+# with them (tests/test_oracle.py asserts that these equal linclass_gpu.backends.base's).
+# The models sgd_step computes: softmax cross-entropy, sigmoid binary cross-entropy, sigmoid squared error.
+MODELS = ("softmax", "sigmoid", "sigmoid_mse")
+# The update rules sgd_step computes.
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+# AdaGrad's ε in p ← p − lr·g/(√G + ε), PyTorch's default.
+ADAGRAD_EPS = 1e-10
+# Adam's (β₁, β₂) and ε, PyTorch's (and the paper's) defaults.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 __all__ = [
     "sigmoid",
@@ -300,6 +310,14 @@ def sigmoid_mse_loss_grad(X, y, w, b, x_scale=1.0, sample_weight=None):
     return _weighted_row_mean(sample_weight, error**2), dw, db if z.ndim == 2 else float(db)
 
 
+def _check_optimizer(optimizer, momentum, nesterov):
+    """Refuse an unknown ``optimizer``, and momentum with AdaGrad or Adam (they have no velocity)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if optimizer != "sgd" and (momentum or nesterov):
+        raise ValueError(f"momentum and nesterov apply to optimizer='sgd' only, not {optimizer!r}")
+
+
 def _momentum_update(param, grad, velocity, learning_rate, momentum, nesterov):
     """One (Nesterov) heavy-ball step: ``v ← μ v + g``; ``param ← param − lr · (g + μ v if nesterov else v)``."""
     new_velocity = momentum * velocity + grad  # v ← μ v + g
@@ -439,7 +457,7 @@ def sgd_step(
     (``g_W`` with L2) and ``b``; L1's threshold is then per entry too, ``lr · λ₁ / (√G + ε)``. Adam: see
     :func:`_adam_update`; L1's threshold is ``λ₁`` times its per-entry step ``lr / (√v̂ + ε)``.
     """
-    check_optimizer(optimizer, momentum, nesterov)
+    _check_optimizer(optimizer, momentum, nesterov)
     return_accumulators = accumulator_W is not None or accumulator_b is not None
     if optimizer != "sgd" and not return_accumulators:
         raise ValueError(f"optimizer={optimizer!r} needs accumulator_W and accumulator_b")

@@ -5,6 +5,9 @@ Everything else is tested against the oracle, so nothing here compares the oracl
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -494,3 +497,39 @@ def test_per_parameter_optimizers_match_torch_optim(model, optimizer):
                                     step_count=step)
         np.testing.assert_allclose(state[0], W_t.numpy(), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(state[1], b_t.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_oracle_constants_are_its_own_and_agree_with_the_backends():
+    from linclass_gpu.backends import base
+
+    assert "from ." not in Path(oracle.__file__).read_text()  # a reference shares no code with what it checks
+    for name in ("MODELS", "OPTIMIZERS", "ADAGRAD_EPS", "ADAM_BETAS", "ADAM_EPS"):
+        assert getattr(oracle, name) == getattr(base, name), name
+
+
+@pytest.mark.parametrize("optimizer,momentum,nesterov", [
+    ("sgd", 0.9, True), ("adagrad", 0.0, False), ("adam", 0.0, False),
+    ("rmsprop", 0.0, False), ("adagrad", 0.5, False), ("adam", 0.0, True),
+])
+def test_oracle_refuses_the_options_the_backends_refuse(optimizer, momentum, nesterov):
+    from linclass_gpu.backends.base import check_optimizer
+
+    try:
+        check_optimizer(optimizer, momentum, nesterov)
+    except ValueError as error:
+        refused = str(error)
+    else:
+        refused = None
+    X, y = np.ones((2, 3)), np.array([0, 1])
+    W, b = np.zeros((3, 2)), np.zeros(2)
+    accumulators = {} if optimizer == "sgd" else {"accumulator_W": np.zeros_like(W), "accumulator_b": np.zeros_like(b)}
+
+    def call():
+        return oracle.sgd_step("softmax", X, y, W, b, np.zeros_like(W), np.zeros_like(b), learning_rate=0.1,
+                               momentum=momentum, nesterov=nesterov, optimizer=optimizer, step_count=1, **accumulators)
+
+    if refused is None:
+        call()
+    else:
+        with pytest.raises(ValueError, match=re.escape(refused)):
+            call()
