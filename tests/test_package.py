@@ -1,4 +1,5 @@
-"""The package imports and trains with NumPy alone: triton, torch and cupy stay optional."""
+"""The package imports and trains with its declared dependencies alone (NumPy, threadpoolctl): triton, torch and cupy
+stay optional."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 
 import linclass_gpu
 
 
 def numpy_only_site(directory: Path) -> Path:
-    """A directory holding only numpy (and its bundled libraries) and linclass_gpu, as links."""
+    """A directory holding only numpy (and its bundled libraries), threadpoolctl and linclass_gpu, as links."""
     numpy_dir = Path(np.__file__).parent
-    for source in [numpy_dir, Path(linclass_gpu.__file__).parent, *numpy_dir.parent.glob("numpy.libs")]:
+    for source in [numpy_dir, Path(threadpoolctl.__file__), Path(linclass_gpu.__file__).parent,
+                   *numpy_dir.parent.glob("numpy.libs")]:
         (directory / source.name).symlink_to(source)
     return directory
 
