@@ -9,7 +9,6 @@ epochs that finished.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import re
@@ -19,7 +18,8 @@ import warnings
 
 import numpy as np
 
-from . import __version__
+from . import __version__, kernel_report, selfcheck
+from .bench import cli as bench_cli
 from .backends import BackendUnavailableError, backend_statuses, probe, resolve_name
 from .backends.registry import AUTO_ORDER, ENV_VARIABLE, not_installed
 from .datasets import KINDS, load_mnist
@@ -45,7 +45,7 @@ SUBCOMMAND_PACKAGES = {"kernels": ("torch", "triton")}
 
 # Subcommands defined beside their code: each module's ``register(subparsers, add_json)`` adds its parser and sets
 # ``run`` to a function (args) -> dict, the JSON summary. Registering imports nothing heavy; running may.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("linclass_gpu.bench.cli", "linclass_gpu.kernel_report")
+SUBCOMMAND_MODULES = (bench_cli, kernel_report, selfcheck)
 
 
 def _batch_size(text: str) -> int | str:
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=run_info)
 
     for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).register(commands, _add_json)
+        module.register(commands, _add_json)
     return parser
 
 
