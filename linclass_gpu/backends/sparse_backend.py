@@ -13,7 +13,13 @@ import numpy as np
 
 from .array_backend import compute_dtype
 from .numpy_backend import NumpyBackend
-from .sparse_step import SparseFusedSGD, as_csr, is_sparse, sparse_loss_grad_, target_indices
+from .sparse_step import (
+    SparseFusedSGD,
+    as_csr,
+    is_sparse,
+    sparse_loss_grad_,
+    target_indices,
+)
 
 
 class SparseNumpyBackend(NumpyBackend):

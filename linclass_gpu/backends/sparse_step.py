@@ -16,7 +16,7 @@ dense ``dW``:
 
 Penalties without touching every row (plain SGD, no momentum). ``W`` is kept as ``W = s·V`` with a host scalar
 ``s``: the L2 step ``W ← (1 − lr·l2)·W − lr·dW`` is ``s ← s·(1 − lr·l2)`` (O(1)) and ``V[u] ← V[u] − lr·dW[u]/s``
-(O(U·K)). When ``|s|`` falls below :data:`MIN_SCALE` it is folded into ``V`` (O(D·K), rarely). L1's proximal step
+(O(U·K)). When ``|s|`` leaves ``[MIN_SCALE, 1/MIN_SCALE]`` it is folded into ``V`` (O(D·K), rarely). L1's proximal step
 ``W ← sign(W)·max(|W| − lr·l1, 0)`` is, in ``V``'s units, a soft threshold by ``lr·l1/|s|``; soft thresholds compose
 by adding their thresholds (``prox_a ∘ prox_b = prox_{a+b}``, the sign never flips), so the step adds its threshold
 to a running total ``u_t`` and a row of ``V`` is brought up to date — thresholded by ``u_t − u_last`` — only when a
@@ -45,8 +45,8 @@ from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
 from .base import MODELS, FusedSGD, check_optimizer
 from .rowwise import ROW_LOSSES
 
-# The smallest |s| of W = s·V kept before s is folded into V: V = W/s then grows by at most 1e9, far inside the
-# float32 range, and its rounding stays relative (a float's relative error does not depend on its magnitude).
+# The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
+# shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.
 MIN_SCALE = 1e-9
 
 # How each optimizer setting updates W: "lazy" (plain SGD, penalties by the scale and the running threshold),
@@ -94,6 +94,13 @@ def as_csr(X: Any, dtype: Any) -> scipy.sparse.csr_array:
     return csr
 
 
+def set_rows(A: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``A[rows] = values`` for a C-contiguous (D, K) ``A`` and distinct ``rows``, each row moved as one K-value
+    record (NumPy's row-wise fancy assignment moves it value by value, about twice as slow)."""
+    record = np.dtype((np.void, A.shape[1] * A.itemsize))
+    A.view(record).reshape(-1)[rows] = np.ascontiguousarray(values, dtype=A.dtype).view(record).reshape(-1)
+
+
 class BatchGather:
     """Gathers minibatches of a CSR matrix as (B, U) CSR matrices over the batch's own ``U`` distinct features.
 
@@ -105,9 +112,8 @@ class BatchGather:
     def __init__(self, X: scipy.sparse.csr_array):
         self.X = X
         self.n_features = X.shape[1]
-        # A mark per feature (which features the batch reads) and the slot of each marked feature in u; both are
-        # reset to their idle values after every batch, so a batch costs O(nnz_batch) plus one scan of the marks.
-        self._marks = np.zeros(self.n_features, dtype=bool)
+        # Per feature, scratch for finding the batch's distinct features in O(nnz_batch) (see __call__); every entry
+        # read in a batch was written in that batch, so it needs no reset.
         self._slots = np.zeros(self.n_features, dtype=np.int32)
 
     def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, scipy.sparse.csr_array]:
@@ -120,7 +126,7 @@ class BatchGather:
         Returns
         -------
         u : int ndarray, shape (U,)
-            The distinct features of the batch, ascending.
+            The distinct features of the batch (in no particular order).
         X_u : scipy.sparse.csr_array, shape (B, U)
             ``X[rows][:, u]``: column ``j`` of ``X_u`` is feature ``u[j]``.
         """
@@ -134,10 +140,12 @@ class BatchGather:
         positions = np.repeat(starts - batch_indptr[:-1], lengths)
         positions += np.arange(batch_indptr[-1])
         features = self.X.indices[positions]
-        self._marks[features] = True
-        u = np.flatnonzero(self._marks)
-        self._marks[u] = False
-        self._slots[u] = np.arange(len(u), dtype=np.int32)
+        # Distinct features in O(nnz_batch), without sorting nor scanning all D: each feature's slot receives one of
+        # its positions k (whichever write lands last), so exactly one k per distinct feature finds itself there.
+        order = np.arange(len(features), dtype=np.int32)
+        self._slots[features] = order
+        u = features[self._slots[features] == order]
+        self._slots[u] = order[:len(u)]
         X_u = scipy.sparse.csr_array((self.X.data[positions], self._slots[features], batch_indptr),
                                      shape=(len(rows), len(u)))
         return u, X_u
@@ -240,7 +248,7 @@ class SparseFusedSGD(FusedSGD):
             raise ValueError("data-parallel training (a reducer) is not supported on sparse input")
         rows = np.asarray(rows)
         u, X_u = self._gather(rows)
-        V_u = self._V[u]
+        V_u = np.take(self._V, u, axis=0)
         if self._threshold_applied is not None:
             self._catch_up_(V_u, u)
         weights = None if self._sample_weight is None else self._sample_weight[rows]
@@ -252,10 +260,11 @@ class SparseFusedSGD(FusedSGD):
         if self.mode == "lazy":
             self._lazy_update_(u, V_u, dW_u, learning_rate)
         elif self.mode == "rows":
-            accumulator_u = self._accumulator[0][u]
+            accumulator_u = np.take(self._accumulator[0], u, axis=0)
             self.backend.sgd_update_(V_u, dW_u, None, np.empty_like(V_u), learning_rate, 0.0, 0.0, False,
                                      accumulator=accumulator_u)
-            self._V[u], self._accumulator[0][u] = V_u, accumulator_u
+            set_rows(self._V, u, V_u)
+            set_rows(self._accumulator[0], u, accumulator_u)
         else:
             self._dense_update_(u, dW_u, learning_rate, adam_step)
         if self.fit_intercept:  # the bias is never penalised
@@ -267,12 +276,12 @@ class SparseFusedSGD(FusedSGD):
         """Plain SGD with L2 by the scale and L1 by the running threshold: O(U·K) (see the module notes)."""
         # W ← a·W − lr·dW with a = 1 − lr·l2: s ← a·s for every row at once, then V[u] ← V[u] − lr·dW[u]/s.
         factor = 1.0 - learning_rate * self.l2
-        if abs(self._scale * factor) < MIN_SCALE:
+        if not MIN_SCALE <= abs(self._scale * factor) <= 1.0 / MIN_SCALE:
             # Fold s into V and apply a to every row: exact, O(D·K), once in a long while (every step only when
-            # lr·l2 ≈ 1, a = 0 included).
+            # lr·l2 ≈ 1, a = 0 included; |s| grows only when lr·l2 > 2, where SGD diverges anyway).
             self._fold_scale()
             self._V *= factor
-            V_u = self._V[u]
+            V_u = np.take(self._V, u, axis=0)
         else:
             self._scale *= factor
         dW_u *= learning_rate / self._scale
@@ -283,7 +292,7 @@ class SparseFusedSGD(FusedSGD):
             self._threshold_total += threshold
             soft_threshold_(np, V_u, threshold, dW_u)
             self._threshold_applied[u] = self._threshold_total
-        self._V[u] = V_u
+        set_rows(self._V, u, V_u)
 
     def _catch_up_(self, V_u: np.ndarray, u: np.ndarray) -> None:
         """Apply to the rows ``u`` (gathered in ``V_u``) the L1 thresholds of the steps since each was last read."""

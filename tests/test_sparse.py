@@ -1,0 +1,219 @@
+"""Sparse rows (issue 18): the CSR step and loss/gradient against the float64 oracle on the dense equivalent."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from linclass_gpu import oracle
+from linclass_gpu.backends.sparse_backend import SparseNumpyBackend
+from linclass_gpu.backends.sparse_step import MIN_SCALE, update_mode
+from tests.tolerances import assert_close
+
+N_ROWS, N_FEATURES, N_CLASSES = 37, 29, 5  # odd on purpose
+
+
+def awkward_csr(rng: np.random.Generator, n_rows: int, n_features: int, dtype=np.float64,
+                nonzeros_per_row: int = 6) -> scipy.sparse.csr_array:
+    """A CSR matrix as users hand it over: empty rows, duplicate column indices within a row (which count summed)
+    and unsorted indices."""
+    lengths = rng.integers(0, 2 * nonzeros_per_row, n_rows)
+    lengths[::5] = 0  # empty rows
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = rng.integers(0, n_features, indptr[-1])
+    for row in range(0, n_rows, 3):  # a duplicate in every third row that has two entries
+        start, end = indptr[row], indptr[row + 1]
+        if end - start >= 2:
+            indices[end - 1] = indices[start]
+    data = rng.normal(size=indptr[-1])
+    X = scipy.sparse.csr_array((data.astype(dtype), indices.astype(np.int32), indptr), shape=(n_rows, n_features))
+    assert not X.has_canonical_format
+    return X
+
+
+def model_targets(model: str, rng: np.random.Generator, n_rows: int, n_outputs: int) -> np.ndarray:
+    if model == "softmax":
+        return rng.integers(0, n_outputs, n_rows)
+    return (rng.random((n_rows, n_outputs)) < 0.5).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("model, n_outputs", [("softmax", N_CLASSES), ("sigmoid", 1), ("sigmoid", 3),
+                                              ("sigmoid_mse", 3)])
+def test_loss_grad_matches_oracle(model, n_outputs, dtype):
+    rng = np.random.default_rng(0)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES, dtype)
+    y = model_targets(model, rng, N_ROWS, n_outputs)
+    W, b = rng.normal(size=(N_FEATURES, n_outputs)).astype(dtype), rng.normal(size=n_outputs).astype(dtype)
+    weights = rng.random(N_ROWS).astype(dtype)
+    backend = SparseNumpyBackend()
+    loss, dW, db = backend._loss_grad(model, X, y, W, b, 0.5, weights)
+    reference = {"softmax": oracle.softmax_loss_grad, "sigmoid": oracle.sigmoid_loss_grad,
+                 "sigmoid_mse": oracle.sigmoid_mse_loss_grad}[model]
+    expected_loss, expected_dW, expected_db = reference(X.toarray(), y, W, b, 0.5, weights)
+    assert_close(loss, expected_loss, dtype, N_ROWS * N_FEATURES, "loss")
+    assert_close(dW, expected_dW, dtype, N_ROWS, "dW")
+    assert_close(db, expected_db, dtype, N_ROWS, "db")
+    logits = backend.decision_function(X, W, b, 0.5)
+    assert_close(logits, 0.5 * X.toarray() @ W.astype(np.float64) + b, dtype, N_FEATURES, "logits")
+
+
+# (optimizer, momentum, nesterov, l2, l1) and the update mode each takes.
+SETTINGS = [
+    ("sgd", 0.0, False, 0.0, 0.0, "lazy"),
+    ("sgd", 0.0, False, 0.05, 0.0, "lazy"),
+    ("sgd", 0.0, False, 0.0, 0.02, "lazy"),
+    ("sgd", 0.0, False, 0.05, 0.02, "lazy"),
+    ("sgd", 0.9, False, 0.05, 0.02, "dense"),
+    ("sgd", 0.9, True, 0.05, 0.0, "dense"),
+    ("adagrad", 0.0, False, 0.0, 0.0, "rows"),
+    ("adagrad", 0.0, False, 0.05, 0.02, "dense"),
+    ("adam", 0.0, False, 0.05, 0.02, "dense"),
+]
+
+
+def oracle_steps(model, X, y, W, b, batches, learning_rates, *, optimizer, momentum, nesterov, l2, l1, x_scale,
+                 weights):
+    """The oracle's parameters after the same steps, on the dense rows."""
+    X_dense = X.toarray()
+    W, b = W.astype(np.float64), b.astype(np.float64)
+    velocity_W, velocity_b = np.zeros_like(W), np.zeros_like(b)
+    accumulator_W, accumulator_b = np.zeros_like(W), np.zeros_like(b)
+    for step, (rows, learning_rate) in enumerate(zip(batches, learning_rates), start=1):
+        extra = ({"optimizer": optimizer, "accumulator_W": accumulator_W, "accumulator_b": accumulator_b,
+                  "step_count": step} if optimizer != "sgd" else {})
+        result = oracle.sgd_step(model, X_dense[rows], y[rows], W, b, velocity_W, velocity_b,
+                                 learning_rate=learning_rate, l2=l2, l1=l1, momentum=momentum, nesterov=nesterov,
+                                 x_scale=x_scale, sample_weight=weights[rows], **extra)
+        W, b, velocity_W, velocity_b = result[1:5]
+        if optimizer != "sgd":
+            accumulator_W, accumulator_b = result[5:]
+    return W, b
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer, momentum, nesterov, l2, l1, mode", SETTINGS)
+@pytest.mark.parametrize("model, n_outputs", [("softmax", N_CLASSES), ("sigmoid", 3)])
+def test_steps_match_oracle(model, n_outputs, optimizer, momentum, nesterov, l2, l1, mode, dtype):
+    rng = np.random.default_rng(1)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES, dtype)
+    y = model_targets(model, rng, N_ROWS, n_outputs)
+    W = (0.1 * rng.normal(size=(N_FEATURES, n_outputs))).astype(dtype)
+    b = (0.1 * rng.normal(size=n_outputs)).astype(dtype)
+    weights = rng.random(N_ROWS).astype(dtype)
+    batch = 7
+    batches = [rng.permutation(N_ROWS)[:batch] for _ in range(12)] + [rng.permutation(N_ROWS)[:3]]
+    learning_rates = np.linspace(0.5, 0.2, len(batches))
+    stepper = SparseNumpyBackend().fused_sgd(model, X, y, W, b, max_batch_size=batch, l2=l2, l1=l1,
+                                             momentum=momentum, nesterov=nesterov, x_scale=0.7,
+                                             sample_weight=weights, optimizer=optimizer)
+    assert stepper.mode == mode == update_mode(optimizer, momentum, l2, l1)
+    for rows, learning_rate in zip(batches, learning_rates):
+        stepper.step(rows, learning_rate)
+    expected_W, expected_b = oracle_steps(model, X, y, W, b, batches, learning_rates, optimizer=optimizer,
+                                          momentum=momentum, nesterov=nesterov, l2=l2, l1=l1, x_scale=0.7,
+                                          weights=weights)
+    W_fit, b_fit = stepper.get_params()
+    # Thirteen steps of error add up: the reduction length is every row the steps read.
+    reads = batch * len(batches)
+    assert_close(W_fit, expected_W, dtype, reads, "W")
+    assert_close(b_fit, expected_b, dtype, reads, "b")
+    if l1:  # the proximal step leaves exact zeros, also in rows the lazy path has not read since
+        assert np.array_equal(W_fit == 0, expected_W == 0)
+
+
+@pytest.mark.parametrize("l2, learning_rate", [(0.9, 1.0), (1.0, 1.0), (1e3, 1.0)])
+def test_lazy_scale_folds_exactly(l2, learning_rate):
+    """Steps whose factor 1 − lr·l2 takes |s| out of [MIN_SCALE, 1/MIN_SCALE] fold it into V (0 and negative
+    factors included)."""
+    rng = np.random.default_rng(2)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES)
+    y = model_targets("softmax", rng, N_ROWS, N_CLASSES)
+    W, b = rng.normal(size=(N_FEATURES, N_CLASSES)), np.zeros(N_CLASSES)
+    batches = [rng.permutation(N_ROWS)[:5] for _ in range(int(np.ceil(np.log(MIN_SCALE) / np.log(0.1))) + 4)]
+    stepper = SparseNumpyBackend().fused_sgd("softmax", X, y, W, b, max_batch_size=5, l2=l2, l1=0.01)
+    for rows in batches:
+        stepper.step(rows, learning_rate)
+    expected_W, expected_b = oracle_steps("softmax", X, y, W, b, batches, [learning_rate] * len(batches),
+                                          optimizer="sgd", momentum=0.0, nesterov=False, l2=l2, l1=0.01,
+                                          x_scale=1.0, weights=np.ones(N_ROWS))
+    W_fit, b_fit = stepper.get_params()
+    assert_close(W_fit, expected_W, "float64", 5 * len(batches), "W")
+    assert_close(b_fit, expected_b, "float64", 5 * len(batches), "b")
+
+
+def test_state_round_trip_resumes_bitwise():
+    """get_state mid-run, set_state on a fresh stepper: the rest of the run is bitwise that of the uninterrupted
+    one (the lazy L2 scale and L1 thresholds are folded into the state's W)."""
+    rng = np.random.default_rng(3)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES)
+    y = model_targets("softmax", rng, N_ROWS, N_CLASSES)
+    W, b = np.zeros((N_FEATURES, N_CLASSES)), np.zeros(N_CLASSES)
+    batches = [rng.permutation(N_ROWS)[:6] for _ in range(10)]
+    backend = SparseNumpyBackend()
+
+    def fresh():
+        return backend.fused_sgd("softmax", X, y, W, b, max_batch_size=6, l2=0.01, l1=0.005)
+
+    whole, first, second = fresh(), fresh(), fresh()
+    for rows in batches:
+        whole.step(rows, 0.3)
+    for rows in batches[:4]:
+        first.step(rows, 0.3)
+    second.set_state(first.get_state())
+    for rows in batches[4:]:
+        second.step(rows, 0.3)
+    assert_close(second.get_params()[0], whole.get_params()[0], "float64", 60, "W")
+
+
+def test_wide_features_stay_small_in_memory():
+    """D = 2**20 with a handful of nonzeros per row: a fit and a prediction allocate O(nnz + D·K), nowhere near the
+    N·D of the dense rows."""
+    rng = np.random.default_rng(4)
+    n_rows, n_features, n_classes = 3001, 2**20, 3
+    X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=4)
+    y = rng.integers(0, n_classes, n_rows)
+    backend = SparseNumpyBackend()
+    tracemalloc.start()
+    try:
+        stepper = backend.fused_sgd("softmax", X, y, np.zeros((n_features, n_classes), np.float32),
+                                    np.zeros(n_classes, np.float32), max_batch_size=64, l2=1e-4, l1=1e-5)
+        for start in range(0, n_rows, 64):
+            stepper.step(np.arange(start, min(start + 64, n_rows)), 0.5)
+        W, b = stepper.get_params()
+        logits = backend.decision_function(X, W, b)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    weights_bytes = n_features * n_classes * 4
+    assert peak < 6 * weights_bytes + 100 * X.nnz, f"peak {peak / 2**20:.1f} MiB"
+    assert peak < n_rows * n_features * 4 / 100  # the dense rows would be 100x more
+    # The oracle over the columns that occur: the others are 0 in X and stay 0 in W.
+    used = np.unique(X.indices)
+    batches = [np.arange(start, min(start + 64, n_rows)) for start in range(0, n_rows, 64)]
+    expected_W, expected_b = oracle_steps("softmax", X[:, used], y, np.zeros((len(used), n_classes)),
+                                          np.zeros(n_classes), batches, [0.5] * len(batches), optimizer="sgd",
+                                          momentum=0.0, nesterov=False, l2=1e-4, l1=1e-5, x_scale=1.0,
+                                          weights=np.ones(n_rows))
+    assert not W[np.setdiff1d(np.arange(n_features), used)].any()
+    assert_close(W[used], expected_W, "float32", n_rows, "W")
+    assert_close(b, expected_b, "float32", n_rows, "b")
+    assert_close(logits, X[:, used].toarray() @ expected_W + expected_b, "float32", n_rows, "logits")
+
+
+def test_reducer_and_non_finite_values_are_refused():
+    rng = np.random.default_rng(5)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES)
+    y = model_targets("softmax", rng, N_ROWS, N_CLASSES)
+    backend = SparseNumpyBackend()
+    stepper = backend.fused_sgd("softmax", X, y, np.zeros((N_FEATURES, N_CLASSES)), np.zeros(N_CLASSES),
+                                max_batch_size=4)
+    stepper.reducer = object()
+    with pytest.raises(ValueError, match="reducer"):
+        stepper.step(np.arange(4), 0.1)
+    X.data[3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        backend.asarray(X)
