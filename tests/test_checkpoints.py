@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import stored_members, write_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_persistence import stored_members, write_members
 
 from linclass_gpu import SoftmaxRegression
 from linclass_gpu.checkpoints import _MEMBERS as CHECKPOINT_MEMBERS

@@ -1,4 +1,4 @@
-"""Tests of linclass_gpu.datasets: the IDX reader, checksums, the search path and the download.
+"""Tests of linclass_gpu.datasets: checksums, the search path and the download (the IDX reader: test_idx.py).
 
 Small synthetic IDX files are written into tmp_path; downloads come from a loopback HTTP server (127.0.0.1 only).
 Every test runs isolated from the machine: no $LINCLASS_DATA, the cache under tmp_path, the vendored directory
@@ -7,24 +7,19 @@ pointed at an empty place and no mirrors, unless the test sets them.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
-import os
 import re
 import socket
 import struct
 import threading
-import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from helpers import gzip_declaring, idx_bytes, peak_bytes_while
 
 from linclass_gpu import datasets
 from linclass_gpu.datasets import (
@@ -36,23 +31,14 @@ from linclass_gpu.datasets import (
     CanonicalFile,
     ImageDataset,
     load_mnist,
-    read_idx,
     user_cache_dir,
 )
 
 REAL_VENDORED_MNIST_DIR = datasets.VENDORED_MNIST_DIR
-TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-              np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Uncompressed IDX encoding of `array` (big-endian values, type code from its dtype)."""
-    header = bytes([0, 0, TYPE_CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
 def md5(data: bytes) -> str:
@@ -160,110 +146,6 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# IDX reader
-
-
-@pytest.mark.parametrize("dtype", list(TYPE_CODES))
-@pytest.mark.parametrize(("compressed", "file_name"), [(False, "data.idx"), (True, "data.idx"),
-                                                      (False, "data.gz"), (True, "data.gz")])
-def test_read_idx_round_trip_detects_gzip_by_magic_not_name(tmp_path, dtype, compressed, file_name):
-    array = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
-    content = idx_bytes(array)
-    path = tmp_path / file_name
-    path.write_bytes(gzip.compress(content) if compressed else content)
-
-    result = read_idx(path)
-
-    assert result.dtype == dtype and result.dtype.isnative
-    assert result.shape == (2, 3, 4)
-    np.testing.assert_array_equal(result, array)
-    assert result.flags.writeable
-
-
-def test_read_idx_one_dimension_and_empty(tmp_path):
-    (tmp_path / "labels").write_bytes(idx_bytes(np.array([3, 1, 4], dtype=np.uint8)))
-    (tmp_path / "empty").write_bytes(idx_bytes(np.zeros((0, 28, 28), dtype=np.uint8)))
-    np.testing.assert_array_equal(read_idx(tmp_path / "labels"), [3, 1, 4])
-    assert read_idx(str(tmp_path / "empty")).shape == (0, 28, 28)
-
-
-_GOOD = idx_bytes(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28) % 251)
-
-
-def _flip_middle_byte(data: bytes) -> bytes:
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
-
-
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        pytest.param(b"", "short header", id="empty"),
-        pytest.param(b"\x00\x00\x08", "short header", id="3-byte-header"),
-        pytest.param(_GOOD[:10], "short header", id="dims-cut-off"),
-        pytest.param(b"\x01\x00" + _GOOD[2:], "bad magic number", id="nonzero-magic"),
-        pytest.param(b"\x00\x00\x07" + _GOOD[3:], "unknown type code 0x07", id="type-code"),
-        pytest.param(b"\x00\x00\x08\x00", "0 dimensions", id="zero-ndim"),
-        pytest.param(_GOOD[:-1], "truncated", id="payload-short"),
-        pytest.param(_GOOD + b"\x00", "trailing bytes", id="payload-long"),
-        pytest.param(gzip.compress(_GOOD)[:-20], "gzip", id="gzip-truncated"),
-        pytest.param(_flip_middle_byte(gzip.compress(_GOOD)), "gzip", id="gzip-corrupt"),
-        pytest.param(gzip.compress(_GOOD)[:-4] + b"\x00\x00\x00\x00", "gzip", id="gzip-bad-length"),
-        pytest.param(gzip.compress(_GOOD[:-28]), "truncated", id="gzip-of-truncated-payload"),
-    ],
-)
-def test_read_idx_corrupt_file_raises_value_error_naming_file_and_problem(tmp_path, content, problem):
-    path = tmp_path / "corrupt-idx3-ubyte"
-    path.write_bytes(content)
-    with pytest.raises(ValueError) as excinfo:
-        read_idx(path)
-    message = str(excinfo.value)
-    assert str(path) in message
-    assert problem in message
-
-
-@st.composite
-def idx_like_bytes(draw) -> bytes:
-    """Bytes shaped like IDX — known or unknown type code, any ndim and dims — with a payload of any length."""
-    type_code = draw(st.sampled_from([*TYPE_CODES.values(), 0x00, 0x07, 0xFF]))
-    ndim = draw(st.integers(0, 4))
-    dims = draw(st.lists(st.one_of(st.integers(0, 4), st.integers(0, 2**32 - 1)), min_size=ndim, max_size=ndim))
-    content = bytes([0, 0, type_code, ndim]) + struct.pack(f">{ndim}I", *dims) + draw(st.binary(max_size=80))
-    return content[: draw(st.integers(0, len(content)))]
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=idx_like_bytes(), compressed=st.booleans())
-def test_read_idx_never_fails_other_than_with_value_error(tmp_path, content, compressed):
-    path = tmp_path / "fuzzed"
-    path.write_bytes(gzip.compress(content) if compressed else content)
-    try:
-        result = read_idx(path)
-    except ValueError as exc:
-        assert str(path) in str(exc)
-    else:
-        ndim = content[3]
-        assert result.shape == struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(0, len(gzip.compress(_GOOD)) - 1), compressed=st.booleans())
-def test_read_idx_any_truncation_raises_value_error(tmp_path, cut, compressed):
-    content = gzip.compress(_GOOD) if compressed else _GOOD
-    path = tmp_path / "truncated"
-    path.write_bytes(content[: min(cut, len(content) - 1)])
-    with pytest.raises(ValueError, match="truncated|short header|gzip"):
-        read_idx(path)
-
-
-def test_read_idx_payload_error_gives_dims_and_sizes(tmp_path):
-    path = tmp_path / "short"
-    path.write_bytes(_GOOD[:-5])
-    with pytest.raises(ValueError, match=r"payload is 1563 bytes but dims \(2, 28, 28\) of uint8 need 1568"):
-        read_idx(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -616,22 +498,6 @@ def test_vendored_mnist(monkeypatch):
 # decompression bombs: declared sizes are checked before anything is inflated
 
 
-def _gzip_declaring(content: bytes, declared_size: int) -> bytes:
-    """``gzip.compress(content)`` with its ISIZE trailer rewritten to claim ``declared_size`` (mod 2**32)."""
-    return gzip.compress(content)[:-4] + struct.pack("<I", declared_size % 2**32)
-
-
-def _peak_bytes_while(function) -> int:
-    """Peak traced allocation (NumPy's arrays included) while ``function()`` runs, whatever it raises."""
-    tracemalloc.start()
-    try:
-        with contextlib.suppress(ValueError):
-            function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize(("images", "problem"), [
     (1_400_000, "more than a gzip file of 1048930 bytes can hold"),  # the reported case: 22 s and 1.1 GiB before
     (600_000, r"dims \(600000, 28, 28\) of uint8 are not the canonical file's \(60000, 28, 28\)"),
@@ -642,38 +508,8 @@ def test_load_mnist_refuses_a_header_declaring_other_dims_before_decompressing(t
     header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", images, 28, 28)
     content = header + np.random.default_rng(0).bytes(1 << 20)  # incompressible: the gzip is 1 MiB
     path = directory / f"{TRAIN_IMAGES}.gz"
-    path.write_bytes(_gzip_declaring(content, len(header) + images * 784))
+    path.write_bytes(gzip_declaring(content, len(header) + images * 784))
     with pytest.raises(ValueError, match=problem) as info:
         load_mnist(directory)
     assert str(path) in str(info.value)
-    assert _peak_bytes_while(lambda: load_mnist(directory)) < 4 << 20
-
-
-def test_gzip_declaring_more_than_deflate_can_expand_is_refused_unread(tmp_path):
-    header = bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 1 << 20, 1 << 10)  # 1 GiB of uint8
-    path = tmp_path / "bomb.gz"
-    path.write_bytes(_gzip_declaring(header, len(header) + (1 << 30)))
-    with pytest.raises(ValueError, match="more than a gzip file of .* bytes can hold"):
-        read_idx(path)
-    assert _peak_bytes_while(lambda: read_idx(path)) < 1 << 20
-
-
-@pytest.mark.parametrize("trailer_agrees", [True, False], ids=["trailer-agrees", "trailer-disagrees"])
-def test_trailing_gigabytes_are_counted_not_inflated(tmp_path, trailer_agrees):
-    """A valid payload followed by 256 MiB of zeros (256 KiB compressed): refused after reading a payload's worth."""
-    path = tmp_path / "trailing.gz"
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip wrapper
-    body = compressor.compress(_GOOD) + b"".join(compressor.compress(bytes(1 << 20)) for _ in range(256))
-    body += compressor.flush()
-    declared = len(_GOOD) if trailer_agrees else len(_GOOD) + (256 << 20)
-    path.write_bytes(body[:-4] + struct.pack("<I", declared % 2**32))
-    with pytest.raises(ValueError, match="trailing bytes"):
-        read_idx(path)
-    assert _peak_bytes_while(lambda: read_idx(path)) < 4 << 20
-
-
-def test_reading_a_fifo_is_refused_not_blocked(tmp_path):
-    fifo = tmp_path / "fifo-idx"
-    os.mkfifo(fifo)
-    with pytest.raises(ValueError, match="FIFO"):
-        read_idx(fifo)
+    assert peak_bytes_while(lambda: load_mnist(directory)) < 4 << 20

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import blobs
 
 from linclass_gpu import (LogisticRegression, NotFittedError, SoftmaxRegression, TrainingDivergedError,
                           load_mnist)
 
 ESTIMATORS = [SoftmaxRegression, LogisticRegression]
-
-
-def blobs(rng, n=300, d=5, classes=3, spread=3.0):
-    """Gaussian blobs around well-separated centres: an easy problem every fit must solve."""
-    centres = rng.normal(scale=spread, size=(classes, d))
-    y = rng.integers(0, classes, size=n)
-    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
 
 
 @pytest.fixture(scope="module")

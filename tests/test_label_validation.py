@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_estimators import blobs
+from helpers import blobs
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 from linclass_gpu.validation import check_labels, encode_labels

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import BACKEND_NAMES
-from test_estimators import blobs as blobs_of
+from helpers import blobs as blobs_of
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 

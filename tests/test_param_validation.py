@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from test_estimators import blobs
+from helpers import blobs
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression
 from linclass_gpu.validation import check_in_range, check_positive

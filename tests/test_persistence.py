@@ -4,7 +4,6 @@ links, and writers killed mid-save."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import stat
@@ -19,6 +18,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import stored_members, write_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,20 +49,6 @@ def model_bytes(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("model") / "model.npz"
     SoftmaxRegression(epochs=2, random_state=0, class_weight={0: 2.0}).fit(X, y).save(path)
     return path.read_bytes()
-
-
-def stored_members(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data)) as stored:
-        return {name: stored[name] for name in stored.files}
-
-
-def write_members(path, members: dict, compression=zipfile.ZIP_STORED) -> None:
-    """An .npz of ``members`` written member by member, as np.savez would (or compressed)."""
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        for name, value in members.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=True)
-            archive.writestr(f"{name}.npy", buffer.getvalue())
 
 
 def assert_refused_naming(path, match: str, load=SoftmaxRegression.load) -> None:

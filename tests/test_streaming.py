@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from conftest import BACKEND_DTYPE_PAIRS
-from test_datasets import idx_bytes
+from helpers import idx_bytes
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression, cli
 from linclass_gpu.streaming import fit_stream, map_rows, open_stream, score_stream

@@ -1,0 +1,60 @@
+"""Helpers shared by several test files: a test file imports these from here, never from another test file."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+
+# IDX type code of each dtype a test writes.
+IDX_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
+                  np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Uncompressed IDX encoding of `array` (big-endian values, type code from its dtype)."""
+    header = bytes([0, 0, IDX_TYPE_CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def gzip_declaring(content: bytes, declared_size: int) -> bytes:
+    """``gzip.compress(content)`` with its ISIZE trailer rewritten to claim ``declared_size`` (mod 2**32)."""
+    return gzip.compress(content)[:-4] + struct.pack("<I", declared_size % 2**32)
+
+
+def peak_bytes_while(function) -> int:
+    """Peak traced allocation (NumPy's arrays included) while ``function()`` runs, whatever ValueError it raises."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(ValueError):
+            function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def blobs(rng, n=300, d=5, classes=3, spread=3.0):
+    """Gaussian blobs around well-separated centres: an easy problem every fit must solve."""
+    centres = rng.normal(scale=spread, size=(classes, d))
+    y = rng.integers(0, classes, size=n)
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def stored_members(data: bytes) -> dict[str, np.ndarray]:
+    """Every member of the .npz file whose bytes are ``data``, by name."""
+    with np.load(io.BytesIO(data)) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def write_members(path, members: dict, compression=zipfile.ZIP_STORED) -> None:
+    """An .npz of ``members`` written member by member, as np.savez would (or compressed)."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, value in members.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=True)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
