@@ -319,8 +319,8 @@ class JaxTraining(_Training):
             return jnp.mean(jnp.argmax(X @ W + b, axis=1) == y)
 
         # The evaluation intervals' minibatches: (first step, full batches, whether the short last batch follows).
-        full_batches, self.last_rows = divmod(n_rows, batch_size)
-        steps = full_batches + (self.last_rows > 0)
+        full_batches, last_rows = divmod(n_rows, batch_size)
+        steps = full_batches + (last_rows > 0)
         every = steps_between_evaluations(n_rows, batch_size)
         self.intervals = [(start, min(start + every, full_batches) - start, start + every >= steps > full_batches)
                           for start in range(0, steps, every)]
@@ -330,7 +330,7 @@ class JaxTraining(_Training):
             if (n_full, with_last) not in self.compiled:
                 self.compiled[n_full, with_last] = jax.jit(train_interval).lower(
                     self.state, rows_type((n_full, batch_size), jnp.int32),
-                    rows_type((self.last_rows,), jnp.int32) if with_last else None, self.X, self.y,
+                    rows_type((last_rows,), jnp.int32) if with_last else None, self.X, self.y,
                     rows_type((), jnp.float32)).compile()
         self.accuracy = jax.jit(accuracy).lower(self.state[0], self.X_test, self.y_test).compile()
         self.setup_seconds = time.perf_counter() - started
