@@ -90,8 +90,9 @@ from ._tiles import load_rows, load_x_block, online_logsumexp, param_tile, sigmo
 BLOCK_B = 16
 # Features per tile of W, v, G and X: 25 tiles at D = 784 (800 padded features, not 1024).
 CHUNK_D = 32
-# Outputs: one tile of 16 (tl.dot's minimum N) holds MNIST's 10 classes; W, v and G are then 3 · D_pad · 16 fp32
-# values (150 KB at D = 784), which is what one SM's registers and shared memory can hold next to two X blocks.
+# Outputs: one tile of 16 (tl.dot's minimum N) holds MNIST's 10 classes; each tile set (W, the accumulator, Nesterov's
+# v) is then D_pad · 16 fp32 values (51 KB at D = 784), and two or three of them are what one SM's registers hold
+# next to the X blocks in flight.
 BLOCK_K = 16
 MAX_OUTPUTS = BLOCK_K
 MAX_FEATURES = 1024
@@ -99,16 +100,15 @@ NUM_WARPS = 8
 # Feature chunks of the next row block read ahead (carried in registers into the next iteration; the rest of its
 # chunks are loaded when it is processed, their latency covered by the forward products of the prefetched ones). W
 # and the step's accumulator take 2 · 50 registers per thread at 8 warps, Nesterov's separate velocity 50 more; the
-# most chunks that then fit under 255 registers with no local memory on sm_80 / sm_90 (every dtype; see
-# ``linclass-gpu kernels report``) are 8, and 4 with Nesterov or sample weights (the weights' gather tipped uint8
-# X at 8 into 8 B of spills).
+# most chunks that then fit under 255 registers with no local memory on sm_90 (every dtype; see ``linclass-gpu kernels
+# report``) are 8, and 4 with Nesterov or sample weights (the third tile set, or the weights' gather, takes the room).
 PREFETCH_CHUNKS = 8
 PREFETCH_CHUNKS_NARROW = 4
 # No loop for the software pipeliner to stage: the prefetch of the next row block is written out in the kernel.
 NUM_STAGES = 1
 # Compute capability the kernel is launched on. sm_90's build keeps W and the accumulator in registers with no local
-# memory; the sm_80 build of the same kernel spills 400–800 B per thread (at 8 or 16 warps, with or without the
-# prefetch), so A100-class devices keep the per-step path.
+# memory; ptxas's sm_80 build of the same kernel does not (it spills to local memory at 8 or 16 warps, with or
+# without the prefetch), so A100-class devices keep the per-step path.
 MIN_CAPABILITY = (9, 0)
 # The losses of each model (linclass_gpu.backends.base.MODELS), as the kernel's LOSS constexpr.
 MODEL_LOSSES = {"softmax": "softmax", "sigmoid": "bce", "sigmoid_mse": "mse"}

@@ -214,7 +214,7 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
     checkpoints, data parallelism).
     """
 
-    _labels: LabelFamily = SOFTMAX_LABELS
+    _labels: LabelFamily
     _estimator_type = "classifier"  # scikit-learn before 1.6 reads this; later versions read the tags below
 
     def __sklearn_tags__(self):
@@ -594,6 +594,8 @@ class SoftmaxRegression(_LinearClassifier):
     backend_ : str
         The backend that trained the model.
     """
+
+    _labels = SOFTMAX_LABELS
 
     def _backend_model(self) -> str:
         if self.loss != "log_loss":

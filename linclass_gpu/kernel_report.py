@@ -12,6 +12,11 @@ Compilation runs in worker subprocesses with ``TRITON_INTERPRET=0``: ``@triton.j
 it builds compilable or interpreted functions, and a test session (or a CPU-only backend) in this process may
 already have imported the kernels for the interpreter.
 
+Builds are compiled for the archs the backend launches them on: every kernel for sm_80 and sm_90, except the
+single-launch epoch kernel, which runs on sm_90 and later only (its sm_80 build spills). Beside the builds,
+:func:`training_configurations` counts per training path (per-step atomics, per-step deterministic, epoch kernel)
+the launches and host synchronisations per epoch and the global atomics and bytes per step.
+
 ``linclass-gpu kernels report [--arch sm_80,sm_90] [--json]`` prints :func:`format_report` of :func:`compile_report`.
 """
 
@@ -52,6 +57,8 @@ class KernelBuild:
     # (vectorised, aligned accesses) for the ones that are multiples of 16, and for every pointer (torch allocates
     # 256-byte aligned).
     int_values: dict = field(default_factory=dict)
+    # The oldest arch the backend launches this build on (90 for sm_90); None for every arch asked for.
+    min_arch: int | None = None
 
 
 def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False,
@@ -104,6 +111,33 @@ def _sigmoid_build(n_features, x_dtype, *, n_outputs=1, loss="bce", deterministi
     return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
                        "constexpr")}, constexprs, config.num_warps, config.num_stages, config.max_registers,
                        {"stride_xn": n_features, "B": batch, "D": n_features, "K": n_outputs})
+
+
+def _epoch_build(n_features, n_outputs, x_dtype, *, model="softmax", nesterov=False, sample_weight=False,
+                 batch=128, n_rows=60000):
+    """The single-launch epoch kernel as ``TritonFusedSGD.run_epoch`` launches it, with momentum (heavy ball or
+    Nesterov: the tile sets it keeps on chip differ)."""
+    from .backends.triton_backend import kernel_module
+
+    epoch = kernel_module("epoch_sgd")
+    config = epoch.epoch_config(n_features, n_outputs, nesterov, sample_weight)
+    signature = {
+        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64",
+        "y_ptr": "*i64" if model == "softmax" else "*u8", "sample_weight_ptr": "*fp32", "learning_rates_ptr": "*fp32",
+        "theta_ptr": "*fp32", "velocity_ptr": "*fp32", "loss_ptr": "*fp64", "N": "i32", "D": "i32", "K": "i32",
+        "batch_size": "i32", "n_steps": "i32", "x_scale": "fp32", "l2": "fp32", "momentum": "fp32",
+    }
+    constexprs = {
+        **config.constexprs, "LOSS": epoch.MODEL_LOSSES[model], "MOMENTUM": True, "NESTEROV": nesterov,
+        "FIT_INTERCEPT": True, "HAS_SAMPLE_WEIGHT": sample_weight, "INPUT_PRECISION": "ieee",
+    }
+    outputs = "C" if model == "softmax" else "K"
+    flags = ["epoch", model, "nesterov" if nesterov else "momentum"] + ["sample weights"] * sample_weight
+    label = f"D={n_features} {outputs}={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
+    return KernelBuild("epoch_sgd_kernel", label, "epoch_sgd", {**signature, **dict.fromkeys(constexprs,
+                       "constexpr")}, constexprs, config.num_warps, config.num_stages, None,
+                       {"stride_xn": n_features, "D": n_features, "K": n_outputs, "batch_size": batch, "N": n_rows},
+                       min_arch=10 * epoch.MIN_CAPABILITY[0] + epoch.MIN_CAPABILITY[1])
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
@@ -168,6 +202,15 @@ def shipped_builds() -> list[KernelBuild]:
         _sigmoid_build(784, "float32", n_outputs=10, loss="mse", deterministic=True),
         _sigmoid_build(784, "float32", n_outputs=1000),
         _sigmoid_build(784, "uint8", n_outputs=1000, loss="mse", deterministic=True),
+    ]
+    # The epoch kernel at MNIST shapes (sm_90 only): every dtype with heavy-ball momentum, Nesterov (a third tile set
+    # on chip), sample weights, both, and one-vs-rest sigmoids.
+    builds += [_epoch_build(784, 10, dtype) for dtype in ("float32", "uint8", "bfloat16", "float16")]
+    builds += [
+        _epoch_build(784, 10, "float32", nesterov=True),
+        _epoch_build(784, 10, "uint8", sample_weight=True),
+        _epoch_build(784, 10, "float32", nesterov=True, sample_weight=True),
+        _epoch_build(784, 10, "uint8", model="sigmoid"),
     ]
     builds += [
         _update_build(), _update_build(momentum=True, nesterov=True),
@@ -302,6 +345,11 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
     return row
 
 
+def builds_for(build: KernelBuild, arch: str) -> bool:
+    """Whether the backend launches ``build`` on ``arch`` (and so the report compiles it for that arch)."""
+    return build.min_arch is None or int(arch.removeprefix("sm_")) >= build.min_arch
+
+
 def _worker(payload: str) -> None:
     """Entry point of a compile worker: ``payload`` is JSON ``{"indices": [...], "archs": [...]}``."""
     os.environ["TRITON_INTERPRET"] = "0"
@@ -312,6 +360,8 @@ def _worker(payload: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index in request["indices"]:
             for arch in request["archs"]:
+                if not builds_for(builds[index], arch):
+                    continue
                 rows.append({"index": index, **_compile_one(builds[index], arch, Path(tmp))})
     print(json.dumps(rows))
 
@@ -330,7 +380,8 @@ def _normalise_arch(arch: str) -> str:
 
 
 def compile_report(archs=ARCHS, workers: int | None = None) -> list[dict]:
-    """Compile every shipped kernel configuration for each arch and read its resource usage.
+    """Compile every shipped kernel configuration for each arch it runs on (:func:`builds_for`) and read its
+    resource usage.
 
     Parameters
     ----------
@@ -422,6 +473,40 @@ def bytes_moved(B: int, D: int, C: int, x_dtype: str = "float32") -> dict:
             "unfused_bytes": unfused_bytes, "ratio": unfused_bytes / fused_bytes, "fused": fused, "unfused": unfused}
 
 
+def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60000,
+                            x_dtype: str = "uint8") -> list[dict]:
+    """Launches, host synchronisations, global atomics and bytes of softmax-regression training, per path.
+
+    ``launches_per_epoch`` and ``host_syncs_per_epoch`` count what ``FusedSGD.run_epoch`` and ``pop_loss_sum`` do
+    (the training loop's own once-per-epoch ``get_params`` copy comes on top, the same for every path);
+    ``atomics_per_step`` counts global atomic operations (elements), ``bytes_per_step`` the compulsory global traffic
+    (by :func:`bytes_moved`'s rules; plain SGD). The epoch kernel reads each step only the rows, labels and
+    ``X[rows]``; θ is read and written once per epoch, spread here over the epoch's steps.
+    """
+    from .backends.triton_backend import kernel_module
+
+    n_steps = -(-N // B)
+    programs = -(-B // kernel_module("softmax_sgd").BLOCK_B)
+    per_step = bytes_moved(B, D, C, x_dtype)["fused_bytes"]
+    params = 4 * (D * C + C)
+    epoch_applies = kernel_module("epoch_sgd").epoch_config(D, C) is not None
+    rows = [
+        {"path": "triton per-step, atomics", "launches_per_epoch": 2 * n_steps, "host_syncs_per_epoch": 1,
+         # each of the cdiv(B, 16) programs adds its dW, db and loss
+         "atomics_per_step": programs * (D * C + C + 1), "bytes_per_step": per_step},
+        {"path": "triton per-step, deterministic", "launches_per_epoch": 2 * n_steps, "host_syncs_per_epoch": 1,
+         "atomics_per_step": 0, "bytes_per_step": per_step},
+    ]
+    if epoch_applies:
+        itemsize = _ITEMSIZE[x_dtype]
+        rows.append({"path": "triton epoch kernel", "launches_per_epoch": 1, "host_syncs_per_epoch": 1,
+                     "atomics_per_step": 0,
+                     "bytes_per_step": 16 * B + B * D * itemsize + 4 + round(2 * params / n_steps)})
+    for row in rows:
+        row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
+    return rows
+
+
 def format_report(rows: list[dict], bytes_model: bool = True) -> str:
     """A plain-text table of :func:`compile_report` rows, then (optionally) the MNIST bytes-moved figures."""
     header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics",
@@ -447,6 +532,12 @@ def format_report(rows: list[dict], bytes_model: bool = True) -> str:
             model = bytes_moved(B, D, C, x_dtype)
             lines.append(f"  X {x_dtype:8s} fused {model['fused_bytes']:>10,d} B   "
                          f"unfused {model['unfused_bytes']:>10,d} B   unfused/fused {model['ratio']:.2f}x")
+        lines.append("")
+        lines.append(f"Training per path, B={B} D={D} C={C} N=60000 uint8:")
+        for config in training_configurations(B, D, C):
+            lines.append(f"  {config['path']:32s} {config['launches_per_epoch']:>5d} launches/epoch   "
+                         f"{config['host_syncs_per_epoch']} host sync/epoch   {config['atomics_per_step']:>7,d} "
+                         f"atomics/step   {config['bytes_per_step']:>8,d} B/step")
     return "\n".join(lines)
 
 
@@ -480,4 +571,5 @@ def run_report(args) -> dict:
         "kernels": rows,
         "spilling_builds": sum(1 for row in rows if row["local_bytes"]),
         "bytes_moved": [bytes_moved(B, D, C, x_dtype) for x_dtype in ("float32", "uint8")],
+        "training": training_configurations(B, D, C),
     }

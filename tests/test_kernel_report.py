@@ -31,12 +31,15 @@ def report_rows():
 
 def test_every_shipped_configuration_compiles_for_each_arch(report_rows):
     builds = kernel_report.shipped_builds()
-    assert len(report_rows) == len(builds) * len(ARCHS)
-    assert {(row["kernel"], row["config"]) for row in report_rows} == {(b.kernel, b.config) for b in builds}
+    expected = [(b.kernel, b.config, arch) for b in builds for arch in ARCHS if kernel_report.builds_for(b, arch)]
+    assert sorted((row["kernel"], row["config"], row["arch"]) for row in report_rows) == sorted(expected)
     for row in report_rows:
         assert row["arch"] in ARCHS
         assert 0 < row["registers"] <= 255, row
-        if "tf32" in row["config"] and "chunks" in row["config"]:
+        if row["kernel"] == "epoch_sgd_kernel":
+            # One program per launch: the whole SM's shared memory is its to use (sm_80's per-block maximum).
+            assert row["shared_bytes"] <= 163 * 1024, row
+        elif "tf32" in row["config"] and "chunks" in row["config"]:
             # TF32's mma operands hold the resident X chunks twice (one swizzle per GEMM): one program per SM.
             assert row["shared_bytes"] <= 163 * 1024, row  # sm_80's per-block maximum (sm_90: 227 KB)
         else:
@@ -82,7 +85,8 @@ def test_x_read_once_per_row_block_whenever_resident(report_rows, arch):
 def test_reductions_use_atomics_only_in_fast_mode(report_rows):
     """Fast training steps write only through atomics (nothing of size B·C); deterministic ones store partials."""
     for row in report_rows:
-        if row["kernel"] == "sgd_update_kernel":
+        if row["kernel"] in ("sgd_update_kernel", "epoch_sgd_kernel"):
+            # The epoch kernel keeps the gradient in registers and stores θ once: no atomics at all.
             assert row["global_atomics"] == 0, row
         elif "deterministic" in row["config"]:
             assert row["global_atomics"] == 0 and row["global_stores"] > 0, row
@@ -90,6 +94,33 @@ def test_reductions_use_atomics_only_in_fast_mode(report_rows):
             assert row["global_stores"] > 0, row  # the probabilities
         else:
             assert "atomics" in row["config"] and row["global_atomics"] > 0 and row["global_stores"] == 0, row
+
+
+def test_epoch_kernel_builds(report_rows):
+    """The single-launch epoch kernel at MNIST shapes, on sm_90 (the arch it runs on): every dtype, Nesterov, sample
+    weights, sigmoid outputs; never an sm_80 build, where the backend keeps the per-step path."""
+    rows = [row for row in report_rows if row["kernel"] == "epoch_sgd_kernel"]
+    assert {row["arch"] for row in rows} == {"sm_90"}
+    configs = " | ".join(row["config"] for row in rows)
+    for part in ("float32 epoch softmax momentum", "uint8 epoch softmax momentum", "bfloat16", "float16", "nesterov",
+                 "sample weights", "K=10 uint8 epoch sigmoid"):
+        assert part in configs, part
+    assert all(row["local_bytes"] == 0 and row["global_atomics"] == 0 and row["global_stores"] > 0 for row in rows)
+
+
+def test_training_configurations():
+    """Per training path at MNIST shapes: the epoch kernel is 1 launch, 1 host sync and no atomics per epoch."""
+    paths = {row["path"]: row for row in kernel_report.training_configurations(128, 784, 10, 60000)}
+    epoch = paths["triton epoch kernel"]
+    assert (epoch["launches_per_epoch"], epoch["host_syncs_per_epoch"], epoch["atomics_per_step"]) == (1, 1, 0)
+    steps = paths["triton per-step, atomics"]
+    assert steps["steps_per_epoch"] == 469 and steps["launches_per_epoch"] == 2 * 469
+    assert steps["atomics_per_step"] == 8 * (784 * 10 + 10 + 1)  # 8 programs add dW, db and the loss
+    assert paths["triton per-step, deterministic"]["atomics_per_step"] == 0
+    # The epoch kernel moves X[rows] and the row indices and labels per step; θ only once per epoch.
+    assert epoch["bytes_per_step"] < steps["bytes_per_step"] and epoch["bytes_per_step"] >= 128 * 784 + 16 * 128
+    # Past its limits (D > 1024 or more than 16 outputs) only the per-step paths remain.
+    assert "triton epoch kernel" not in {row["path"] for row in kernel_report.training_configurations(128, 784, 100)}
 
 
 def test_report_formats_and_serialises(report_rows):
@@ -150,5 +181,6 @@ def test_kernels_report_subcommand(report_rows, monkeypatch, capsys):
     assert summary["archs"] == ["sm_90"] and summary["spilling_builds"] == 0
     assert summary["kernels"] and all(row["arch"] == "sm_90" for row in summary["kernels"])
     assert [model["x_dtype"] for model in summary["bytes_moved"]] == ["float32", "uint8"]
+    assert {row["path"] for row in summary["training"]} >= {"triton epoch kernel", "triton per-step, atomics"}
     json.dumps(summary)
     assert "softmax_sgd_kernel" in capsys.readouterr().out

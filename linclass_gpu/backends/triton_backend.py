@@ -1,4 +1,5 @@
-"""The Triton backend: torch tensors on the CUDA device, one fused kernel plus one update kernel per SGD step.
+"""The Triton backend: torch tensors on the CUDA device, one fused kernel plus one update kernel per SGD step, or one
+launch per epoch (``kernels/epoch_sgd.py``, see :class:`TritonFusedSGD`).
 
 On a machine without a CUDA device the same kernels run under the Triton interpreter (``TRITON_INTERPRET=1``) on CPU
 tensors: slow, for testing, and only when the backend is asked for by name (``auto`` never picks it there).
