@@ -31,29 +31,13 @@ processes (all-reduce, then ``1/P``), and also after the last step of every epoc
 The optimizer state (momentum, AdaGrad's and Adam's moments) stays per process and is not averaged: it is a running
 summary of each process's own gradients and would cost as much again to exchange; only the weights must agree.
 
-Its effect on accuracy: softmax regression on MNIST, 2 gloo processes (NumPy backend, 1 thread each) with local batch
-128, 5 epochs, the estimator's defaults otherwise (learning rate 0.5 ×0.6 per epoch, momentum 0.5, alpha 1e-4);
-test accuracy after the 5th epoch over seeds 0, 1, 2 (mean, then min–max), the mean training loss of the 5th epoch,
-the bytes each process all-reduces per step, and the median epoch time on this 2-core machine under a load of ~6
-(``torchrun --nproc-per-node 2 -m linclass_gpu.cli train --backend numpy --distributed --local-sgd-every K
---epochs 5 --seed S --json``):
-
-=======================  ===========================  ==========  ============  =======
-run                      test accuracy                train loss  bytes / step  epoch s
-=======================  ===========================  ==========  ============  =======
-k = 1 (exact)            92.18 % (92.15–92.21)        0.2855      31 400        0.70
-k = 4                    92.21 % (92.17–92.28)        0.2850      7 883         0.18
-k = 16                   92.17 % (92.11–92.25)        0.2840      2 004         0.17
-1 process, batch 256     92.08 % (92.00–92.12)        0.2855      0             0.17
-=======================  ===========================  ==========  ============  =======
-
-On this convex problem averaging every 16 steps costs no accuracy measurable over the seeds' spread (±0.05 %): each
-process's 16 local steps move in nearly the same direction, and the average of models trained on halves of the data
-is about as good as the model trained on their union. The training loss is even slightly lower, since each process
-takes steps of batch 128, twice as many updates per row as the exact run's batches of 256. Non-convex models, larger
-learning rates or shards that differ in distribution may drift further apart between averagings. Exchanging every
-step (k = 1) costs ~4x the epoch time here: over an epoch's 235 steps, 0.70 s against 0.17 s, so ~2.2 ms of loopback
-all-reduce latency per step (two processes on two busy cores) against ~0.7 ms of computing.
+On a convex problem such as softmax regression, averaging every ``k`` steps costs little accuracy: each process's
+``k`` local steps move in nearly the same direction, and the average of models trained on parts of the data is about
+as good as the model trained on their union; each process also takes ``P`` times as many updates per row as the exact
+run's global batches. Non-convex models, larger learning rates or shards that differ in distribution may drift
+further apart between averagings. ``linclass-gpu bench scaling --local-sgd-every K`` measures the epoch time and
+bytes per step on this machine; test accuracy per ``K`` comes from ``torchrun --nproc-per-node P -m
+linclass_gpu.cli train --distributed --local-sgd-every K --json``.
 """
 
 from __future__ import annotations
