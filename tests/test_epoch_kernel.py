@@ -135,16 +135,18 @@ def test_row_blocks_across_steps(rng, n_rows):
 def test_loss_accumulates_on_the_running_loss(rng):
     """The kernel adds the epoch's loss to what the accumulator holds (the running loss of the stepper)."""
     X_dev, _, x_scale, y, W, b = make_problem(rng, "float32", "softmax", N_CLASSES)
-    order = torch.arange(N_ROWS)
-    theta = torch.from_numpy(np.concatenate([W.ravel(), b]))
+    order = torch.arange(N_ROWS, device=DEVICE)
+    theta = torch.from_numpy(np.concatenate([W.ravel(), b])).to(DEVICE)
     config = KERNELS.epoch.epoch_config(N_FEATURES, N_CLASSES)
-    loss = torch.full((1,), 100.0, dtype=torch.float64)
-    rates = torch.zeros(-(-N_ROWS // BATCH), dtype=torch.float32)  # rate 0: θ stays, every step sees the same W
-    KERNELS.epoch.launch_epoch_sgd(X_dev, order, torch.from_numpy(y), theta, loss, rates, model="softmax",
+    loss = torch.full((1,), 100.0, dtype=torch.float64, device=DEVICE)
+    # Rate 0: θ stays, so every step sees the same W.
+    rates = torch.zeros(-(-N_ROWS // BATCH), dtype=torch.float32, device=DEVICE)
+    KERNELS.epoch.launch_epoch_sgd(X_dev, order, torch.from_numpy(y).to(DEVICE), theta, loss, rates, model="softmax",
                                    n_outputs=N_CLASSES, batch_size=BATCH, x_scale=x_scale, config=config)
-    full_loss = oracle.softmax_loss_grad(X_dev.double().numpy(), y, W.astype(np.float64), b.astype(np.float64))[0]
+    full_loss = oracle.softmax_loss_grad(X_dev.double().cpu().numpy(), y, W.astype(np.float64),
+                                         b.astype(np.float64))[0]
     assert_close(loss.item() - 100.0, full_loss * N_ROWS, "float32", N_FEATURES, "summed loss")
-    np.testing.assert_array_equal(theta.numpy(), np.concatenate([W.ravel(), b]))
+    np.testing.assert_array_equal(theta.cpu().numpy(), np.concatenate([W.ravel(), b]))
 
 
 def test_launcher_rejects_bad_input(rng):
@@ -220,7 +222,7 @@ def test_run_epoch_keeps_the_per_step_path_where_the_kernel_does_not_apply(rng, 
                                          use_epoch_kernel=True, **options)
     assert not stepper.epoch_kernel_applies()
     by_hand = backend.fused_sgd("softmax", X_dev, y, W, b, max_batch_size=BATCH, **options)
-    rows = torch.from_numpy(order)
+    rows = torch.from_numpy(order).to(DEVICE)
     for step, learning_rate in enumerate(learning_rates):
         by_hand.step(rows[step * BATCH:(step + 1) * BATCH], float(learning_rate))
     for key, value in by_hand.get_state().items():
