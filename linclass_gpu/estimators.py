@@ -47,6 +47,17 @@ def _accuracy(predicted: np.ndarray, expected: np.ndarray, weights: np.ndarray |
     return float(np.average(row_correct, weights=weights))
 
 
+def _validation_scorer(backend, X_device, input_scale: float, labels: ClassIds, expected: np.ndarray):
+    """A function (W (D, K), b (K,)) -> accuracy on device-resident validation rows ``input_scale·X_device`` whose
+    encoded targets (``labels``' encoding) are ``expected``."""
+
+    def accuracy(W, b):
+        logits = to_numpy(backend.decision_function(X_device, W, b, input_scale))
+        return _accuracy(labels.predicted_targets(logits), expected)
+
+    return accuracy
+
+
 @dataclasses.dataclass
 class _TrainingData:
     """One call's checked training data, as :meth:`_LinearClassifier._prepare` leaves it for the backend.
@@ -84,6 +95,10 @@ class _LinearPredictor:
         if not hasattr(self, "coef_"):
             raise as_sklearn(NotFittedError, "NotFittedError")(
                 f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+
+    def _backend(self):
+        """The backend ``backend`` names, in deterministic mode when asked (bitwise run to run on Triton too)."""
+        return get_backend(self.backend, **({"deterministic": True} if self.deterministic else {}))
 
     def _label_strategy(self) -> ClassIds:
         """The fitted model's label strategy (from ``classes_`` and ``multilabel_``)."""
@@ -225,10 +240,6 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
                     classifier_tags=ClassifierTags(multi_class=True, multi_label=self._labels.reads_indicators),
                     input_tags=InputTags())
 
-    def _backend(self):
-        """The backend ``backend`` names, in deterministic mode when asked (bitwise run to run on Triton too)."""
-        return get_backend(self.backend, **({"deterministic": True} if self.deterministic else {}))
-
     def _training_backend(self, dtype: np.dtype):
         """The backend to train on, once it is known to compute in ``dtype`` (never a silent float32 for float64)."""
         backend = self._backend()
@@ -297,13 +308,14 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
             X_val = check_features(validation_data[0], dtype=dtype, name="validation X", n_features=data.X.shape[1],
                                    keep_dtypes=backend.stored_feature_dtypes)
             _, held_targets = self._labels.encode(validation_data[1], X_val.shape[0], labels.classes, "validation y")
-            score_validation = self._validation_scorer(backend, backend.asarray(X_val), labels, held_targets)
+            score_validation = _validation_scorer(backend, backend.asarray(X_val), self.input_scale, labels,
+                                                  held_targets)
         elif self.early_stopping:
             # Stratified by class; multilabel rows (no single class) are held out at random.
             strata = targets if targets.ndim == 1 else np.zeros(len(targets))
             kept, held = holdout_rows(strata, self.validation_fraction, rng)
-            score_validation = self._validation_scorer(backend, X_device[backend.asarray(held)], labels,
-                                                       targets[held])
+            score_validation = _validation_scorer(backend, X_device[backend.asarray(held)], self.input_scale,
+                                                  labels, targets[held])
             X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
             weights = None if weights is None else weights[kept]
         warm = self.warm_start and getattr(self, "_sgd_state", None) is not None and np.array_equal(
@@ -484,15 +496,6 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
             self.validation_scores_ = np.asarray(history.validation_score) if score_validation else None
             self.epoch_seconds_ = np.asarray(history.epoch_seconds)
             self.n_iter_, self.t_ = len(history.loss), history.steps
-
-    def _validation_scorer(self, backend, X_device, labels: ClassIds, expected: np.ndarray):
-        """A function (W, b) -> accuracy on device-resident validation rows with encoded targets ``expected``."""
-
-        def accuracy(W, b):
-            logits = to_numpy(backend.decision_function(X_device, W, b, self.input_scale))
-            return _accuracy(labels.predicted_targets(logits), expected)
-
-        return accuracy
 
 
 class SoftmaxRegression(_LinearClassifier):
