@@ -34,8 +34,8 @@ def compute_dtype(input_dtype) -> np.dtype:
 
 def gather_rows(xp, source: Any, rows: Any, out: Any) -> Any:
     """``out[:] = source[rows]`` without a temporary (NumPy buffers ``out`` unless told the indices are valid)."""
-    if xp is np:
-        return np.take(source, rows, axis=0, out=out, mode="clip")  # rows come from our own permutation
+    if xp is np:  # the method skips np.take's Python wrapper, a microsecond of a ~100 µs MNIST step
+        return source.take(rows, axis=0, out=out, mode="clip")  # rows come from our own permutation
     return xp.take(source, rows, axis=0, out=out)
 
 
