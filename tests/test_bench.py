@@ -426,7 +426,8 @@ def test_negative_busy_is_a_usage_error(capsys):
 # -- bench mnist ----------------------------------------------------------------------------------------------------
 
 
-QUICK_SETTINGS = dict(epochs=2, batch_size=128, learning_rate=0.5, gamma=0.6, momentum=0.5, alpha=1e-4, seed=0,
+QUICK_SETTINGS = dict(epochs=2, batch_size=128, learning_rate=0.5, schedule="exponential", gamma=0.2, step_size=5,
+                      min_learning_rate=0.2, momentum=0.5, alpha=1e-4, seed=0,
                       target_accuracy=0.5, lbfgs_max_iter=10, train_rows=512, test_rows=256)
 
 
@@ -458,6 +459,8 @@ def test_mnist_providers_train_epoch_by_epoch(provider, needs):
         # ceil(4 steps / 4) steps of an epoch of 512 rows); L-BFGS after each chunk.
         per_epoch = 1 if provider == "SklearnLbfgsTraining" else mnist_providers.EVALUATIONS_PER_EPOCH
         assert len(seconds) == epochs * per_epoch
+    if provider == "TorchTraining":  # the estimators' schedule, floor included: 0.5, then max(0.5·0.2, 0.2)
+        assert training.optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
     if provider == "SklearnLbfgsTraining":
         assert summary["iterations"] <= QUICK_SETTINGS["lbfgs_max_iter"]
     else:
@@ -473,10 +476,10 @@ def test_backend_training_matches_one_train_sgd_call():
     while not training.epoch():
         pass
     X, y, _, _ = load_split(None, QUICK_SETTINGS["train_rows"], 0)
-    settings = {key: QUICK_SETTINGS[key] for key in ("epochs", "batch_size", "learning_rate", "gamma", "momentum",
-                                                     "alpha")}
-    model = SoftmaxRegression(backend="numpy", schedule="exponential", **settings, average=False, tol=None,
-                              input_scale=PIXEL_SCALE, random_state=0).fit(X, y)
+    settings = {key: QUICK_SETTINGS[key] for key in ("epochs", "batch_size", "learning_rate", "schedule", "gamma",
+                                                     "step_size", "min_learning_rate", "momentum", "alpha")}
+    model = SoftmaxRegression(backend="numpy", **settings, average=False, tol=None, input_scale=PIXEL_SCALE,
+                              random_state=0).fit(X, y)
     W, b = training.stepper.get_params()
     np.testing.assert_array_equal(W.T, model.coef_)
     np.testing.assert_array_equal(b, model.intercept_)
@@ -508,7 +511,8 @@ def test_mnist_settings_follow_the_estimators_sgd_defaults():
     assert settings.epochs == mnist.DEFAULT_EPOCHS and settings.momentum == 0.9
     assert (settings.batch_size, settings.learning_rate, settings.alpha) == (
         defaults._batch_rows(mnist.MNIST_TRAIN_ROWS), defaults.learning_rate, defaults.alpha)
-    assert settings.gamma == (defaults.gamma if defaults.schedule == "exponential" else 1.0)
+    assert (settings.schedule, settings.gamma, settings.step_size, settings.min_learning_rate) == (
+        defaults.schedule, defaults.gamma, defaults.step_size, defaults.min_learning_rate)
 
 
 def test_mnist_cli_trains_each_provider_in_its_own_process(capsys, tmp_path):

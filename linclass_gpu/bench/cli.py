@@ -181,7 +181,8 @@ def run_mnist(args: argparse.Namespace) -> dict:
                                           progress=_progress)
     threads = f"capped at {settings.threads}" if settings.threads else "each library's default"
     print(f"MNIST: {settings.epochs} epochs, batch {settings.batch_size}, learning rate {settings.learning_rate} "
-          f"x{settings.gamma}/epoch, momentum {settings.momentum}, alpha {settings.alpha}; "
+          f"({settings.schedule}, gamma {settings.gamma}, floor {settings.min_learning_rate}), momentum "
+          f"{settings.momentum}, alpha {settings.alpha}; "
           f"target {settings.target_accuracy:.0%}; threads {threads}; {args.busy} busy process(es) beside; "
           f"load {context['load_1m']:.1f} on {context['cores']} cores before; "
           f"dataset {outcome['dataset_mb']:.1f} MB (uint8 images + labels)")

@@ -49,6 +49,8 @@ THREADS_VARIABLE = "LINCLASS_NUM_THREADS"
 MNIST_PROVIDERS = AUTO_ORDER + tuple(ONE_THREAD) + tuple(PEERS)
 # The uint8 images and labels of both splits: what the memory target is measured against.
 MNIST_DATASET_BYTES = (MNIST_TRAIN_ROWS + MNIST_TEST_ROWS) * (MNIST_FEATURES + 1)
+# Schedules whose rate changes only between epochs, which every peer's loop can follow.
+EPOCH_SCHEDULES = ("constant", "step", "exponential")
 # Epochs of every SGD provider: the README's "92% in 5 epochs"; their median is the headline epoch time.
 DEFAULT_EPOCHS = 5
 # --quick: a smoke test of the harness in seconds.
@@ -62,9 +64,11 @@ class MnistSettings:
     Attributes
     ----------
     epochs, batch_size : int
-    learning_rate, gamma, momentum, alpha : float
-        The initial step size, its decay per epoch (exponential schedule; 1 for a constant one), heavy-ball
-        momentum and L2 on W.
+    learning_rate, momentum, alpha : float
+        The initial step size, heavy-ball momentum and L2 on W.
+    schedule : {"constant", "step", "exponential"}
+        How the step size changes between epochs, with ``gamma``, ``step_size`` and the floor ``min_learning_rate``
+        (:class:`~linclass_gpu.schedules.LearningRateSchedule`).
     seed : int
     target_accuracy : float
         The test accuracy the seconds-to-target are measured to.
@@ -84,6 +88,9 @@ class MnistSettings:
     gamma: float
     momentum: float
     alpha: float
+    schedule: str = "exponential"
+    step_size: int = 5
+    min_learning_rate: float = 0.0
     seed: int = 0
     target_accuracy: float = 0.92
     lbfgs_max_iter: int = 100
@@ -97,13 +104,13 @@ class MnistSettings:
         """The estimators' SGD defaults, :data:`DEFAULT_EPOCHS` epochs, with ``overrides`` (None values keep the
         default)."""
         defaults = SoftmaxRegression()
-        if defaults.schedule not in ("exponential", "constant"):
-            raise ValueError(f"the peers' loops replicate an exponential or constant schedule, not "
+        if defaults.schedule not in EPOCH_SCHEDULES:
+            raise ValueError(f"the peers' loops set their rate once per epoch: {', '.join(EPOCH_SCHEDULES)}, not "
                              f"{defaults.schedule!r}")
         n_rows = overrides.get("train_rows") or MNIST_TRAIN_ROWS
         settings = {"epochs": DEFAULT_EPOCHS, "batch_size": defaults._batch_rows(n_rows),  # "auto" resolved as fit does
-                    "learning_rate": defaults.learning_rate,
-                    "gamma": defaults.gamma if defaults.schedule == "exponential" else 1.0,  # constant: no decay
+                    "learning_rate": defaults.learning_rate, "schedule": defaults.schedule, "gamma": defaults.gamma,
+                    "step_size": defaults.step_size, "min_learning_rate": defaults.min_learning_rate,
                     "momentum": defaults.momentum, "alpha": defaults.alpha}
         settings.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**settings)

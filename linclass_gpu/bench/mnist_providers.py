@@ -17,7 +17,7 @@ epoch. L-BFGS is evaluated after each of its warm-start chunks.
   fused step, as ``SoftmaxRegression.fit`` runs it) on uint8 pixels with ``input_scale=1/255``; driven directly
   rather than through the estimator so that evaluation can be timed apart from training.
 - :class:`TorchTraining`: the same SGD in a PyTorch eager loop (``torch.optim.SGD`` with momentum and weight decay
-  on W, ``ExponentialLR``), on float32 pixels in [0, 1].
+  on W, the estimators' schedule through ``LambdaLR``), on float32 pixels in [0, 1].
 - :class:`JaxTraining`: the same SGD as JAX users write it, a ``jax.jit`` of a ``lax.scan`` over the minibatches
   (gradient by ``jax.grad``, momentum and L2 on W by hand), on float32 pixels in [0, 1]; one compiled scan per
   evaluation interval, compiled ahead of time in the setup.
@@ -79,6 +79,14 @@ def load_split(data_dir, train_rows, test_rows):
 def _as_unit_float32(images: np.ndarray) -> np.ndarray:
     """uint8 pixels as float32 in [0, 1], what the peers are fed."""
     return images.astype(np.float32) * np.float32(PIXEL_SCALE)
+
+
+def epoch_schedule(schedule, learning_rate, gamma, step_size, min_learning_rate):
+    """The estimators' learning-rate schedule from the settings; every provider sets its rate from it once per
+    epoch."""
+    from ..schedules import LearningRateSchedule
+
+    return LearningRateSchedule(schedule, learning_rate, gamma, step_size, floor=min_learning_rate)
 
 
 def steps_between_evaluations(n_rows: int, batch_size: int) -> int:
@@ -147,10 +155,9 @@ class BackendTraining(_Training):
 
     input = "uint8, input_scale=1/255"
 
-    def __init__(self, mark_baseline, *, backend, epochs, batch_size, learning_rate, gamma, momentum, alpha, seed,
-                 data_dir=None, train_rows=None, test_rows=None, **_):
+    def __init__(self, mark_baseline, *, backend, epochs, batch_size, learning_rate, schedule, gamma, step_size,
+                 min_learning_rate, momentum, alpha, seed, data_dir=None, train_rows=None, test_rows=None, **_):
         from ..backends import get_backend
-        from ..schedules import LearningRateSchedule
         from ..training import TrainingHistory
 
         be = get_backend(backend)
@@ -184,7 +191,7 @@ class BackendTraining(_Training):
         self.flops_per_step = 2 * min(batch_size, n_rows) * X_train.shape[1] * N_CLASSES
         self.evaluated_stepper = _EvaluatedStepper(self.stepper, steps_between_evaluations(n_rows, batch_size),
                                                    evaluate)
-        self.schedule = LearningRateSchedule("exponential", learning_rate, gamma)
+        self.schedule = epoch_schedule(schedule, learning_rate, gamma, step_size, min_learning_rate)
         self.rng, self.history = np.random.default_rng(seed), TrainingHistory()
         self.evaluate_at_epoch_end = evaluate_at_epoch_end
 
@@ -213,8 +220,8 @@ class TorchTraining(_Training):
 
     input = "float32 in [0, 1]"
 
-    def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, gamma, momentum, alpha, seed,
-                 data_dir=None, train_rows=None, test_rows=None, **_):
+    def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, schedule, gamma, step_size,
+                 min_learning_rate, momentum, alpha, seed, data_dir=None, train_rows=None, test_rows=None, **_):
         import torch
 
         self.torch, device = torch, torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -230,7 +237,8 @@ class TorchTraining(_Training):
         self.optimizer = torch.optim.SGD(
             [{"params": [self.W], "weight_decay": alpha}, {"params": [self.b], "weight_decay": 0.0}],
             lr=learning_rate, momentum=momentum)
-        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        rates = epoch_schedule(schedule, learning_rate, gamma, step_size, min_learning_rate)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: rates(epoch, 0) / learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
         self.setup_seconds = time.perf_counter() - started
         self.torch_device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -274,8 +282,8 @@ class JaxTraining(_Training):
 
     input = "float32 in [0, 1]"
 
-    def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, gamma, momentum, alpha, seed,
-                 data_dir=None, train_rows=None, test_rows=None, **_):
+    def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, schedule, gamma, step_size,
+                 min_learning_rate, momentum, alpha, seed, data_dir=None, train_rows=None, test_rows=None, **_):
         import jax
         import jax.numpy as jnp
 
@@ -335,11 +343,11 @@ class JaxTraining(_Training):
         self.accuracy = jax.jit(accuracy).lower(self.state[0], self.X_test, self.y_test).compile()
         self.setup_seconds = time.perf_counter() - started
         self.rng, self.epochs, self.batch_size = np.random.default_rng(seed), epochs, batch_size
-        self.learning_rate, self.gamma = learning_rate, gamma
+        self.schedule = epoch_schedule(schedule, learning_rate, gamma, step_size, min_learning_rate)
 
     def epoch(self) -> bool:
         jax, batch_size = self.jax, self.batch_size
-        rate = np.float32(self.learning_rate * self.gamma ** len(self.epoch_seconds))
+        rate = np.float32(self.schedule(len(self.epoch_seconds), 0))
         started = time.perf_counter()
         order = self.rng.permutation(self.X.shape[0]).astype(np.int32)
         for start, n_full, with_last in self.intervals:
