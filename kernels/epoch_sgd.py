@@ -49,7 +49,7 @@ Design:
 Time per step (estimated, not measured: no GPU has run this kernel). Inputs: one H100/H200 SM at 1.75 GHz, 128
 fp32 FMA lanes, ~512 dense tf32 MAC/clk of which mma.sync at M = 16 reaches ~½; L2 hit latency ~250 cycles (MNIST's
 47 MB of uint8 X fits the 50 MB L2 after the first epoch), DRAM ~1,000 cycles; a layout conversion through shared
-memory ~40 cycles per bar.sync pair. MNIST shapes: B = 128 (8 row blocks of 16), D = 784 (25 chunks of 32), K = 10
+memory ~40 cycles per barrier. MNIST shapes: B = 128 (8 row blocks of 16), D = 784 (25 chunks of 32), K = 10
 padded to 16, uint8 X, heavy-ball momentum::
 
     MACs per step    forward 128·800·16 + backward 800·128·16 = 3.3 M
@@ -59,15 +59,15 @@ padded to 16, uint8 X, heavy-ball momentum::
                      17 chunks are issued at the block's start and first needed after the 8 prefetched chunks'
                      forward products (65 k MAC ≈ 510 cycles): hidden from L2 (~250), ~500 cycles exposed from DRAM
                      → 0 µs per step from L2, ≈ 2.3 µs in the first epoch
-    barriers         per row block the 25 X chunks are converted to the dot-operand layout twice (forward, and
-                     transposed for the backward; W's conversions are loop-invariant within a step) ≈ 50 · ~40
-                     cycles ≈ 2 k cycles; 8 blocks ≈ 16 k cycles ≈ 9 µs on the critical path (the least certain
-                     input: a GPU profile should check it first)
+    barriers         the dot-operand layout conversions of the X chunks and dZ go through shared memory, ordered
+                     by CTA barriers: at most ~30 per row block (the BAR count of the build in ``linclass-gpu kernels
+                     report``, a static upper bound for the loop body) · ~40 cycles ≈ 1.2 k cycles; 8 blocks ≈ 10 k
+                     cycles ≈ 5.5 µs on the critical path (the least certain input: a GPU profile should check it)
     update           2 · 12,800 fp32 FMAs over the W and accumulator tiles ≈ 200 cycles ≈ 0.1 µs
 
-so ≈ 24 µs per step with FMA products from L2 (14.6 + 9 + 0.1), ≈ 11 ms per MNIST epoch of 469 steps on one SM:
-about 2x better than the per-step path's estimated 21–28 ms (host-bound), and no host work per step, but 10x from the
-1 ms goal. That goal needs the features split over a cluster of P SMs (≈ 1/P of the MACs and conversions per SM, one
+so ≈ 20 µs per step with FMA products from L2 (14.6 + 5.5 + 0.1), ≈ 9.5 ms per MNIST epoch of 469 steps on one SM:
+about 2–3x better than the per-step path's estimated 21–28 ms (host-bound), and no host work per step, but ~10x from
+the 1 ms goal. That goal needs the features split over a cluster of P SMs (≈ 1/P of the MACs and conversions per SM, one
 exchange of the (B, K) partial logits per step), which this kernel does not do; it is the interpreter-tested
 single-program reference for that design.
 """

@@ -252,6 +252,8 @@ def _sass_counts(cubin: Path) -> dict:
         "global_loads": sum(op in ("LDG", "LDGSTS", "UTMALDG") for op in opcodes),
         "global_stores": sum(op == "STG" for op in opcodes),
         "global_atomics": sum(op in ("RED", "ATOM", "ATOMG", "REDG") for op in opcodes),
+        # CTA barriers in the binary (static: a barrier inside a loop counts once), bar.sync / barrier.sync.
+        "barriers": sum(op in ("BAR", "BARRIER") for op in opcodes),
         "sass_instructions": len(opcodes),
     }
 
@@ -395,9 +397,9 @@ def compile_report(archs=ARCHS, workers: int | None = None) -> list[dict]:
     list of dict
         One row per (configuration, arch) with ``kernel``, ``config``, ``arch``, ``num_warps``, ``registers``,
         ``shared_bytes``, ``local_bytes`` (0 means no spills), ``stack_bytes``, ``global_loads``, ``global_stores``,
-        ``global_atomics``, ``sass_instructions``, ``x_loads`` (X tile loads in the TTGIR) and
-        ``x_loads_in_inner_loops`` (those inside a class or feature loop, i.e. repeated within a row block: 0 means
-        X[rows] is read once per row block); ordered by configuration, then arch.
+        ``global_atomics``, ``barriers`` (BAR instructions in the SASS, static), ``sass_instructions``, ``x_loads``
+        (X tile loads in the TTGIR) and ``x_loads_in_inner_loops`` (those inside a class or feature loop, i.e.
+        repeated within a row block: 0 means X[rows] is read once per row block); ordered by configuration, then arch.
     """
     archs = [_normalise_arch(arch) for arch in (archs.split(",") if isinstance(archs, str) else archs)]
     n_builds = len(shipped_builds())
@@ -509,12 +511,12 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
 
 def format_report(rows: list[dict], bytes_model: bool = True) -> str:
     """A plain-text table of :func:`compile_report` rows, then (optionally) the MNIST bytes-moved figures."""
-    header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics",
+    header = ("kernel", "config", "arch", "warps", "regs", "shared B", "local B", "LDG", "STG", "atomics", "BAR",
               "X loads (in loops)")
     table = [header] + [
         (row["kernel"], row["config"], row["arch"], str(row["num_warps"]), str(row["registers"]),
          str(row["shared_bytes"]), str(row["local_bytes"]), str(row["global_loads"]), str(row["global_stores"]),
-         str(row["global_atomics"]), f"{row['x_loads']} ({row['x_loads_in_inner_loops']})")
+         str(row["global_atomics"]), str(row["barriers"]), f"{row['x_loads']} ({row['x_loads_in_inner_loops']})")
         for row in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -106,6 +106,8 @@ def test_epoch_kernel_builds(report_rows):
                  "sample weights", "K=10 uint8 epoch sigmoid"):
         assert part in configs, part
     assert all(row["local_bytes"] == 0 and row["global_atomics"] == 0 and row["global_stores"] > 0 for row in rows)
+    # Its dot-operand layout conversions go through shared memory, ordered by CTA barriers.
+    assert all(row["barriers"] > 0 for row in rows)
 
 
 def test_training_configurations():
@@ -130,7 +132,8 @@ def test_report_formats_and_serialises(report_rows):
     assert "no local memory (no spills)" in text
     assert "Bytes moved per SGD step" in text
     decoded = json.loads(json.dumps({"kernels": report_rows}))
-    required = {"kernel", "config", "arch", "registers", "shared_bytes", "local_bytes", "global_loads", "global_stores"}
+    required = {"kernel", "config", "arch", "registers", "shared_bytes", "local_bytes", "global_loads", "global_stores",
+                "barriers"}
     assert all(required <= set(row) for row in decoded["kernels"])
 
 
