@@ -14,6 +14,7 @@ import numpy as np
 
 from .arrays import OUTPUT_TYPES, array_kind, common_kind, convert, to_numpy
 from .backends import get_backend
+from .backends.sparse_dispatch import rows_backend
 from .checkpoints import CheckpointKeeper, data_fingerprint
 from .hyperparameters import AUTO_BATCH_ROWS, MIN_AUTO_STEPS_PER_EPOCH, SGDHyperparameters
 from .labels import SIGMOID_LABELS, SOFTMAX_LABELS, ClassIds, LabelFamily, encode_class_ids
@@ -115,6 +116,7 @@ class _LinearPredictor:
         backend = self._backend()
         X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
                            estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
+        backend = rows_backend(backend, X, self.backend)
         with backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * self.coef_.shape[0], self.n_threads):
             logits = to_numpy(backend.decision_function(backend.asarray(X), self.coef_.T, self.intercept_,
                                                         self.input_scale))
@@ -417,6 +419,7 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
         backend = self._training_backend(dtype)
         X = check_features(X, dtype=dtype, n_features=None if first else self.n_features_in_,
                            estimator=type(self).__name__, keep_dtypes=backend.stored_feature_dtypes)
+        backend = rows_backend(backend, X, self.backend)  # scipy.sparse rows take the sparse step
         labels, targets = self._labels.encode(y, X.shape[0], classes)
         if classes_required and classes is None and not labels.multilabel:  # an indicator names labels by columns
             raise ValueError("classes must be given on the first call to partial_fit: every label the model will "

@@ -80,17 +80,20 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
     Returns
     -------
     array of the same kind as ``X``, shape (N, D)
+        A scipy.sparse ``X`` comes back as a ``scipy.sparse.csr_array`` of ``dtype`` (other formats converted
+        once).
 
     Raises
     ------
     TypeError
-        Non-numeric values (strings, objects that are not numbers), or a sparse matrix.
+        Non-numeric values (strings, objects that are not numbers).
     ValueError
         Complex numbers, not 2-D, empty, NaN or infinite entries, or the wrong number of features.
     """
-    if type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{name} is a sparse matrix: sparse input is not supported (the kernels read dense rows); "
-                        "pass a dense array, e.g. X.toarray()")
+    if type(X).__module__.startswith("scipy.sparse"):  # CSR for the sparse step; scipy is imported only here
+        from .backends.sparse_step import as_csr
+
+        return as_csr(X, dtype, name=name, n_features=n_features, estimator=estimator)
     kind = array_kind(X)
     X = native(X, kind)
     if numeric_kind(X) == "c":

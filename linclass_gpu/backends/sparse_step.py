@@ -68,29 +68,48 @@ def is_sparse(X: Any) -> bool:
     return scipy.sparse.issparse(X)
 
 
-def as_csr(X: Any, dtype: Any) -> scipy.sparse.csr_array:
-    """``X`` (any scipy.sparse format) as a CSR array of ``dtype``: CSR of that dtype as it is, others converted once.
+def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
+           estimator: str = "the model") -> scipy.sparse.csr_array:
+    """``X`` (any scipy.sparse format) checked, as a CSR array of ``dtype``: CSR of that dtype as it is, other
+    formats and dtypes converted once.
 
     Duplicate column indices within a row are kept (the products sum them) and unsorted indices stay unsorted.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or array, shape (N, D)
+    dtype : numpy dtype
+    name : str
+        What to call ``X`` in messages.
+    n_features : int, optional
+        The feature count seen in ``fit``; a different one is an error.
+    estimator : str
+        Who saw that count, for the message.
 
     Raises
     ------
     ValueError
-        ``X`` is not 2-D, or holds NaN or infinity.
+        ``X`` is not 2-D, is empty, holds NaN or infinity, or has the wrong number of features.
     TypeError
         ``X`` does not hold real numbers.
     """
     if X.ndim != 2:
-        raise ValueError(f"sparse X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        raise ValueError(f"sparse {name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if X.dtype.kind not in "biuf":
-        raise TypeError(f"sparse X must hold real numbers, got dtype {X.dtype}")
-    csr = scipy.sparse.csr_array(X) if X.format != "csr" or not isinstance(X, scipy.sparse.sparray) else X
+        raise TypeError(f"sparse {name} must hold real numbers, got dtype {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"sparse {name} is empty (shape={X.shape}) while a minimum of 1 sample and 1 feature is "
+                         "required.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features, but {estimator} is expecting {n_features} features as "
+                         "input")
+    csr = X if X.format == "csr" and isinstance(X, scipy.sparse.sparray) else scipy.sparse.csr_array(X)
     csr = csr.astype(dtype, copy=False)
     if not np.isfinite(csr.data).all():
         position = int(np.flatnonzero(~np.isfinite(csr.data))[0])
         row = int(np.searchsorted(csr.indptr, position, side="right") - 1)
-        raise ValueError(f"sparse X contains NaN or infinity (first at row {row}, column {csr.indices[position]}: "
-                         f"{csr.data[position]})")
+        raise ValueError(f"sparse {name} contains NaN or infinity (first at row {row}, column "
+                         f"{csr.indices[position]}: {csr.data[position]})")
     return csr
 
 

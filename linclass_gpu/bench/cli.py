@@ -102,6 +102,11 @@ def register(subparsers, add_json) -> None:
     add_json(scaling)
     scaling.set_defaults(run=run_scaling)
 
+    # Light: the documents benchmark's heavy imports wait for a run.
+    from .documents_bench import register as register_documents
+
+    register_documents(benches, add_json)
+
 
 def _check_plot_possible(args) -> None:
     if args.plot and importlib.util.find_spec("matplotlib") is None:

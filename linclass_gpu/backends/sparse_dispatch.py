@@ -1,0 +1,43 @@
+"""Which backend takes a feature matrix's rows: dense rows go where the estimator's ``backend`` says, scipy.sparse rows
+to :class:`.sparse_backend.SparseNumpyBackend` (the only backend with a sparse step so far).
+
+Importing this module imports neither scipy nor the sparse backend: they load when sparse rows arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Backend
+
+
+def is_sparse_rows(X: Any) -> bool:
+    """Whether ``X`` is a scipy.sparse matrix or array, told without importing scipy."""
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def rows_backend(backend: Backend, X: Any, requested: str) -> Backend:
+    """The backend that trains on and predicts from ``X``.
+
+    Parameters
+    ----------
+    backend : Backend
+        The one the estimator's ``backend`` parameter chose.
+    X : array or scipy.sparse matrix, shape (N, D)
+        Checked features (CSR when sparse: :func:`linclass_gpu.validation.check_features`).
+    requested : str
+        The estimator's ``backend`` parameter: ``"auto"`` lets sparse rows move to the CPU backend.
+
+    Raises
+    ------
+    ValueError
+        Sparse rows with a GPU backend named explicitly.
+    """
+    if not is_sparse_rows(X):
+        return backend
+    if backend.name != "numpy" and requested != "auto":
+        raise ValueError(f"sparse X trains on backend='numpy' only (the {backend.name} backend has no sparse step "
+                         "yet); pass backend='numpy' or 'auto', or a dense array")
+    from .sparse_backend import SparseNumpyBackend
+
+    return SparseNumpyBackend()

@@ -1,0 +1,180 @@
+"""``linclass-gpu bench documents``: softmax regression on hashed documents (scipy CSR) against scikit-learn.
+
+The task is :func:`.documents.hashed_documents` (Zipf words hashed into ``D = 2¹⁸`` columns, ~100 nonzeros per row,
+20 classes), split into training rows and a held-out test set. Each provider trains on the same CSR matrix:
+
+- ``linclass-softmax``: :class:`linclass_gpu.SoftmaxRegression` (the sparse step) with AdaGrad and no penalty, a
+  fixed number of epochs. AdaGrad's per-feature step sizes suit Zipf-distributed features: a rare word's weight gets
+  the larger steps its few rows need. Without penalty its step moves only the rows of the batch's words;
+- ``linclass-softmax-sgd``: the same with plain SGD (no momentum: momentum moves every row every step);
+- ``linclass-ovr``: :class:`linclass_gpu.LogisticRegression` (one sigmoid per class) as ``linclass-softmax``;
+- ``sklearn-sgd``: ``SGDClassifier(loss="log_loss")`` (one-vs-rest, its defaults), the same epochs (``tol=None``);
+- ``sklearn-lr``: ``LogisticRegression()`` (L-BFGS, its defaults): the accuracy a full optimiser reaches.
+
+Per epoch seconds: our estimators record each epoch's training time (``epoch_seconds_``, the median is reported);
+scikit-learn's SGD reports none, so its fit time is divided by its epochs. The goals (issue 18): our per-epoch time
+at most a third of ``sklearn-sgd``'s, our accuracy within 0.01 of ``sklearn-sgd``'s or above it, and within 0.01 of
+``sklearn-lr``'s or above it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from .documents import hashed_documents
+
+PROVIDERS = ("linclass-softmax", "linclass-softmax-sgd", "linclass-ovr", "sklearn-sgd", "sklearn-lr")
+DEFAULTS = {"n_train": 100_000, "n_test": 20_000, "n_features": 2**18, "n_classes": 20, "epochs": 5,
+            "batch_size": 128, "seed": 0}
+# The optimizer settings of our providers. Rows are unit vectors, so a plain SGD step moves a logit by about lr/B per
+# row of the batch: its rate is far larger than MNIST's (pixels in [0, 1], hundreds per row).
+ADAGRAD = {"optimizer": "adagrad", "momentum": 0.0, "learning_rate": 0.5, "alpha": 0.0}
+PLAIN_SGD = {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 20.0, "alpha": 1e-6}
+QUICK = {"n_train": 4_000, "n_test": 1_000, "epochs": 2}
+SPEEDUP_GOAL = 3.0
+ACCURACY_MARGIN = 0.01
+
+
+def _fit_linclass(estimator_class, optimizer: dict, settings, X, y):
+    estimator = estimator_class(epochs=settings["epochs"], batch_size=settings["batch_size"], tol=None,
+                                random_state=settings["seed"], backend="numpy", **optimizer)
+    started = time.perf_counter()
+    estimator.fit(X, y)
+    return estimator, time.perf_counter() - started, float(np.median(estimator.epoch_seconds_))
+
+
+def _fit_sklearn_sgd(settings, X, y):
+    from sklearn.linear_model import SGDClassifier
+
+    estimator = SGDClassifier(loss="log_loss", max_iter=settings["epochs"], tol=None, random_state=settings["seed"])
+    started = time.perf_counter()
+    estimator.fit(X, y)
+    seconds = time.perf_counter() - started
+    return estimator, seconds, seconds / settings["epochs"]
+
+
+def _fit_sklearn_lr(settings, X, y):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    estimator = LogisticRegression()
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(X, y)
+    return estimator, time.perf_counter() - started, None
+
+
+def run_documents_bench(providers, settings: dict, progress=print) -> dict:
+    """Train every provider on the same documents; return one row per provider and the goal checks.
+
+    Parameters
+    ----------
+    providers : sequence of str
+        Names from :data:`PROVIDERS`.
+    settings : dict
+        :data:`DEFAULTS` with any of its keys overridden.
+    progress : callable (str) -> None
+
+    Returns
+    -------
+    dict
+        ``results`` (provider, status, epoch_s, fit_s, accuracy), ``targets`` (goal, value, passed) and the data's
+        ``nnz_per_row`` and ``generate_s``.
+    """
+    from linclass_gpu import LogisticRegression, SoftmaxRegression
+
+    started = time.perf_counter()
+    X, y = hashed_documents(settings["n_train"] + settings["n_test"], n_features=settings["n_features"],
+                            n_classes=settings["n_classes"], seed=settings["seed"])
+    generate_s = time.perf_counter() - started
+    train, test = slice(0, settings["n_train"]), slice(settings["n_train"], None)
+    X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
+    fits = {"linclass-softmax": lambda: _fit_linclass(SoftmaxRegression, ADAGRAD, settings, X_train, y_train),
+            "linclass-softmax-sgd": lambda: _fit_linclass(SoftmaxRegression, PLAIN_SGD, settings, X_train, y_train),
+            "linclass-ovr": lambda: _fit_linclass(LogisticRegression, ADAGRAD, settings, X_train, y_train),
+            "sklearn-sgd": lambda: _fit_sklearn_sgd(settings, X_train, y_train),
+            "sklearn-lr": lambda: _fit_sklearn_lr(settings, X_train, y_train)}
+    results = []
+    for name in providers:
+        progress(f"documents: {name} ...")
+        try:
+            estimator, fit_s, epoch_s = fits[name]()
+        except ImportError as error:
+            results.append({"provider": name, "status": "skipped", "reason": str(error)})
+            continue
+        results.append({"provider": name, "status": "ok", "epoch_s": epoch_s, "fit_s": fit_s,
+                        "accuracy": float(estimator.score(X_test, y_test))})
+    return {"results": results, "targets": goal_checks(results), "generate_s": generate_s,
+            "nnz_per_row": X.nnz / X.shape[0]}
+
+
+def goal_checks(results: list[dict]) -> list[dict]:
+    """The issue's goals for ``linclass-softmax`` (:func:`.report.target` rows), for the peers that ran."""
+    from .report import target
+
+    by_name = {row["provider"]: row for row in results if row["status"] == "ok"}
+    ours = by_name.get("linclass-softmax")
+    if ours is None:
+        return []
+    targets = []
+    sgd, lbfgs = by_name.get("sklearn-sgd"), by_name.get("sklearn-lr")
+    if sgd is not None:
+        targets.append(target("epoch time of sklearn-sgd / ours", sgd["epoch_s"] / ours["epoch_s"],
+                              f">= {SPEEDUP_GOAL:g}", lambda value: value >= SPEEDUP_GOAL))
+        targets.append(target("accuracy - sklearn-sgd's", ours["accuracy"] - sgd["accuracy"],
+                              f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
+    if lbfgs is not None:
+        targets.append(target("accuracy - sklearn-lr's", ours["accuracy"] - lbfgs["accuracy"],
+                              f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
+    return targets
+
+
+_TABLE = [("provider", "provider"), ("epoch_s", "epoch s"), ("fit_s", "fit s"), ("accuracy", "test acc")]
+
+
+def register(benches, add_json) -> None:
+    """Add ``documents`` to the ``linclass-gpu bench`` subcommands."""
+    parser = benches.add_parser("documents", help="hashed bag-of-words documents (scipy CSR): softmax and "
+                                "one-vs-rest vs scikit-learn's SGDClassifier and LogisticRegression")
+    parser.add_argument("--providers", type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
+                        metavar="NAME,...", help=f"any of {', '.join(PROVIDERS)} (default: all)")
+    parser.add_argument("--rows", type=int, help=f"training documents (default {DEFAULTS['n_train']:,})")
+    parser.add_argument("--epochs", type=int, help=f"epochs of every SGD provider (default {DEFAULTS['epochs']})")
+    parser.add_argument("--quick", action="store_true", help="4,000 documents, 2 epochs, no sklearn-lr (which "
+                        "takes minutes): a smoke test")
+    add_json(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> dict:
+    """Run the comparison, print its table and the goals; return the results."""
+    import sys
+
+    from .report import format_table, format_targets, machine_context
+
+    settings = {**DEFAULTS, **(QUICK if args.quick else {})}
+    if args.rows is not None:
+        settings["n_train"] = args.rows
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    providers = args.providers or [name for name in PROVIDERS if not (args.quick and name == "sklearn-lr")]
+    unknown = [name for name in providers if name not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown provider(s) {', '.join(unknown)}; expected {', '.join(PROVIDERS)}")
+    context = machine_context()
+    outcome = run_documents_bench(providers, settings,
+                                  progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"documents: {settings['n_train']:,} training and {settings['n_test']:,} test rows, D = "
+          f"{settings['n_features']:,}, {outcome['nnz_per_row']:.1f} nonzeros per row, {settings['n_classes']} "
+          f"classes, {settings['epochs']} epochs, batch {settings['batch_size']}; load {context['load_1m']:.1f} on "
+          f"{context['cores']} cores before")
+    print(format_table(outcome["results"], _TABLE))
+    print("epoch s: median epoch of our estimators (epoch_seconds_), fit time / epochs for sklearn-sgd; sklearn-lr: "
+          "L-BFGS to its own convergence")
+    if outcome["targets"]:
+        print(format_targets(outcome["targets"]))
+    return {"bench": "documents", "context": context, "settings": settings, **outcome}
