@@ -270,10 +270,7 @@ class SparseFusedSGD(FusedSGD):
         V_u = np.take(self._V, u, axis=0)
         if self._threshold_applied is not None:
             self._catch_up_(V_u, u)
-        weights = None if self._sample_weight is None else self._sample_weight[rows]
-        targets = target_indices(self.model, self._y[rows], self.n_outputs)
-        dW_u, db = sparse_loss_grad_(self.model, X_u, targets, weights, V_u, self._scale * self.x_scale, self.b,
-                                     self.x_scale, self._loss_sum)
+        dW_u, db = self._batch_loss_grad(rows, X_u, V_u)
         self._step_count += 1
         adam_step = self._step_count if self.optimizer == "adam" else 0
         if self.mode == "lazy":
@@ -290,6 +287,14 @@ class SparseFusedSGD(FusedSGD):
             self.backend.sgd_update_(self.b, db, self._velocity[1], self._scratch_b, learning_rate, 0.0,
                                      self.momentum, self.nesterov, accumulator=self._accumulator[1],
                                      adam_step=adam_step)
+
+    def _batch_loss_grad(self, rows: np.ndarray, X_u: Any, V_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(dW[u], db)`` of the batch ``rows`` (``X_u`` its rows over the features ``u``, ``V_u`` = ``V[u]``); the
+        batch's weighted summed loss is added to the loss sum."""
+        weights = None if self._sample_weight is None else self._sample_weight[rows]
+        targets = target_indices(self.model, self._y[rows], self.n_outputs)
+        return sparse_loss_grad_(self.model, X_u, targets, weights, V_u, self._scale * self.x_scale, self.b,
+                                 self.x_scale, self._loss_sum)
 
     def _lazy_update_(self, u: np.ndarray, V_u: np.ndarray, dW_u: np.ndarray, learning_rate: float) -> None:
         """Plain SGD with L2 by the scale and L1 by the running threshold: O(U·K) (see the module notes)."""
