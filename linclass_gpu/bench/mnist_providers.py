@@ -173,10 +173,11 @@ class BackendTraining(_Training):
         self.setup_seconds = time.perf_counter() - started
 
         def evaluate(W, b):
-            """Note the training interval that ends now, score the test set (on the threads ``predict`` would take),
-            start the next interval."""
+            """Note the training interval that ends now, score the test set (on the training's threads, as fit scores
+            its validation data: waking more BLAS threads between steps would leave them spinning into the next
+            interval), start the next interval."""
             self._evaluated(time.perf_counter() - self._interval_started, float(np.mean(
-                be.to_numpy(self._predict(X_test_device, W, b)).argmax(axis=1) == y_test)))
+                be.to_numpy(be.decision_function(X_test_device, W, b, PIXEL_SCALE)).argmax(axis=1) == y_test)))
             self._interval_started = time.perf_counter()
             return self.accuracy_curve[-1][1]
 
@@ -208,11 +209,6 @@ class BackendTraining(_Training):
                       schedule=schedule, rng=self.rng, score_validation=self.evaluate_at_epoch_end, progress=False,
                       history=self.history)
         return len(self.epoch_seconds) >= self.epochs
-
-    def _predict(self, X, W, b):
-        """The logits of ``X``, on the threads ``SoftmaxRegression.predict`` takes for them."""
-        with self.backend.thread_limit(2.0 * X.shape[0] * X.shape[1] * N_CLASSES):
-            return self.backend.decision_function(X, W, b, PIXEL_SCALE)
 
 
 class TorchTraining(_Training):
