@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     files = train.add_argument_group(
         "data larger than memory", "train on memory-mapped .npy or raw IDX files instead, read one chunk at a time "
         "(uint8 features are scaled by 1/255, others used as they are)")
-    files.add_argument("--features", help="rows (N, D) or images (N, h, w); with --labels")
-    files.add_argument("--labels", help="the N class labels")
+    files.add_argument("--features", help="rows (N, D) or images (N, h, w); with --labels. A .npz written by "
+                       "scipy.sparse.save_npz (documents, hashed features) is loaded whole as sparse rows")
+    files.add_argument("--labels", help="the N class labels (.npy with a .npz --features)")
     files.add_argument("--test-features", help="test rows, scored after every epoch; with --test-labels")
     files.add_argument("--test-labels", help="the test rows' class labels")
     files.add_argument("--chunk-mb", type=float, default=64.0,
@@ -167,7 +168,10 @@ def run_train(args: argparse.Namespace) -> dict | None:
         raise ValueError("--distributed trains on MNIST loaded whole, not on --features/--labels files")
     if args.local_sgd_every != 1 and not args.distributed:
         raise ValueError("--local-sgd-every applies to --distributed runs only")
-    prepare = _prepare_files if args.features or args.labels else _prepare_mnist
+    if args.features is not None and args.features.endswith(".npz"):
+        prepare = _prepare_sparse_files
+    else:
+        prepare = _prepare_files if args.features or args.labels else _prepare_mnist
     model, fit, task, summary = prepare(args, make_model)
     if args.model == "logistic":
         task += f" (class {args.positive_class} against the rest)"
@@ -364,6 +368,62 @@ def _prepare_files(args: argparse.Namespace, make_model):
 
     def fit(epoch_callback) -> None:
         fit_stream(model, train, seed=args.seed, validation=test, epoch_callback=epoch_callback)
+
+    return model, fit, f"{args.features}, {args.model}", summary
+
+
+def _load_sparse_rows(features: str, labels: str, flags: tuple[str, str]) -> tuple:
+    """A scipy.sparse .npz matrix (never unpickled) and its .npy labels, checked to have one label per row;
+    ``flags`` names the two files' flags in messages."""
+    import scipy.sparse
+
+    features_flag, labels_flag = flags
+    try:
+        X = scipy.sparse.load_npz(features)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:  # TypeError: a plain .npy under a .npz name
+        raise ValueError(f"{features_flag} {features} is not a sparse matrix written by scipy.sparse.save_npz "
+                         f"({type(error).__name__}: {error})") from None
+    try:
+        y = np.load(labels, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{labels_flag} {labels} is not a .npy array of labels ({error})") from None
+    if not isinstance(y, np.ndarray):  # np.load opens a .npz archive as a mapping of arrays
+        raise ValueError(f"{labels_flag} {labels} is a .npz archive, not a .npy array of labels")
+    if y.ndim != 1 or len(y) != X.shape[0]:
+        raise ValueError(f"{labels_flag} {labels} holds labels of shape {y.shape}, but {features_flag} {features} "
+                         f"has {X.shape[0]} rows")
+    return X, y
+
+
+def _prepare_sparse_files(args: argparse.Namespace, make_model):
+    """Load sparse rows (a scipy.sparse .npz, e.g. hashed documents) whole, with the test rows, when given, scored
+    after every epoch; memory is the matrix's nonzeros plus the weights, never N·D.
+
+    Returns
+    -------
+    model, fit (callable (epoch_callback) -> None), task description, partial summary
+    """
+    for features, labels, pair in ((args.features, args.labels, "--features and --labels"),
+                                   (args.test_features, args.test_labels, "--test-features and --test-labels")):
+        if (features is None) != (labels is None):
+            raise ValueError(f"{pair} go together: give both or neither")
+    X, y = _load_sparse_rows(args.features, args.labels, ("--features", "--labels"))
+    test = (None if args.test_features is None else
+            _load_sparse_rows(args.test_features, args.test_labels, ("--test-features", "--test-labels")))
+    if args.model == "logistic":
+        y = y == args.positive_class
+        test = None if test is None else (test[0], test[1] == args.positive_class)
+    model = make_model(1.0)
+    summary = {"features": args.features, "labels": args.labels, "test_features": args.test_features,
+               "test_labels": args.test_labels, "train_rows": X.shape[0],
+               "test_rows": 0 if test is None else test[0].shape[0], "n_features": X.shape[1], "nonzeros": X.nnz}
+
+    def fit(epoch_callback) -> None:
+        model.fit(X, y, validation_data=test, epoch_callback=epoch_callback)
 
     return model, fit, f"{args.features}, {args.model}", summary
 
