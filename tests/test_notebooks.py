@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 pytestmark = pytest.mark.slow  # executes every notebook (about a minute and a half on 2 cores)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ("01_logistic_regression", "02_softmax_mnist", "03_kernels")
+NOTEBOOKS = ("01_logistic_regression", "02_softmax_mnist", "03_kernels", "04_documents")
 CELL_TIMEOUT_SECONDS = 300
 # A kernelspec of our own, so the kernel is this interpreter even where a user-wide "python3" spec points elsewhere.
 KERNEL_NAME = "linclass-gpu-tests"
