@@ -217,3 +217,43 @@ def test_reducer_and_non_finite_values_are_refused():
     X.data[3] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         backend.asarray(X)
+
+
+@pytest.mark.parametrize("estimator_class", ["SoftmaxRegression", "LogisticRegression"])
+@pytest.mark.parametrize("options", [{"momentum": 0.0, "penalty": "elasticnet"}, {"momentum": 0.5},
+                                     {"optimizer": "adagrad", "alpha": 0.0}])
+def test_estimators_fit_sparse_rows_as_their_dense_equivalent(estimator_class, options):
+    """fit, predict_proba, decision_function and score on CSR (and CSC/COO) rows give the dense rows' results."""
+    import linclass_gpu
+
+    rng = np.random.default_rng(6)
+    X = awkward_csr(rng, 203, 31)
+    y = rng.integers(0, 3, 203)
+    weights = rng.random(203)
+    settings = {"epochs": 4, "batch_size": 16, "learning_rate": 0.3, "tol": None, "dtype": "float64",
+                "random_state": 0, "backend": "numpy", "alpha": 1e-3, **options}
+    sparse_model = getattr(linclass_gpu, estimator_class)(**settings).fit(X, y, sample_weight=weights)
+    dense_model = getattr(linclass_gpu, estimator_class)(**settings).fit(X.toarray(), y, sample_weight=weights)
+    reads = 203 * 4
+    assert_close(sparse_model.coef_, dense_model.coef_, "float64", reads, "coef_")
+    assert_close(sparse_model.intercept_, dense_model.intercept_, "float64", reads, "intercept_")
+    for rows in (X.tocsc(), X.tocoo(), X):
+        assert_close(sparse_model.predict_proba(rows), dense_model.predict_proba(X.toarray()), "float64", 31,
+                     "predict_proba")
+    assert_close(sparse_model.decision_function(X), dense_model.decision_function(X.toarray()), "float64", 31,
+                 "decision_function")
+    assert sparse_model.score(X, y) == dense_model.score(X.toarray(), y)
+
+
+def test_sparse_rows_on_an_explicit_gpu_backend_are_refused():
+    from linclass_gpu import SoftmaxRegression
+    from linclass_gpu.backends import probe
+
+    if not probe("triton").usable:
+        pytest.skip("triton cannot run here (not even interpreted)")
+    X = awkward_csr(np.random.default_rng(7), N_ROWS, N_FEATURES)
+    with pytest.raises(ValueError, match="sparse X trains on backend='numpy'"):
+        SoftmaxRegression(backend="triton").fit(X, np.arange(N_ROWS) % 3)
+    with pytest.raises(ValueError, match="has 29 features, but SoftmaxRegression is expecting 30"):
+        SoftmaxRegression(epochs=1, backend="numpy").fit(
+            awkward_csr(np.random.default_rng(8), N_ROWS, 30), np.arange(N_ROWS) % 3).predict(X)
