@@ -23,11 +23,9 @@ from typing import BinaryIO
 import numpy as np
 
 from .files import open_regular_file, replace_atomically
-from .idx import GZIP_MAGIC, IdxHeader, decode_idx, read_idx, read_idx_header
+from .idx import decode_idx
 
-# The IDX reader's names stay importable from here, where they lived before linclass_gpu.idx.
-__all__ = ["GZIP_MAGIC", "KINDS", "CanonicalFile", "IdxHeader", "ImageDataset", "load_mnist", "read_idx",
-           "read_idx_header", "user_cache_dir"]
+__all__ = ["KINDS", "CanonicalFile", "ImageDataset", "load_mnist", "user_cache_dir"]
 
 KINDS = ("mnist", "fashion-mnist")
 IMAGE_SHAPE = (28, 28)

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .datasets import GZIP_MAGIC, read_idx_header
+from .idx import GZIP_MAGIC, read_idx_header
 from .files import open_regular_file
 from .training import PlateauRule, TrainingDivergedError, TrainingHistory
 from .validation import check_labels, check_positive
