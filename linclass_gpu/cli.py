@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -344,8 +345,8 @@ def _prepare_files(args: argparse.Namespace, make_model):
                                    (args.test_features, args.test_labels, "--test-features and --test-labels")):
         if (features is None) != (labels is None):
             raise ValueError(f"{pair} go together: give both or neither")
-    if not args.chunk_mb > 0:
-        raise ValueError(f"--chunk-mb must be positive, got {args.chunk_mb}")
+    if not 0 < args.chunk_mb < math.inf:
+        raise ValueError(f"--chunk-mb must be a positive finite number of MiB, got {args.chunk_mb}")
     chunk_bytes = int(args.chunk_mb * MEBIBYTE)
     # Chunks are laid out in whole batches, so "auto" takes its size for large data here, where N is known only as
     # chunks arrive.
@@ -453,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.run(args)
-    except (BackendUnavailableError, FileNotFoundError, ValueError, TrainingDivergedError, DistributedError) as error:
+    # TypeError: what validation raises for values of the wrong kind (an object array, strings as features).
+    except (BackendUnavailableError, FileNotFoundError, ValueError, TypeError, TrainingDivergedError,
+            DistributedError) as error:
         message = name_flags(str(error)) if args.command == "train" else str(error)
         print(f"linclass-gpu {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -320,8 +320,12 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
                                                   labels, targets[held])
             X_device, targets_device = X_device[backend.asarray(kept)], targets_device[backend.asarray(kept)]
             weights = None if weights is None else weights[kept]
-        warm = self.warm_start and getattr(self, "_sgd_state", None) is not None and np.array_equal(
-            labels.classes, self.classes_) and data.X.shape[1] == self.n_features_in_
+        warm = self.warm_start and getattr(self, "_sgd_state", None) is not None
+        if warm and not (np.array_equal(labels.classes, self.classes_) and data.X.shape[1] == self.n_features_in_):
+            raise ValueError(  # scikit-learn refuses too: the weights to start from belong to another problem
+                f"warm_start=True continues the fitted weights, of {self.n_features_in_} features and classes "
+                f"{self.classes_.tolist()[:10]}, but this fit has {data.X.shape[1]} features and classes "
+                f"{labels.classes.tolist()[:10]}: set warm_start=False to start afresh")
         history, on_epoch_end = TrainingHistory(), None
         stepper = self._stepper(backend, X_device, targets_device, data.X.shape[1], labels.n_outputs, dtype,
                                 self._sgd_state if warm else None, weights, full_batches=distributed is not None)

@@ -376,8 +376,9 @@ def _worker(payload: str) -> None:
 def _normalise_arch(arch: str) -> str:
     arch = str(arch).strip().lower()
     arch = arch if arch.startswith("sm_") else f"sm_{arch.removeprefix('sm')}"
-    if not arch.removeprefix("sm_").isdigit():
-        raise ValueError(f"arch must look like sm_80 or sm_90, got {arch!r}")
+    if not arch.removeprefix("sm_").isdigit() or int(arch.removeprefix("sm_")) < 80:
+        raise ValueError(f"arch must be sm_80 or newer, like sm_80 or sm_90 (the kernels need Ampere or later), got "
+                         f"{arch!r}")
     return arch
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -75,11 +76,16 @@ def map_rows(path: str | os.PathLike) -> np.ndarray:
                              f"once (gunzip -k {path}) and stream the raw file")
         if start == NPY_MAGIC:
             file.seek(0)
-            version = np.lib.format.read_magic(file)
-            # Versions 2 and 3 share the header layout (3 only allows UTF-8 field names, which no numeric array has).
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read_header(file)
+            try:
+                version = np.lib.format.read_magic(file)
+                # Versions 2 and 3 share the header layout (3 only allows UTF-8 field names, which no numeric array
+                # has).
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran_order, dtype = read_header(file)
+            # NumPy parses the header dict with Python's tokenizer: a crafted one raises any of these.
+            except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+                raise ValueError(f"{path}: not a valid .npy header: {exc}") from exc
             offset = file.tell()
             if dtype.hasobject:
                 raise TypeError(f"{path} holds Python objects (dtype {dtype}), which cannot be memory-mapped; save "

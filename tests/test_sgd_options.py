@@ -233,3 +233,33 @@ def test_partial_fit_epoch_sets_the_schedules_epoch(problem):
     assert not np.allclose(decayed.coef_, whole.coef_)
     with pytest.raises(ValueError, match="epoch"):
         halves.partial_fit(X, y, epoch=-1)
+
+
+@pytest.mark.parametrize("change", ["features", "classes"])
+def test_warm_start_on_another_problem_is_refused(problem, change):
+    X, y = problem
+    model = SoftmaxRegression(epochs=1, warm_start=True, random_state=0).fit(X, y)
+    other_X, other_y = (np.hstack([X, X]), y) if change == "features" else (X, y % 2)
+    with pytest.raises(ValueError, match="warm_start=True continues the fitted weights"):
+        model.fit(other_X, other_y)
+    assert SoftmaxRegression(epochs=1, random_state=0).fit(other_X, other_y).n_iter_ == 1  # without it: afresh
+
+
+def test_an_interrupted_epoch_adds_no_steps(problem, monkeypatch):
+    from linclass_gpu.backends.array_backend import ArrayFusedSGD
+
+    X, y = problem
+    steps_per_epoch, calls = -(-len(y) // 50), []
+    step = ArrayFusedSGD.step
+
+    def interrupted_in_the_second_epoch(self, rows, learning_rate):
+        calls.append(learning_rate)
+        if len(calls) == steps_per_epoch + 2:  # Ctrl-C in the middle of epoch 2
+            raise KeyboardInterrupt
+        step(self, rows, learning_rate)
+
+    monkeypatch.setattr(ArrayFusedSGD, "step", interrupted_in_the_second_epoch)
+    model = SoftmaxRegression(backend="numpy", epochs=3, batch_size=50, tol=None, random_state=0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
+    assert model.n_iter_ == 1 and model.t_ == steps_per_epoch

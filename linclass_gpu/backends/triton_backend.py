@@ -12,10 +12,12 @@ loss share that layout, so one update kernel serves every model. The kernels are
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -29,6 +31,10 @@ from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, BackendUn
 PREDICT_CHUNK_ROWS = 16384
 
 _KERNEL_MODULES = ("_tiles", "softmax_sgd", "sigmoid_sgd", "sgd_update", "epoch_sgd")
+# load_kernels may re-import triton and the kernel modules; two threads doing that at once would each see the other's
+# half-imported modules.
+_LOAD_LOCK = threading.Lock()
+_INTERPRETER_LOCK = threading.RLock()
 
 
 def kernel_module(name: str):
@@ -52,6 +58,18 @@ def kernel_module(name: str):
             spec.loader.exec_module(module)
             importlib.import_module("linclass_gpu").kernels = module
     return importlib.import_module(f"{package}.{name}")
+
+
+def _one_launch_at_a_time(run: Callable) -> Callable:
+    """``run`` of an interpreted kernel, serialised process-wide: the interpreter patches ``triton.language`` for the
+    duration of a launch, so two launches from two threads would see each other's patches."""
+
+    @functools.wraps(run)
+    def serialised(*args, **kwargs):
+        with _INTERPRETER_LOCK:
+            return run(*args, **kwargs)
+
+    return serialised
 
 
 def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
@@ -81,6 +99,10 @@ def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
     modules = {name: kernel_module(name) for name in _KERNEL_MODULES}
     if isinstance(modules["softmax_sgd"].softmax_sgd_kernel, InterpretedFunction) != interpret:
         modules = {name: importlib.reload(modules[name]) for name in _KERNEL_MODULES}  # helpers first
+    if interpret:
+        for kernel in (value for module in modules.values() for value in vars(module).values()):
+            if isinstance(kernel, InterpretedFunction) and not hasattr(kernel.run, "__wrapped__"):
+                kernel.run = _one_launch_at_a_time(kernel.run)
     return SimpleNamespace(softmax=modules["softmax_sgd"], sigmoid=modules["sigmoid_sgd"],
                            update=modules["sgd_update"], epoch=modules["epoch_sgd"], interpret=interpret)
 
@@ -325,7 +347,8 @@ class TritonBackend(Backend):
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs torch: {error}") from error
         try:
-            self._kernels = load_kernels()
+            with _LOAD_LOCK:
+                self._kernels = load_kernels()
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs triton: {error}") from error
         self._torch = torch

@@ -29,7 +29,14 @@ _MNIST_TABLE = [("provider", "provider"), ("median_epoch_s", "epoch s"), ("fit_s
 
 
 def _int_list(text: str) -> list[int]:
-    return [int(item) for item in text.split(",") if item]
+    """A comma-separated list of positive integers (argparse names the flag when it is not one)."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
 
 
 def _name_list(text: str) -> list[str]:
