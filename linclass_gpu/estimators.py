@@ -240,7 +240,7 @@ class _LinearClassifier(SGDHyperparameters, _LinearPredictor, _ModelFile):
 
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
                     classifier_tags=ClassifierTags(multi_class=True, multi_label=self._labels.reads_indicators),
-                    input_tags=InputTags())
+                    input_tags=InputTags(sparse=True))  # scipy.sparse rows train on the sparse NumPy path
 
     def _training_backend(self, dtype: np.dtype):
         """The backend to train on, once it is known to compute in ``dtype`` (never a silent float32 for float64)."""

@@ -124,7 +124,8 @@ BAD_INPUTS = [
     ("object X of words", lambda X, y: (np.full(X.shape, "tall", dtype=object), y), TypeError, "numbers"),
     ("object X with None", lambda X, y: (np.where(X > 0, X, None), y), ValueError, "NaN"),  # None converts to NaN
     ("complex X", lambda X, y: (X.astype(complex), y), ValueError, "Complex data not supported"),
-    ("sparse X", lambda X, y: (__import__("scipy.sparse").sparse.csr_matrix(X), y), TypeError, "sparse input"),
+    ("sparse X with NaN", lambda X, y: (__import__("scipy.sparse").sparse.csr_matrix(
+        np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X)), y), ValueError, "NaN or infinity"),
     ("no y", lambda X, y: (X, None), ValueError, "requires y to be passed"),
     ("continuous y", lambda X, y: (X, y + 0.5), ValueError, "continuous"),
     ("2-D y", lambda X, y: (X, np.stack([y, y], axis=1)), ValueError, "1-D"),

@@ -368,7 +368,7 @@ def test_cli_trains_from_files_chunk_by_chunk(capsys, tmp_path, blobs):
     (["--labels", "y.npy"], "--features and --labels go together"),
     (["--features", "X.npy", "--labels", "y.npy", "--test-features", "X.npy"], "--test-features and --test-labels"),
     (["--features", "X.npy.gz", "--labels", "y.npy"], "gzip-compressed"),
-    (["--features", "X.npy", "--labels", "y.npy", "--chunk-mb", "0"], "--chunk-mb must be positive"),
+    (["--features", "X.npy", "--labels", "y.npy", "--chunk-mb", "0"], "--chunk-mb must be a positive finite number"),
     (["--features", "X.npy", "--labels", "y.npy", "--blocks-per-chunk", "0"], "blocks_per_chunk must be a positive"),
 ])
 def test_cli_file_errors_are_one_line_without_traceback(capsys, tmp_path, good_files, monkeypatch, extra, message):
