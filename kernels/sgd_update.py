@@ -12,11 +12,10 @@ sigmoid (K outputs) kernels, so one kernel serves every model::
     W ← sign(W)·max(|W| − s·l1, 0)      L1's proximal (soft-thresholding) step, W only, when L1 (see below)
 
 L1 is proximal rather than the subgradient ``l1·sign(W)`` added to g: a weight that should be 0 lands on exactly 0
-instead of oscillating around it by lr·l1. ``L1`` is a constexpr, so without it the kernel is the one without L1
-(bitwise the same step).
+instead of oscillating around it by lr·l1.
 
-With ``APPLY_UPDATE=False`` it only reduces (``grad_out = g``): the deterministic ``*_loss_grad`` path.
-Traffic: reads θ and the gradient once, writes θ once (and the zeroed accumulator, and v with momentum).
+Given ``grad_out`` it only reduces (``grad_out = g``): the deterministic ``*_loss_grad`` path. Absent buffers are
+passed as None, which Triton compiles as a constant: the kernel's ``is None`` branches cost nothing at run time.
 """
 
 from __future__ import annotations
@@ -29,19 +28,22 @@ import triton.language as tl
 # Constants
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Elements per program: 1024 fp32 = 4 KB per stream, 8 values per thread at 4 warps; a purely elementwise,
-# bandwidth-bound kernel needs nothing larger to saturate memory.
+# Elements per program: 8 fp32 values per thread at 4 warps are enough for an elementwise, bandwidth-bound kernel.
 BLOCK = 1024
 NUM_WARPS = 4
 # Deterministic mode keeps one θ-sized gradient slice per program of the step kernel; their total is capped (fewer
-# programs, each taking several row blocks, for very large D·K) so the buffer never grows without bound. 64 MB holds
-# 21 slices of a 784 × 1000 model (3.1 MB each); a 784 × 32768 model (103 MB) gets a single program and slice.
+# programs, each taking several row blocks, for large D·K): 21 slices of a 784 × 1000 model, one of 784 × 32768.
 PARTIALS_BYTES = 64 * 2**20
+# Runtime arguments that are not int32 or fp32 buffers, typed for the compile report.
+ARG_TYPES = {"loss_sum_ptr": "*fp64", **dict.fromkeys(
+    ("learning_rate", "l2", "l1", "momentum", "eps", "beta1", "beta2", "bias_correction1", "bias_correction2_sqrt"),
+    "fp32")}
 
 
 def max_partials(n_params: int, n_blocks: int) -> int:
     """Programs (= partial slices) of a deterministic step over ``n_blocks`` row blocks of a ``n_params`` model."""
     return max(1, min(n_blocks, PARTIALS_BYTES // (4 * n_params)))
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Kernel
@@ -54,9 +56,9 @@ def sgd_update_kernel(
     n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps, beta1, beta2, bias_correction1,
     bias_correction2_sqrt,
     BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-    FIT_INTERCEPT: tl.constexpr, APPLY_UPDATE: tl.constexpr, L1: tl.constexpr, ADAGRAD: tl.constexpr,
-    ADAM: tl.constexpr,
+    FIT_INTERCEPT: tl.constexpr, L1: tl.constexpr, ADAGRAD: tl.constexpr, ADAM: tl.constexpr,
 ):
+    """One parameter update (or, given ``grad_out``, only the reduction) over ``BLOCK`` elements of ``theta``."""
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_params
@@ -76,7 +78,7 @@ def sgd_update_kernel(
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
         tl.store(grad_ptr + offs, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)  # ready for the next atomics
 
-    if APPLY_UPDATE:
+    if grad_out_ptr is None:
         theta = tl.load(theta_ptr + offs, mask=mask, other=0.0)
         is_weight = offs < n_weights
         # 2. L2 on W only: ∂(l2/2·‖W‖²)/∂W = l2·W.
@@ -91,8 +93,7 @@ def sgd_update_kernel(
             # 4. θ ← θ − s·g
             theta = theta - step_size * g
         elif ADAM:
-            # 3. Adam: moving averages m (in the velocity buffer) and v (in the accumulator), bias-corrected by
-            # (1 − β₁ᵗ) and √(1 − β₂ᵗ), computed on the host from the step count t.
+            # 3. Adam: m in the velocity buffer, v in the accumulator; bias corrections computed on the host from t.
             m = beta1 * tl.load(velocity_ptr + offs, mask=mask, other=0.0) + (1.0 - beta1) * g
             v = beta2 * tl.load(accumulator_ptr + offs, mask=mask, other=0.0) + (1.0 - beta2) * (g * g)
             tl.store(velocity_ptr + offs, m, mask=update_mask)
@@ -154,14 +155,13 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
                                                if adam_step else (1.0, 1.0))
     if deterministic and (loss_partials is None or loss_sum is None):
         raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
-    dummy = theta
     sgd_update_kernel[(triton.cdiv(n_params, BLOCK),)](
-        theta, grad, velocity if velocity is not None else dummy, accumulator if accumulator is not None else dummy,
-        loss_partials if loss_partials is not None else dummy, loss_sum if loss_sum is not None else dummy,
-        grad_out if grad_out is not None else dummy,
-        n_weights, n_params, n_partials, float(learning_rate), float(l2), float(l1), float(momentum), float(eps),
-        float(beta1), float(beta2), float(bias_correction1), float(bias_correction2_sqrt),
+        theta_ptr=theta, grad_ptr=grad, velocity_ptr=velocity, accumulator_ptr=accumulator,
+        loss_partials_ptr=loss_partials, loss_sum_ptr=loss_sum, grad_out_ptr=grad_out, n_weights=n_weights,
+        n_params=n_params, n_partials=n_partials, learning_rate=float(learning_rate), l2=float(l2), l1=float(l1),
+        momentum=float(momentum), eps=float(eps), beta1=float(beta1), beta2=float(beta2),
+        bias_correction1=float(bias_correction1), bias_correction2_sqrt=float(bias_correction2_sqrt),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
-        FIT_INTERCEPT=bool(fit_intercept), APPLY_UPDATE=grad_out is None, L1=bool(l1),
-        ADAGRAD=accumulator is not None and not adam_step, ADAM=bool(adam_step), num_warps=NUM_WARPS,
+        FIT_INTERCEPT=bool(fit_intercept), L1=bool(l1), ADAGRAD=accumulator is not None and not adam_step,
+        ADAM=bool(adam_step), num_warps=NUM_WARPS,
     )

@@ -18,6 +18,7 @@ single-launch epoch kernel, which runs on sm_90 and later only (its sm_80 build 
 the launches and host synchronisations per epoch and the global atomics and bytes per step.
 
 ``linclass-gpu kernels report [--arch sm_80,sm_90] [--json]`` prints :func:`format_report` of :func:`compile_report`.
+The kernel sources quote no such figures (registers, spills, loads found on one day): this report regenerates them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,40 @@ class KernelBuild:
     int_values: dict = field(default_factory=dict)
     # The oldest arch the backend launches this build on (90 for sm_90); None for every arch asked for.
     min_arch: int | None = None
+
+
+def _signature(module: str, kernel: str, constexprs: dict, **types: str) -> dict:
+    """The ``triton.compile`` signature of ``kernel`` in ``linclass_gpu.kernels.<module>``, from its parameter list.
+
+    Parameters annotated ``tl.constexpr``, and absent pointers (``None`` in ``constexprs``), are ``"constexpr"``; the
+    others take their type from ``types`` (what this build launches with), else from the module's ``ARG_TYPES``,
+    else ``"*fp32"`` for a pointer (``*_ptr``) and ``"i32"`` for a scalar.
+    """
+    import importlib
+    import inspect
+
+    kernels = importlib.import_module(f"linclass_gpu.kernels.{module}")
+    parameters = inspect.signature(getattr(kernels, kernel).fn).parameters
+    unknown = set(types) - set(parameters) | set(constexprs) - set(parameters)
+    if unknown:
+        raise ValueError(f"{kernel} has no parameters {sorted(unknown)}")
+    module_types = getattr(kernels, "ARG_TYPES", {})
+    signature = {}
+    for name, parameter in parameters.items():
+        if name in constexprs or "constexpr" in str(parameter.annotation):
+            signature[name] = "constexpr"
+        else:
+            default = "*fp32" if name.endswith("_ptr") else "i32"
+            signature[name] = types.get(name) or module_types.get(name) or default
+    missing = sorted(name for name, kind in signature.items() if kind == "constexpr" and name not in constexprs)
+    if missing:
+        raise ValueError(f"no value for {kernel}'s constexprs {missing}")
+    return signature
+
+
+def _absent(**present: bool) -> dict:
+    """The optional pointers a build launches without, as the ``None`` constexprs a launch passes for them."""
+    return {name: None for name, given in present.items() if not given}
 
 
 def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False,
@@ -145,17 +180,13 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
     from .backends.triton_backend import kernel_module
 
     update = kernel_module("sgd_update")
-    signature = {
-        "theta_ptr": "*fp32", "grad_ptr": "*fp32", "velocity_ptr": "*fp32", "accumulator_ptr": "*fp32",
-        "loss_partials_ptr": "*fp32",
-        "loss_sum_ptr": "*fp64", "grad_out_ptr": "*fp32", "n_weights": "i32", "n_params": "i32", "n_partials": "i32",
-        "learning_rate": "fp32", "l2": "fp32", "l1": "fp32", "momentum": "fp32", "eps": "fp32", "beta1": "fp32",
-        "beta2": "fp32", "bias_correction1": "fp32", "bias_correction2_sqrt": "fp32",
-    }
     constexprs = {
         "BLOCK": update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
-        "FIT_INTERCEPT": True, "APPLY_UPDATE": apply_update, "L1": l1, "ADAGRAD": adagrad, "ADAM": adam,
+        "FIT_INTERCEPT": True, "L1": l1, "ADAGRAD": adagrad, "ADAM": adam,
+        **_absent(velocity_ptr=momentum or adam, accumulator_ptr=adagrad or adam, loss_partials_ptr=deterministic,
+                  loss_sum_ptr=deterministic, grad_out_ptr=not apply_update),
     }
+    signature = _signature("sgd_update", "sgd_update_kernel", constexprs)
     flags = ["deterministic" if deterministic else "atomics"]
     rule = "nesterov momentum" if nesterov else "momentum" if momentum else "plain"
     flags += ["adam" if adam else "adagrad" if adagrad else rule]
@@ -163,8 +194,8 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
     flags += ["l1"] if l1 else []
     flags += [f"D={n_features} C={n_classes}"]
     n_weights = n_features * n_classes
-    return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", {**signature, **dict.fromkeys(
-        constexprs, "constexpr")}, constexprs, update.NUM_WARPS, 3, None,
+    return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", signature, constexprs,
+        update.NUM_WARPS, 3, None,
         {"n_weights": n_weights, "n_params": n_weights + n_classes, "n_partials": 8})
 
 
