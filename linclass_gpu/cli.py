@@ -20,9 +20,9 @@ import warnings
 import numpy as np
 
 from . import __version__, kernel_report, selfcheck
-from .bench import cli as bench_cli
 from .backends import BackendUnavailableError, backend_statuses, probe, resolve_name
 from .backends.registry import AUTO_ORDER, ENV_VARIABLE, not_installed
+from .bench import cli as bench_cli
 from .datasets import KINDS, load_mnist
 from .distributed import DEFAULT_TIMEOUT_SECONDS, DataParallel, DistributedError, init_from_environment, shard_rows
 from .estimators import AUTO_BATCH_ROWS, LogisticRegression, SoftmaxRegression

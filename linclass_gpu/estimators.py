@@ -20,8 +20,16 @@ from .hyperparameters import AUTO_BATCH_ROWS, MIN_AUTO_STEPS_PER_EPOCH, SGDHyper
 from .labels import SIGMOID_LABELS, SOFTMAX_LABELS, ClassIds, LabelFamily, encode_class_ids
 from .persistence import json_value, read_npz, write_npz_atomically
 from .training import ConvergenceWarning, TrainingHistory, holdout_rows, train_sgd
-from .validation import (NotFittedError, as_sklearn, check_feature_names, check_features, check_positive,
-                         check_sample_weight, class_weights, feature_names)
+from .validation import (
+    NotFittedError,
+    as_sklearn,
+    check_feature_names,
+    check_features,
+    check_positive,
+    check_sample_weight,
+    class_weights,
+    feature_names,
+)
 
 __all__ = ["AUTO_BATCH_ROWS", "MIN_AUTO_STEPS_PER_EPOCH", "LogisticRegression", "SoftmaxRegression"]
 

@@ -6,9 +6,8 @@ plateaus (see :class:`~linclass_gpu.training.PlateauRule`); here it is the const
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 SCHEDULES = ("constant", "step", "exponential", "invscaling", "optimal", "adaptive")
 

@@ -30,8 +30,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .idx import GZIP_MAGIC, read_idx_header
 from .files import open_regular_file
+from .idx import GZIP_MAGIC, read_idx_header
 from .training import PlateauRule, TrainingDivergedError, TrainingHistory
 from .validation import check_labels, check_positive
 
@@ -300,9 +300,8 @@ def open_stream(features: PathOrArray, labels: PathOrArray, *, chunk_bytes: int 
     ------
     ValueError
         Shapes that disagree (features not 2-D or more, labels not (N,) or (N, L), weights not 1-D, different numbers
-        of rows), no rows,
-        a gzip or otherwise unreadable file, one that is not a regular file (a FIFO), neither or both of `chunk_bytes` and `chunk_rows`, or a budget smaller
-        than one row.
+        of rows), no rows, a gzip or otherwise unreadable file, one that is not a regular file (a FIFO), neither or
+        both of `chunk_bytes` and `chunk_rows`, or a budget smaller than one row.
     TypeError
         Features or weights that are not real numbers, labels that are neither numbers nor strings.
     """
@@ -389,8 +388,8 @@ def fit_stream(estimator, stream: RowStream, *, epochs: int | None = None, seed:
     others count SGD steps, which carry across calls. With ``shuffle=False`` and chunks of a multiple
     of ``batch_size`` rows (``open_stream(batch_size=...)``) the result equals ``fit`` on the whole data. Like
     ``fit``, training stops once the epoch's loss has failed to improve by ``estimator.tol`` for ``n_iter_no_change``
-    epochs (unless ``tol`` is None); there is no early stopping on a validation split and no ``"adaptive"`` plateau. With
-    ``average``, the mean runs over the weights at the end of each ``partial_fit`` call (each chunk), so it is
+    epochs (unless ``tol`` is None); there is no early stopping on a validation split and no ``"adaptive"`` plateau.
+    With ``average``, the mean runs over the weights at the end of each ``partial_fit`` call (each chunk), so it is
     ``fit``'s exactly only with one chunk per epoch.
 
     Parameters

@@ -3,8 +3,8 @@
 The reference is always :mod:`linclass_gpu.oracle` in float64, fed the same (already rounded) inputs as the code under
 test, so what remains is accumulation and rounding error of the computation itself. ``rtol`` is the relative error of
 one rounding of the dtype the kernel computes or stores in; ``atol`` grows with the reduction length (``D`` for
-logits, ``B`` for dW and db), since a sum of ``n`` rounded terms carries an absolute error growing with ``n`` (we use the
-linear worst case, not the √n average, so the table never needs per-test tuning).
+logits, ``B`` for dW and db), since a sum of ``n`` rounded terms carries an absolute error growing with ``n`` (we use
+the linear worst case, not the √n average, so the table never needs per-test tuning).
 """
 
 from __future__ import annotations

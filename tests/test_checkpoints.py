@@ -254,13 +254,15 @@ def test_sigkill_during_checkpointed_fits_leaves_a_readable_checkpoint_and_no_te
         writer.wait()
         writer.stdout.close()
         if path.exists():
-            stored = read_npz(path, {"W", "params", "rng_state"}, "checkpoint", CHECKPOINT_MEMBERS)  # all present, checked
+            # All members present, each checked.
+            stored = read_npz(path, {"W", "params", "rng_state"}, "checkpoint", CHECKPOINT_MEMBERS)
             assert stored["W"].shape == (300, 10)
     assert path.exists(), "some checkpoint was written in 10 runs"
     written = [name for name in os.listdir(tmp_path) if TEMPORARY_MARK in name]
     write_npz_atomically(path, stored_members(path.read_bytes()))  # the next write cleans up after the killed ones
     assert sorted(os.listdir(tmp_path)) == ["loop.py", "run.npz"], written
-    print(f"{len(delays)} kills during checkpointed fits, {len(written)} temporary files left, removed by the next write")
+    print(f"{len(delays)} kills during checkpointed fits, {len(written)} temporary files left, "
+          "removed by the next write")
 
 
 def test_a_checkpoint_of_other_feature_values_is_refused(tmp_path, problem):

@@ -440,7 +440,8 @@ def test_mirror_serving_wrong_bytes_is_rejected_and_leaves_nothing(monkeypatch, 
         load_mnist()
 
     message = str(excinfo.value)
-    assert f"{base_url}/bad/{TRAIN_IMAGES}.gz: MD5 mismatch: expected {datasets.MNIST_FILES[TRAIN_IMAGES].md5}" in message
+    expected_md5 = datasets.MNIST_FILES[TRAIN_IMAGES].md5
+    assert f"{base_url}/bad/{TRAIN_IMAGES}.gz: MD5 mismatch: expected {expected_md5}" in message
     assert files_in(user_cache_dir("mnist")) == []
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerances import assert_close
 
 from linclass_gpu.backends import available_backends, get_backend
 from linclass_gpu.schedules import LearningRateSchedule
 from linclass_gpu.training import train_sgd
-from tolerances import assert_close
 
 pytestmark = pytest.mark.slow  # starts several processes per test (gloo over loopback)
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from helpers import blobs
 
-from linclass_gpu import (LogisticRegression, NotFittedError, SoftmaxRegression, TrainingDivergedError,
-                          load_mnist)
+from linclass_gpu import LogisticRegression, NotFittedError, SoftmaxRegression, TrainingDivergedError, load_mnist
 
 ESTIMATORS = [SoftmaxRegression, LogisticRegression]
 

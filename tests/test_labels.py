@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from linclass_gpu import oracle
-from linclass_gpu.labels import (SIGMOID_LABELS, SOFTMAX_LABELS, BinaryLabels, ClassIds, MultilabelLabels, OneVsRest,
-                                 encode_class_ids)
+from linclass_gpu.labels import (
+    SIGMOID_LABELS,
+    SOFTMAX_LABELS,
+    BinaryLabels,
+    ClassIds,
+    MultilabelLabels,
+    OneVsRest,
+    encode_class_ids,
+)
 
 LOGITS = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0], [0.0, 0.0, 0.0], [-1e3, 1e3, 0.0]])
 

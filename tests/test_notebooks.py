@@ -48,7 +48,8 @@ def test_notebook_is_committed_without_outputs(name):
     nbformat.validate(notebook)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip the outputs before committing"
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{path.name}: strip the outputs before committing")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

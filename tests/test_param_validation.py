@@ -46,10 +46,13 @@ def test_integer_checks_refuse_floats_bools_and_strings(value):
 
 @pytest.mark.parametrize("value,low,high,include_low,include_high,inside", [
     (0.0, 0, 1, True, False, True), (1.0, 0, 1, True, False, False), (0.0, 0, 1, False, False, False),
-    (np.float64(1.0), 0, 1, True, True, True), (np.float32(1.5), 0, 1, True, True, False), (-1, -1, 0, True, True, True),
+    (np.float64(1.0), 0, 1, True, True, True), (np.float32(1.5), 0, 1, True, True, False),
+    (-1, -1, 0, True, True, True),
 ])
 def test_check_in_range_honours_open_and_closed_ends(value, low, high, include_low, include_high, inside):
-    check = lambda: check_in_range("x", value, low, high, include_low=include_low, include_high=include_high)
+    def check():
+        return check_in_range("x", value, low, high, include_low=include_low, include_high=include_high)
+
     if inside:
         check()
     else:

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from linclass_gpu import SoftmaxRegression
-from linclass_gpu.threads import (FLOPS_PER_THREAD, THREADS_ENVIRONMENT_VARIABLE, available_cores, blas_threads_for,
-                                  check_n_threads)
+from linclass_gpu.threads import (
+    FLOPS_PER_THREAD,
+    THREADS_ENVIRONMENT_VARIABLE,
+    available_cores,
+    blas_threads_for,
+    check_n_threads,
+)
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, FusedSGD, adam_bias_corrections,
-                   check_optimizer)
+from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, FusedSGD, adam_bias_corrections, check_optimizer
 from .rowwise import ROW_LOSSES
 
 # Rows per chunk when predicting on non-float inputs: bounds the float copy of X (2048 MNIST rows: 6.4 MB) while

@@ -86,7 +86,8 @@ class FusedSGD(abc.ABC):
     One ``step`` call computes, for the rows of one minibatch,
     ``Z = s·X_b W + b``, the softmax or sigmoid of ``Z``, the weighted summed loss ``Σ_i w_i ℓ_i``,
     ``dZ_i = w_i (P_i − Y_i)``, ``dW = s·X_bᵀ dZ / B + l2·W``, ``db = Σ dZ / B``, the (momentum) SGD update of ``W``
-    and ``b`` and, with L1, the soft-thresholding of ``W`` (see :meth:`Backend.fused_sgd`), where ``s`` is the input scale and ``w_i`` the row's sample weight (1 without weights). It never reads
+    and ``b`` and, with L1, the soft-thresholding of ``W`` (see :meth:`Backend.fused_sgd`), where ``s`` is the input
+    scale and ``w_i`` the row's sample weight (1 without weights). It never reads
     anything back to the host: the loss is accumulated on the device and fetched by :meth:`pop_loss_sum`, once per
     epoch.
 
