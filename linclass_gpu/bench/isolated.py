@@ -11,7 +11,8 @@ Why a process per provider:
 The object is made by a factory named ``"module:function"`` (a class works), called as
 ``factory(mark_baseline, **kwargs)``: it imports what it needs, calls ``mark_baseline()`` (the resident set then is
 the baseline: interpreter plus imports, no data yet), loads its data and sets up. :meth:`IsolatedWorker.memory`
-gives the baseline and the peak (``VmHWM``) above it.
+gives the baseline and the peak (``VmHWM``) above it, or what the object's own ``memory()`` returns (an object that
+runs a program of its own measures that program).
 
 The child is ``python -m linclass_gpu.bench.isolated '<json: {"factory": ..., "kwargs": {...}}>'``; requests and
 replies are JSON lines on its standard input and output (anything the object prints goes to its standard error).
@@ -168,7 +169,7 @@ def serve(factory: str, kwargs: dict, requests, replies) -> None:
     for line in requests:
         request = json.loads(line)
         if request["method"] == "__memory__":
-            answer(lambda: _memory(baseline[0]))
+            answer(getattr(target[0], "memory", lambda: _memory(baseline[0])))
         else:
             answer(lambda: getattr(target[0], request["method"])(*request["args"]))
 

@@ -30,22 +30,24 @@ epoch. L-BFGS is evaluated after each of its warm-start chunks.
   curvature memory, which costs it a few iterations per chunk.
 - :class:`GemmFloor`: the floor of an epoch: per minibatch, the gather of its uint8 rows, cast to float32, and the
   step's two GEMMs on preallocated buffers, nothing else (no accuracy).
-- :class:`CliTraining`: ``linclass-gpu train`` itself, in one go, for its peak memory; its epoch seconds include
-  evaluation.
+- :class:`CliTraining`: the ``linclass-gpu train`` command itself, run as a user runs it (a process of its own), in
+  one go, for its peak memory; its epoch seconds include evaluation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
+import resource
+import subprocess
+import sys
 import time
 import warnings
 
 import numpy as np
 
 from ..datasets import load_mnist
+from .isolated import MB
 
 PIXEL_SCALE = 1 / 255
 N_CLASSES = 10
@@ -74,6 +76,11 @@ def load_split(data_dir, train_rows, test_rows):
     data = load_mnist(data_dir)
     return (data.train_images[:train_rows], data.train_labels[:train_rows].astype(np.int64),
             data.test_images[:test_rows], data.test_labels[:test_rows].astype(np.int64))
+
+
+def _children_peak_bytes() -> int:
+    """The largest resident set among this process's finished children (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def _as_unit_float32(images: np.ndarray) -> np.ndarray:
@@ -472,31 +479,47 @@ class GemmFloor(_Training):
 
 
 class CliTraining(_Training):
-    """``linclass-gpu train --json`` as a user runs it (auto backend), in one go, for its peak memory."""
+    """``linclass-gpu train --json`` as a user runs it (auto backend, a process of its own), in one go, for its peak
+    memory.
+
+    The baseline is the peak of a process that makes the imports ``train`` makes before it loads the data (the CLI
+    and the auto backend); the peak is the ``train`` process's. Both are the largest resident set among this
+    process's finished children (``ru_maxrss``), read after each child ends.
+    """
 
     input = "uint8, input_scale=1/255"
+    _COMMAND = (sys.executable, "-m", "linclass_gpu.cli")
 
     def __init__(self, mark_baseline, *, epochs, batch_size, learning_rate, seed, data_dir=None, **_):
-        from .. import cli
         from ..backends import get_backend
 
         super().__init__(f"linclass-gpu train, backend {get_backend('auto').name}")
-        mark_baseline()  # after the backend's imports, which ``train`` makes before it loads the data
-        self.main = cli.main
+        imports = "import linclass_gpu.cli\nfrom linclass_gpu.backends import get_backend\nget_backend('auto')"
+        subprocess.run([sys.executable, "-c", imports], check=True)
+        self._baseline_bytes = _children_peak_bytes()
+        self._peak_bytes = None
         self.argv = ["train", "--json", "--no-progress", "--epochs", str(epochs), "--batch-size", str(batch_size),
                      "--learning-rate", str(learning_rate), "--seed", str(seed)]
         if data_dir is not None:
             self.argv += ["--data-dir", str(data_dir)]
 
     def epoch(self) -> bool:
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            status = self.main(self.argv)
-        if status != 0:
-            raise RuntimeError(f"linclass-gpu {' '.join(self.argv)} exited with {status}")
-        summary = json.loads(output.getvalue().strip().splitlines()[-1])
+        finished = subprocess.run([*self._COMMAND, *self.argv], capture_output=True, text=True)
+        self._peak_bytes = _children_peak_bytes()
+        if finished.returncode != 0:
+            raise RuntimeError(f"linclass-gpu {' '.join(self.argv)} exited with {finished.returncode}: "
+                               f"{finished.stderr.strip()[-2000:]}")
+        summary = json.loads(finished.stdout.strip().splitlines()[-1])
         for seconds, accuracy in zip(summary["epoch_seconds"], summary["test_accuracy_per_epoch"]):
             self._evaluated(seconds, accuracy)
             self._epoch_done(accuracy)
         self.setup_seconds = summary["fit_seconds"] - sum(self.epoch_seconds)
         return True
+
+    def memory(self) -> dict:
+        """``baseline_mb``, ``peak_mb`` and ``peak_above_baseline_mb`` of the ``train`` process (None before it ran),
+        as :meth:`.isolated.IsolatedWorker.memory` gives them for in-process providers."""
+        if self._peak_bytes is None:
+            return {"baseline_mb": None, "peak_mb": None, "peak_above_baseline_mb": None}
+        return {"baseline_mb": self._baseline_bytes / MB, "peak_mb": self._peak_bytes / MB,
+                "peak_above_baseline_mb": (self._peak_bytes - self._baseline_bytes) / MB}
