@@ -48,7 +48,8 @@ def test_pickle_round_trip_predicts_the_same(problem):
 
 
 # The checks of scikit-learn's suite that plain minibatch SGD cannot pass, each with the reason (scikit-learn marks
-# the first as an expected failure for its own SGDClassifier, for the same reason).
+# both sample-weight equivalence checks, dense and sparse, as expected failures of its own SGDClassifier, for the
+# same reason).
 SAMPLE_WEIGHT_IS_NOT_DUPLICATION = (
     "SGD over shuffled minibatches: a row of weight 2 takes one step where its duplicate takes two, in other batches, "
     "so the fits agree only in expectation")
