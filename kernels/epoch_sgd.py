@@ -1,9 +1,7 @@
 """A whole epoch of minibatch SGD in one launch: one program, the parameters held on chip from first step to last.
 
-The per-step path (``softmax_sgd.py`` / ``sigmoid_sgd.py`` and ``sgd_update.py``) makes 2 launches per step and keeps
-θ in global memory. At MNIST shapes (B = 128, D = 784, C = 10) a step is ~4 MFLOP and ~0.3 MB: latency, not work, so
-an epoch of 469 steps is bounded by launches and the kernels' dependent round trips. Here a single program runs every
-step of the epoch::
+The per-step path makes 2 launches per step; at MNIST shapes a step is ~4 MFLOP, so an epoch is bounded by launch
+latency. Here a single program runs every step of the epoch::
 
     for t in 0 … n_steps − 1:                      rows r = order[t·B : min((t+1)·B, N)],  B_t = |r|
         Z  = s·X[r] W + b                          (B_t, K), fp32 accumulation whatever X's dtype
@@ -13,63 +11,29 @@ step of the epoch::
         v ← μ v + g;   step = g + μ v (Nesterov) or v (or g without momentum);   θ ← θ − lr_t·step
     loss += Σ_t Σ_i w_i ℓ_i                        written to the device once, at the end
 
-with the same formulas as the step kernels (the loss and its derivative are ``_tiles.online_logsumexp`` /
-``softmax_dz`` / ``sigmoid_loss_and_dz``, shared with them) and as ``sgd_update.py`` (L2 on W only, then momentum,
-then the step); the step's gradient is summed in another order (see below), so the two paths agree to fp32 rounding,
-not bitwise. ``order`` (the epoch's shuffled rows) and ``lr`` (the schedule's per-step rates) are device arrays, so
-the host computes nothing per step and reads the loss back once per epoch.
+with the step kernels' formulas (``_tiles.online_logsumexp`` / ``softmax_dz`` / ``sigmoid_loss_and_dz``) and
+``sgd_update.py``'s rule (L2 on W only, then momentum, then the step); the step's gradient is summed in another
+order, so the two paths agree to fp32 rounding, not bitwise. ``order`` (the epoch's shuffled rows) and ``lr`` (the
+schedule's per-step rates) are device arrays: the host computes nothing per step and reads the loss once per epoch.
 
-Design:
+- **State on chip.** W is ``X_CHUNKS`` (CHUNK_D, BLOCK_K) tiles (a tuple indexed by a static loop) and b a
+  (BLOCK_K,) vector, loop-carried through the step loop with the momentum state: read from θ once, written once.
+  The step's gradient accumulates in registers in the same tiling from the terms known before the step (l2·W, and
+  μ·v for heavy-ball momentum, so the sum is the new v itself). Nothing reaches global memory between steps, so no
+  thread reads another's global write and no barrier beyond Triton's own is needed.
+- **Products.** Per 16-row block, ``Z = Σ_k tl.dot(X[r, chunk k], W_k)`` and ``G_k += tl.dot(X[r, chunk k]ᵀ, s·dZ)``;
+  X is read once per row block in its own dtype and widened to fp32 where used. FMA (``"ieee"``) is the default:
+  at M = 16 on one SM, tf32x3's three mma passes are estimated no faster.
+- **Prefetch.** The next row block's indices, labels, weights and first ``X_PREFETCH`` chunks are loaded before
+  this block's products; its other chunks load behind the prefetched ones' forward products.
+- **Scope.** One program, one SM, sm_90 and later (:data:`MIN_CAPABILITY`), K ≤ :data:`MAX_OUTPUTS`,
+  D ≤ :data:`MAX_FEATURES`; plain or (Nesterov) momentum SGD, L2, sample weights, any intercept and input dtype;
+  deterministic by construction. Other optimizers, L1, a data-parallel reducer and larger shapes keep the per-step
+  path (``TritonFusedSGD.run_epoch`` decides).
 
-- **State on chip.** W is held as ``X_CHUNKS`` (CHUNK_D, BLOCK_K) tiles (a tuple of tensors indexed by a static
-  loop), b as a (BLOCK_K,) vector, loop-carried through the step loop with the momentum state: loaded from θ once
-  before the first step and stored once after the last. The step's gradient accumulates in the same tiling, in
-  registers, over the step's row blocks, starting from the terms known before them (l2·W, and μ·v for heavy-ball
-  momentum, so the sum is the new v itself and only W and that accumulator are live: 2 tile sets, 3 with Nesterov,
-  which needs g apart from v). Nothing is written to global memory between steps, so no thread ever reads another
-  thread's global write inside the launch and no barrier beyond those Triton inserts for its own shared-memory
-  traffic is needed (the per-step path's accumulator reset does not exist here either).
-- **Products.** Per (BLOCK_B = 16)-row block, the logits are ``Σ_k tl.dot(X[r, chunk k], W_k)`` and the gradient
-  ``G_k += tl.dot(X[r, chunk k]ᵀ, s·dZ)``: X is read once per row block (kept for both products), in its own dtype,
-  widened to fp32 where it is used (uint8 pixels, bf16 and fp16 are exact in fp32). ``INPUT_PRECISION`` is the
-  backend's: ``"ieee"`` (fp32 FMA, the default and what the tests check) or ``"tf32"`` (``TritonBackend(tf32=True)``).
-  Triton's ``"tf32x3"`` would put the products on tensor cores at fp32-grade accuracy (hi/lo split, 3 mma passes),
-  but on one SM with M = 16 that is estimated no faster than FMA (below), so it is not the default.
-- **Prefetch.** The next row block's indices, labels, weights and first ``X_PREFETCH`` feature chunks (the first
-  block of the next step, at a step's last block) are loaded before this block's products and carried into the next
-  iteration; its other chunks are loaded when it is processed, behind the forward products of the prefetched ones.
-  The depth is what fits in registers next to W and the accumulator (:data:`PREFETCH_CHUNKS`).
-- **Scope.** One program means one SM: the c1 design of the GPU review. It runs on sm_90 and later
-  (:data:`MIN_CAPABILITY`; under the interpreter too) for K ≤ :data:`MAX_OUTPUTS` and D ≤ :data:`MAX_FEATURES`
-  (the tiles of W, v and G must fit on chip) with plain or (Nesterov) momentum SGD, L2,
-  sample weights, with or without intercept, every input dtype; it is deterministic by construction (one program,
-  fixed order), so it serves both reduction modes. AdaGrad, Adam and L1 (proximal), a data-parallel reducer, and
-  larger D or K keep the per-step path (``TritonFusedSGD.run_epoch`` decides).
-
-Time per step (estimated, not measured: no GPU has run this kernel). Inputs: one H100/H200 SM at 1.75 GHz, 128
-fp32 FMA lanes, ~512 dense tf32 MAC/clk of which mma.sync at M = 16 reaches ~½; L2 hit latency ~250 cycles (MNIST's
-47 MB of uint8 X fits the 50 MB L2 after the first epoch), DRAM ~1,000 cycles; a layout conversion through shared
-memory ~40 cycles per barrier. MNIST shapes: B = 128 (8 row blocks of 16), D = 784 (25 chunks of 32), K = 10
-padded to 16, uint8 X, heavy-ball momentum::
-
-    MACs per step    forward 128·800·16 + backward 800·128·16 = 3.3 M
-    "ieee" (FMA)     3.3 M / 128 lanes ≈ 25.6 k cycles ≈ 14.6 µs
-    "tf32x3" (mma)   3 passes · 3.3 M / ~256 MAC/clk ≈ 38 k cycles ≈ 22 µs
-    loads            per row block: indices, labels, weights and 8 chunks arrive one block ahead (hidden); the other
-                     17 chunks are issued at the block's start and first needed after the 8 prefetched chunks'
-                     forward products (65 k MAC ≈ 510 cycles): hidden from L2 (~250), ~500 cycles exposed from DRAM
-                     → 0 µs per step from L2, ≈ 2.3 µs in the first epoch
-    barriers         the dot-operand layout conversions of the X chunks and dZ go through shared memory, ordered
-                     by CTA barriers: at most ~30 per row block (the BAR count of the build in ``linclass-gpu kernels
-                     report``, a static upper bound for the loop body) · ~40 cycles ≈ 1.2 k cycles; 8 blocks ≈ 10 k
-                     cycles ≈ 5.5 µs on the critical path (the least certain input: a GPU profile should check it)
-    update           2 · 12,800 fp32 FMAs over the W and accumulator tiles ≈ 200 cycles ≈ 0.1 µs
-
-so ≈ 20 µs per step with FMA products from L2 (14.6 + 5.5 + 0.1), ≈ 9.5 ms per MNIST epoch of 469 steps on one SM:
-about 2–3x better than the per-step path's estimated 21–28 ms (host-bound), and no host work per step, but ~10x from
-the 1 ms goal. That goal needs the features split over a cluster of P SMs (≈ 1/P of the MACs and conversions per SM, one
-exchange of the (B, K) partial logits per step), which this kernel does not do; it is the interpreter-tested
-single-program reference for that design.
+At MNIST shapes a step is 3.3 M MACs, ≈ 15 µs of FMA on one SM, plus the dot-operand layout conversions (CTA
+barriers: the report's BAR count): an estimated ≈ 20 µs per step, ≈ 10 ms per epoch. The 1 ms goal needs the
+features split over a cluster of SMs; this kernel is the interpreter-tested single-program reference for that.
 """
 
 from __future__ import annotations
@@ -88,30 +52,26 @@ from ._tiles import load_rows, load_x_block, online_logsumexp, param_tile, sigmo
 
 # Rows per block: tl.dot's minimum M (forward) and K (backward). A step of B rows is cdiv(B, 16) blocks in sequence.
 BLOCK_B = 16
-# Features per tile of W, v, G and X: 25 tiles at D = 784 (800 padded features, not 1024).
+# Features per tile of W, v, G and X: 800 padded features at D = 784, not 1024.
 CHUNK_D = 32
-# Outputs: one tile of 16 (tl.dot's minimum N) holds MNIST's 10 classes; each tile set (W, the accumulator, Nesterov's
-# v) is then D_pad · 16 fp32 values (51 KB at D = 784), and two or three of them are what one SM's registers hold
-# next to the X blocks in flight.
+# Outputs: one tile of 16 (tl.dot's minimum N) holds MNIST's 10 classes; two or three D_pad · 16 fp32 tile sets are
+# what one SM's registers hold next to the X blocks in flight.
 BLOCK_K = 16
 MAX_OUTPUTS = BLOCK_K
 MAX_FEATURES = 1024
 NUM_WARPS = 8
-# Feature chunks of the next row block read ahead (carried in registers into the next iteration; the rest of its
-# chunks are loaded when it is processed, their latency covered by the forward products of the prefetched ones). W
-# and the step's accumulator take 2 · 50 registers per thread at 8 warps, Nesterov's separate velocity 50 more; the
-# most chunks that then fit under 255 registers with no local memory on sm_90 (every dtype; see ``linclass-gpu kernels
-# report``) are 8, and 4 with Nesterov or sample weights (the third tile set, or the weights' gather, takes the room).
+# Feature chunks of the next row block read ahead into registers: fewer beside Nesterov's third tile set or weights.
 PREFETCH_CHUNKS = 8
 PREFETCH_CHUNKS_NARROW = 4
 # No loop for the software pipeliner to stage: the prefetch of the next row block is written out in the kernel.
 NUM_STAGES = 1
-# Compute capability the kernel is launched on. sm_90's build keeps W and the accumulator in registers with no local
-# memory; ptxas's sm_80 build of the same kernel does not (it spills to local memory at 8 or 16 warps, with or
-# without the prefetch), so A100-class devices keep the per-step path.
+# Compute capability the kernel is launched on: sm_90's register file holds W and the accumulator; ptxas's sm_80
+# build spills them, so A100-class devices keep the per-step path.
 MIN_CAPABILITY = (9, 0)
 # The losses of each model (linclass_gpu.backends.base.MODELS), as the kernel's LOSS constexpr.
 MODEL_LOSSES = {"softmax": "softmax", "sigmoid": "bce", "sigmoid_mse": "mse"}
+# Runtime arguments that are not int32 or fp32 buffers, typed for the compile report (which sets X's and y's).
+ARG_TYPES = {"rows_ptr": "*i64", "loss_ptr": "*fp64", "x_scale": "fp32", "l2": "fp32", "momentum": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -140,8 +100,7 @@ class EpochConfig:
 
 def epoch_config(n_features: int, n_outputs: int, nesterov: bool = False,
                  sample_weight: bool = False) -> EpochConfig | None:
-    """The epoch kernel's shape for ``D = n_features``, ``K = n_outputs``, the momentum rule and whether rows are
-    weighted, or None where it does not apply."""
+    """The epoch kernel's shape for D, K, the momentum rule and row weights, or None where it does not apply."""
     if not (1 <= n_outputs <= MAX_OUTPUTS and 1 <= n_features <= MAX_FEATURES):
         return None
     x_chunks = triton.cdiv(n_features, CHUNK_D)
@@ -168,13 +127,12 @@ def _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D: tl.constexpr, FI
 @triton.jit
 def _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, start, end, D, K,
                     BLOCK_B: tl.constexpr, CHUNK_D: tl.constexpr, X_PREFETCH: tl.constexpr, BLOCK_K: tl.constexpr,
-                    LOSS: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr):
-    """What is read ahead for a row block: positions ``start … start + BLOCK_B − 1`` of the epoch order, those
-    ≥ ``end`` masked. Returns ``(row, row_mask, weight, y, x_head)``: the row indices and mask, the rows' weights
-    (0 on masked rows), labels (softmax: (BLOCK_B,) class ids; sigmoid: (BLOCK_B, BLOCK_K) fp32 targets, 0 on padded
-    outputs) and the first ``X_PREFETCH`` feature chunks of X (the rest is loaded when the block is processed)."""
+                    LOSS: tl.constexpr):
+    """What is read ahead for the row block at positions ``start …`` of the epoch order (those ≥ ``end`` masked):
+    ``(row, row_mask, weight, y, x_head)``, y the (BLOCK_B,) class ids (softmax) or (BLOCK_B, BLOCK_K) fp32 targets,
+    x_head the first ``X_PREFETCH`` feature chunks."""
     lanes = start + tl.arange(0, BLOCK_B)
-    row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, end, HAS_SAMPLE_WEIGHT)
+    row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, end)
     if LOSS == "softmax":
         y = tl.load(y_ptr + row, mask=row_mask, other=0).to(tl.int32)
     else:
@@ -231,19 +189,16 @@ def epoch_sgd_kernel(
     N, D, K, batch_size, n_steps, x_scale, l2, momentum,
     BLOCK_B: tl.constexpr, CHUNK_D: tl.constexpr, X_CHUNKS: tl.constexpr, X_PREFETCH: tl.constexpr,
     BLOCK_K: tl.constexpr, LOSS: tl.constexpr,
-    MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, FIT_INTERCEPT: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, FIT_INTERCEPT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """``n_steps`` SGD steps over the epoch order ``rows[:N]`` in batches of ``batch_size`` (the last takes the rest).
 
-    ``theta`` is the flat fp32 ``[W (D, K) row-major, b (K,)]``, updated in place, ``velocity`` its momentum buffer
-    (same layout), ``learning_rates`` the (n_steps,) fp32 rates, ``loss`` the fp64 running loss, to which the epoch's
-    summed weighted loss is added. One program: launch on a grid of (1,).
+    ``theta`` (fp32 ``[W (D, K) row-major, b (K,)]``) and ``velocity`` are updated in place; the epoch's summed
+    weighted loss is added to the fp64 ``loss``. One program: launch on a grid of (1,).
     """
     outputs = tl.arange(0, BLOCK_K)
     output_mask = outputs < K
-    # 0. θ and v onto the chip, once: X_CHUNKS (CHUNK_D, BLOCK_K) tiles of W and v; padded features and outputs 0
-    #    (they stay 0: their gradient is 0 and l2·0 = 0).
+    # 0. θ and v onto the chip, once; padded features and outputs are 0 and stay 0 (0 gradient, l2·0 = 0).
     w = ()
     v = ()
     for k in tl.static_range(X_CHUNKS):
@@ -264,15 +219,13 @@ def epoch_sgd_kernel(
     # The first row block; every later one is prefetched by the block before it.
     row, row_mask, weight, y, x_head = _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, 0,
                                                        tl.minimum(batch_size, N), D, K, BLOCK_B, CHUNK_D, X_PREFETCH,
-                                                       BLOCK_K, LOSS, HAS_SAMPLE_WEIGHT)
+                                                       BLOCK_K, LOSS)
     for t in range(0, n_steps):
         step_start = t * batch_size
         step_end = tl.minimum(step_start + batch_size, N)
         # The mean over this step's rows (the last step may hold fewer than batch_size).
         grad_scale = 1.0 / (step_end - step_start).to(tl.float32)
-        # The step's gradient accumulates over its row blocks on top of the terms known before them: l2·W (g's L2
-        # part, W only) and, for heavy-ball momentum, μ·v, so that the sum is v's new value itself (v ← μ v + g) and
-        # no third θ-sized tile set is live. Nesterov needs g apart from v (step = g + μ v), so there g starts at l2·W.
+        # g starts at l2·W, plus μ·v for heavy-ball momentum so that it sums to the new v (Nesterov needs g alone).
         g = ()
         for k in tl.static_range(X_CHUNKS):
             if MOMENTUM and not NESTEROV:
@@ -284,16 +237,15 @@ def epoch_sgd_kernel(
         else:
             g_bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
         for r in range(0, blocks_per_step):
-            # 1. Prefetch the next row block: the rest of this step, or the first block of the next one (past the
-            #    epoch's end every lane is masked and nothing is read). A short last step leaves its trailing blocks
-            #    empty; they add 0 everywhere.
+            # 1. Prefetch the next row block: this step's next, or the next step's first (all lanes masked past the
+            #    epoch's end). A short last step's trailing blocks are empty and add 0.
             next_start = step_start + (r + 1) * BLOCK_B
             next_step = next_start >= step_end
             next_end = tl.where(next_step, tl.minimum(step_end + batch_size, N), step_end)
             next_start = tl.where(next_step, step_end, next_start)
             x = x_head + _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D, X_PREFETCH, X_CHUNKS)
             next_block = _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, next_start, next_end,
-                                         D, K, BLOCK_B, CHUNK_D, X_PREFETCH, BLOCK_K, LOSS, HAS_SAMPLE_WEIGHT)
+                                         D, K, BLOCK_B, CHUNK_D, X_PREFETCH, BLOCK_K, LOSS)
             # 2. Z = s·X W + b: (s·X) W = s·(X W), the scale on the (BLOCK_B, BLOCK_K) tile.
             xw = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
             for k in tl.static_range(X_CHUNKS):
@@ -346,10 +298,8 @@ def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_output
                      input_precision="ieee"):
     """Launch :func:`epoch_sgd_kernel`: ``len(learning_rates)`` steps over the epoch order ``rows``.
 
-    ``y`` is the (N,) class ids (softmax) or the contiguous (N, K) targets in any dtype (sigmoid models);
-    ``theta`` / ``velocity`` the flat fp32 (D·K + K,) parameters and momentum buffer, updated in place; ``loss`` a
-    (1,) float64 accumulator; ``learning_rates`` a float32 device vector with one rate per step. Only shapes are
-    checked: no device value is read, so the launch never synchronises.
+    ``y`` is the (N,) class ids (softmax) or contiguous (N, K) targets (sigmoid models); ``loss`` a (1,) float64
+    accumulator; ``learning_rates`` float32, one per step. No device value is read: the launch never synchronises.
     """
     n_features = X.shape[1]
     n_params = n_features * n_outputs + n_outputs
@@ -374,13 +324,12 @@ def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_output
     if n_outputs > config.block_k:
         raise ValueError(f"config holds {config.block_k} outputs, the model has {n_outputs}")
     epoch_sgd_kernel[(1,)](
-        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y,
-        sample_weight_ptr=sample_weight if sample_weight is not None else theta, learning_rates_ptr=learning_rates,
-        theta_ptr=theta, velocity_ptr=velocity if velocity is not None else theta, loss_ptr=loss,
+        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight,
+        learning_rates_ptr=learning_rates, theta_ptr=theta, velocity_ptr=velocity if momentum else None, loss_ptr=loss,
         N=rows.shape[0], D=n_features, K=n_outputs, batch_size=batch_size, n_steps=n_steps, x_scale=float(x_scale),
         l2=float(l2), momentum=float(momentum), **config.constexprs, LOSS=MODEL_LOSSES[model],
         MOMENTUM=bool(momentum), NESTEROV=bool(nesterov), FIT_INTERCEPT=bool(fit_intercept),
-        HAS_SAMPLE_WEIGHT=sample_weight is not None, INPUT_PRECISION=input_precision,
+        INPUT_PRECISION=input_precision,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
 
@@ -395,8 +344,7 @@ def train_epoch(X, rows, y, theta, learning_rates, *, model, n_outputs, batch_si
                 input_precision="ieee"):
     """One epoch through :func:`epoch_sgd_kernel`; ``learning_rates`` may be any sequence of floats (one per step).
 
-    Updates ``theta`` (and ``velocity``) in place and returns the epoch's summed weighted loss as a (1,) float64
-    device tensor.
+    Updates ``theta`` (and ``velocity``) in place; returns the epoch's summed weighted loss, (1,) float64.
     """
     n_features = X.shape[1]
     config = epoch_config(n_features, n_outputs, nesterov, sample_weight is not None)

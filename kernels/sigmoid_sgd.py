@@ -1,8 +1,7 @@
 """One fused kernel for the loss and gradient of the sigmoid models on a minibatch given as row indices.
 
-``K`` independent sigmoids (``K = 1``: binary logistic regression; ``K > 1``: multilabel, or one-vs-rest with
-``Y_ik = [y_i = k]``) with either loss, chosen by the constexpr ``LOSS``. For the minibatch rows ``r`` and targets
-``Y ∈ {0, 1}`` of shape (N, K)::
+``K`` independent sigmoids (K = 1: binary; K > 1: multilabel or one-vs-rest) with the loss ``LOSS``, for the
+minibatch rows ``r`` and targets ``Y ∈ {0, 1}`` of shape (N, K)::
 
     Z   = s·X[r] W + b                                   (B, K), fp32 accumulation whatever X's dtype
     "bce":  ℓ = max(z, 0) − z·y + log1p(exp(−|z|))       from logits, never log σ(z)
@@ -12,40 +11,16 @@
     dZ  = w_i dz / B                                     w_i = sample weight (1 without)
     dW += s·X[r]ᵀ dZ,   db += Σ_i dZ_i,   loss += Σ_i w_i Σ_k ℓ_ik
 
-Same structure as ``softmax_sgd.py`` (shared helpers in ``_tiles.py``: row gather, X tiles, gradient accumulation).
-The outputs are independent, so an output tile is complete by itself: one sweep over the output tiles, with no
-log-sum-exp to carry between them and no logits recomputed. Which configurations keep ``X[r]`` resident (loaded from
-global memory once per row block and used by every output's forward and backward product) is decided by
-:func:`sigmoid_config`:
+Same structure as ``softmax_sgd.py`` (shared helpers in ``_tiles.py``). The outputs are independent, so an output
+tile is complete by itself: one sweep, nothing recomputed. Targets are read as stored (e.g. uint8), and ``theta``
+has the softmax layout, so ``sgd_update.py`` serves every model. :func:`sigmoid_config` picks how ``X[r]`` is read:
 
-- K ≤ 64 and D ≤ 1024 (binary, and multilabel / one-vs-rest on MNIST-sized inputs, every dtype, both reduction
-  modes): the (16, D_pad) tile of ``X[r]`` is loaded once in its own dtype and every output runs over it one column
-  at a time: the logits column z_k is an fp32 product and row sum, dW[:, k] a product and column sum (no tl.dot,
-  ``INPUT_PRECISION`` unused). Nothing is padded: the column loop stops at K.
-- K = 1 and D > 1024: the same column, with ``X[r]`` streamed in ``BLOCK_D`` chunks by the forward and again by the
-  backward product (a 16-wide tl.dot tile would be 15/16 padding).
-- Otherwise (K > 64, or 1 < K with D > 1024) tl.dot over (16, BLOCK_K) output tiles, K padded to a multiple of
-  BLOCK_K with masked columns (W and b read as 0, so their logits are 0 and finite, then weighed 0 in the loss and
-  the gradient; nothing is stored for them). ``X[r]`` stays resident as an fp32 tile when D ≤ BLOCK_D (32, or 16 in
-  deterministic mode), else each output tile streams it twice (forward and backward): DRAM sees it once, the
-  program's 16 rows being read again right away from L2.
-
-Targets are read as stored, e.g. uint8 (4x fewer bytes than float32; the backend keeps them so), and widened in
-registers; the parameter layout ``theta = [W (D, K) row-major, b (K,)]`` is the softmax one, so ``sgd_update.py``
-serves every model.
-
-Bytes moved per SGD step (compulsory global traffic, each array counted once per kernel touching it; plain SGD, int64
-row indices, uint8 targets; the unfused sequence is gather, [widen], Z = XW + b, loss(Z, Y), dZ, Xᵀ dZ, Σ dZ, update,
-with float32 targets; counted by the rules of ``linclass_gpu.kernel_report.bytes_moved``), B=128, D=784::
-
-                                 fused (2 launches)   unfused
-    K = 1,  X float32                  421,408 B        1,626,456 B   (3.9x)
-    K = 1,  X uint8 (s = 1/255)        120,352 B        1,526,104 B   (12.7x: unfused must widen X[r] first)
-    K = 10, X float32 (OvR MNIST)      592,120 B        1,804,620 B   (3.0x)
-    K = 10, X uint8                    291,064 B        1,704,268 B   (5.9x)
-
-The fused path reads ``X[r]`` once and the targets once and writes no (B, K) array; it moves six θ-sized arrays to
-the unfused four (see ``softmax_sgd.py``), so the ratio falls as θ (D·K + K values) grows.
+- K ≤ 64 and D ≤ 1024 (binary and one-vs-rest MNIST): one (16, D_pad) tile in X's own dtype, loaded once per row
+  block; every output runs over it one column at a time with fp32 FMAs and sums (no tl.dot, no padded outputs).
+- K = 1 and D > 1024: the same column, ``X[r]`` streamed in ``BLOCK_D`` chunks by the forward and the backward
+  product (a 16-wide tl.dot tile would be 15/16 padding).
+- Otherwise tl.dot over (16, BLOCK_K) output tiles, padded outputs masked (W = b = 0, weighted 0). ``X[r]`` stays
+  resident as an fp32 tile when D ≤ BLOCK_D, else each output tile streams it twice (re-read from L2).
 """
 
 from __future__ import annotations
@@ -56,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import loss_grad_over_rows, step_grid
 from ._tiles import (accumulate, add_loss, dot_tile_shape, load_rows, load_x_block, load_x_tile, row_block_lanes,
                      sigmoid_loss_and_dz)
 
@@ -65,32 +41,25 @@ from ._tiles import (accumulate, add_loss, dot_tile_shape, load_rows, load_x_blo
 
 # The losses of LOSS, and the model each serves (linclass_gpu.backends.base.MODELS).
 MODEL_LOSSES = {"sigmoid": "bce", "sigmoid_mse": "mse"}
-# Minibatch rows per program: 16 is tl.dot's minimum M (forward) and K (backward) on the tiled path; fewer rows would
-# multiply the dW atomics on the column path.
+# Minibatch rows per program: tl.dot's minimum M (forward) and K (backward) on the tiled path.
 BLOCK_B = 16
-# Column path: X[rows] resident as a (16, D_pad) tile in its own dtype up to D_pad = 1024 (at 16 warps a thread holds
-# 32 elements: 32 registers of float32, 8 of uint8), for up to 64 outputs (the db vector's BLOCK_K; the column loop
-# itself costs no registers per output). Wider binary inputs stream X in 512-feature chunks at 4 warps. 16 warps, not
-# 8: at 8 warps float32 X needs 255 registers and spilled 8-16 bytes on sm_90 (K = 10, deterministic, squared error);
-# at 16 warps with a cap of 128 every build fits with no local memory, and the register file holds the same one
-# program per SM (512 threads x 128 = 256 threads x 255 ≈ 64K registers).
+# Column path: X[rows] resident up to D_pad = 1024 for up to 64 outputs, else (binary) streamed in 512-feature chunks.
+# The resident tile runs at 16 warps capped at 128 registers: 8 warps' register file, half the X tile per thread.
 RESIDENT_D_MAX = 1024
 COLUMNWISE_K_MAX = 64
 STREAM_BLOCK_D = 512
 NUM_WARPS_RESIDENT = 16
 NUM_WARPS_STREAM = 4
 RESIDENT_MAX_REGISTERS = 128
-# Tiled path (tl.dot): _tiles.dot_tile_shape's (BLOCK_D, BLOCK_K) tiles, shared with softmax_sgd.py (64 × 16 for
-# K ≤ 16, 32 × 64 beyond, 16 × 64 in deterministic mode), at 8 warps.
+# Tiled path (tl.dot): _tiles.dot_tile_shape's tiles, shared with softmax_sgd.py.
 NUM_WARPS_TILED = 8
 # The resident column loop has no feature loop to pipeline; the streamed one prefetches its next chunk.
 RESIDENT_NUM_STAGES = 1
 STREAM_NUM_STAGES = 2
-# Register cap handed to ptxas (.maxnreg) on the streamed and tiled paths, as in softmax_sgd.py: left to itself ptxas
-# caps at 80–128 registers for occupancy and spills; with 255 it allocates what the kernel needs and spills nothing.
-# Measured on sm_80 / sm_90, no local memory in any build: resident column path 111–128 registers (at its cap of
-# RESIDENT_MAX_REGISTERS), streamed column path 219–225, tiled path 112–216.
+# ptxas register cap (.maxnreg) on the streamed and tiled paths, as in softmax_sgd.py.
 MAX_REGISTERS = 255
+# Runtime arguments that are not int32 or fp32 buffers, typed for the compile report (which sets X's, y's, loss's).
+ARG_TYPES = {"rows_ptr": "*i64", "x_scale": "fp32", "grad_scale": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -148,10 +117,7 @@ def sigmoid_config(n_features: int, n_outputs: int = 1, deterministic: bool = Fa
 @triton.jit
 def _column_logits(x, X_ptr, stride_xn, row, row_mask, theta_ptr, k, D, K, x_scale,
                    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, X_RESIDENT: tl.constexpr):
-    """Logits column ``k``: ``z_k = s·X[rows] W[:, k] + b_k``, a (BLOCK_B,) vector; W is ``theta[:D·K]`` row-major.
-
-    A product and a sum over the features in fp32 whatever X's dtype (each element widened as it is used).
-    """
+    """Logits column ``k``: ``z_k = s·X[rows] W[:, k] + b_k``, a (BLOCK_B,) fp32 vector; W is ``theta[:D·K]``."""
     if X_RESIDENT:
         feats = tl.arange(0, BLOCK_D)
         w_k = tl.load(theta_ptr + feats * K + k, mask=feats < D, other=0.0)
@@ -187,12 +153,9 @@ def _column_weight_gradient(x, X_ptr, stride_xn, row, row_mask, dz_scaled, grad_
 def _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr, grad_ptr, probs_ptr,
                           D, K, x_scale, grad_scale, visit,
                           BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
-                          X_RESIDENT: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr,
-                          STORE_PROBS: tl.constexpr):
-    """Steps 2–5 of :func:`sigmoid_sgd_kernel` one output column at a time; returns the row block's weighted loss.
-
-    Only (BLOCK_B,) vectors per output: the loop stops at K, so nothing is padded.
-    """
+                          X_RESIDENT: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr):
+    """Steps 2–5 of :func:`sigmoid_sgd_kernel` one output column at a time, up to K (nothing padded); returns the
+    row block's weighted loss."""
     loss = tl.zeros((), dtype=tl.float32)
     outputs = tl.arange(0, BLOCK_K)
     db = tl.zeros((BLOCK_K,), dtype=tl.float32)
@@ -204,7 +167,7 @@ def _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_p
         # 3–4. w_i ℓ_ik and dz_ik = w_i ∂ℓ/∂z_ik / B.
         loss_k, dz_k, p_k = sigmoid_loss_and_dz(z_k, y_k, weight, grad_scale, LOSS)
         loss += tl.sum(loss_k, axis=0)
-        if STORE_PROBS:
+        if probs_ptr is not None:
             tl.store(probs_ptr + lanes * K + k, p_k, mask=row_mask)
         # 5. dW[:, k] = (s·X)ᵀ dz_k = Xᵀ (s·dz_k), db_k = Σ_i dz_ik.
         _column_weight_gradient(x, X_ptr, stride_xn, row, row_mask, dz_k * x_scale, grad_ptr, k, D, K, visit,
@@ -218,8 +181,7 @@ def _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_p
 def _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr, grad_ptr, probs_ptr, k0,
                  D, K, x_scale, grad_scale, visit,
                  BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, X_RESIDENT: tl.constexpr,
-                 LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, STORE_PROBS: tl.constexpr,
-                 INPUT_PRECISION: tl.constexpr):
+                 LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Steps 2–5 of :func:`sigmoid_sgd_kernel` on output tile ``k0 : k0 + BLOCK_K`` by tl.dot; returns its loss."""
     outputs = k0 + tl.arange(0, BLOCK_K)
     output_mask = outputs < K
@@ -244,7 +206,7 @@ def _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta
     # 3–4. Padded outputs weigh 0, as masked rows do: no loss, dz = 0.
     tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
     loss, dz, p = sigmoid_loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
-    if STORE_PROBS:
+    if probs_ptr is not None:
         tl.store(probs_ptr + lanes[:, None] * K + outputs[None, :], p, mask=tile_mask)
     # 5. dW[:, tile] = Xᵀ (s·dZ), db[tile] = Σ_i dZ_i.
     dz_scaled = dz * x_scale
@@ -269,13 +231,12 @@ def sigmoid_sgd_kernel(
     X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, probs_ptr,
     B, D, K, x_scale, grad_scale, blocks_per_program,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, X_RESIDENT: tl.constexpr,
-    COLUMNWISE: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, HAS_SAMPLE_WEIGHT: tl.constexpr,
-    STORE_PROBS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    COLUMNWISE: tl.constexpr, LOSS: tl.constexpr, DETERMINISTIC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Loss and gradient of ``K`` sigmoids over the minibatch ``rows[:B]``; buffers as in ``softmax_sgd_kernel``.
 
     ``y`` holds the (N, K) targets row-major (any dtype; (N,) when K = 1), ``theta`` / ``grad`` the flat
-    ``[W (D, K) row-major, b (K,)]``, ``probs`` (B, K) σ(z) when ``STORE_PROBS``.
+    ``[W (D, K) row-major, b (K,)]``, ``probs`` (B, K) σ(z) when not None.
     """
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
@@ -285,7 +246,7 @@ def sigmoid_sgd_kernel(
     for visit in range(0, blocks_per_program):
         # 1. Gather the row block: indices and weights (masked lanes get weight 0).
         lanes = row_block_lanes(pid + visit * n_programs, BLOCK_B)
-        row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, B, HAS_SAMPLE_WEIGHT)
+        row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, B)
         if COLUMNWISE:
             if X_RESIDENT:
                 # The only read of X[rows] in this kernel, kept in X's dtype: steps 2–5 of every output run over it.
@@ -294,7 +255,7 @@ def sigmoid_sgd_kernel(
                 x = 0.0  # unused: the column helpers stream X in chunks
             loss_total += _columnwise_row_block(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr,
                                                 grad_ptr, probs_ptr, D, K, x_scale, grad_scale, visit, BLOCK_B,
-                                                BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC, STORE_PROBS)
+                                                BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC)
         else:
             if X_RESIDENT:
                 # The only read of X[rows] in this kernel: both tl.dot products of every output tile use it.
@@ -305,8 +266,7 @@ def sigmoid_sgd_kernel(
             for k0 in range(0, K, BLOCK_K):
                 loss_total += _output_tile(x, X_ptr, stride_xn, row, row_mask, weight, lanes, y_ptr, theta_ptr,
                                            grad_ptr, probs_ptr, k0, D, K, x_scale, grad_scale, visit, BLOCK_B,
-                                           BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC, STORE_PROBS,
-                                           INPUT_PRECISION)
+                                           BLOCK_D, BLOCK_K, X_RESIDENT, LOSS, DETERMINISTIC, INPUT_PRECISION)
     # 6. This program's summed loss: one atomic (fast) or its own slot (deterministic).
     add_loss(loss_ptr, pid, loss_total, DETERMINISTIC)
 
@@ -321,44 +281,29 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
                        probs=None):
     """Launch :func:`sigmoid_sgd_kernel` on the minibatch ``rows`` and return the number of programs ``P``.
 
-    ``y`` is the contiguous (N, K) target matrix ((N,) when K = 1) in any dtype, e.g. uint8; ``loss_kind`` is
-    ``"bce"`` or ``"mse"`` (:data:`MODEL_LOSSES`); the other buffers are as in ``launch_softmax_sgd`` with
-    ``C = K = n_outputs``. Only shapes are checked: no device value is read, so the launch never synchronises.
+    ``y`` is the contiguous (N, K) targets ((N,) when K = 1) in any dtype; ``loss_kind`` ``"bce"`` or ``"mse"``; the
+    other buffers as in ``launch_softmax_sgd`` with C = K. No device value is read: the launch never synchronises.
     """
     n_rows, n_features = X.shape
-    n_params = n_features * n_outputs + n_outputs
-    if X.stride(1) != 1:
-        raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
     if loss_kind not in MODEL_LOSSES.values():
         raise ValueError(f"loss_kind must be one of {tuple(MODEL_LOSSES.values())}, got {loss_kind!r}")
     target_shapes = [(n_rows, n_outputs)] + ([(n_rows,)] if n_outputs == 1 else [])
     if tuple(y.shape) not in target_shapes or not y.is_contiguous():
         raise ValueError(f"targets must be a contiguous ({n_rows}, {n_outputs}) array, got shape {tuple(y.shape)}")
-    if theta.dtype != torch.float32 or theta.numel() != n_params:
-        raise ValueError(f"theta must be float32 with D*K + K = {n_params} values")
-    if grad.shape[-1] != n_params and grad.numel() != n_params:
-        raise ValueError(f"grad must hold D*K + K = {n_params} values per slice")
-    # A config made for another shape would silently drop features past a resident tile or outputs past the column
-    # path's db vector.
+    # A config made for another shape would silently drop features past a resident tile or outputs past db's vector.
     if config.x_resident and config.block_d < n_features:
         raise ValueError(f"config holds {config.block_d} features of X resident, X has {n_features}")
     if config.columnwise and config.block_k < n_outputs:
         raise ValueError(f"config's column path holds {config.block_k} outputs, the model has {n_outputs}")
-    if n_params * max(1, grad.numel() // n_params) >= 2**31:
-        raise ValueError("parameter buffers beyond 2^31 values are not supported")
-    batch = rows.shape[0]
-    n_blocks = triton.cdiv(batch, config.block_b)
-    n_programs = n_blocks if max_programs is None else max(1, min(max_programs, n_blocks))
-    if deterministic and grad.numel() < n_programs * n_params:
-        raise ValueError("the partial buffer has fewer slices than programs")
+    n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_outputs, outputs_name="K",
+                                               block_b=config.block_b, max_programs=max_programs,
+                                               deterministic=deterministic)
     sigmoid_sgd_kernel[(n_programs,)](
-        X, X.stride(0), rows, y, sample_weight if sample_weight is not None else theta,
-        theta, grad, loss, probs if probs is not None else theta,
-        batch, n_features, n_outputs, float(x_scale), float(grad_scale), triton.cdiv(n_blocks, n_programs),
-        **config.constexprs, LOSS=loss_kind, DETERMINISTIC=deterministic,
-        HAS_SAMPLE_WEIGHT=sample_weight is not None, STORE_PROBS=probs is not None,
-        INPUT_PRECISION=input_precision, num_warps=config.num_warps, num_stages=config.num_stages,
-        maxnreg=config.max_registers,
+        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
+        grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=n_features, K=n_outputs,
+        x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
+        **config.constexprs, LOSS=loss_kind, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
+        num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.max_registers,
     )
     return n_programs
 
@@ -375,26 +320,15 @@ def sigmoid_loss_grad(X, y, theta, *, n_outputs=1, loss_kind="bce", x_scale=1.0,
     Returns ``(loss_sum, grad, probs)``: the fp64 (1,) summed loss, the flat (D·K + K,) mean gradient
     ``[dW row-major, db]`` and σ(z) in the shape of ``y`` (``None`` unless ``return_probs``).
     """
-    from .sgd_update import launch_sgd_update, max_partials
-
     n_rows, n_features = X.shape
-    n_params = n_features * n_outputs + n_outputs
     config = sigmoid_config(n_features, n_outputs, deterministic)
-    rows = torch.arange(n_rows, device=X.device)
     probs = torch.empty(y.shape, dtype=torch.float32, device=X.device) if return_probs else None
-    loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
-    common = dict(x_scale=x_scale, grad_scale=1.0 / n_rows, config=config, n_outputs=n_outputs, loss_kind=loss_kind,
-                  input_precision=input_precision, sample_weight=sample_weight, probs=probs)
-    if deterministic:
-        n_programs = max_partials(n_params, triton.cdiv(n_rows, config.block_b))
-        partials = torch.empty((n_programs, n_params), dtype=torch.float32, device=X.device)
-        loss_partials = torch.empty(n_programs, dtype=torch.float32, device=X.device)
-        n_programs = launch_sigmoid_sgd(X, rows, y, theta, partials, loss_partials, max_programs=n_programs,
-                                        deterministic=True, **common)
-        grad = torch.empty(n_params, dtype=torch.float32, device=X.device)
-        launch_sgd_update(theta, partials, n_weights=n_features * n_outputs, deterministic=True,
-                          n_partials=n_programs, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
-    else:
-        grad = torch.zeros(n_params, dtype=torch.float32, device=X.device)
-        launch_sigmoid_sgd(X, rows, y, theta, grad, loss_sum, **common)
+
+    def launch_step(rows, grad, loss, **mode):
+        return launch_sigmoid_sgd(X, rows, y, theta, grad, loss, x_scale=x_scale, grad_scale=1.0 / n_rows,
+                                  config=config, n_outputs=n_outputs, loss_kind=loss_kind,
+                                  input_precision=input_precision, sample_weight=sample_weight, probs=probs, **mode)
+
+    loss_sum, grad = loss_grad_over_rows(launch_step, X, theta, n_outputs=n_outputs, block_b=config.block_b,
+                                         deterministic=deterministic)
     return loss_sum, grad, probs

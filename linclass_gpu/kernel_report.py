@@ -101,23 +101,19 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
     from .backends.triton_backend import kernel_module
 
     config = kernel_module("softmax_sgd").softmax_config(n_features, n_classes, deterministic)
-    signature = {
-        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*i64",
-        "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
-        "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
-        "B": "i32", "D": "i32", "C": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
-    }
     input_precision = "tf32" if tf32 else "ieee"
     constexprs = {
-        **config.constexprs, "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight,
-        "STORE_PROBS": probabilities, "INPUT_PRECISION": input_precision,
+        **config.constexprs, "DETERMINISTIC": deterministic, "INPUT_PRECISION": input_precision,
+        **_absent(sample_weight_ptr=sample_weight, probs_ptr=probabilities),
     }
+    signature = _signature("softmax_sgd", "softmax_sgd_kernel", constexprs, X_ptr=_TRITON_TYPES[x_dtype],
+                           loss_ptr="*fp32" if deterministic else "*fp64")
     # The probability-storing variant serves predict_proba, not training: named by that, not by its reduction mode.
     flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics"]
     flags += ["tf32"] * tf32 + ["sample weights"] * sample_weight
     label = f"D={n_features} C={n_classes} {x_dtype} {' '.join(flags)} [{config.label}]"
-    return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps, config.num_stages,
+    return KernelBuild("softmax_sgd_kernel", label, "softmax_sgd", signature, constexprs, config.num_warps,
+                       config.num_stages,
                        config.register_cap(input_precision),
                        {"stride_xn": n_features, "B": batch, "D": n_features, "C": n_classes})
 
@@ -128,23 +124,18 @@ def _sigmoid_build(n_features, x_dtype, *, n_outputs=1, loss="bce", deterministi
 
     sigmoid = kernel_module("sigmoid_sgd")
     config = sigmoid.sigmoid_config(n_features, n_outputs, deterministic)
-    signature = {
-        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64", "y_ptr": "*u8",
-        "sample_weight_ptr": "*fp32", "theta_ptr": "*fp32", "grad_ptr": "*fp32",
-        "loss_ptr": "*fp32" if deterministic else "*fp64", "probs_ptr": "*fp32",
-        "B": "i32", "D": "i32", "K": "i32", "x_scale": "fp32", "grad_scale": "fp32", "blocks_per_program": "i32",
+    constexprs = {
+        **config.constexprs, "LOSS": loss, "DETERMINISTIC": deterministic, "INPUT_PRECISION": "ieee",
+        **_absent(sample_weight_ptr=sample_weight, probs_ptr=probabilities),
     }
     # As the backend launches it: targets as a uint8 (N, K) matrix; K = 1 and BCE is binary logistic regression.
-    constexprs = {
-        **config.constexprs, "LOSS": loss,
-        "DETERMINISTIC": deterministic, "HAS_SAMPLE_WEIGHT": sample_weight, "STORE_PROBS": probabilities,
-        "INPUT_PRECISION": "ieee",
-    }
+    signature = _signature("sigmoid_sgd", "sigmoid_sgd_kernel", constexprs, X_ptr=_TRITON_TYPES[x_dtype],
+                           y_ptr="*u8", loss_ptr="*fp32" if deterministic else "*fp64")
     flags = ["predict_proba" if probabilities else "deterministic" if deterministic else "atomics", loss]
     flags += ["sample weights"] * sample_weight
     label = f"D={n_features} K={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
-    return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps, config.num_stages, config.max_registers,
+    return KernelBuild("sigmoid_sgd_kernel", label, "sigmoid_sgd", signature, constexprs, config.num_warps,
+                       config.num_stages, config.max_registers,
                        {"stride_xn": n_features, "B": batch, "D": n_features, "K": n_outputs})
 
 
@@ -156,21 +147,17 @@ def _epoch_build(n_features, n_outputs, x_dtype, *, model="softmax", nesterov=Fa
 
     epoch = kernel_module("epoch_sgd")
     config = epoch.epoch_config(n_features, n_outputs, nesterov, sample_weight)
-    signature = {
-        "X_ptr": _TRITON_TYPES[x_dtype], "stride_xn": "i32", "rows_ptr": "*i64",
-        "y_ptr": "*i64" if model == "softmax" else "*u8", "sample_weight_ptr": "*fp32", "learning_rates_ptr": "*fp32",
-        "theta_ptr": "*fp32", "velocity_ptr": "*fp32", "loss_ptr": "*fp64", "N": "i32", "D": "i32", "K": "i32",
-        "batch_size": "i32", "n_steps": "i32", "x_scale": "fp32", "l2": "fp32", "momentum": "fp32",
-    }
     constexprs = {
         **config.constexprs, "LOSS": epoch.MODEL_LOSSES[model], "MOMENTUM": True, "NESTEROV": nesterov,
-        "FIT_INTERCEPT": True, "HAS_SAMPLE_WEIGHT": sample_weight, "INPUT_PRECISION": "ieee",
+        "FIT_INTERCEPT": True, "INPUT_PRECISION": "ieee", **_absent(sample_weight_ptr=sample_weight),
     }
+    signature = _signature("epoch_sgd", "epoch_sgd_kernel", constexprs, X_ptr=_TRITON_TYPES[x_dtype],
+                           y_ptr="*i64" if model == "softmax" else "*u8")
     outputs = "C" if model == "softmax" else "K"
     flags = ["epoch", model, "nesterov" if nesterov else "momentum"] + ["sample weights"] * sample_weight
     label = f"D={n_features} {outputs}={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
-    return KernelBuild("epoch_sgd_kernel", label, "epoch_sgd", {**signature, **dict.fromkeys(constexprs,
-                       "constexpr")}, constexprs, config.num_warps, config.num_stages, None,
+    return KernelBuild("epoch_sgd_kernel", label, "epoch_sgd", signature, constexprs, config.num_warps,
+                       config.num_stages, None,
                        {"stride_xn": n_features, "D": n_features, "K": n_outputs, "batch_size": batch, "N": n_rows},
                        min_arch=10 * epoch.MIN_CAPABILITY[0] + epoch.MIN_CAPABILITY[1])
 

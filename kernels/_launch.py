@@ -1,0 +1,61 @@
+"""Host side shared by the softmax and the sigmoid step launchers: buffer checks, the grid, and the loss and
+gradient over all rows in either reduction mode (atomics, or per-program partials summed by ``sgd_update``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+# Offsets into theta and the gradient partials are int32 in the kernels.
+MAX_BUFFER_VALUES = 2**31
+
+
+def step_grid(X, rows, theta, grad, *, n_outputs, outputs_name, block_b, max_programs, deterministic):
+    """Check the buffers of one step launch and return its grid: ``(n_programs, blocks_per_program)``.
+
+    ``X`` is (N, D), ``theta`` the float32 (D·K + K,) parameters, ``grad`` the (D·K + K,) accumulator or the
+    (P_max, D·K + K) partials; ``outputs_name`` names K in the messages. Only shapes are read: no synchronisation.
+    """
+    n_params = X.shape[1] * n_outputs + n_outputs
+    counted = f"D*{outputs_name} + {outputs_name} = {n_params}"
+    if X.stride(1) != 1:
+        raise ValueError("X must have contiguous rows (X.stride(1) == 1)")
+    if theta.dtype != torch.float32 or theta.numel() != n_params:
+        raise ValueError(f"theta must be float32 with {counted} values")
+    if grad.shape[-1] != n_params and grad.numel() != n_params:
+        raise ValueError(f"grad must hold {counted} values per slice")
+    if n_params * max(1, grad.numel() // n_params) >= MAX_BUFFER_VALUES:
+        raise ValueError("parameter buffers beyond 2^31 values are not supported")
+    n_blocks = triton.cdiv(rows.shape[0], block_b)
+    n_programs = n_blocks if max_programs is None else max(1, min(max_programs, n_blocks))
+    if deterministic and grad.numel() < n_programs * n_params:
+        raise ValueError("the partial buffer has fewer slices than programs")
+    return n_programs, triton.cdiv(n_blocks, n_programs)
+
+
+def loss_grad_over_rows(launch_step, X, theta, *, n_outputs, block_b, deterministic):
+    """``(loss_sum, grad)`` over all rows of ``X``: the (1,) float64 summed loss and (D·K + K,) mean gradient.
+
+    ``launch_step(rows, grad, loss, max_programs=, deterministic=)`` launches a step kernel and returns its number of
+    programs; in deterministic mode ``sgd_update``'s reduce-only launch then sums the partials in a fixed order.
+    """
+    # Imported when called, so that an sgd_update re-imported for the other Triton mode is the one launched.
+    from .sgd_update import launch_sgd_update, max_partials
+
+    n_rows, n_features = X.shape
+    n_params = n_features * n_outputs + n_outputs
+    rows = torch.arange(n_rows, device=X.device)
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=X.device)
+    if not deterministic:
+        grad = torch.zeros(n_params, dtype=torch.float32, device=X.device)
+        launch_step(rows, grad, loss_sum, max_programs=None, deterministic=False)
+        return loss_sum, grad
+    n_programs = max_partials(n_params, triton.cdiv(n_rows, block_b))
+    partials = torch.empty((n_programs, n_params), dtype=torch.float32, device=X.device)
+    loss_partials = torch.empty(n_programs, dtype=torch.float32, device=X.device)
+    n_programs = launch_step(rows, partials, loss_partials, max_programs=n_programs, deterministic=True)
+    grad = torch.empty(n_params, dtype=torch.float32, device=X.device)
+    launch_sgd_update(theta, partials, n_weights=n_features * n_outputs, deterministic=True, n_partials=n_programs,
+                      loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
+    return loss_sum, grad
