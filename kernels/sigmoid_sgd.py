@@ -32,8 +32,16 @@ import triton
 import triton.language as tl
 
 from ._launch import loss_grad_over_rows, step_grid
-from ._tiles import (accumulate, add_loss, dot_tile_shape, load_rows, load_x_block, load_x_tile, row_block_lanes,
-                     sigmoid_loss_and_dz)
+from ._tiles import (
+    accumulate,
+    add_loss,
+    dot_tile_shape,
+    load_rows,
+    load_x_block,
+    load_x_tile,
+    row_block_lanes,
+    sigmoid_loss_and_dz,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants

@@ -38,8 +38,20 @@ import triton
 import triton.language as tl
 
 from ._launch import loss_grad_over_rows, step_grid
-from ._tiles import (NARROW_BLOCK_N, WIDE_BLOCK_N, accumulate, add_loss, dot_tile_shape, load_row_block,
-                     load_x_block, load_x_tile, online_logsumexp, param_tile, row_block_lanes, softmax_dz)
+from ._tiles import (
+    NARROW_BLOCK_N,
+    WIDE_BLOCK_N,
+    accumulate,
+    add_loss,
+    dot_tile_shape,
+    load_row_block,
+    load_x_block,
+    load_x_tile,
+    online_logsumexp,
+    param_tile,
+    row_block_lanes,
+    softmax_dz,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
