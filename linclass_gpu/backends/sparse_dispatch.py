@@ -1,7 +1,9 @@
 """Which backend takes a feature matrix's rows: dense rows go where the estimator's ``backend`` says, scipy.sparse rows
-to :class:`.sparse_backend.SparseNumpyBackend` (the only backend with a sparse step so far).
+to :class:`.sparse_backend.SparseNumpyBackend` (every optimizer setting, on the CPU), or to
+:class:`.triton_sparse.TritonSparseBackend` when ``backend="triton"`` is asked for by name (plain SGD with L2 on the
+device; ``"auto"`` keeps the CPU step, which takes every setting).
 
-Importing this module imports neither scipy nor the sparse backend: they load when sparse rows arrive.
+Importing this module imports neither scipy nor the sparse backends: they load when sparse rows arrive.
 """
 
 from __future__ import annotations
@@ -26,18 +28,23 @@ def rows_backend(backend: Backend, X: Any, requested: str) -> Backend:
     X : array or scipy.sparse matrix, shape (N, D)
         Checked features (CSR when sparse: :func:`linclass_gpu.validation.check_features`).
     requested : str
-        The estimator's ``backend`` parameter: ``"auto"`` lets sparse rows move to the CPU backend.
+        The estimator's ``backend`` parameter: ``"auto"`` lets sparse rows move to the CPU backend, ``"triton"``
+        keeps them on the Triton backend's sparse step.
 
     Raises
     ------
     ValueError
-        Sparse rows with a GPU backend named explicitly.
+        Sparse rows with the CuPy backend named explicitly.
     """
     if not is_sparse_rows(X):
         return backend
+    if backend.name == "triton" and requested == "triton":
+        from .triton_sparse import TritonSparseBackend
+
+        return TritonSparseBackend(deterministic=backend.deterministic, tf32=backend.tf32, device=backend.device)
     if backend.name != "numpy" and requested != "auto":
-        raise ValueError(f"sparse X trains on backend='numpy' only (the {backend.name} backend has no sparse step "
-                         "yet); pass backend='numpy' or 'auto', or a dense array")
+        raise ValueError(f"sparse X trains on backend='numpy' or 'triton' only (the {backend.name} backend has no "
+                         "sparse step yet); pass one of them or 'auto', or a dense array")
     from .sparse_backend import SparseNumpyBackend
 
     return SparseNumpyBackend()
