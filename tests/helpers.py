@@ -58,3 +58,28 @@ def write_members(path, members: dict, compression=zipfile.ZIP_STORED) -> None:
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=True)
             archive.writestr(f"{name}.npy", buffer.getvalue())
+
+
+def awkward_csr(rng: np.random.Generator, n_rows: int, n_features: int, dtype=np.float64,
+                nonzeros_per_row: int = 6):
+    """A CSR matrix as users hand it over: empty rows, duplicate column indices within a row (which count summed)
+    and unsorted indices (all three from a few rows on; a single row may be plain)."""
+    import scipy.sparse
+
+    lengths = rng.integers(0, 2 * nonzeros_per_row, n_rows)
+    lengths[::5] = 0  # empty rows
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = rng.integers(0, n_features, indptr[-1])
+    for row in range(0, n_rows, 3):  # a duplicate in every third row that has two entries
+        start, end = indptr[row], indptr[row + 1]
+        if end - start >= 2:
+            indices[end - 1] = indices[start]
+    data = rng.normal(size=indptr[-1])
+    return scipy.sparse.csr_array((data.astype(dtype), indices.astype(np.int32), indptr), shape=(n_rows, n_features))
+
+
+def model_targets(model: str, rng: np.random.Generator, n_rows: int, n_outputs: int) -> np.ndarray:
+    """Class ids (N,) for the softmax, {0, 1} targets (N, K) for the sigmoid models."""
+    if model == "softmax":
+        return rng.integers(0, n_outputs, n_rows)
+    return (rng.random((n_rows, n_outputs)) < 0.5).astype(np.float64)

@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import scipy.sparse
+from helpers import awkward_csr, model_targets
 
 from linclass_gpu import oracle
 from linclass_gpu.backends.sparse_backend import SparseNumpyBackend
@@ -16,28 +16,10 @@ from tests.tolerances import assert_close
 N_ROWS, N_FEATURES, N_CLASSES = 37, 29, 5  # odd on purpose
 
 
-def awkward_csr(rng: np.random.Generator, n_rows: int, n_features: int, dtype=np.float64,
-                nonzeros_per_row: int = 6) -> scipy.sparse.csr_array:
-    """A CSR matrix as users hand it over: empty rows, duplicate column indices within a row (which count summed)
-    and unsorted indices."""
-    lengths = rng.integers(0, 2 * nonzeros_per_row, n_rows)
-    lengths[::5] = 0  # empty rows
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = rng.integers(0, n_features, indptr[-1])
-    for row in range(0, n_rows, 3):  # a duplicate in every third row that has two entries
-        start, end = indptr[row], indptr[row + 1]
-        if end - start >= 2:
-            indices[end - 1] = indices[start]
-    data = rng.normal(size=indptr[-1])
-    X = scipy.sparse.csr_array((data.astype(dtype), indices.astype(np.int32), indptr), shape=(n_rows, n_features))
-    assert not X.has_canonical_format
-    return X
-
-
-def model_targets(model: str, rng: np.random.Generator, n_rows: int, n_outputs: int) -> np.ndarray:
-    if model == "softmax":
-        return rng.integers(0, n_outputs, n_rows)
-    return (rng.random((n_rows, n_outputs)) < 0.5).astype(np.float64)
+def test_the_awkward_matrix_is_awkward():
+    X = awkward_csr(np.random.default_rng(0), N_ROWS, N_FEATURES)
+    lengths = np.diff(X.indptr)
+    assert not X.has_canonical_format and (lengths == 0).any()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -11,12 +11,12 @@ import re
 
 import numpy as np
 import pytest
-import scipy.sparse
 
 torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from helpers import awkward_csr, model_targets  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu import oracle  # noqa: E402
@@ -36,29 +36,6 @@ ORACLE_LOSS_GRAD = {"softmax": oracle.softmax_loss_grad, "sigmoid": oracle.sigmo
 @pytest.fixture(scope="module")
 def backend():
     return TritonSparseBackend()
-
-
-def awkward_rows(rng, n_rows, n_features, nonzeros_per_row=5):
-    """A float32 CSR matrix with empty rows (every fourth, from the second), a column repeated in every third row
-    that has two entries, and unsorted indices."""
-    lengths = rng.integers(1, 2 * nonzeros_per_row, n_rows)
-    lengths[1::4] = 0
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = rng.integers(0, n_features, indptr[-1])
-    for row in range(0, n_rows, 3):
-        start, end = indptr[row], indptr[row + 1]
-        if end - start >= 2:
-            indices[end - 1] = indices[start]
-    data = rng.normal(size=indptr[-1]).astype(np.float32)
-    X = scipy.sparse.csr_array((data, indices.astype(np.int32), indptr), shape=(n_rows, n_features))
-    assert not X.has_canonical_format
-    return X
-
-
-def targets(model, rng, n_rows, n_outputs):
-    if model == "softmax":
-        return rng.integers(0, n_outputs, n_rows)
-    return (rng.random((n_rows, n_outputs)) < 0.5).astype(np.float64)
 
 
 def dense_steps(model, X, y, W, b, batches, learning_rates, *, l2, x_scale, weights, fit_intercept=True):
@@ -81,8 +58,8 @@ def dense_steps(model, X, y, W, b, batches, learning_rates, *, l2, x_scale, weig
 @pytest.mark.parametrize("model, n_outputs", MODELS + WIDE_MODELS)
 def test_loss_grad_matches_oracle(model, n_outputs, n_rows, n_features, weighted):
     rng = np.random.default_rng(n_rows * 31 + n_features)
-    X = awkward_rows(rng, n_rows, n_features)
-    y = targets(model, rng, n_rows, n_outputs)
+    X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=5)
+    y = model_targets(model, rng, n_rows, n_outputs)
     W = rng.normal(size=(n_features, n_outputs)).astype(np.float32)
     b = rng.normal(size=n_outputs).astype(np.float32)
     weights = rng.random(n_rows).astype(np.float32) if weighted else None
@@ -107,8 +84,8 @@ def test_steps_match_oracle(backend, model, n_outputs, l2, learning_rates):
     negative factor) fold the scale into V."""
     rng = np.random.default_rng(len(learning_rates) + n_outputs)
     n_rows, n_features = 31, 23
-    X = awkward_rows(rng, n_rows, n_features)
-    y = targets(model, rng, n_rows, n_outputs)
+    X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=5)
+    y = model_targets(model, rng, n_rows, n_outputs)
     W = (0.1 * rng.normal(size=(n_features, n_outputs))).astype(np.float32)
     b = (0.1 * rng.normal(size=n_outputs)).astype(np.float32)
     weights = rng.random(n_rows).astype(np.float32)
@@ -131,8 +108,8 @@ def test_bias_without_intercept_and_state_round_trip(backend):
     """``fit_intercept=False`` leaves b alone; get_state mid-run and set_state on a fresh stepper continue the run;
     the step ids wrapping past int32 reset the owner array and change nothing."""
     rng = np.random.default_rng(3)
-    X = awkward_rows(rng, 25, 19)
-    y = targets("softmax", rng, 25, 3)
+    X = awkward_csr(rng, 25, 19, np.float32, nonzeros_per_row=5)
+    y = model_targets("softmax", rng, 25, 3)
     W, b = np.zeros((19, 3), np.float32), np.full(3, 0.25, np.float32)
     batches = [rng.permutation(25)[:6] for _ in range(6)]
 
@@ -161,7 +138,7 @@ def test_bias_without_intercept_and_state_round_trip(backend):
                                            ("optimizer", "adam"), ("l1", 0.01)])
 def test_options_the_kernels_lack_are_refused_by_name(backend, option, value):
     rng = np.random.default_rng(4)
-    X = awkward_rows(rng, 7, 5)
+    X = awkward_csr(rng, 7, 5, np.float32, nonzeros_per_row=5)
     with pytest.raises(ValueError, match=f"backend='numpy' only with {option}={re.escape(repr(value))} "):
         backend.fused_sgd("softmax", X, np.arange(7) % 2, np.zeros((5, 2)), np.zeros(2), max_batch_size=4,
                           **{option: value})
@@ -176,7 +153,7 @@ def test_options_the_kernels_lack_are_refused_by_name(backend, option, value):
 
 def test_decision_function_of_sparse_rows(backend):
     rng = np.random.default_rng(5)
-    X = awkward_rows(rng, 21, 13)
+    X = awkward_csr(rng, 21, 13, np.float32, nonzeros_per_row=5)
     W, b = rng.normal(size=(13, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     logits = backend.to_numpy(backend.decision_function(backend.asarray(X.tocoo()), W, b, 0.5))
     assert_close(logits, 0.5 * X.toarray().astype(np.float64) @ W + b, "float32", 13, "logits")
@@ -192,8 +169,8 @@ def test_wide_features_stay_small_in_memory(backend):
     the B·D of a dense minibatch; the result is the dense steps' on the columns that occur."""
     rng = np.random.default_rng(6)
     n_rows, n_features, n_classes, batch = 769, 2**20, 3, 256
-    X = awkward_rows(rng, n_rows, n_features, nonzeros_per_row=3)
-    y = targets("softmax", rng, n_rows, n_classes)
+    X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=3)
+    y = model_targets("softmax", rng, n_rows, n_classes)
     stepper = backend.fused_sgd("softmax", X, y, np.zeros((n_features, n_classes), np.float32),
                                 np.zeros(n_classes, np.float32), max_batch_size=batch, l2=1e-3)
     batches = [np.arange(start, min(start + batch, n_rows)) for start in range(0, n_rows, batch)]
@@ -227,7 +204,7 @@ def test_estimators_on_sparse_rows_agree_with_the_numpy_backend(estimator_class)
     import linclass_gpu
 
     rng = np.random.default_rng(7)
-    X = awkward_rows(rng, 101, 17)
+    X = awkward_csr(rng, 101, 17, np.float32, nonzeros_per_row=5)
     y = rng.integers(0, 3, 101)
     weights = rng.random(101)
     settings = {"epochs": 3, "batch_size": 16, "learning_rate": 0.3, "tol": None, "dtype": "float32",
