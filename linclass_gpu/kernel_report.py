@@ -9,8 +9,9 @@ instructions, and from the TTGIR where X is read: the loads that come from ``_ti
 them sits inside a class or feature loop (read more than once per row block) rather than only in the row-block loop.
 
 Compilation runs in worker subprocesses with ``TRITON_INTERPRET=0``: ``@triton.jit`` decides at import time whether
-it builds compilable or interpreted functions, and a test session (or a CPU-only backend) in this process may
-already have imported the kernels for the interpreter.
+it builds compilable or interpreted functions, ``linclass_gpu.kernels`` honours that explicit setting on a machine
+without a GPU, and a test session (or a CPU-only backend) in this process may already have imported the kernels for
+the interpreter. This process imports them too, in whichever mode, for their configuration functions only.
 
 Builds are compiled for the archs the backend launches them on: every kernel for sm_80 and sm_90, except the
 single-launch epoch kernel, which runs on sm_90 and later only (its sm_80 build spills). Beside the builds,
@@ -48,7 +49,7 @@ class KernelBuild:
 
     kernel: str
     config: str
-    module: str
+    module: str  # the kernel's module in linclass_gpu.kernels
     signature: dict
     constexprs: dict = field(default_factory=dict)
     num_warps: int = 4
@@ -69,15 +70,16 @@ def _signature(module: str, kernel: str, constexprs: dict, **types: str) -> dict
     others take their type from ``types`` (what this build launches with), else from the module's ``ARG_TYPES``,
     else ``"*fp32"`` for a pointer (``*_ptr``) and ``"i32"`` for a scalar.
     """
-    import importlib
     import inspect
 
-    kernels = importlib.import_module(f"linclass_gpu.kernels.{module}")
-    parameters = inspect.signature(getattr(kernels, kernel).fn).parameters
+    from linclass_gpu import kernels
+
+    kernel_module = getattr(kernels, module)
+    parameters = inspect.signature(getattr(kernel_module, kernel).fn).parameters
     unknown = set(types) - set(parameters) | set(constexprs) - set(parameters)
     if unknown:
         raise ValueError(f"{kernel} has no parameters {sorted(unknown)}")
-    module_types = getattr(kernels, "ARG_TYPES", {})
+    module_types = getattr(kernel_module, "ARG_TYPES", {})
     signature = {}
     for name, parameter in parameters.items():
         if name in constexprs or "constexpr" in str(parameter.annotation):
@@ -98,9 +100,9 @@ def _absent(**present: bool) -> dict:
 
 def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=False, sample_weight=False,
                    probabilities=False, batch=128):
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import softmax_sgd
 
-    config = kernel_module("softmax_sgd").softmax_config(n_features, n_classes, deterministic)
+    config = softmax_sgd.softmax_config(n_features, n_classes, deterministic)
     input_precision = "tf32" if tf32 else "ieee"
     constexprs = {
         **config.constexprs, "DETERMINISTIC": deterministic, "INPUT_PRECISION": input_precision,
@@ -120,10 +122,9 @@ def _softmax_build(n_features, n_classes, x_dtype, *, deterministic=False, tf32=
 
 def _sigmoid_build(n_features, x_dtype, *, n_outputs=1, loss="bce", deterministic=False, sample_weight=False,
                    probabilities=False, batch=128):
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import sigmoid_sgd
 
-    sigmoid = kernel_module("sigmoid_sgd")
-    config = sigmoid.sigmoid_config(n_features, n_outputs, deterministic)
+    config = sigmoid_sgd.sigmoid_config(n_features, n_outputs, deterministic)
     constexprs = {
         **config.constexprs, "LOSS": loss, "DETERMINISTIC": deterministic, "INPUT_PRECISION": "ieee",
         **_absent(sample_weight_ptr=sample_weight, probs_ptr=probabilities),
@@ -143,12 +144,11 @@ def _epoch_build(n_features, n_outputs, x_dtype, *, model="softmax", nesterov=Fa
                  batch=128, n_rows=60000):
     """The single-launch epoch kernel as ``TritonFusedSGD.run_epoch`` launches it, with momentum (heavy ball or
     Nesterov: the tile sets it keeps on chip differ)."""
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import epoch_sgd
 
-    epoch = kernel_module("epoch_sgd")
-    config = epoch.epoch_config(n_features, n_outputs, nesterov, sample_weight)
+    config = epoch_sgd.epoch_config(n_features, n_outputs, nesterov, sample_weight)
     constexprs = {
-        **config.constexprs, "LOSS": epoch.MODEL_LOSSES[model], "MOMENTUM": True, "NESTEROV": nesterov,
+        **config.constexprs, "LOSS": epoch_sgd.MODEL_LOSSES[model], "MOMENTUM": True, "NESTEROV": nesterov,
         "FIT_INTERCEPT": True, "INPUT_PRECISION": "ieee", **_absent(sample_weight_ptr=sample_weight),
     }
     signature = _signature("epoch_sgd", "epoch_sgd_kernel", constexprs, X_ptr=_TRITON_TYPES[x_dtype],
@@ -159,16 +159,15 @@ def _epoch_build(n_features, n_outputs, x_dtype, *, model="softmax", nesterov=Fa
     return KernelBuild("epoch_sgd_kernel", label, "epoch_sgd", signature, constexprs, config.num_warps,
                        config.num_stages, None,
                        {"stride_xn": n_features, "D": n_features, "K": n_outputs, "batch_size": batch, "N": n_rows},
-                       min_arch=10 * epoch.MIN_CAPABILITY[0] + epoch.MIN_CAPABILITY[1])
+                       min_arch=10 * epoch_sgd.MIN_CAPABILITY[0] + epoch_sgd.MIN_CAPABILITY[1])
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
                   adagrad=False, adam=False, n_features=784, n_classes=10):
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import sgd_update
 
-    update = kernel_module("sgd_update")
     constexprs = {
-        "BLOCK": update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
+        "BLOCK": sgd_update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
         "FIT_INTERCEPT": True, "L1": l1, "ADAGRAD": adagrad, "ADAM": adam,
         **_absent(velocity_ptr=momentum or adam, accumulator_ptr=adagrad or adam, loss_partials_ptr=deterministic,
                   loss_sum_ptr=deterministic, grad_out_ptr=not apply_update),
@@ -182,7 +181,7 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
     flags += [f"D={n_features} C={n_classes}"]
     n_weights = n_features * n_classes
     return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", signature, constexprs,
-        update.NUM_WARPS, 3, None,
+        sgd_update.NUM_WARPS, 3, None,
         {"n_weights": n_weights, "n_params": n_weights + n_classes, "n_partials": 8})
 
 
@@ -280,9 +279,9 @@ def _x_load_site() -> tuple[str, int]:
     """File and line of the one ``tl.load`` that reads X in every step kernel (``_tiles.load_x_block``)."""
     import inspect
 
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import _tiles
 
-    load_x_block = kernel_module("_tiles").load_x_block.fn
+    load_x_block = _tiles.load_x_block.fn
     lines, first = inspect.getsourcelines(load_x_block)
     offset = next(i for i, line in enumerate(lines) if "tl.load(" in line)
     return Path(inspect.getsourcefile(load_x_block)).name, first + offset
@@ -334,9 +333,9 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu import kernels
 
-    fn = getattr(kernel_module(build.module), build.kernel)
+    fn = getattr(getattr(kernels, build.module), build.kernel)
     capability = int(arch.removeprefix("sm_"))
     divisible = {
         (fn.arg_names.index(name),): [["tt.divisibility", 16]]
@@ -423,9 +422,7 @@ def compile_report(archs=ARCHS, workers: int | None = None) -> list[dict]:
     archs = [_normalise_arch(arch) for arch in (archs.split(",") if isinstance(archs, str) else archs)]
     n_builds = len(shipped_builds())
     workers = max(1, min(workers or DEFAULT_WORKERS, n_builds))
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "TRITON_INTERPRET": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     processes = []
     for worker in range(workers):
         payload = json.dumps({"indices": list(range(worker, n_builds, workers)), "archs": archs})
@@ -504,13 +501,13 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
     (by :func:`bytes_moved`'s rules; plain SGD). The epoch kernel reads each step only the rows, labels and
     ``X[rows]``; θ is read and written once per epoch, spread here over the epoch's steps.
     """
-    from .backends.triton_backend import kernel_module
+    from linclass_gpu.kernels import epoch_sgd, softmax_sgd
 
     n_steps = -(-N // B)
-    programs = -(-B // kernel_module("softmax_sgd").BLOCK_B)
+    programs = -(-B // softmax_sgd.BLOCK_B)
     per_step = bytes_moved(B, D, C, x_dtype)["fused_bytes"]
     params = 4 * (D * C + C)
-    epoch_applies = kernel_module("epoch_sgd").epoch_config(D, C) is not None
+    epoch_applies = epoch_sgd.epoch_config(D, C) is not None
     rows = [
         {"path": "triton per-step, atomics", "launches_per_epoch": 2 * n_steps, "host_syncs_per_epoch": 1,
          # each of the cdiv(B, 16) programs adds its dW, db and loss

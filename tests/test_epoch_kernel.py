@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
-pytest.importorskip("triton", reason="the Triton kernels need triton")
+# linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
+kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
 from linclass_gpu import oracle  # noqa: E402
-from linclass_gpu.backends.triton_backend import TritonBackend, load_kernels  # noqa: E402
+from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
+from linclass_gpu.kernels import epoch_sgd  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
-KERNELS = load_kernels()  # the interpreter when there is no CUDA device
-DEVICE = "cpu" if KERNELS.interpret else "cuda"
+DEVICE = "cpu" if kernels.INTERPRET else "cuda"
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
 N_ROWS, BATCH, N_FEATURES, N_CLASSES = 37, 8, 13, 5
 # (momentum, nesterov): plain SGD, heavy ball, Nesterov.
@@ -74,7 +75,7 @@ def run_kernel_epoch(model, X_dev, y, W, b, order, learning_rates, batch, *, x_s
     n_outputs = W.shape[1]
     theta = torch.from_numpy(np.concatenate([W.ravel(), b])).to(DEVICE)
     velocity = torch.zeros_like(theta) if momentum else None
-    loss = KERNELS.epoch.train_epoch(
+    loss = epoch_sgd.train_epoch(
         X_dev, torch.from_numpy(order).to(DEVICE), torch.from_numpy(y).to(DEVICE), theta, learning_rates,
         model=model, n_outputs=n_outputs, batch_size=batch, x_scale=x_scale, l2=l2, momentum=momentum,
         nesterov=nesterov, fit_intercept=fit_intercept, velocity=velocity,
@@ -137,12 +138,12 @@ def test_loss_accumulates_on_the_running_loss(rng):
     X_dev, _, x_scale, y, W, b = make_problem(rng, "float32", "softmax", N_CLASSES)
     order = torch.arange(N_ROWS, device=DEVICE)
     theta = torch.from_numpy(np.concatenate([W.ravel(), b])).to(DEVICE)
-    config = KERNELS.epoch.epoch_config(N_FEATURES, N_CLASSES)
+    config = epoch_sgd.epoch_config(N_FEATURES, N_CLASSES)
     loss = torch.full((1,), 100.0, dtype=torch.float64, device=DEVICE)
     # Rate 0: θ stays, so every step sees the same W.
     rates = torch.zeros(-(-N_ROWS // BATCH), dtype=torch.float32, device=DEVICE)
-    KERNELS.epoch.launch_epoch_sgd(X_dev, order, torch.from_numpy(y).to(DEVICE), theta, loss, rates, model="softmax",
-                                   n_outputs=N_CLASSES, batch_size=BATCH, x_scale=x_scale, config=config)
+    epoch_sgd.launch_epoch_sgd(X_dev, order, torch.from_numpy(y).to(DEVICE), theta, loss, rates, model="softmax",
+                               n_outputs=N_CLASSES, batch_size=BATCH, x_scale=x_scale, config=config)
     full_loss = oracle.softmax_loss_grad(X_dev.double().cpu().numpy(), y, W.astype(np.float64),
                                          b.astype(np.float64))[0]
     assert_close(loss.item() - 100.0, full_loss * N_ROWS, "float32", N_FEATURES, "summed loss")
@@ -153,9 +154,9 @@ def test_launcher_rejects_bad_input(rng):
     X_dev, _, _, y, W, b = make_problem(rng, "float32", "softmax", N_CLASSES)
     theta = torch.from_numpy(np.concatenate([W.ravel(), b]))
     order = torch.arange(N_ROWS)
-    config = KERNELS.epoch.epoch_config(N_FEATURES, N_CLASSES)
+    config = epoch_sgd.epoch_config(N_FEATURES, N_CLASSES)
     loss = torch.zeros(1, dtype=torch.float64)
-    launch = KERNELS.epoch.launch_epoch_sgd
+    launch = epoch_sgd.launch_epoch_sgd
     with pytest.raises(ValueError, match="one per step"):
         launch(X_dev, order, torch.from_numpy(y), theta, loss, torch.zeros(3), model="softmax", n_outputs=N_CLASSES,
                batch_size=BATCH, x_scale=1.0, config=config)
@@ -164,11 +165,11 @@ def test_launcher_rejects_bad_input(rng):
                batch_size=BATCH, x_scale=1.0, config=config, momentum=0.9)
     with pytest.raises(ValueError, match="tiles of 32 features"):
         launch(X_dev, order, torch.from_numpy(y), theta, loss, torch.zeros(5), model="softmax", n_outputs=N_CLASSES,
-               batch_size=BATCH, x_scale=1.0, config=KERNELS.epoch.epoch_config(100, N_CLASSES))
-    assert KERNELS.epoch.epoch_config(1025, 10) is None and KERNELS.epoch.epoch_config(784, 17) is None
+               batch_size=BATCH, x_scale=1.0, config=epoch_sgd.epoch_config(100, N_CLASSES))
+    assert epoch_sgd.epoch_config(1025, 10) is None and epoch_sgd.epoch_config(784, 17) is None
     with pytest.raises(ValueError, match="at most 1024 features"):
-        KERNELS.epoch.train_epoch(torch.zeros((2, 1100)), torch.arange(2), torch.zeros(2, dtype=torch.int64),
-                                  torch.zeros(1100 * 2 + 2), [0.1], model="softmax", n_outputs=2, batch_size=2)
+        epoch_sgd.train_epoch(torch.zeros((2, 1100)), torch.arange(2), torch.zeros(2, dtype=torch.int64),
+                              torch.zeros(1100 * 2 + 2), [0.1], model="softmax", n_outputs=2, batch_size=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch", reason="compiling the Triton kernels needs torch")
-triton = pytest.importorskip("triton", reason="compiling the Triton kernels needs triton")
+# linclass_gpu.kernels imports triton itself, after choosing its mode: this process reads the kernels' configurations.
+pytest.importorskip("linclass_gpu.kernels", reason="compiling the Triton kernels needs triton")
+
+import triton  # noqa: E402
 
 from linclass_gpu import kernel_report  # noqa: E402
 

@@ -9,11 +9,13 @@ import pytest
 from conftest import DLPackOnly
 
 torch = pytest.importorskip("torch", reason="the Triton backend needs torch")
-pytest.importorskip("triton", reason="the Triton backend needs triton")
+# linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
+pytest.importorskip("linclass_gpu.kernels", reason="the Triton backend needs triton")
 
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.backends import get_backend  # noqa: E402
-from linclass_gpu.backends.triton_backend import TritonBackend, TritonFusedSGD  # noqa: E402
+from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
+from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 
@@ -193,10 +195,10 @@ class LaunchCounter:
 
     HOST_READS = ("item", "cpu", "numpy", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
-    def __init__(self, monkeypatch, kernels):
+    def __init__(self, monkeypatch):
         self.launches, self.host_reads, self._inside_launch = 0, 0, False
-        for module, name in ((kernels.softmax, "softmax_sgd_kernel"), (kernels.sigmoid, "sigmoid_sgd_kernel"),
-                             (kernels.update, "sgd_update_kernel")):
+        for module, name in ((softmax_sgd, "softmax_sgd_kernel"), (sigmoid_sgd, "sigmoid_sgd_kernel"),
+                             (sgd_update, "sgd_update_kernel")):
             monkeypatch.setattr(module, name, self._count_launches(getattr(module, name)))
         for method in self.HOST_READS:
             monkeypatch.setattr(torch.Tensor, method, self._count_reads(getattr(torch.Tensor, method)))
@@ -241,7 +243,7 @@ def test_epoch_is_two_launches_per_step_and_one_host_read(monkeypatch, model, de
     stepper = backend.fused_sgd(model, backend.asarray(X), backend.asarray(y), W, b, max_batch_size=batch_size,
                                 l2=1e-3, x_scale=x_scale, **options)
     rows = backend.asarray(rng.permutation(n_rows))
-    counter = LaunchCounter(monkeypatch, backend._kernels)
+    counter = LaunchCounter(monkeypatch)
     n_steps = 0
     for start in range(0, n_rows, batch_size):
         stepper.step(rows[start:start + batch_size], 0.1)
@@ -277,14 +279,13 @@ def test_deterministic_mode_is_bitwise_reproducible(deterministic_backend, trito
 def test_partials_are_capped_for_large_models(rng):
     """Deterministic mode keeps one gradient slice per program, capped in bytes: fewer programs for huge D·C."""
     backend = TritonBackend(deterministic=True)
-    update = backend._kernels.update
     X, y, W, b, _ = problem(rng, "softmax", 64, 31, 10, "float32")
     small = backend.fused_sgd("softmax", backend.asarray(X), backend.asarray(y), W, b, max_batch_size=64)
     assert small._max_programs == 4  # 64 rows / 16-row blocks
-    assert small._grad.numel() * 4 <= update.PARTIALS_BYTES
-    assert update.max_partials(784 * 32768 + 32768, 8) == 1  # one 103 MB slice at C = 32768, not 8
-    assert update.max_partials(784 * 1000 + 1000, 8) == 8  # 3.1 MB slices: 8 fit in 64 MB
-    assert update.max_partials(784 * 1000 + 1000, 64) == update.PARTIALS_BYTES // (4 * 785000)
+    assert small._grad.numel() * 4 <= sgd_update.PARTIALS_BYTES
+    assert sgd_update.max_partials(784 * 32768 + 32768, 8) == 1  # one 103 MB slice at C = 32768, not 8
+    assert sgd_update.max_partials(784 * 1000 + 1000, 8) == 8  # 3.1 MB slices: 8 fit in 64 MB
+    assert sgd_update.max_partials(784 * 1000 + 1000, 64) == sgd_update.PARTIALS_BYTES // (4 * 785000)
 
 
 @pytest.mark.parametrize("model", ("softmax", "sigmoid"))

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
-pytest.importorskip("triton", reason="the Triton kernels need triton")
+# linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
+kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
 from linclass_gpu import oracle  # noqa: E402
-from linclass_gpu.backends.triton_backend import load_kernels  # noqa: E402
+from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
-KERNELS = load_kernels()  # the interpreter when there is no CUDA device
-DEVICE = "cpu" if KERNELS.interpret else "cuda"
+DEVICE = "cpu" if kernels.INTERPRET else "cuda"
 
 DTYPES = ("float32", "bfloat16", "float16", "uint8")
 # (B, D, C): every B in {1, 17, 128}, D in {1, 31, 784}, C in {2, 10, 37, 1000} appears; C = 1000 only with few rows.
@@ -59,7 +59,7 @@ def check_softmax(X_dev, X64, y, W, b, theta, x_scale, dtype, *, deterministic=F
     n_classes = W.shape[1]
     y_dev = torch.from_numpy(y).to(DEVICE)
     weight_dev = None if sample_weight is None else torch.from_numpy(sample_weight).to(DEVICE)
-    loss_sum, grad, probs = KERNELS.softmax.softmax_loss_grad(
+    loss_sum, grad, probs = softmax_sgd.softmax_loss_grad(
         X_dev, y_dev, theta, n_classes, x_scale=x_scale, deterministic=deterministic, input_precision="ieee",
         sample_weight=weight_dev, return_probs=True)
     grad = grad.cpu().numpy()
@@ -92,7 +92,7 @@ def test_x_stays_resident_for_every_d_up_to_1024():
     """X[rows] is loaded once per row block wherever D ≤ 1024, in both reduction modes: one class column at a time
     over the whole tile when C fits one class tile (C ≤ 64), else as cdiv(D, 32) chunks that serve every class tile's
     tl.dot. Beyond D = 1024 the kernel streams it."""
-    config = KERNELS.softmax.softmax_config
+    config = softmax_sgd.softmax_config
     for deterministic in (False, True):
         for n_features, n_classes in [(784, 10), (784, 2), (784, 37), (784, 64), (1024, 10), (31, 10), (1, 2)]:
             chosen = config(n_features, n_classes, deterministic)
@@ -111,10 +111,10 @@ def test_launch_rejects_a_config_made_for_other_features(rng):
     X_dev, _, _ = make_inputs(rng, 4, 100, "float32")
     W, b, theta = make_params(rng, 100, 200, scale=0.1)
     with pytest.raises(ValueError, match="chunks of 32 features, X has 100"):
-        KERNELS.softmax.launch_softmax_sgd(
+        softmax_sgd.launch_softmax_sgd(
             X_dev, torch.arange(4, device=DEVICE), torch.zeros(4, dtype=torch.int64, device=DEVICE), theta,
             torch.zeros_like(theta), torch.zeros(1, dtype=torch.float64, device=DEVICE), n_classes=200,
-            x_scale=1.0, grad_scale=0.25, config=KERNELS.softmax.softmax_config(784, 200))
+            x_scale=1.0, grad_scale=0.25, config=softmax_sgd.softmax_config(784, 200))
 
 
 @pytest.mark.parametrize("dtype", ("float32", "uint8"))
@@ -160,7 +160,7 @@ def test_softmax_huge_logits_stay_finite(dtype, shape, rng):
     X_dev, X64, W, b, theta = huge_logit_inputs(rng, n_rows, n_features, n_classes, dtype)
     assert np.abs(X64 @ W).max() > 5e3
     y = rng.integers(0, n_classes, size=n_rows)
-    loss_sum, grad, probs = KERNELS.softmax.softmax_loss_grad(
+    loss_sum, grad, probs = softmax_sgd.softmax_loss_grad(
         X_dev, torch.from_numpy(y).to(DEVICE), theta, n_classes, return_probs=True)
     assert np.isfinite(loss_sum.item()) and torch.isfinite(grad).all() and torch.isfinite(probs).all()
     check_softmax(X_dev, X64, y, W, b, theta, 1.0, dtype)
@@ -179,7 +179,7 @@ def test_softmax_sample_weights(dtype, shape, rng):
 
 def check_sigmoid(X_dev, X64, y, w, b, theta, x_scale, dtype, *, deterministic=False):
     n_rows, n_features = X64.shape
-    loss_sum, grad, probs = KERNELS.sigmoid.sigmoid_loss_grad(
+    loss_sum, grad, probs = sigmoid_sgd.sigmoid_loss_grad(
         X_dev, torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta, x_scale=x_scale,
         deterministic=deterministic, return_probs=True)
     grad = grad.cpu().numpy()
@@ -224,15 +224,15 @@ def test_gathered_rows_and_masked_tail(model, dtype, rng):
     loss = torch.zeros(1, dtype=torch.float64, device=DEVICE)
     rows_dev, batch = torch.from_numpy(rows).to(DEVICE), len(rows)
     if model == "softmax":
-        KERNELS.softmax.launch_softmax_sgd(
+        softmax_sgd.launch_softmax_sgd(
             X_dev, rows_dev, torch.from_numpy(y).to(DEVICE), theta, grad, loss, n_classes=n_classes, x_scale=x_scale,
-            grad_scale=1.0 / batch, config=KERNELS.softmax.softmax_config(n_features, n_classes))
+            grad_scale=1.0 / batch, config=softmax_sgd.softmax_config(n_features, n_classes))
         ref_loss, dW, db = oracle.softmax_loss_grad(X64[rows], y[rows], W.astype(np.float64), b.astype(np.float64),
                                                     x_scale=x_scale)
     else:
-        KERNELS.sigmoid.launch_sigmoid_sgd(
+        sigmoid_sgd.launch_sigmoid_sgd(
             X_dev, rows_dev, torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta, grad, loss, x_scale=x_scale,
-            grad_scale=1.0 / batch, config=KERNELS.sigmoid.sigmoid_config(n_features))
+            grad_scale=1.0 / batch, config=sigmoid_sgd.sigmoid_config(n_features))
         ref_loss, dW, db = oracle.sigmoid_loss_grad(X64[rows], y[rows], W[:, 0].astype(np.float64), float(b[0]),
                                                     x_scale=x_scale)
     grad = grad.cpu().numpy()
@@ -260,10 +260,10 @@ def test_update_kernel_matches_oracle_step(momentum, nesterov, l2, fit_intercept
     sums_host = rng.uniform(0, 2, size=theta.numel()).astype(np.float32)
     sums = torch.from_numpy(sums_host.copy()).to(DEVICE) if adagrad or adam else None
     n_weights = n_features * n_classes
-    KERNELS.update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1,
-                                     momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
-                                     velocity=velocity if momentum or adam else None, accumulator=sums,
-                                     eps=1e-8 if adam else 1e-10, adam_step=3 if adam else 0)
+    sgd_update.launch_sgd_update(theta, grad, n_weights=n_weights, learning_rate=0.1, l2=l2, l1=l1,
+                                 momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
+                                 velocity=velocity if momentum or adam else None, accumulator=sums,
+                                 eps=1e-8 if adam else 1e-10, adam_step=3 if adam else 0)
     g = grad_host.astype(np.float64)
     g[:n_weights] += l2 * W.ravel()
     params = np.concatenate([W.ravel(), b]).astype(np.float64)
@@ -308,14 +308,14 @@ def test_deterministic_programs_taking_several_row_blocks(model, n_features, n_c
         partials = torch.full((n_programs, n_params), float("nan"), device=DEVICE)  # must be overwritten, never read
         loss_partials = torch.full((n_programs,), float("nan"), device=DEVICE)
         if model == "softmax":
-            used = KERNELS.softmax.launch_softmax_sgd(
+            used = softmax_sgd.launch_softmax_sgd(
                 X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y).to(DEVICE), theta, partials,
                 loss_partials, n_classes=n_classes,
-                config=KERNELS.softmax.softmax_config(n_features, n_classes, True), **common)
+                config=softmax_sgd.softmax_config(n_features, n_classes, True), **common)
         else:
-            used = KERNELS.sigmoid.launch_sigmoid_sgd(
+            used = sigmoid_sgd.launch_sigmoid_sgd(
                 X_dev, torch.from_numpy(rows).to(DEVICE), torch.from_numpy(y.astype(np.float32)).to(DEVICE), theta,
-                partials, loss_partials, config=KERNELS.sigmoid.sigmoid_config(n_features), **common)
+                partials, loss_partials, config=sigmoid_sgd.sigmoid_config(n_features), **common)
         return used, partials, loss_partials
 
     used, partials, loss_partials = launch()
@@ -329,8 +329,8 @@ def test_deterministic_programs_taking_several_row_blocks(model, n_features, n_c
     assert used == n_programs
     grad = torch.empty(n_params, device=DEVICE)
     loss_sum = torch.zeros(1, dtype=torch.float64, device=DEVICE)
-    KERNELS.update.launch_sgd_update(theta, partials, n_weights=n_features * n_classes, deterministic=True,
-                                     n_partials=used, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
+    sgd_update.launch_sgd_update(theta, partials, n_weights=n_features * n_classes, deterministic=True,
+                                 n_partials=used, loss_partials=loss_partials, loss_sum=loss_sum, grad_out=grad)
     grad = grad.cpu().numpy()
     assert_close(loss_sum.item() / n_rows, ref_loss, "uint8", n_features, "loss")
     assert_close(grad[:n_features * n_classes], np.reshape(dW, -1), "uint8", n_rows, "dW")

@@ -21,23 +21,22 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
-pytest.importorskip("triton", reason="the Triton kernels need triton")
+# linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
+kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
-from linclass_gpu.backends.triton_backend import TritonBackend, kernel_module, load_kernels  # noqa: E402
-
-KERNELS = load_kernels()  # the interpreter when there is no CUDA device
-DEVICE = "cpu" if KERNELS.interpret else "cuda"
-TILES = kernel_module("_tiles")
-
-# After load_kernels, which may re-import triton in the mode it chose.
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+
+from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
+from linclass_gpu.kernels import _tiles, sigmoid_sgd, softmax_sgd  # noqa: E402
+
+DEVICE = "cpu" if kernels.INTERPRET else "cuda"
 
 
 @triton.jit
 def _probability_offsets_kernel(out_ptr, block, C, BLOCK_B: tl.constexpr):
     """The offsets a probability store of row block ``block`` uses: ``lanes·C``."""
-    lanes = TILES.row_block_lanes(block, BLOCK_B)
+    lanes = _tiles.row_block_lanes(block, BLOCK_B)
     tl.store(out_ptr + tl.arange(0, BLOCK_B), lanes * C)
 
 
@@ -52,7 +51,7 @@ def test_probability_offsets_are_int64_past_2_31():
 
 def test_step_kernels_index_rows_through_the_int64_helper():
     """Both step kernels take their lanes from row_block_lanes (the only place the row-block positions are formed)."""
-    for module in (KERNELS.softmax, KERNELS.sigmoid):
+    for module in (softmax_sgd, sigmoid_sgd):
         source = inspect.getsource(module)
         assert "lanes = row_block_lanes(pid + visit * n_programs, BLOCK_B)" in source
         assert "* BLOCK_B + tl.arange(0, BLOCK_B)" not in source
@@ -64,16 +63,15 @@ _BARRIER_PROBE = textwrap.dedent('''
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from linclass_gpu.backends.triton_backend import kernel_module
+    from linclass_gpu import kernels
     from linclass_gpu.kernel_report import _softmax_build, _source_line
 
-    tiles = kernel_module("_tiles")
-    lines, first = inspect.getsourcelines(tiles.accumulate.fn)
+    lines, first = inspect.getsourcelines(kernels._tiles.accumulate.fn)
     site = ("_tiles.py", first + next(i for i, line in enumerate(lines) if "tl.debug_barrier()" in line))
     counts = {}
     for deterministic in (True, False):
         build = _softmax_build(31, 10, "float32", deterministic=deterministic)
-        fn = getattr(kernel_module(build.module), build.kernel)
+        fn = getattr(getattr(kernels, build.module), build.kernel)
         compiled = triton.compile(ASTSource(fn, build.signature, build.constexprs),
                                   target=GPUTarget("cuda", 90, 32),
                                   options={"num_warps": build.num_warps, "num_stages": build.num_stages})

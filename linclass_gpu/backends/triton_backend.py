@@ -6,20 +6,16 @@ tensors: slow, for testing, and only when the backend is asked for by name (``au
 
 Parameters live on the device as one flat fp32 vector ``theta = [W (D, K) row-major, b (K,)]``; the gradient buffers
 (an atomic accumulator, or per-program partials in deterministic mode), the momentum buffer and the fp64 running
-loss share that layout, so one update kernel serves every model. The kernels are in ``kernels/`` (installed as
-``linclass_gpu.kernels``).
+loss share that layout, so one update kernel serves every model.
+
+The kernels are in ``kernels/`` (installed as ``linclass_gpu.kernels``), imported by name where they are used:
+inside the methods, since torch and triton are optional dependencies and this module imports without them. The
+package decides once per process whether they run under the interpreter (``linclass_gpu.kernels.INTERPRET``) and
+serialises interpreted launches across threads.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-import os
-import sys
-import threading
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -29,82 +25,6 @@ from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, BackendUn
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
-
-_KERNEL_MODULES = ("_tiles", "softmax_sgd", "sigmoid_sgd", "sgd_update", "epoch_sgd")
-# load_kernels may re-import triton and the kernel modules; two threads doing that at once would each see the other's
-# half-imported modules.
-_LOAD_LOCK = threading.Lock()
-_INTERPRETER_LOCK = threading.RLock()
-
-
-def kernel_module(name: str):
-    """Import ``linclass_gpu.kernels.<name>``, also from a source checkout where ``kernels/`` is not installed yet.
-
-    ``kernels/`` sits beside ``linclass_gpu/`` in the repository and is installed as ``linclass_gpu.kernels``
-    (pyproject's package-dir); in a checkout that is not pip-installed the package is registered from its path.
-    """
-    package = "linclass_gpu.kernels"
-    if package not in sys.modules:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as error:
-            if error.name != package:
-                raise
-            source = Path(__file__).resolve().parents[2] / "kernels"
-            spec = importlib.util.spec_from_file_location(
-                package, source / "__init__.py", submodule_search_locations=[str(source)])
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[package] = module
-            spec.loader.exec_module(module)
-            importlib.import_module("linclass_gpu").kernels = module
-    return importlib.import_module(f"{package}.{name}")
-
-
-def _one_launch_at_a_time(run: Callable) -> Callable:
-    """``run`` of an interpreted kernel, serialised process-wide: the interpreter patches ``triton.language`` for the
-    duration of a launch, so two launches from two threads would see each other's patches."""
-
-    @functools.wraps(run)
-    def serialised(*args, **kwargs):
-        with _INTERPRETER_LOCK:
-            return run(*args, **kwargs)
-
-    return serialised
-
-
-def load_kernels(interpret: bool | None = None) -> SimpleNamespace:
-    """The kernel modules, built for the GPU or, without a CUDA device, for the Triton interpreter.
-
-    Triton decides at decoration time (``@triton.jit`` reads ``TRITON_INTERPRET``), so the variable is set before the
-    kernel modules are imported, and they are re-imported if an earlier import was made in the other mode.
-    """
-    import torch
-
-    if interpret is None:  # an explicit TRITON_INTERPRET=1 is honoured on a GPU machine too
-        interpret = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
-    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if isinstance(tl.zeros, InterpretedFunction) != interpret:
-        # triton.language's own @jit helpers (tl.zeros, tl.sum …) were built in the other mode by an earlier import
-        # of triton (the backend probe imports it): import the Python side of triton afresh; its compiled extension
-        # triton._C stays loaded.
-        for name in [name for name in sys.modules if name == "triton" or name.startswith("triton.")]:
-            if not name.startswith("triton._C"):
-                del sys.modules[name]
-        for name in _KERNEL_MODULES:
-            sys.modules.pop(f"linclass_gpu.kernels.{name}", None)
-        from triton.runtime.interpreter import InterpretedFunction
-    modules = {name: kernel_module(name) for name in _KERNEL_MODULES}
-    if isinstance(modules["softmax_sgd"].softmax_sgd_kernel, InterpretedFunction) != interpret:
-        modules = {name: importlib.reload(modules[name]) for name in _KERNEL_MODULES}  # helpers first
-    if interpret:
-        for kernel in (value for module in modules.values() for value in vars(module).values()):
-            if isinstance(kernel, InterpretedFunction) and not hasattr(kernel.run, "__wrapped__"):
-                kernel.run = _one_launch_at_a_time(kernel.run)
-    return SimpleNamespace(softmax=modules["softmax_sgd"], sigmoid=modules["sigmoid_sgd"],
-                           update=modules["sgd_update"], epoch=modules["epoch_sgd"], interpret=interpret)
 
 
 def _torch_dtype(torch, dtype):
@@ -139,6 +59,8 @@ class TritonFusedSGD(FusedSGD):
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
                  x_scale: float, sample_weight=None, l1: float = 0.0, optimizer: str = "sgd"):
+        from linclass_gpu.kernels import epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd
+
         torch = backend._torch
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -149,7 +71,6 @@ class TritonFusedSGD(FusedSGD):
             raise ValueError(f"W must be (D, K) and b (K,); got {W.shape} and {b.shape}")
         self.model, self.backend = model, backend
         self.n_features, self.n_outputs = W.shape
-        self._kernels = backend._kernels
         self._device = backend.device
         self._X = backend._features(X)
         if self._X.shape[1] != self.n_features:
@@ -175,19 +96,17 @@ class TritonFusedSGD(FusedSGD):
         self._accumulator = torch.zeros_like(self._theta) if optimizer != "sgd" else None
         self._step_count = 0  # on the host: Adam's t, passed as scalars (no sync)
         if model == "softmax":
-            self._config = self._kernels.softmax.softmax_config(self.n_features, self.n_outputs,
-                                                                backend.deterministic)
+            self._config = softmax_sgd.softmax_config(self.n_features, self.n_outputs, backend.deterministic)
         else:
-            self._config = self._kernels.sigmoid.sigmoid_config(self.n_features, self.n_outputs,
-                                                                backend.deterministic)
+            self._config = sigmoid_sgd.sigmoid_config(self.n_features, self.n_outputs, backend.deterministic)
         self.max_batch_size = int(max_batch_size)
         self._epoch_config = (
-            self._kernels.epoch.epoch_config(self.n_features, self.n_outputs, self.nesterov, sample_weight is not None)
+            epoch_sgd.epoch_config(self.n_features, self.n_outputs, self.nesterov, sample_weight is not None)
             if backend.epoch_kernel_supported and optimizer == "sgd" and not self.l1 else None)
         max_blocks = -(-self.max_batch_size // self._config.block_b)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
         if self.deterministic:
-            self._max_programs = self._kernels.update.max_partials(n_params, max_blocks)
+            self._max_programs = sgd_update.max_partials(n_params, max_blocks)
             self._grad = torch.empty((self._max_programs, n_params), dtype=torch.float32, device=self._device)
             self._loss_partials = torch.empty(self._max_programs, dtype=torch.float32, device=self._device)
         else:
@@ -201,6 +120,8 @@ class TritonFusedSGD(FusedSGD):
         return y.min().item(), y.max().item()
 
     def step(self, rows: Any, learning_rate: float) -> None:
+        from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd
+
         batch = rows.shape[0]
         if batch == 0:
             raise ValueError("a minibatch needs at least one row")
@@ -210,13 +131,13 @@ class TritonFusedSGD(FusedSGD):
                       max_programs=self._max_programs, deterministic=self.deterministic,
                       sample_weight=self._sample_weight)
         if self.model == "softmax":
-            n_programs = self._kernels.softmax.launch_softmax_sgd(
+            n_programs = softmax_sgd.launch_softmax_sgd(
                 self._X, rows, self._y, self._theta, self._grad, loss, n_classes=self.n_outputs,
                 input_precision=self.backend.input_precision, **common)
         else:
-            n_programs = self._kernels.sigmoid.launch_sigmoid_sgd(
+            n_programs = sigmoid_sgd.launch_sigmoid_sgd(
                 self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
-                loss_kind=self._kernels.sigmoid.MODEL_LOSSES[self.model], input_precision=self.backend.input_precision,
+                loss_kind=sigmoid_sgd.MODEL_LOSSES[self.model], input_precision=self.backend.input_precision,
                 **common)
         grad, deterministic = self._grad, self.deterministic
         if self.reducer is not None:  # data-parallel: the reducer sums the flat [dW.ravel(), db] over the processes
@@ -227,14 +148,14 @@ class TritonFusedSGD(FusedSGD):
                 # partials to the running loss), exchange that one slice, then update from it as from an
                 # accumulator. One launch more; still bitwise reproducible.
                 grad = self._grad[0]
-                self._kernels.update.launch_sgd_update(
+                sgd_update.launch_sgd_update(
                     self._theta, self._grad, n_weights=self._n_weights, deterministic=True, n_partials=n_programs,
                     loss_partials=self._loss_partials, loss_sum=self._loss_sum, grad_out=grad)
                 deterministic = False
             self.reducer.reduce_gradient_((grad,))
         self._step_count += 1
         adam = self.optimizer == "adam"
-        self._kernels.update.launch_sgd_update(
+        sgd_update.launch_sgd_update(
             self._theta, grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
             l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
             velocity=self._velocity, deterministic=deterministic, n_partials=n_programs,
@@ -252,6 +173,8 @@ class TritonFusedSGD(FusedSGD):
         """One epoch (see :meth:`FusedSGD.run_epoch`): one launch of the epoch kernel where it applies, which reads
         the rates as a float32 device vector (one host-to-device copy, no sync) and adds the epoch's loss to the
         running loss once; otherwise one :meth:`step` per minibatch."""
+        from linclass_gpu.kernels import epoch_sgd
+
         n_steps = -(-rows.shape[0] // batch_size) if batch_size > 0 else 0
         if np.shape(learning_rates) != (n_steps,):
             raise ValueError(f"learning_rates must hold one rate per step: {n_steps} for {rows.shape[0]} rows in "
@@ -263,7 +186,7 @@ class TritonFusedSGD(FusedSGD):
             return
         torch = self.backend._torch
         rates = torch.from_numpy(np.asarray(learning_rates, dtype=np.float32)).to(self._device)
-        self._kernels.epoch.launch_epoch_sgd(
+        epoch_sgd.launch_epoch_sgd(
             self._X, rows.contiguous(), self._y, self._theta, self._loss_sum, rates, model=self.model,
             n_outputs=self.n_outputs, batch_size=int(batch_size), x_scale=self.x_scale, config=self._epoch_config,
             l2=self.l2, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
@@ -347,12 +270,16 @@ class TritonBackend(Backend):
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs torch: {error}") from error
         try:
-            with _LOAD_LOCK:
-                self._kernels = load_kernels()
+            from linclass_gpu.kernels import INTERPRET, epoch_sgd
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs triton: {error}") from error
+        except RuntimeError as error:  # TritonModeError, which cannot be named before its module imports
+            raise BackendUnavailableError(str(error)) from error
         self._torch = torch
-        self.interpreted = self._kernels.interpret
+        self.interpreted = INTERPRET
+        if not self.interpreted and not torch.cuda.is_available():
+            raise BackendUnavailableError("TRITON_INTERPRET=0 asks for compiled kernels, but there is no CUDA device: "
+                                          "unset TRITON_INTERPRET or set it to 1 to run them under the interpreter")
         self.device = torch.device(device if device is not None else ("cpu" if self.interpreted else "cuda"))
         if self.interpreted and self.device.type != "cpu":
             raise BackendUnavailableError("the Triton interpreter runs on CPU tensors only")
@@ -361,7 +288,7 @@ class TritonBackend(Backend):
         self.input_precision = "tf32" if self.tf32 else "ieee"
         # The epoch kernel's sm_90 build is the spill-free one (kernels/epoch_sgd.py); older GPUs step per minibatch.
         self.epoch_kernel_supported = self.interpreted or (
-            torch.cuda.get_device_capability(self.device) >= self._kernels.epoch.MIN_CAPABILITY)
+            torch.cuda.get_device_capability(self.device) >= epoch_sgd.MIN_CAPABILITY)
 
     def permutation(self, n: int, rng: np.random.Generator) -> Any:
         """Shuffled on the device (``torch.randperm``) from a seed drawn from ``rng``: only the seed crosses the bus."""
@@ -446,9 +373,11 @@ class TritonBackend(Backend):
     # -- the checkable core -------------------------------------------------------------------------------------------
 
     def softmax_loss_grad(self, X, y, W, b, x_scale=1.0, sample_weight=None):
+        from linclass_gpu.kernels import softmax_sgd
+
         X, y = self._features(X), self._labels("softmax", y)
         n_features, n_classes = np.shape(W)
-        loss_sum, grad, _ = self._kernels.softmax.softmax_loss_grad(
+        loss_sum, grad, _ = softmax_sgd.softmax_loss_grad(
             X, y, self._theta(W, b, n_classes), n_classes, x_scale=x_scale, deterministic=self.deterministic,
             input_precision=self.input_precision,
             sample_weight=self._weights(sample_weight, X.shape[0]))
@@ -464,11 +393,13 @@ class TritonBackend(Backend):
     def _sigmoid_loss_grad(self, model: str, X, y, w, b, x_scale: float, sample_weight) -> tuple[float, Any, Any]:
         """A sigmoid model's mean loss and gradients; ``w`` (D,) with scalar ``b`` is the binary model, given back in
         those shapes, ``w`` (D, K) with ``b`` (K,) the ``K``-output one."""
+        from linclass_gpu.kernels import sigmoid_sgd
+
         X = self._features(X)
         n_features, n_outputs = X.shape[1], (np.shape(w)[1] if np.ndim(w) == 2 else 1)
-        loss_sum, grad, _ = self._kernels.sigmoid.sigmoid_loss_grad(
+        loss_sum, grad, _ = sigmoid_sgd.sigmoid_loss_grad(
             X, self._labels(model, y, n_outputs), self._theta(w, b, n_outputs), n_outputs=n_outputs,
-            loss_kind=self._kernels.sigmoid.MODEL_LOSSES[model], x_scale=x_scale, deterministic=self.deterministic,
+            loss_kind=sigmoid_sgd.MODEL_LOSSES[model], x_scale=x_scale, deterministic=self.deterministic,
             input_precision=self.input_precision, sample_weight=self._weights(sample_weight, X.shape[0]))
         loss, n_weights = float(loss_sum.item()) / X.shape[0], n_features * n_outputs
         if np.ndim(w) == 2:
@@ -478,6 +409,8 @@ class TritonBackend(Backend):
     def predict_proba(self, model: str, X, W, b, x_scale=1.0):
         """Probabilities from the fused kernel itself: (N, C) softmax, or σ(z) of the sigmoid models (either loss):
         (N,) for one output (``W`` (D,) or (D, 1)), (N, K) for ``K > 1``."""
+        from linclass_gpu.kernels import sigmoid_sgd, softmax_sgd
+
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         X = self._features(X)
@@ -485,14 +418,13 @@ class TritonBackend(Backend):
         theta = self._theta(W, b, n_outputs)
         if model == "softmax":
             y = self._torch.zeros(X.shape[0], dtype=self._torch.int64, device=self.device)
-            return self._kernels.softmax.softmax_loss_grad(X, y, theta, n_outputs, x_scale=x_scale,
-                                                           input_precision=self.input_precision,
-                                                           return_probs=True)[2]
+            return softmax_sgd.softmax_loss_grad(X, y, theta, n_outputs, x_scale=x_scale,
+                                                 input_precision=self.input_precision, return_probs=True)[2]
         # Targets of 0 only feed the unused loss; the probabilities take their shape.
         shape = (X.shape[0], n_outputs) if n_outputs > 1 else (X.shape[0],)
         targets = self._torch.zeros(shape, dtype=self._torch.uint8, device=self.device)
-        return self._kernels.sigmoid.sigmoid_loss_grad(X, targets, theta, n_outputs=n_outputs, x_scale=x_scale,
-                                                       input_precision=self.input_precision, return_probs=True)[2]
+        return sigmoid_sgd.sigmoid_loss_grad(X, targets, theta, n_outputs=n_outputs, x_scale=x_scale,
+                                             input_precision=self.input_precision, return_probs=True)[2]
 
     def decision_function(self, X, W, b, x_scale=1.0):
         torch = self._torch
