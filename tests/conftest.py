@@ -7,6 +7,11 @@ import pytest
 
 from linclass_gpu.backends import available_backends, get_backend
 
+try:  # Triton's interpreter mode is decided by the kernels package before triton loads, whichever test imports first
+    import linclass_gpu.kernels  # noqa: F401
+except ImportError:  # no torch or triton: the Triton tests skip themselves
+    pass
+
 # Backends every contract test runs on: all that can run here (triton under its interpreter on a CPU-only machine).
 BACKEND_NAMES = available_backends()
 

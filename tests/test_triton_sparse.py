@@ -22,9 +22,9 @@ from tolerances import assert_close  # noqa: E402
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.backends import triton_sparse  # noqa: E402
 from linclass_gpu.backends.triton_sparse import TritonSparseBackend  # noqa: E402
+from linclass_gpu.kernels import sparse_sgd  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
-SPARSE_SGD = triton_sparse.sparse_kernels()
 # (model, K): the softmax, binary logistic regression, K independent sigmoids with BCE and with squared error.
 MODELS = [("softmax", 5), ("sigmoid", 1), ("sigmoid", 3), ("sigmoid_mse", 3)]
 # Wider outputs: K past the smallest output tile (BLOCK_K 64), and past 1024 (BLOCK_K 2048, 2 rows per program).
@@ -64,7 +64,7 @@ def test_loss_grad_matches_oracle(model, n_outputs, n_rows, n_features, weighted
     b = rng.normal(size=n_outputs).astype(np.float32)
     weights = rng.random(n_rows).astype(np.float32) if weighted else None
     device_y = torch.from_numpy(y if model == "softmax" else y.astype(np.uint8)).to(DEVICE)
-    loss_sum, dW, db = SPARSE_SGD.sparse_loss_grad(
+    loss_sum, dW, db = sparse_sgd.sparse_loss_grad(
         *(torch.from_numpy(a).to(DEVICE) for a in (X.indptr, X.indices, X.data)), device_y,
         torch.from_numpy(W).to(DEVICE), torch.from_numpy(b).to(DEVICE), model=model, x_scale=0.5,
         sample_weight=None if weights is None else torch.from_numpy(weights).to(DEVICE))

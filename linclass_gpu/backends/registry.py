@@ -110,7 +110,10 @@ def _probe_triton() -> BackendStatus:
         return BackendStatus("triton", True, False, no_driver + interpreter)
     try:
         import torch
-        import triton  # noqa: F401  (a broken triton fails here rather than at the first kernel)
+
+        # The kernels package decides the interpreter mode before triton loads (and a broken triton fails here
+        # rather than at the first kernel).
+        import linclass_gpu.kernels  # noqa: F401
     except Exception as error:  # a broken install raises anything from ImportError to OSError
         return BackendStatus("triton", False, False, f"importing torch or triton failed: {type(error).__name__}: "
                                                      f"{error}")

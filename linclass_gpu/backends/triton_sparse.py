@@ -27,18 +27,6 @@ from .triton_backend import TritonBackend
 MAX_STEP_ID = 2**31 - 1
 
 
-def sparse_kernels():
-    """``kernels/sparse_sgd.py``, in the mode ``linclass_gpu.kernels`` chose: the one place this module imports it."""
-    from linclass_gpu import kernels
-    from linclass_gpu.kernels import sparse_sgd
-
-    if kernels.INTERPRET:
-        # The package serialises the interpreted launches of the modules it imports itself; sparse_sgd is not (yet)
-        # among them. Idempotent.
-        kernels._serialise_interpreted_launches((sparse_sgd,))
-    return sparse_sgd
-
-
 class TritonSparseFusedSGD(FusedSGD):
     """The fused SGD step of :class:`TritonSparseBackend` over CSR rows held on the device (see the module notes).
 
@@ -73,7 +61,9 @@ class TritonSparseFusedSGD(FusedSGD):
             raise ValueError(f"X has {X.shape[1]} features but W has {W.shape[0]} rows")
         import torch
 
-        self._torch, self._kernels = torch, sparse_kernels()
+        from linclass_gpu.kernels import sparse_sgd
+
+        self._torch, self._kernels = torch, sparse_sgd
         self.backend, self.model = backend, model
         self.n_features, self.n_outputs = W.shape
         self.l2, self.fit_intercept, self.x_scale = float(l2), bool(fit_intercept), float(x_scale)
