@@ -9,6 +9,9 @@ import triton
 
 # Offsets into theta and the gradient partials are int32 in the kernels.
 MAX_BUFFER_VALUES = 2**31
+# Compile options every launch states rather than inherits: whether a*b + c contracts to one FMA changes the last bit
+# of every logit and update, and Triton's default could change with a release (the tolerance table was set with FMA).
+LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 
 
 def step_grid(X, rows, theta, grad, *, n_outputs, outputs_name, block_b, max_programs, deterministic):

@@ -44,6 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import LAUNCH_OPTIONS
 from ._tiles import load_rows, load_x_block, online_logsumexp, param_tile, sigmoid_loss_and_dz, softmax_dz
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_output
         l2=float(l2), momentum=float(momentum), **config.constexprs, LOSS=MODEL_LOSSES[model],
         MOMENTUM=bool(momentum), NESTEROV=bool(nesterov), FIT_INTERCEPT=bool(fit_intercept),
         INPUT_PRECISION=input_precision,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        num_warps=config.num_warps, num_stages=config.num_stages, **LAUNCH_OPTIONS,
     )
 
 

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import LAUNCH_OPTIONS
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,13 +133,15 @@ def sgd_update_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
-                      fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
-                      loss_sum=None, grad_out=None, accumulator=None, eps=1e-10, adam_step=0, betas=(0.9, 0.999)):
-    """Launch :func:`sgd_update_kernel` over ``theta`` (or only reduce into ``grad_out`` when it is given).
+def sgd_update_arguments(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
+                         fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
+                         loss_sum=None, grad_out=None, accumulator=None, eps=1e-10, adam_step=0, betas=(0.9, 0.999)):
+    """The grid and keyword arguments of :func:`sgd_update_kernel` over ``theta`` (or of the reduce-only launch into
+    ``grad_out`` when it is given), checked, not launched: ``(grid, arguments)``.
 
     An ``accumulator`` (θ-sized, fp32) makes the step AdaGrad's with that ``eps``; with ``adam_step = t ≥ 1`` too it
-    is Adam's (``velocity`` holds m, ``accumulator`` v; ``betas``, ``eps``); without either, (momentum) SGD.
+    is Adam's (``velocity`` holds m, ``accumulator`` v; ``betas``, ``eps``); without either, (momentum) SGD. From one
+    step to the next only ``learning_rate`` and Adam's ``bias_correction1`` and ``bias_correction2_sqrt`` change.
     """
     n_params = theta.numel()
     if theta.dtype != torch.float32 or grad.dtype != torch.float32:
@@ -155,7 +159,7 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
                                                if adam_step else (1.0, 1.0))
     if deterministic and (loss_partials is None or loss_sum is None):
         raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
-    sgd_update_kernel[(triton.cdiv(n_params, BLOCK),)](
+    return (triton.cdiv(n_params, BLOCK),), dict(
         theta_ptr=theta, grad_ptr=grad, velocity_ptr=velocity, accumulator_ptr=accumulator,
         loss_partials_ptr=loss_partials, loss_sum_ptr=loss_sum, grad_out_ptr=grad_out, n_weights=n_weights,
         n_params=n_params, n_partials=n_partials, learning_rate=float(learning_rate), l2=float(l2), l1=float(l1),
@@ -163,5 +167,11 @@ def launch_sgd_update(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0
         bias_correction1=float(bias_correction1), bias_correction2_sqrt=float(bias_correction2_sqrt),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
         FIT_INTERCEPT=bool(fit_intercept), L1=bool(l1), ADAGRAD=accumulator is not None and not adam_step,
-        ADAM=bool(adam_step), num_warps=NUM_WARPS,
+        ADAM=bool(adam_step), num_warps=NUM_WARPS, **LAUNCH_OPTIONS,
     )
+
+
+def launch_sgd_update(*args, **kwargs) -> None:
+    """Launch :func:`sgd_update_kernel` with :func:`sgd_update_arguments` (same parameters)."""
+    grid, arguments = sgd_update_arguments(*args, **kwargs)
+    sgd_update_kernel[grid](**arguments)

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import loss_grad_over_rows, step_grid
+from ._launch import LAUNCH_OPTIONS, loss_grad_over_rows, step_grid
 from ._tiles import (
     accumulate,
     add_loss,
@@ -284,13 +284,14 @@ def sigmoid_sgd_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, config, n_outputs=1, loss_kind="bce",
-                       max_programs=None, deterministic=False, input_precision="ieee", sample_weight=None,
-                       probs=None):
-    """Launch :func:`sigmoid_sgd_kernel` on the minibatch ``rows`` and return the number of programs ``P``.
+def sigmoid_sgd_arguments(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, config, n_outputs=1,
+                          loss_kind="bce", max_programs=None, deterministic=False, input_precision="ieee",
+                          sample_weight=None, probs=None):
+    """The grid and keyword arguments of :func:`sigmoid_sgd_kernel` on the minibatch ``rows``, checked, not launched.
 
     ``y`` is the contiguous (N, K) targets ((N,) when K = 1) in any dtype; ``loss_kind`` ``"bce"`` or ``"mse"``; the
-    other buffers as in ``launch_softmax_sgd`` with C = K. No device value is read: the launch never synchronises.
+    other buffers as in ``softmax_sgd_arguments`` with C = K. No device value is read: nothing synchronises.
+    Returns ``((P,), arguments)``.
     """
     n_rows, n_features = X.shape
     if loss_kind not in MODEL_LOSSES.values():
@@ -306,14 +307,21 @@ def launch_sigmoid_sgd(X, rows, y, theta, grad, loss, *, x_scale, grad_scale, co
     n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_outputs, outputs_name="K",
                                                block_b=config.block_b, max_programs=max_programs,
                                                deterministic=deterministic)
-    sigmoid_sgd_kernel[(n_programs,)](
+    return (n_programs,), dict(
         X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
         grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=n_features, K=n_outputs,
         x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
         **config.constexprs, LOSS=loss_kind, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
         num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.max_registers,
+        **LAUNCH_OPTIONS,
     )
-    return n_programs
+
+
+def launch_sigmoid_sgd(*args, **kwargs) -> int:
+    """Launch :func:`sigmoid_sgd_kernel` with :func:`sigmoid_sgd_arguments` (same parameters); return ``P``."""
+    grid, arguments = sigmoid_sgd_arguments(*args, **kwargs)
+    sigmoid_sgd_kernel[grid](**arguments)
+    return grid[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import loss_grad_over_rows, step_grid
+from ._launch import LAUNCH_OPTIONS, loss_grad_over_rows, step_grid
 from ._tiles import (
     NARROW_BLOCK_N,
     WIDE_BLOCK_N,
@@ -327,13 +327,15 @@ def softmax_sgd_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, grad_scale, config,
-                       max_programs=None, deterministic=False, input_precision="ieee", sample_weight=None,
-                       probs=None):
-    """Launch :func:`softmax_sgd_kernel` on the minibatch ``rows`` and return the number of programs ``P``.
+def softmax_sgd_arguments(X, rows, y, theta, grad, loss, *, n_classes, x_scale, grad_scale, config,
+                          max_programs=None, deterministic=False, input_precision="ieee", sample_weight=None,
+                          probs=None):
+    """The grid and keyword arguments of :func:`softmax_sgd_kernel` on the minibatch ``rows``, checked, not launched.
 
     ``grad`` is the (D·C + C,) atomic accumulator, or in deterministic mode (P_max ≥ P, D·C + C) partials; ``loss``
-    a (1,) float64 accumulator, or (P_max,) float32 partials. No device value is read: the launch never synchronises.
+    a (1,) float64 accumulator, or (P_max,) float32 partials. No device value is read: nothing synchronises.
+    Returns ``((P,), arguments)``; the backend binds them once per batch size and replays the launch
+    (``linclass_gpu.backends.triton_launch``).
     """
     n_features = X.shape[1]
     if config.x_chunks and not (config.x_chunks - 1) * config.block_d < n_features <= config.x_chunks * config.block_d:
@@ -341,14 +343,21 @@ def launch_softmax_sgd(X, rows, y, theta, grad, loss, *, n_classes, x_scale, gra
     n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_classes, outputs_name="C",
                                                block_b=config.block_b, max_programs=max_programs,
                                                deterministic=deterministic)
-    softmax_sgd_kernel[(n_programs,)](
+    return (n_programs,), dict(
         X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
         grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=n_features, C=n_classes,
         x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
         **config.constexprs, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
         num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.register_cap(input_precision),
+        **LAUNCH_OPTIONS,
     )
-    return n_programs
+
+
+def launch_softmax_sgd(*args, **kwargs) -> int:
+    """Launch :func:`softmax_sgd_kernel` with :func:`softmax_sgd_arguments` (same parameters); return ``P``."""
+    grid, arguments = softmax_sgd_arguments(*args, **kwargs)
+    softmax_sgd_kernel[grid](**arguments)
+    return grid[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import LAUNCH_OPTIONS
 from ._tiles import row_block_lanes, sigmoid_loss_and_dz, softmax_dz
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *,
         sample_weight_ptr=sample_weight, V_ptr=V, b_ptr=b, G_ptr=G, db_ptr=db, loss_ptr=loss,
         B=batch_size, K=n_outputs, logit_scale=float(logit_scale), x_scale=float(x_scale),
         grad_scale=1.0 / max(1, batch_size), SOFTMAX=model == "softmax", SIGMOID_LOSS=SIGMOID_LOSSES.get(model, "bce"),
-        BLOCK_B=block_b, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        BLOCK_B=block_b, BLOCK_K=block_k, num_warps=NUM_WARPS, **LAUNCH_OPTIONS,
     )
 
 
@@ -263,7 +264,7 @@ def launch_sparse_sgd_update(rows, indptr, indices, V, G, owner, b, db, *, step,
         rows_ptr=rows, indptr_ptr=indptr, indices_ptr=indices, V_ptr=V, G_ptr=G, owner_ptr=owner, b_ptr=b,
         db_ptr=db, B=rows.shape[0], K=n_outputs, step=int(step), weight_step=float(weight_step),
         bias_step=float(bias_step), FIT_INTERCEPT=bool(fit_intercept), BLOCK_B=block_b, BLOCK_K=block_k,
-        num_warps=NUM_WARPS,
+        num_warps=NUM_WARPS, **LAUNCH_OPTIONS,
     )
 
 

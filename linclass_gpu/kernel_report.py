@@ -334,15 +334,19 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
     from triton.compiler import ASTSource
 
     from linclass_gpu import kernels
+    from linclass_gpu.kernels._launch import LAUNCH_OPTIONS
 
     fn = getattr(getattr(kernels, build.module), build.kernel)
     capability = int(arch.removeprefix("sm_"))
+    unspecialised = {fn.arg_names[index] if isinstance(index, int) else index for index in fn.do_not_specialize}
     divisible = {
         (fn.arg_names.index(name),): [["tt.divisibility", 16]]
         for name, kind in build.signature.items()
-        if kind.startswith("*") or (kind == "i32" and build.int_values.get(name, 1) % 16 == 0)
+        if kind.startswith("*") or (kind == "i32" and name not in unspecialised
+                                    and build.int_values.get(name, 1) % 16 == 0)
     }
-    options = {"num_warps": build.num_warps, "num_stages": build.num_stages}
+    # As every launch states it (kernels/_launch.py), not as this Triton release defaults.
+    options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **LAUNCH_OPTIONS}
     if build.maxnreg is not None:
         options["maxnreg"] = build.maxnreg
     compiled = triton.compile(ASTSource(fn, build.signature, build.constexprs, divisible),

@@ -127,3 +127,15 @@ def test_the_interpreter_and_launch_hooks_always_go_through_triton(monkeypatch):
     monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda metadata: None)
     launch(learning_rate=0.25)
     assert len(kernel.triton_calls) == 2 and not kernel.compiled.launches
+
+
+def test_the_per_step_path_binds_each_batch_size_once_then_launches_directly():
+    """The backend's step on compiled-mode kernels, launches stubbed (``bench host``): 2 epochs of 1000 rows in
+    batches of 128 are 7 full batches and a tail of 104, so each of the 2 kernels goes through Triton once per batch
+    size and every other launch is direct."""
+    from linclass_gpu.bench.host import DEFAULTS, run_host_bench
+
+    result = run_host_bench({**DEFAULTS, "rows": 1000, "epochs": 2})
+    assert result["steps_per_epoch"] == 8
+    assert (result["triton_launches"], result["direct_launches"]) == (4, 2 * 2 * 8 - 4)
+    assert result["launches_per_step"] == 2 and result["host_us_per_step"] > 0

@@ -16,12 +16,22 @@ serialises interpreted launches across threads.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 
-from .base import (ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, MODELS, Backend, BackendUnavailableError, FusedSGD,
-                   check_optimizer)
+from .base import (
+    ADAGRAD_EPS,
+    ADAM_BETAS,
+    ADAM_EPS,
+    MODELS,
+    Backend,
+    BackendUnavailableError,
+    FusedSGD,
+    adam_bias_corrections,
+    check_optimizer,
+)
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
@@ -113,6 +123,8 @@ class TritonFusedSGD(FusedSGD):
             self._max_programs = None
             self._grad = torch.zeros(n_params, dtype=torch.float32, device=self._device)
             self._loss_partials = None
+        # The step's launches per (batch size, data-parallel or not), bound at the first such step.
+        self._launches: dict[tuple[int, bool], SimpleNamespace] = {}
         self.set_params(W, b)
 
     @staticmethod
@@ -120,49 +132,75 @@ class TritonFusedSGD(FusedSGD):
         return y.min().item(), y.max().item()
 
     def step(self, rows: Any, learning_rate: float) -> None:
-        from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd
-
         batch = rows.shape[0]
         if batch == 0:
             raise ValueError("a minibatch needs at least one row")
-        loss = self._loss_partials if self.deterministic else self._loss_sum
-        divisor = batch if self.reducer is None else self.reducer.gradient_divisor(batch)
-        common = dict(x_scale=self.x_scale, grad_scale=1.0 / divisor, config=self._config,
-                      max_programs=self._max_programs, deterministic=self.deterministic,
-                      sample_weight=self._sample_weight)
-        if self.model == "softmax":
-            n_programs = softmax_sgd.launch_softmax_sgd(
-                self._X, rows, self._y, self._theta, self._grad, loss, n_classes=self.n_outputs,
-                input_precision=self.backend.input_precision, **common)
-        else:
-            n_programs = sigmoid_sgd.launch_sigmoid_sgd(
-                self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
-                loss_kind=sigmoid_sgd.MODEL_LOSSES[self.model], input_precision=self.backend.input_precision,
-                **common)
-        grad, deterministic = self._grad, self.deterministic
-        if self.reducer is not None:  # data-parallel: the reducer sums the flat [dW.ravel(), db] over the processes
-            if deterministic:
-                # Exchanging the partial slices would send P θ-sized slices and need every process to launch the
-                # same P programs: sum them here instead, in the fixed order, into slice 0 (a reduce-only launch;
-                # each program reads and writes only its own columns, so the alias is safe; it also adds the loss
-                # partials to the running loss), exchange that one slice, then update from it as from an
-                # accumulator. One launch more; still bitwise reproducible.
-                grad = self._grad[0]
-                sgd_update.launch_sgd_update(
-                    self._theta, self._grad, n_weights=self._n_weights, deterministic=True, n_partials=n_programs,
-                    loss_partials=self._loss_partials, loss_sum=self._loss_sum, grad_out=grad)
-                deterministic = False
-            self.reducer.reduce_gradient_((grad,))
+        reducer = self.reducer
+        launches = self._launches.get((batch, reducer is not None))
+        if launches is None:
+            launches = self._launches[batch, reducer is not None] = self._prepare_launches(rows, reducer is not None)
+        if reducer is None:
+            launches.step(rows_ptr=rows)  # bound with grad_scale = 1/B
+        else:  # data-parallel: the mean over the global batch, then the reducer sums [dW.ravel(), db] over processes
+            launches.step(rows_ptr=rows, grad_scale=1.0 / reducer.gradient_divisor(batch))
+            if launches.reduce is not None:
+                launches.reduce()
+            reducer.reduce_gradient_((launches.grad,))
         self._step_count += 1
+        if self.optimizer == "adam":
+            bias_correction1, bias_correction2_sqrt = adam_bias_corrections(self._step_count)
+            launches.update(learning_rate=learning_rate, bias_correction1=bias_correction1,
+                            bias_correction2_sqrt=bias_correction2_sqrt)
+        else:
+            launches.update(learning_rate=learning_rate)
+        if reducer is not None:
+            reducer.reduce_parameters_((self._theta,))
+
+    def _prepare_launches(self, rows, with_reducer: bool) -> SimpleNamespace:
+        """The launches of a step on batches of ``rows.shape[0]`` rows, bound once (:mod:`.triton_launch`): a step
+        then costs the host two calls of the compiled kernels' launchers, the changed arguments put in their slots.
+
+        Returns ``step`` (the fused loss-and-gradient kernel), ``reduce`` (None, or in deterministic data-parallel
+        runs the fixed-order reduce of the partials into one slice, which the reducer exchanges), ``update`` and
+        ``grad`` (the buffer the update reads).
+        """
+        from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd
+
+        from .triton_launch import PreparedLaunch
+
+        loss = self._loss_partials if self.deterministic else self._loss_sum
+        common = dict(x_scale=self.x_scale, grad_scale=1.0 / rows.shape[0], config=self._config,
+                      max_programs=self._max_programs, deterministic=self.deterministic,
+                      sample_weight=self._sample_weight, input_precision=self.backend.input_precision)
+        if self.model == "softmax":
+            kernel = softmax_sgd.softmax_sgd_kernel
+            grid, arguments = softmax_sgd.softmax_sgd_arguments(
+                self._X, rows, self._y, self._theta, self._grad, loss, n_classes=self.n_outputs, **common)
+        else:
+            kernel = sigmoid_sgd.sigmoid_sgd_kernel
+            grid, arguments = sigmoid_sgd.sigmoid_sgd_arguments(
+                self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
+                loss_kind=sigmoid_sgd.MODEL_LOSSES[self.model], **common)
+        n_programs = grid[0]
+        grad, deterministic, reduce = self._grad, self.deterministic, None
+        if with_reducer and deterministic:
+            # Exchanging the partial slices would send P θ-sized slices and need every process to launch the same P
+            # programs: sum them here instead, in the fixed order, into slice 0 (a reduce-only launch; each program
+            # reads and writes only its own columns, so the alias is safe; it also adds the loss partials to the
+            # running loss), exchange that one slice, then update from it as from an accumulator. One launch more;
+            # still bitwise reproducible.
+            grad, deterministic = self._grad[0], False
+            reduce = PreparedLaunch(sgd_update.sgd_update_kernel, *sgd_update.sgd_update_arguments(
+                self._theta, self._grad, n_weights=self._n_weights, deterministic=True, n_partials=n_programs,
+                loss_partials=self._loss_partials, loss_sum=self._loss_sum, grad_out=grad))
         adam = self.optimizer == "adam"
-        sgd_update.launch_sgd_update(
-            self._theta, grad, n_weights=self._n_weights, learning_rate=learning_rate, l2=self.l2,
-            l1=self.l1, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
-            velocity=self._velocity, deterministic=deterministic, n_partials=n_programs,
-            loss_partials=self._loss_partials, loss_sum=self._loss_sum, accumulator=self._accumulator,
-            eps=ADAM_EPS if adam else ADAGRAD_EPS, adam_step=self._step_count if adam else 0, betas=ADAM_BETAS)
-        if self.reducer is not None:
-            self.reducer.reduce_parameters_((self._theta,))
+        update = PreparedLaunch(sgd_update.sgd_update_kernel, *sgd_update.sgd_update_arguments(
+            self._theta, grad, n_weights=self._n_weights, l2=self.l2, l1=self.l1, momentum=self.momentum,
+            nesterov=self.nesterov, fit_intercept=self.fit_intercept, velocity=self._velocity,
+            deterministic=deterministic, n_partials=n_programs, loss_partials=self._loss_partials,
+            loss_sum=self._loss_sum, accumulator=self._accumulator, eps=ADAM_EPS if adam else ADAGRAD_EPS,
+            adam_step=1 if adam else 0, betas=ADAM_BETAS))  # each step passes its rate (and Adam's corrections)
+        return SimpleNamespace(step=PreparedLaunch(kernel, grid, arguments), reduce=reduce, update=update, grad=grad)
 
     def epoch_kernel_applies(self) -> bool:
         """Whether :meth:`run_epoch` trains in one launch (see the class notes), given the current settings."""

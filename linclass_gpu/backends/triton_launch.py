@@ -30,14 +30,6 @@ def _default_stream() -> Callable[[], Any]:
     return lambda: driver.active.get_current_stream(device)
 
 
-def _launch_hooks_set() -> bool:
-    """Whether a launch hook is registered (Triton keeps each as a chain of hooks, empty unless a profiler adds one)."""
-    from triton import knobs
-
-    return any(hook is not None and getattr(hook, "calls", True)
-               for hook in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook))
-
-
 class PreparedLaunch:
     """One kernel's launch, bound once; each call launches it again with some arguments changed.
 
@@ -68,8 +60,9 @@ class PreparedLaunch:
         self._compiled = None
         self._values: list[Any] = []
         self._slots: dict[str, int] = {}
-        self._keys: dict[str, Any] = {}
-        self._specialize: Callable[..., Any] | None = None
+        self._keys: list[Any] = []
+        self._key: Callable[[int, Any], Any] | None = None
+        self._hooks = None
         self.triton_launches = self.direct_launches = 0
 
     def __call__(self, grid: tuple[int, ...] | None = None, **changed: Any) -> None:
@@ -77,16 +70,20 @@ class PreparedLaunch:
         if grid is not None:
             self._grid = _grid3(grid)
         compiled = self._compiled
-        if compiled is not None and not _launch_hooks_set() and all(
-                self._keys[name] == self._key(name, value) for name, value in changed.items()):
-            values = self._values
+        if compiled is not None and not any(hook is not None and getattr(hook, "calls", True) for hook in (
+                self._hooks.launch_enter_hook, self._hooks.launch_exit_hook)):
+            values, slots, keys, key, arguments = self._values, self._slots, self._keys, self._key, self._arguments
+            same_variant = True
             for name, value in changed.items():
-                values[self._slots[name]] = value
-            grid_x, grid_y, grid_z = self._grid
-            compiled.run(grid_x, grid_y, grid_z, self._current_stream(), compiled.function, compiled.packed_metadata,
-                         None, None, None, *values)
-            self.direct_launches += 1
-            return
+                slot = slots[name]
+                same_variant = same_variant and keys[slot] == key(slot, value)
+                values[slot] = arguments[name] = value
+            if same_variant:
+                grid_x, grid_y, grid_z = self._grid
+                compiled.run(grid_x, grid_y, grid_z, self._current_stream(), compiled.function,
+                             compiled.packed_metadata, None, None, None, *values)
+                self.direct_launches += 1
+                return
         self._arguments.update(changed)
         self._launch_through_triton()
 
@@ -100,20 +97,32 @@ class PreparedLaunch:
         self._values = [self._arguments[param.name] if param.name in self._arguments else param.default
                         for param in params]
         self._slots = {param.name: index for index, param in enumerate(params)}
-        if self._specialize is None:
-            from triton._C.libtriton import native_specialize_impl
-            from triton.backends.compiler import BaseBackend
+        if self._key is None:
+            self._key = _specialisation(params)
+            from triton import knobs
 
-            self._specialize = lambda *args: native_specialize_impl(BaseBackend, *args)
-        self._keys = {param.name: self._key(param.name, value) for param, value in zip(params, self._values)}
+            self._hooks = knobs.runtime
+        self._keys = [self._key(slot, value) for slot, value in enumerate(self._values)]
         if self._current_stream is None:
             self._current_stream = _default_stream()
         self._compiled = compiled
 
-    def _key(self, name: str, value: Any) -> Any:
-        """What Triton specialises the kernel on for ``value`` as argument ``name`` (a constexpr: the value)."""
-        param = self.kernel.params[self._slots[name]]
-        if param.is_constexpr:
+
+def _specialisation(params) -> Callable[[int, Any], Any]:
+    """``key(slot, value)``: what Triton specialises the kernel on for ``value`` as the parameter in ``slot``."""
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    flags = [(param.is_constexpr, param.is_const, not param.do_not_specialize, not param.do_not_specialize_on_alignment)
+             for param in params]
+    float_key = native_specialize_impl(BaseBackend, 0.5, False, True, True)  # floats are never specialised
+
+    def key(slot: int, value: Any) -> Any:
+        is_constexpr, is_const, specialise, align = flags[slot]
+        if is_constexpr:
             return ("constexpr", value)
-        return self._specialize(value, param.is_const, not param.do_not_specialize,
-                                not param.do_not_specialize_on_alignment)
+        if value.__class__ is float:
+            return float_key
+        return native_specialize_impl(BaseBackend, value, is_const, specialise, align)
+
+    return key

@@ -1,5 +1,5 @@
-"""``linclass-gpu bench step | mnist | scaling``: the subcommands, their options and their output (table, JSON, CSV,
-plot).
+"""``linclass-gpu bench step | mnist | scaling`` (and ``documents``, ``host`` from their own modules): the
+subcommands, their options and their output (table, JSON, CSV, plot).
 
 Registered from :data:`linclass_gpu.cli.SUBCOMMAND_MODULES`; nothing heavy is imported until a benchmark runs.
 """
@@ -109,10 +109,12 @@ def register(subparsers, add_json) -> None:
     add_json(scaling)
     scaling.set_defaults(run=run_scaling)
 
-    # Light: the documents benchmark's heavy imports wait for a run.
+    # Light: the documents and host benchmarks' heavy imports wait for a run.
     from .documents_bench import register as register_documents
+    from .host import register as register_host
 
     register_documents(benches, add_json)
+    register_host(benches, add_json)
 
 
 def _check_plot_possible(args) -> None:
