@@ -22,10 +22,11 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from tolerances import assert_close  # noqa: E402
+
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
 from linclass_gpu.kernels import epoch_sgd  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}

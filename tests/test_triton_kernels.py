@@ -17,9 +17,10 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from tolerances import assert_close  # noqa: E402
+
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
 

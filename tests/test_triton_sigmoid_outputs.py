@@ -16,10 +16,11 @@ torch = pytest.importorskip("torch", reason="the Triton backend needs torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 pytest.importorskip("linclass_gpu.kernels", reason="the Triton backend needs triton")
 
+from tolerances import assert_close  # noqa: E402
+
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
 from linclass_gpu.kernels import sigmoid_sgd  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "float16", "uint8")
 MODELS = ("sigmoid", "sigmoid_mse")
