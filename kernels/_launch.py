@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 import triton
 
+from .sgd_update import launch_sgd_update, max_partials
+
 # Offsets into theta and the gradient partials are int32 in the kernels.
 MAX_BUFFER_VALUES = 2**31
-# Compile options every launch states rather than inherits: whether a*b + c contracts to one FMA changes the last bit
-# of every logit and update, and Triton's default could change with a release (the tolerance table was set with FMA).
-LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 
 
 def step_grid(X, rows, theta, grad, *, n_outputs, outputs_name, block_b, max_programs, deterministic):
@@ -43,9 +42,6 @@ def loss_grad_over_rows(launch_step, X, theta, *, n_outputs, block_b, determinis
     ``launch_step(rows, grad, loss, max_programs=, deterministic=)`` launches a step kernel and returns its number of
     programs; in deterministic mode ``sgd_update``'s reduce-only launch then sums the partials in a fixed order.
     """
-    # Imported when called, so that an sgd_update re-imported for the other Triton mode is the one launched.
-    from .sgd_update import launch_sgd_update, max_partials
-
     n_rows, n_features = X.shape
     n_params = n_features * n_outputs + n_outputs
     rows = torch.arange(n_rows, device=X.device)

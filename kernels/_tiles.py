@@ -1,4 +1,4 @@
-"""Device helpers shared by the softmax, sigmoid and epoch SGD kernels: row gather, X tiles, gradient accumulation,
+"""Device helpers and compile options shared by the SGD kernels: row gather, X tiles, gradient accumulation,
 and the losses with their derivatives on a logits tile (so the epoch kernel computes exactly the step kernels' math).
 """
 
@@ -12,6 +12,9 @@ import triton.language as tl
 NARROW_BLOCK_D, NARROW_BLOCK_N, NARROW_NUM_STAGES = 64, 16, 2
 WIDE_BLOCK_D, WIDE_BLOCK_N, WIDE_NUM_STAGES = 32, 64, 1
 WIDE_DETERMINISTIC_BLOCK_D = 16
+# Compile options every launch states rather than inherits: whether a*b + c contracts to one FMA changes the last bit
+# of every logit and update, and Triton's default could change with a release (the tolerance table was set with FMA).
+LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 
 
 def dot_tile_shape(n_outputs: int, deterministic: bool) -> tuple[int, int, int]:

@@ -44,8 +44,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import LAUNCH_OPTIONS
-from ._tiles import load_rows, load_x_block, online_logsumexp, param_tile, sigmoid_loss_and_dz, softmax_dz
+from ._tiles import (
+    LAUNCH_OPTIONS,
+    load_rows,
+    load_x_block,
+    online_logsumexp,
+    param_tile,
+    sigmoid_loss_and_dz,
+    softmax_dz,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants

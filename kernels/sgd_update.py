@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import LAUNCH_OPTIONS
+from ._tiles import LAUNCH_OPTIONS
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants

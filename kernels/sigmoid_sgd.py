@@ -31,8 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import LAUNCH_OPTIONS, loss_grad_over_rows, step_grid
+from ._launch import loss_grad_over_rows, step_grid
 from ._tiles import (
+    LAUNCH_OPTIONS,
     accumulate,
     add_loss,
     dot_tile_shape,

@@ -37,8 +37,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import LAUNCH_OPTIONS, loss_grad_over_rows, step_grid
+from ._launch import loss_grad_over_rows, step_grid
 from ._tiles import (
+    LAUNCH_OPTIONS,
     NARROW_BLOCK_N,
     WIDE_BLOCK_N,
     accumulate,

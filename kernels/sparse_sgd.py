@@ -32,8 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import LAUNCH_OPTIONS
-from ._tiles import row_block_lanes, sigmoid_loss_and_dz, softmax_dz
+from ._tiles import LAUNCH_OPTIONS, row_block_lanes, sigmoid_loss_and_dz, softmax_dz
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Constants

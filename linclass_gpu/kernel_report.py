@@ -334,7 +334,7 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
     from triton.compiler import ASTSource
 
     from linclass_gpu import kernels
-    from linclass_gpu.kernels._launch import LAUNCH_OPTIONS
+    from linclass_gpu.kernels._tiles import LAUNCH_OPTIONS
 
     fn = getattr(getattr(kernels, build.module), build.kernel)
     capability = int(arch.removeprefix("sm_"))
@@ -345,7 +345,7 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
         if kind.startswith("*") or (kind == "i32" and name not in unspecialised
                                     and build.int_values.get(name, 1) % 16 == 0)
     }
-    # As every launch states it (kernels/_launch.py), not as this Triton release defaults.
+    # As every launch states it (kernels/_tiles.py), not as this Triton release defaults.
     options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **LAUNCH_OPTIONS}
     if build.maxnreg is not None:
         options["maxnreg"] = build.maxnreg
