@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from ._tiles import LAUNCH_OPTIONS
 from .sgd_update import launch_sgd_update, max_partials
 
 # Offsets into theta and the gradient partials are int32 in the kernels.
@@ -34,6 +35,22 @@ def step_grid(X, rows, theta, grad, *, n_outputs, outputs_name, block_b, max_pro
     if deterministic and grad.numel() < n_programs * n_params:
         raise ValueError("the partial buffer has fewer slices than programs")
     return n_programs, triton.cdiv(n_blocks, n_programs)
+
+
+def step_arguments(X, rows, y, theta, grad, loss, *, n_outputs, outputs_name, config, x_scale, grad_scale,
+                   max_programs, deterministic, input_precision, sample_weight, probs, maxnreg, **model_arguments):
+    """The grid and keyword arguments of a step kernel (softmax: ``outputs_name`` ``"C"``, sigmoid: ``"K"``), its
+    buffers checked by :func:`step_grid`: ``((P,), arguments)``. ``model_arguments`` are the model's own constexprs."""
+    n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_outputs, outputs_name=outputs_name,
+                                               block_b=config.block_b, max_programs=max_programs,
+                                               deterministic=deterministic)
+    return (n_programs,), dict(
+        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
+        grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=X.shape[1], **{outputs_name: n_outputs},
+        x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
+        **config.constexprs, **model_arguments, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
+        num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=maxnreg, **LAUNCH_OPTIONS,
+    )
 
 
 def loss_grad_over_rows(launch_step, X, theta, *, n_outputs, block_b, deterministic):

@@ -31,9 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import loss_grad_over_rows, step_grid
+from ._launch import loss_grad_over_rows, step_arguments
 from ._tiles import (
-    LAUNCH_OPTIONS,
     accumulate,
     add_loss,
     dot_tile_shape,
@@ -305,17 +304,10 @@ def sigmoid_sgd_arguments(X, rows, y, theta, grad, loss, *, x_scale, grad_scale,
         raise ValueError(f"config holds {config.block_d} features of X resident, X has {n_features}")
     if config.columnwise and config.block_k < n_outputs:
         raise ValueError(f"config's column path holds {config.block_k} outputs, the model has {n_outputs}")
-    n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_outputs, outputs_name="K",
-                                               block_b=config.block_b, max_programs=max_programs,
-                                               deterministic=deterministic)
-    return (n_programs,), dict(
-        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
-        grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=n_features, K=n_outputs,
-        x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
-        **config.constexprs, LOSS=loss_kind, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
-        num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.max_registers,
-        **LAUNCH_OPTIONS,
-    )
+    return step_arguments(X, rows, y, theta, grad, loss, n_outputs=n_outputs, outputs_name="K", config=config,
+                          x_scale=x_scale, grad_scale=grad_scale, max_programs=max_programs,
+                          deterministic=deterministic, input_precision=input_precision, sample_weight=sample_weight,
+                          probs=probs, maxnreg=config.max_registers, LOSS=loss_kind)
 
 
 def launch_sigmoid_sgd(*args, **kwargs) -> int:

@@ -37,9 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import loss_grad_over_rows, step_grid
+from ._launch import loss_grad_over_rows, step_arguments
 from ._tiles import (
-    LAUNCH_OPTIONS,
     NARROW_BLOCK_N,
     WIDE_BLOCK_N,
     accumulate,
@@ -341,17 +340,10 @@ def softmax_sgd_arguments(X, rows, y, theta, grad, loss, *, n_classes, x_scale, 
     n_features = X.shape[1]
     if config.x_chunks and not (config.x_chunks - 1) * config.block_d < n_features <= config.x_chunks * config.block_d:
         raise ValueError(f"config holds X in {config.x_chunks} chunks of {config.block_d} features, X has {n_features}")
-    n_programs, blocks_per_program = step_grid(X, rows, theta, grad, n_outputs=n_classes, outputs_name="C",
-                                               block_b=config.block_b, max_programs=max_programs,
-                                               deterministic=deterministic)
-    return (n_programs,), dict(
-        X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, y_ptr=y, sample_weight_ptr=sample_weight, theta_ptr=theta,
-        grad_ptr=grad, loss_ptr=loss, probs_ptr=probs, B=rows.shape[0], D=n_features, C=n_classes,
-        x_scale=float(x_scale), grad_scale=float(grad_scale), blocks_per_program=blocks_per_program,
-        **config.constexprs, DETERMINISTIC=deterministic, INPUT_PRECISION=input_precision,
-        num_warps=config.num_warps, num_stages=config.num_stages, maxnreg=config.register_cap(input_precision),
-        **LAUNCH_OPTIONS,
-    )
+    return step_arguments(X, rows, y, theta, grad, loss, n_outputs=n_classes, outputs_name="C", config=config,
+                          x_scale=x_scale, grad_scale=grad_scale, max_programs=max_programs,
+                          deterministic=deterministic, input_precision=input_precision, sample_weight=sample_weight,
+                          probs=probs, maxnreg=config.register_cap(input_precision))
 
 
 def launch_softmax_sgd(*args, **kwargs) -> int:
