@@ -8,9 +8,22 @@ import pytest
 from linclass_gpu.backends import available_backends, get_backend
 
 try:  # Triton's interpreter mode is decided by the kernels package before triton loads, whichever test imports first
-    import linclass_gpu.kernels  # noqa: F401
+    from linclass_gpu.kernels import INTERPRET as TRITON_INTERPRETED
 except ImportError:  # no torch or triton: the Triton tests skip themselves
-    pass
+    TRITON_INTERPRETED = False
+
+# Test files that run Triton kernels without "triton" in their name.
+KERNEL_TEST_FILES = ("test_epoch_kernel.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Where the Triton kernels run under the interpreter (no CUDA device), the tests that launch them are ``slow``:
+    they take most of the run, and ``pytest -m "not slow"`` is the quick subset. On a GPU they stay in it."""
+    if not TRITON_INTERPRETED:
+        return
+    for item in items:
+        if "triton" in item.nodeid or item.path.name in KERNEL_TEST_FILES:
+            item.add_marker(pytest.mark.slow)
 
 # Backends every contract test runs on: all that can run here (triton under its interpreter on a CPU-only machine).
 BACKEND_NAMES = available_backends()
