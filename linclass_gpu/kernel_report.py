@@ -495,6 +495,41 @@ def bytes_moved(B: int, D: int, C: int, x_dtype: str = "float32") -> dict:
             "unfused_bytes": unfused_bytes, "ratio": unfused_bytes / fused_bytes, "fused": fused, "unfused": unfused}
 
 
+# The throughput model's devices (vendor peak figures, not measurements) and its one assumption: scattered fp32 atomic
+# adds (RED) resolve in L2 at 50–150 G/s on either device, a range, since no GPU has measured it for these kernels.
+MODEL_DEVICES = {"H100 SXM": {"hbm_bytes_per_s": 3.35e12, "fp32_flop_per_s": 66.9e12, "l2_bytes": 50e6},
+                 "H200": {"hbm_bytes_per_s": 4.8e12, "fp32_flop_per_s": 66.9e12, "l2_bytes": 50e6}}
+L2_ATOMICS_PER_S = (50e9, 150e9)
+# Shapes of the report's throughput rows besides MNIST's: a large batch, and many classes.
+SCALE_SHAPES = ({"B": 65536, "D": 784, "C": 10, "x_dtype": "float32"},
+                {"B": 8192, "D": 784, "C": 32768, "x_dtype": "uint8"})
+
+
+def modelled_step(compulsory_bytes: int, moved_bytes: int, w_reread_bytes: int, param_bytes: int,
+                  atomics: int, flop: int) -> dict:
+    """The throughput model of one step (estimated, labelled so), per device in :data:`MODEL_DEVICES`.
+
+    The step takes the slowest of: its HBM traffic (``moved_bytes``, plus the programs' re-reads of W when W does not
+    fit in L2), its L2 atomics (at the high and the low assumed rate) and its FP32 FMAs. ``hbm_fraction`` is the
+    time the compulsory traffic alone needs at peak bandwidth over that step time: 1 would be a step that moves only
+    what it must, at full bandwidth. Latency is left out, which flatters a path with few programs: the model is not
+    applied to the single-program epoch kernel.
+
+    Returns
+    -------
+    dict
+        ``{device: {"step_seconds": [best, worst], "hbm_fraction": [best, worst]}}``.
+    """
+    model = {}
+    for device, peak in MODEL_DEVICES.items():
+        hbm_bytes = moved_bytes + (w_reread_bytes if param_bytes > peak["l2_bytes"] else 0)
+        seconds = [max(hbm_bytes / peak["hbm_bytes_per_s"], atomics / rate, flop / peak["fp32_flop_per_s"])
+                   for rate in sorted(L2_ATOMICS_PER_S, reverse=True)]
+        ideal = compulsory_bytes / peak["hbm_bytes_per_s"]
+        model[device] = {"step_seconds": seconds, "hbm_fraction": [ideal / time for time in seconds]}
+    return model
+
+
 def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60000,
                             x_dtype: str = "uint8") -> list[dict]:
     """Launches, host synchronisations, global atomics and bytes of softmax-regression training, per path.
@@ -504,26 +539,47 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
     ``atomics_per_step`` counts global atomic operations (elements), ``bytes_per_step`` the compulsory global traffic
     (by :func:`bytes_moved`'s rules; plain SGD). The epoch kernel reads each step only the rows, labels and
     ``X[rows]``; θ is read and written once per epoch, spread here over the epoch's steps.
+
+    What moves beyond the compulsory bytes is counted too: ``moved_bytes_per_step`` adds the deterministic mode's
+    partial slices (each program writes one θ-sized slice, the update reads them all; programs capped by
+    ``sgd_update.max_partials``); ``w_reread_bytes_per_step`` is the copies of θ the programs read (each reads W once
+    per class sweep, twice when the classes take more than one tile), from L2 while W fits there; the atomics above
+    are L2 read-modify-writes.
+    ``flop_per_step`` is the two GEMMs' ``4·B·D·C``; ``modelled`` is :func:`modelled_step` for the per-step paths and
+    None for the epoch kernel (one program: its time is the latency chain modelled in its docstring).
     """
-    from linclass_gpu.kernels import epoch_sgd, softmax_sgd
+    from linclass_gpu.kernels import epoch_sgd, sgd_update, softmax_sgd
 
     n_steps = -(-N // B)
     programs = -(-B // softmax_sgd.BLOCK_B)
     per_step = bytes_moved(B, D, C, x_dtype)["fused_bytes"]
     params = 4 * (D * C + C)
-    epoch_applies = epoch_sgd.epoch_config(D, C) is not None
+    flop = 4 * B * D * C
+    config = softmax_sgd.softmax_config(D, C)
+    sweeps = 1 if config.one_class_tile else 2  # past one class tile the backward pass recomputes the logits
+    partial_programs = sgd_update.max_partials(D * C + C, programs)
     rows = [
         {"path": "triton per-step, atomics", "launches_per_epoch": 2 * n_steps, "host_syncs_per_epoch": 1,
          # each of the cdiv(B, 16) programs adds its dW, db and loss
-         "atomics_per_step": programs * (D * C + C + 1), "bytes_per_step": per_step},
+         "atomics_per_step": programs * (D * C + C + 1), "bytes_per_step": per_step, "moved_bytes_per_step": per_step,
+         "w_reread_bytes_per_step": programs * sweeps * params, "programs_per_step": programs},
         {"path": "triton per-step, deterministic", "launches_per_epoch": 2 * n_steps, "host_syncs_per_epoch": 1,
-         "atomics_per_step": 0, "bytes_per_step": per_step},
+         "atomics_per_step": 0, "bytes_per_step": per_step,
+         # the accumulator's read and reset (in per_step) become P slices written once and read once
+         "moved_bytes_per_step": per_step + (2 * partial_programs - 2) * params,
+         "w_reread_bytes_per_step": partial_programs * sweeps * params, "programs_per_step": partial_programs},
     ]
-    if epoch_applies:
+    for row in rows:
+        row["flop_per_step"] = flop
+        row["modelled"] = modelled_step(per_step, row["moved_bytes_per_step"], row["w_reread_bytes_per_step"], params,
+                                        row["atomics_per_step"], flop)
+    if epoch_sgd.epoch_config(D, C) is not None:
         itemsize = _ITEMSIZE[x_dtype]
         rows.append({"path": "triton epoch kernel", "launches_per_epoch": 1, "host_syncs_per_epoch": 1,
                      "atomics_per_step": 0,
-                     "bytes_per_step": 16 * B + B * D * itemsize + 4 + round(2 * params / n_steps)})
+                     "bytes_per_step": 16 * B + B * D * itemsize + 4 + round(2 * params / n_steps),
+                     "w_reread_bytes_per_step": 0, "programs_per_step": 1, "flop_per_step": flop, "modelled": None})
+        rows[-1]["moved_bytes_per_step"] = rows[-1]["bytes_per_step"]
     for row in rows:
         row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
     return rows
@@ -560,6 +616,20 @@ def format_report(rows: list[dict], bytes_model: bool = True) -> str:
             lines.append(f"  {config['path']:32s} {config['launches_per_epoch']:>5d} launches/epoch   "
                          f"{config['host_syncs_per_epoch']} host sync/epoch   {config['atomics_per_step']:>7,d} "
                          f"atomics/step   {config['bytes_per_step']:>8,d} B/step")
+        lines.append("")
+        lines.append("Throughput model per step (estimated: vendor peaks, L2 atomics assumed at "
+                     f"{L2_ATOMICS_PER_S[0] / 1e9:g}-{L2_ATOMICS_PER_S[1] / 1e9:g} G/s; latency left out):")
+        for shape in SCALE_SHAPES:
+            for config in training_configurations(shape["B"], shape["D"], shape["C"], N=10 * shape["B"],
+                                                  x_dtype=shape["x_dtype"]):
+                if config["modelled"] is None:
+                    continue
+                h100 = config["modelled"]["H100 SXM"]
+                lines.append(f"  B={config['B']} C={config['C']} {config['x_dtype']:8s} {config['path']:32s} "
+                             f"{config['atomics_per_step']:.2e} atomics, W re-read "
+                             f"{config['w_reread_bytes_per_step']:.2e} B; H100 {1e3 * h100['step_seconds'][0]:.3g}-"
+                             f"{1e3 * h100['step_seconds'][1]:.3g} ms, HBM fraction {h100['hbm_fraction'][1]:.3f}-"
+                             f"{h100['hbm_fraction'][0]:.3f}")
     return "\n".join(lines)
 
 
@@ -594,4 +664,6 @@ def run_report(args) -> dict:
         "spilling_builds": sum(1 for row in rows if row["local_bytes"]),
         "bytes_moved": [bytes_moved(B, D, C, x_dtype) for x_dtype in ("float32", "uint8")],
         "training": training_configurations(B, D, C),
+        "training_at_scale": [row for shape in SCALE_SHAPES for row in training_configurations(
+            shape["B"], shape["D"], shape["C"], N=10 * shape["B"], x_dtype=shape["x_dtype"])],
     }

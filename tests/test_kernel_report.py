@@ -128,6 +128,30 @@ def test_training_configurations():
     assert "triton epoch kernel" not in {row["path"] for row in kernel_report.training_configurations(128, 784, 100)}
 
 
+def test_throughput_model_counts_l2_atomics_and_w_rereads():
+    """The model behind ``kernels report``'s ``modelled`` fields: L2 atomics and W re-reads count, and W re-reads
+    reach HBM once W outgrows L2. Checked against the formulas by hand, at the report's two scale shapes."""
+    large_batch = {row["path"]: row for row in kernel_report.training_configurations(65536, 784, 10, 655360,
+                                                                                       x_dtype="float32")}
+    atomics = large_batch["triton per-step, atomics"]
+    params = 4 * (784 * 10 + 10)
+    assert atomics["programs_per_step"] == 4096 and atomics["atomics_per_step"] == 4096 * (784 * 10 + 10 + 1)
+    assert atomics["w_reread_bytes_per_step"] == 4096 * params  # one class tile: one sweep of W per program
+    h100 = kernel_report.MODEL_DEVICES["H100 SXM"]
+    fastest = max(kernel_report.L2_ATOMICS_PER_S)
+    expected = (atomics["bytes_per_step"] / h100["hbm_bytes_per_s"]) / (atomics["atomics_per_step"] / fastest)
+    assert atomics["modelled"]["H100 SXM"]["hbm_fraction"][0] == pytest.approx(expected)
+    assert atomics["modelled"]["H100 SXM"]["hbm_fraction"][0] < 0.7  # the persistent grid is not built yet
+    assert large_batch["triton epoch kernel"]["modelled"] is None  # one program: latency, not throughput
+    many_classes = {row["path"]: row for row in kernel_report.training_configurations(8192, 784, 32768, 81920)}
+    deterministic = many_classes["triton per-step, deterministic"]
+    w_bytes = 4 * (784 * 32768 + 32768)
+    assert w_bytes > h100["l2_bytes"] and deterministic["programs_per_step"] >= 1
+    assert deterministic["w_reread_bytes_per_step"] == deterministic["programs_per_step"] * 2 * w_bytes  # 2 sweeps
+    step_seconds = deterministic["modelled"]["H100 SXM"]["step_seconds"][0]
+    assert step_seconds >= deterministic["w_reread_bytes_per_step"] / h100["hbm_bytes_per_s"]
+
+
 def test_report_formats_and_serialises(report_rows):
     text = kernel_report.format_report(report_rows)
     for row in report_rows:
