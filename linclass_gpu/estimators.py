@@ -119,7 +119,7 @@ class _LinearPredictor:
         self._check_fitted()
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
-        kind = array_kind(X)
+        given, kind = X, array_kind(X)
         check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
         backend = self._backend()
         X = check_features(X, dtype=self._checked_dtype(), n_features=self.n_features_in_,
@@ -133,7 +133,7 @@ class _LinearPredictor:
         def deliver(result: np.ndarray):
             if result.dtype.kind in "OUS":  # string labels exist only as NumPy arrays
                 return result
-            return convert(result, target, like=X if target == kind == "torch" else None)
+            return convert(result, target, like=given if target == kind == "torch" else None)
 
         return logits, deliver
 

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from .arrays import all_finite, array_kind, astype, first_non_finite, native, numeric_kind, to_numpy
+from .backends.sparse_dispatch import is_sparse_rows, is_torch_sparse
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -80,8 +81,8 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
     Returns
     -------
     array of the same kind as ``X``, shape (N, D)
-        A scipy.sparse ``X`` comes back as a ``scipy.sparse.csr_array`` of ``dtype`` (other formats converted
-        once).
+        A scipy.sparse ``X`` or a torch sparse tensor comes back as a ``scipy.sparse.csr_array`` of ``dtype`` on the
+        host (other formats converted once).
 
     Raises
     ------
@@ -90,7 +91,7 @@ def check_features(X, *, dtype: np.dtype, name: str = "X", n_features: int | Non
     ValueError
         Complex numbers, not 2-D, empty, NaN or infinite entries, or the wrong number of features.
     """
-    if type(X).__module__.startswith("scipy.sparse"):  # CSR for the sparse step; scipy is imported only here
+    if is_sparse_rows(X) or is_torch_sparse(X):  # CSR for the sparse step; scipy is imported only here
         from .backends.sparse_step import as_csr
 
         return as_csr(X, dtype, name=name, n_features=n_features, estimator=estimator)

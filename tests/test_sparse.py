@@ -227,6 +227,40 @@ def test_estimators_fit_sparse_rows_as_their_dense_equivalent(estimator_class, o
     assert sparse_model.score(X, y) == dense_model.score(X.toarray(), y)
 
 
+@pytest.mark.parametrize("layout", ["sparse_csr", "sparse_csc", "sparse_coo"])
+@pytest.mark.filterwarnings("ignore:Sparse (CSR|CSC) tensor support is in beta state")
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")
+def test_torch_sparse_rows_train_and_predict_as_their_scipy_equivalent(layout):
+    """A torch sparse tensor (CSR, CSC, COO) trains as the same rows given to scipy (bitwise for CSR, same seed; the
+    other layouts sum duplicate entries first, in their own order), and the predictions come back as torch tensors;
+    a NaN among its values is refused by name."""
+    torch = pytest.importorskip("torch")
+    from linclass_gpu import SoftmaxRegression
+
+    rng = np.random.default_rng(9)
+    X = awkward_csr(rng, N_ROWS, N_FEATURES, np.float32)
+    y = rng.integers(0, 3, N_ROWS)
+    rows = torch.sparse_csr_tensor(torch.from_numpy(X.indptr.astype(np.int64)),
+                                   torch.from_numpy(X.indices.astype(np.int64)), torch.from_numpy(X.data.copy()),
+                                   size=X.shape)
+    if layout != "sparse_csr":  # the CSR tensor keeps the duplicate indices; the conversions sum them
+        rows = rows.to_sparse_coo().coalesce() if layout == "sparse_coo" else rows.to_sparse_csc()
+    settings = {"epochs": 3, "batch_size": 8, "tol": None, "random_state": 0, "backend": "numpy"}
+    scipy_model = SoftmaxRegression(**settings).fit(X, y)
+    torch_model = SoftmaxRegression(**settings).fit(rows, torch.from_numpy(y))
+    probabilities = torch_model.predict_proba(rows)
+    assert isinstance(probabilities, torch.Tensor)
+    if layout == "sparse_csr":
+        np.testing.assert_array_equal(torch_model.coef_, scipy_model.coef_)
+        np.testing.assert_array_equal(probabilities.numpy(), scipy_model.predict_proba(X))
+    else:
+        assert_close(torch_model.coef_, scipy_model.coef_, "float32", N_ROWS * 3, "coef_")
+        assert_close(probabilities.numpy(), scipy_model.predict_proba(X), "float32", N_FEATURES, "predict_proba")
+    values = torch.tensor([1.0, float("nan")])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        torch_model.predict(torch.sparse_coo_tensor(torch.tensor([[0, 1], [0, 1]]), values, (2, N_FEATURES)))
+
+
 def test_sparse_rows_on_an_explicit_gpu_backend_are_refused():
     from linclass_gpu import SoftmaxRegression
     from linclass_gpu.backends import probe

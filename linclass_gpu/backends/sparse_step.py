@@ -44,6 +44,7 @@ import scipy.sparse
 from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
 from .base import MODELS, FusedSGD, check_optimizer
 from .rowwise import ROW_LOSSES
+from .sparse_dispatch import is_torch_sparse
 
 # The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
 # shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.
@@ -68,16 +69,31 @@ def is_sparse(X: Any) -> bool:
     return scipy.sparse.issparse(X)
 
 
+def torch_sparse_to_scipy(X: Any) -> scipy.sparse.csr_array:
+    """A torch sparse tensor (CSR, CSC or COO, on any device) as a scipy CSR array on the host: one O(nnz) copy of its
+    index and value arrays (a CSR tensor's duplicate column indices stay, as in scipy; torch sums COO's)."""
+    import torch
+
+    if X.ndim != 2:
+        raise ValueError(f"sparse X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+    csr = X if X.layout == torch.sparse_csr else X.to_sparse_csr()
+    values = csr.values().detach()
+    if values.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        values = values.float()
+    return scipy.sparse.csr_array((values.cpu().numpy(), csr.col_indices().cpu().numpy(),
+                                   csr.crow_indices().cpu().numpy()), shape=tuple(csr.shape))
+
+
 def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
            estimator: str = "the model") -> scipy.sparse.csr_array:
-    """``X`` (any scipy.sparse format) checked, as a CSR array of ``dtype``: CSR of that dtype as it is, other
-    formats and dtypes converted once.
+    """``X`` (any scipy.sparse format, or a torch sparse tensor: :func:`torch_sparse_to_scipy`) checked, as a CSR
+    array of ``dtype``: CSR of that dtype as it is, other formats and dtypes converted once.
 
     Duplicate column indices within a row are kept (the products sum them) and unsorted indices stay unsorted.
 
     Parameters
     ----------
-    X : scipy.sparse matrix or array, shape (N, D)
+    X : scipy.sparse matrix or array, or torch sparse tensor, shape (N, D)
     dtype : numpy dtype
     name : str
         What to call ``X`` in messages.
@@ -93,6 +109,8 @@ def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
     TypeError
         ``X`` does not hold real numbers.
     """
+    if is_torch_sparse(X):
+        X = torch_sparse_to_scipy(X)
     if X.ndim != 2:
         raise ValueError(f"sparse {name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if X.dtype.kind not in "biuf":
