@@ -41,7 +41,8 @@ class PreparedLaunch:
     arguments : dict
         Every argument of ``kernel`` by name (those with a default may be left out).
     current_stream : callable () -> stream, optional
-        The stream to launch on; default: the current stream of the current CUDA device, read at every launch.
+        The stream to launch on; default: the current stream (read at every launch) of the CUDA device current at
+        the first launch.
 
     Attributes
     ----------
