@@ -52,6 +52,11 @@ MIN_BLOCK_K = 16
 # The sigmoid models and the loss kind sigmoid_loss_and_dz takes for each; with the softmax, every model.
 SIGMOID_LOSSES = {"sigmoid": "bce", "sigmoid_mse": "mse"}
 MODELS = ("softmax", *SIGMOID_LOSSES)
+# Argument types for the compile report (other pointers fp32, other scalars int32): int32 CSR arrays (fewer than 2^31
+# nonzeros and features, the backend's common case), int64 row ids and class ids, the fp64 loss.
+ARG_TYPES = {"rows_ptr": "*i64", "indptr_ptr": "*i32", "indices_ptr": "*i32", "y_ptr": "*i64", "loss_ptr": "*fp64",
+             "owner_ptr": "*i32", "logit_scale": "fp32", "x_scale": "fp32", "grad_scale": "fp32",
+             "weight_step": "fp32", "bias_step": "fp32"}
 
 
 def sparse_tile_shape(n_outputs: int) -> tuple[int, int]:

@@ -185,6 +185,31 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
         {"n_weights": n_weights, "n_params": n_weights + n_classes, "n_partials": 8})
 
 
+def _sparse_builds() -> list[KernelBuild]:
+    """The sparse step's two kernels (documents: 20 classes, 20 one-vs-rest sigmoids, binary, the squared error, sample
+    weights) and its widest tile (K = 4096)."""
+    from linclass_gpu.kernels import sparse_sgd
+
+    builds = []
+    for model, n_outputs, weighted in (("softmax", 20, False), ("softmax", 20, True), ("sigmoid", 20, False),
+                                       ("sigmoid", 1, False), ("sigmoid_mse", 20, False), ("softmax", 4096, False)):
+        block_b, block_k = sparse_sgd.sparse_tile_shape(n_outputs)
+        constexprs = {"SOFTMAX": model == "softmax", "SIGMOID_LOSS": sparse_sgd.SIGMOID_LOSSES.get(model, "bce"),
+                      "BLOCK_B": block_b, "BLOCK_K": block_k, **_absent(sample_weight_ptr=weighted)}
+        targets = {} if model == "softmax" else {"y_ptr": "*u8"}
+        signature = _signature("sparse_sgd", "sparse_sgd_grad_kernel", constexprs, **targets)
+        builds.append(KernelBuild("sparse_sgd_grad_kernel", f"K={n_outputs} {model} atomics"
+                                  + (" weighted" if weighted else ""), "sparse_sgd", signature, constexprs,
+                                  sparse_sgd.NUM_WARPS, 3, None, {"B": 128, "K": n_outputs}))
+    for n_outputs in (20, 4096):
+        block_b, block_k = sparse_sgd.sparse_tile_shape(n_outputs)
+        constexprs = {"FIT_INTERCEPT": True, "BLOCK_B": block_b, "BLOCK_K": block_k}
+        builds.append(KernelBuild("sparse_sgd_update_kernel", f"K={n_outputs} rows claimed once", "sparse_sgd",
+                                  _signature("sparse_sgd", "sparse_sgd_update_kernel", constexprs), constexprs,
+                                  sparse_sgd.NUM_WARPS, 3, None, {"B": 128, "K": n_outputs, "step": 3}))
+    return builds
+
+
 def shipped_builds() -> list[KernelBuild]:
     """Every kernel configuration the backend launches for MNIST (D=784, C=10), large C (32768) and the others."""
     builds = [_softmax_build(784, 10, dtype) for dtype in ("float32", "uint8", "bfloat16", "float16")]
@@ -236,7 +261,7 @@ def shipped_builds() -> list[KernelBuild]:
         _update_build(deterministic=True, adagrad=True), _update_build(adam=True, l1=True),
         _update_build(deterministic=True, adam=True),
     ]
-    return builds
+    return builds + _sparse_builds()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

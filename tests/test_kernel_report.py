@@ -91,6 +91,9 @@ def test_reductions_use_atomics_only_in_fast_mode(report_rows):
         if row["kernel"] in ("sgd_update_kernel", "epoch_sgd_kernel"):
             # The epoch kernel keeps the gradient in registers and stores θ once: no atomics at all.
             assert row["global_atomics"] == 0, row
+        elif row["kernel"] == "sparse_sgd_update_kernel":
+            # Rows are claimed by atomic exchange, then updated and their gradient zeroed by plain stores.
+            assert row["global_atomics"] > 0 and row["global_stores"] > 0, row
         elif "deterministic" in row["config"]:
             assert row["global_atomics"] == 0 and row["global_stores"] > 0, row
         elif "predict_proba" in row["config"]:
