@@ -14,10 +14,22 @@ import numpy as np
 
 ARRAY_KINDS = ("numpy", "cupy", "torch")
 OUTPUT_TYPES = ("input",) + ARRAY_KINDS
+# The layouts of torch sparse tensors that hold a matrix's rows (block layouts are not taken).
+TORCH_SPARSE_LAYOUTS = ("torch.sparse_csr", "torch.sparse_csc", "torch.sparse_coo")
 
 # DLPack device type codes (dlpack.h): host memory, and the ones CuPy or torch can import.
 _DLPACK_CPU = 1
 _DLPACK_CUDA_DEVICES = (2, 3, 13)  # CUDA, CUDA host (pinned), CUDA managed
+
+
+def is_sparse_rows(X: Any) -> bool:
+    """Whether ``X`` is a scipy.sparse matrix or array, told without importing scipy."""
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def is_torch_sparse(X: Any) -> bool:
+    """Whether ``X`` is a torch sparse tensor (CSR, CSC or COO), told without importing torch."""
+    return type(X).__module__.startswith("torch") and str(getattr(X, "layout", "")) in TORCH_SPARSE_LAYOUTS
 
 
 def array_kind(a: Any) -> str:

@@ -9,8 +9,17 @@ import warnings
 
 import numpy as np
 
-from .arrays import all_finite, array_kind, astype, first_non_finite, native, numeric_kind, to_numpy
-from .backends.sparse_dispatch import is_sparse_rows, is_torch_sparse
+from .arrays import (
+    all_finite,
+    array_kind,
+    astype,
+    first_non_finite,
+    is_sparse_rows,
+    is_torch_sparse,
+    native,
+    numeric_kind,
+    to_numpy,
+)
 
 
 class NotFittedError(ValueError, AttributeError):

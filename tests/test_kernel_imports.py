@@ -81,6 +81,49 @@ def test_the_backend_imports_every_kernel_module_by_name():
     assert {"INTERPRET", "epoch_sgd", "sgd_update", "sigmoid_sgd", "softmax_sgd"} <= imported
 
 
+def _module_name(relative: str) -> str:
+    """``linclass_gpu.backends.base`` for ``linclass_gpu/backends/base.py`` (``kernels/`` installs as
+    ``linclass_gpu.kernels``; a package's ``__init__`` is the package)."""
+    parts = relative.removesuffix(".py").split("/")
+    parts = ["linclass_gpu", *parts] if parts[0] == "kernels" else parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_import_graph_has_no_circle():
+    """Every import between the package's modules, at the top or inside a function, drawn as a graph: no circle."""
+    sources = dict(_sources())
+    modules = {_module_name(relative): (relative, tree) for relative, tree in sources.items()}
+    graph = {}
+    for name, (relative, tree) in modules.items():
+        package = name if relative.endswith("__init__.py") else name.rpartition(".")[0]
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                imported |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        graph[name] = sorted(imported & set(modules) - {name})
+    circles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in graph[module]:
+            if state.get(target) == "open":
+                circles.append(" -> ".join(path[path.index(target):] + [module, target]))
+            elif target not in state:
+                visit(target, path + [module])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+    assert not circles, "\n".join(circles)
+
+
 def _run(code: str, **environment: str) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter whose environment has no TRITON_INTERPRET beyond ``environment``."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}

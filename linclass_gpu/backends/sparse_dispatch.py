@@ -10,20 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..arrays import is_sparse_rows
 from .base import Backend
-
-# The layouts of torch sparse tensors that hold a matrix's rows (block layouts are not taken).
-TORCH_SPARSE_LAYOUTS = ("torch.sparse_csr", "torch.sparse_csc", "torch.sparse_coo")
-
-
-def is_sparse_rows(X: Any) -> bool:
-    """Whether ``X`` is a scipy.sparse matrix or array, told without importing scipy."""
-    return type(X).__module__.startswith("scipy.sparse")
-
-
-def is_torch_sparse(X: Any) -> bool:
-    """Whether ``X`` is a torch sparse tensor (CSR, CSC or COO), told without importing torch."""
-    return type(X).__module__.startswith("torch") and str(getattr(X, "layout", "")) in TORCH_SPARSE_LAYOUTS
 
 
 def rows_backend(backend: Backend, X: Any, requested: str) -> Backend:

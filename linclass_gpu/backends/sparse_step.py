@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from ..arrays import is_torch_sparse
 from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
 from .base import MODELS, FusedSGD, check_optimizer
 from .rowwise import ROW_LOSSES
-from .sparse_dispatch import is_torch_sparse
 
 # The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
 # shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.

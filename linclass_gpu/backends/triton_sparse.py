@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import is_sparse_rows
 from .base import MODELS, FusedSGD, check_optimizer
 from .sparse_backend import SparseNumpyBackend
-from .sparse_dispatch import is_sparse_rows
 from .sparse_step import MIN_SCALE, as_csr
 from .triton_backend import TritonBackend
 
