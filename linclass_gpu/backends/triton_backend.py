@@ -6,7 +6,9 @@ tensors: slow, for testing, and only when the backend is asked for by name (``au
 
 Parameters live on the device as one flat fp32 vector ``theta = [W (D, K) row-major, b (K,)]``; the gradient buffers
 (an atomic accumulator, or per-program partials in deterministic mode), the momentum buffer and the fp64 running
-loss share that layout, so one update kernel serves every model.
+loss share that layout, so one update kernel serves every model. A step's two launches are bound once per batch size
+and then replayed through the compiled kernels' launchers with only the rows and the rate changed
+(:mod:`.triton_launch`): no argument binding on the host per step.
 
 The kernels are in ``kernels/`` (installed as ``linclass_gpu.kernels``), imported by name where they are used:
 inside the methods, since torch and triton are optional dependencies and this module imports without them. The
