@@ -363,12 +363,10 @@ def _compile_one(build: KernelBuild, arch: str, workdir: Path) -> dict:
 
     fn = getattr(getattr(kernels, build.module), build.kernel)
     capability = int(arch.removeprefix("sm_"))
-    unspecialised = {fn.arg_names[index] if isinstance(index, int) else index for index in fn.do_not_specialize}
     divisible = {
         (fn.arg_names.index(name),): [["tt.divisibility", 16]]
         for name, kind in build.signature.items()
-        if kind.startswith("*") or (kind == "i32" and name not in unspecialised
-                                    and build.int_values.get(name, 1) % 16 == 0)
+        if kind.startswith("*") or (kind == "i32" and build.int_values.get(name, 1) % 16 == 0)
     }
     # As every launch states it (kernels/_tiles.py), not as this Triton release defaults.
     options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **LAUNCH_OPTIONS}
@@ -599,12 +597,10 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
         row["modelled"] = modelled_step(per_step, row["moved_bytes_per_step"], row["w_reread_bytes_per_step"], params,
                                         row["atomics_per_step"], flop)
     if epoch_sgd.epoch_config(D, C) is not None:
-        itemsize = _ITEMSIZE[x_dtype]
+        epoch_bytes = 16 * B + B * D * _ITEMSIZE[x_dtype] + 4 + round(2 * params / n_steps)
         rows.append({"path": "triton epoch kernel", "launches_per_epoch": 1, "host_syncs_per_epoch": 1,
-                     "atomics_per_step": 0,
-                     "bytes_per_step": 16 * B + B * D * itemsize + 4 + round(2 * params / n_steps),
+                     "atomics_per_step": 0, "bytes_per_step": epoch_bytes, "moved_bytes_per_step": epoch_bytes,
                      "w_reread_bytes_per_step": 0, "programs_per_step": 1, "flop_per_step": flop, "modelled": None})
-        rows[-1]["moved_bytes_per_step"] = rows[-1]["bytes_per_step"]
     for row in rows:
         row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
     return rows

@@ -87,14 +87,7 @@ class TritonFusedSGD(FusedSGD):
         self._X = backend._features(X)
         if self._X.shape[1] != self.n_features:
             raise ValueError(f"X has {self._X.shape[1]} features, W has {self.n_features} rows")
-        self._y = backend._labels(model, y, self.n_outputs)
-        if self._y.shape[0] != self._X.shape[0]:
-            raise ValueError(f"X has {self._X.shape[0]} rows, y has {self._y.shape[0]}")
-        if model == "softmax" and self._y.numel():
-            # One read at construction, never per step: a label outside [0, C) would silently get no one-hot.
-            low, high = (int(v) for v in self._label_range(self._y))
-            if low < 0 or high >= self.n_outputs:
-                raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{low}, {high}]")
+        self._y = backend._training_labels(model, y, self.n_outputs, self._X.shape[0])
         self._sample_weight = backend._weights(sample_weight, self._X.shape[0])
         self.l2, self.l1 = float(l2), float(l1)
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
@@ -128,10 +121,6 @@ class TritonFusedSGD(FusedSGD):
         # The step's launches per (batch size, data-parallel or not), bound at the first such step.
         self._launches: dict[tuple[int, bool], SimpleNamespace] = {}
         self.set_params(W, b)
-
-    @staticmethod
-    def _label_range(y):
-        return y.min().item(), y.max().item()
 
     def step(self, rows: Any, learning_rate: float) -> None:
         batch = rows.shape[0]
@@ -388,6 +377,18 @@ class TritonBackend(Backend):
         if y.numel() and bool(((y != 0) & (y != 1)).any()):
             raise ValueError("the sigmoid models' targets must be 0 or 1")
         return y.reshape(y.shape[0], n_outputs).to(self._torch.uint8).contiguous()
+
+    def _training_labels(self, model: str, y, n_outputs: int, n_rows: int):
+        """:meth:`_labels` of a training set of ``n_rows`` rows, checked once, at construction (one device read, never
+        per step): one label per row, and class ids in ``[0, C)`` (outside, a label would silently get no one-hot)."""
+        y = self._labels(model, y, n_outputs)
+        if y.shape[0] != n_rows:
+            raise ValueError(f"X has {n_rows} rows, y has {y.shape[0]}")
+        if model == "softmax" and y.numel():
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= n_outputs:
+                raise ValueError(f"class ids must lie in [0, {n_outputs}), found [{low}, {high}]")
+        return y
 
     def _weights(self, sample_weight, n_rows: int):
         """Per-row sample weights as a float32 (N,) tensor on the device, or None; the length is checked here, once:

@@ -73,10 +73,8 @@ class TritonSparseFusedSGD(FusedSGD):
         self._indptr = backend.asarray(X.indptr, np.int32 if X.nnz < 2**31 else np.int64)
         self._indices = backend.asarray(X.indices, np.int32 if self.n_features < 2**31 else np.int64)
         self._data = backend.asarray(X.data, np.float32)
-        self._y = self._targets(y)
-        self._sample_weight = None if sample_weight is None else backend.asarray(sample_weight, np.float32)
-        if self._sample_weight is not None and tuple(self._sample_weight.shape) != (self._n_rows,):
-            raise ValueError(f"sample_weight must have shape ({self._n_rows},), got {tuple(self._sample_weight.shape)}")
+        self._y = backend._training_labels(model, y, self.n_outputs, self._n_rows)
+        self._sample_weight = backend._weights(sample_weight, self._n_rows)
         self._V = torch.empty((self.n_features, self.n_outputs), dtype=torch.float32, device=backend.device)
         self.b = torch.empty(self.n_outputs, dtype=torch.float32, device=backend.device)
         self._G = torch.zeros_like(self._V)
@@ -85,24 +83,6 @@ class TritonSparseFusedSGD(FusedSGD):
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=backend.device)
         self._step_id = 0  # the last step's id in owner; 0 is never one
         self.set_params(W, b)
-
-    def _targets(self, y: Any) -> Any:
-        """``y`` on the device as the kernels read it, checked once (one device read, at construction): int class
-        ids in ``[0, K)`` (N,) for the softmax, {0, 1} targets as uint8 (N, K) for the sigmoid models."""
-        torch = self._torch
-        y = self.backend.asarray(y)
-        if y.shape[0] != self._n_rows:
-            raise ValueError(f"X has {self._n_rows} rows, y has {y.shape[0]}")
-        if self.model == "softmax":
-            y = y if y.dtype in (torch.int32, torch.int64) else y.to(torch.int64)
-            if y.numel() and not (0 <= int(y.min()) and int(y.max()) < self.n_outputs):
-                raise ValueError(f"class ids must lie in [0, {self.n_outputs}), found [{int(y.min())}, {int(y.max())}]")
-            return y.contiguous()
-        if tuple(y.shape[1:]) not in ((self.n_outputs,), () if self.n_outputs == 1 else None):
-            raise ValueError(f"targets of shape {tuple(y.shape)} do not fit a model with {self.n_outputs} outputs")
-        if y.numel() and bool(((y != 0) & (y != 1)).any()):
-            raise ValueError("the sigmoid models' targets must be 0 or 1")
-        return y.reshape(self._n_rows, self.n_outputs).to(torch.uint8).contiguous()
 
     # -- the step -----------------------------------------------------------------------------------------------------
 
