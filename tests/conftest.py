@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linclass_gpu.backends import available_backends, get_backend
+from linclass_gpu.backends import available_backends, cpu_loops, get_backend
+from linclass_gpu.backends.numpy_backend import NumpyBackend
 
 try:  # Triton's interpreter mode is decided by the kernels package before triton loads, whichever test imports first
     from linclass_gpu.kernels import INTERPRET as TRITON_INTERPRETED
@@ -25,13 +26,20 @@ def pytest_collection_modifyitems(config, items):
         if "triton" in item.nodeid or item.path.name in KERNEL_TEST_FILES:
             item.add_marker(pytest.mark.slow)
 
-# Backends every contract test runs on: all that can run here (triton under its interpreter on a CPU-only machine).
+# Where Numba is installed the NumPy backend runs compiled loops (backends/cpu_loops.py); "numpy-array" is the same
+# backend on its array-generic code, which users without Numba run.
+NUMPY_ARRAY_CODE = "numpy-array"
+
+# Backends that can run here (triton under its interpreter on a CPU-only machine), as the estimators name them.
 BACKEND_NAMES = available_backends()
 
 # Input dtypes each backend's contract tests use; the Triton kernel tests cover its low-precision inputs themselves.
-BACKEND_DTYPES = {"numpy": ("float32", "float64"), "cupy": ("float32", "float64"), "triton": ("float32",)}
+BACKEND_DTYPES = {"numpy": ("float32", "float64"), NUMPY_ARRAY_CODE: ("float32", "float64"),
+                  "cupy": ("float32", "float64"), "triton": ("float32",)}
 
-BACKEND_DTYPE_PAIRS = [(name, dtype) for name in BACKEND_NAMES for dtype in BACKEND_DTYPES[name]]
+# Every contract test runs on each of them, and on the NumPy backend's array code too where Numba is installed.
+BACKEND_DTYPE_PAIRS = [(name, dtype) for name in BACKEND_NAMES + ([NUMPY_ARRAY_CODE] if cpu_loops.enabled() else [])
+                       for dtype in BACKEND_DTYPES[name]]
 
 
 class DLPackOnly:
@@ -59,7 +67,7 @@ def make_backend(backends):
 
     def make(name):
         if name not in backends:
-            backends[name] = get_backend(name)
+            backends[name] = NumpyBackend(compiled=False) if name == NUMPY_ARRAY_CODE else get_backend(name)
         return backends[name]
 
     return make

@@ -33,7 +33,7 @@ import pytest
 from tolerances import assert_close, tolerance
 
 from linclass_gpu import LogisticRegression, SoftmaxRegression, oracle
-from linclass_gpu.backends import cupy_backend, probe, registry
+from linclass_gpu.backends import cpu_loops, cupy_backend, probe, registry
 from linclass_gpu.backends.cupy_backend import (
     KERNEL_SOURCE,
     MAX_VALUES_PER_LANE,
@@ -218,8 +218,10 @@ def skip_without_gpu() -> None:
 
 def make_backend_flavour(flavour: str, request, monkeypatch):
     """The backend a flavour stands for; "gpu" is skipped with the probe's reason where CuPy cannot run."""
-    if flavour == "numpy-mirror":
-        return NumpyBackend()
+    if flavour in ("numpy-mirror", "numpy-compiled"):
+        if flavour == "numpy-compiled" and not cpu_loops.enabled():
+            pytest.skip("needs Numba (pip install linclass-gpu[cpu])")
+        return NumpyBackend(compiled=flavour == "numpy-compiled")
     if flavour == "gpu":
         skip_without_gpu()
         return CupyBackend()
@@ -233,9 +235,10 @@ def cupy_flavour(request, monkeypatch):
     return make_backend_flavour(request.param, request, monkeypatch)
 
 
-@pytest.fixture(params=["numpy-mirror", "cpu-emulator", "gpu"])
+@pytest.fixture(params=["numpy-mirror", "numpy-compiled", "cpu-emulator", "gpu"])
 def seam_backend(request, monkeypatch):
-    """The array-generic seams (NumPy) or the CuPy backend's kernels (emulated or on the GPU)."""
+    """The array-generic seams (NumPy), the NumPy backend's compiled loops, or the CuPy backend's kernels (emulated or
+    on the GPU)."""
     return make_backend_flavour(request.param, request, monkeypatch)
 
 
@@ -269,9 +272,11 @@ def test_logits_to_grad_matches_the_oracle(seam_backend, rng, model, n_outputs, 
     mean_loss, dW, _ = ORACLE_LOSS_GRAD[model](np.eye(n_rows), y, product, b, x_scale, weights)
     expected_loss, expected_dZ = n_rows * mean_loss, dW / x_scale
     Z, loss_sum = backend.asarray(product), backend.xp.full((), previous_loss, dtype=np.float64)
+    db, dz_scale = backend.asarray(np.empty(n_outputs, dtype=dtype)), 0.25  # dZ scaled for dW's sake, db not
     backend.logits_to_grad_(model, Z, backend.asarray(targets), None if weights is None else backend.asarray(weights),
-                            backend.asarray(b), x_scale, loss_sum)
-    assert_close(backend.to_numpy(Z), expected_dZ, dtype, n_outputs, "dZ")
+                            backend.asarray(b), x_scale, loss_sum, db, dz_scale)
+    assert_close(backend.to_numpy(Z), dz_scale * expected_dZ, dtype, n_outputs, "dZ")
+    assert_close(backend.to_numpy(db), expected_dZ.sum(axis=0), dtype, n_rows, "db")
     assert_close(float(loss_sum), previous_loss + expected_loss, dtype, n_rows * n_outputs, "loss sum (added to)")
 
 
@@ -288,7 +293,8 @@ def test_squared_error_gradient_keeps_its_digits_where_the_sigmoid_rounds_to_one
     _, expected_dZ, _ = oracle.sigmoid_mse_loss_grad(np.eye(n_rows), np.zeros((n_rows, 1)), logits, np.zeros(1))
     Z, loss_sum = backend.asarray(logits.copy()), backend.xp.zeros((), dtype=np.float64)
     backend.logits_to_grad_("sigmoid_mse", Z, backend.asarray(np.zeros_like(logits)), None,
-                            backend.asarray(np.zeros(1, np.float32)), 1.0, loss_sum)
+                            backend.asarray(np.zeros(1, np.float32)), 1.0, loss_sum,
+                            backend.asarray(np.empty(1, np.float32)))
     np.testing.assert_allclose(backend.to_numpy(Z), expected_dZ, rtol=tolerance("float32", 1)[0], atol=0)
 
 

@@ -22,6 +22,7 @@ def test_an_epoch_allocates_nothing_the_size_of_x(dtype):
     X_device, y_device = backend.asarray(X), backend.asarray(y)
     stepper = backend.fused_sgd("softmax", X_device, y_device, np.zeros((d, c), np.float32), np.zeros(c, np.float32),
                                 max_batch_size=batch, momentum=0.9, l2=1e-4, x_scale=1 / 255)
+    stepper.step(np.arange(batch), 0.0)  # compiled loops (Numba) are compiled or loaded at their first call
     tracemalloc.start()
     try:
         train_sgd(stepper, backend, n, epochs=2, batch_size=batch, schedule=LearningRateSchedule(),

@@ -12,7 +12,7 @@ from tolerances import assert_close
 from linclass_gpu import oracle
 
 # The interpreter runs each kernel launch in Python: fewer examples keep CI time sane.
-EXAMPLES = {"numpy": 60, "cupy": 60, "triton": 12}
+EXAMPLES = {"numpy": 60, "numpy-array": 60, "cupy": 60, "triton": 12}
 
 problems = st.fixed_dictionaries({
     "n": st.integers(1, 70), "d": st.integers(1, 60), "c": st.integers(2, 40),

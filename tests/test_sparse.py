@@ -9,11 +9,21 @@ import pytest
 from helpers import awkward_csr, model_targets
 
 from linclass_gpu import oracle
+from linclass_gpu.backends import cpu_loops
 from linclass_gpu.backends.sparse_backend import SparseNumpyBackend
 from linclass_gpu.backends.sparse_step import MIN_SCALE, update_mode
 from tests.tolerances import assert_close
 
 N_ROWS, N_FEATURES, N_CLASSES = 37, 29, 5  # odd on purpose
+
+
+@pytest.fixture(params=["compiled", "scipy"])
+def sparse_backend(request):
+    """The sparse backend on its compiled loops (backends/sparse_loops.py, where Numba is installed) or on scipy's
+    route (everywhere)."""
+    if request.param == "compiled" and not cpu_loops.enabled():
+        pytest.skip("needs Numba (pip install linclass-gpu[cpu])")
+    return SparseNumpyBackend(compiled=request.param == "compiled")
 
 
 def test_the_awkward_matrix_is_awkward():
@@ -79,7 +89,7 @@ def oracle_steps(model, X, y, W, b, batches, learning_rates, *, optimizer, momen
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizer, momentum, nesterov, l2, l1, mode", SETTINGS)
 @pytest.mark.parametrize("model, n_outputs", [("softmax", N_CLASSES), ("sigmoid", 3)])
-def test_steps_match_oracle(model, n_outputs, optimizer, momentum, nesterov, l2, l1, mode, dtype):
+def test_steps_match_oracle(sparse_backend, model, n_outputs, optimizer, momentum, nesterov, l2, l1, mode, dtype):
     rng = np.random.default_rng(1)
     X = awkward_csr(rng, N_ROWS, N_FEATURES, dtype)
     y = model_targets(model, rng, N_ROWS, n_outputs)
@@ -89,9 +99,8 @@ def test_steps_match_oracle(model, n_outputs, optimizer, momentum, nesterov, l2,
     batch = 7
     batches = [rng.permutation(N_ROWS)[:batch] for _ in range(12)] + [rng.permutation(N_ROWS)[:3]]
     learning_rates = np.linspace(0.5, 0.2, len(batches))
-    stepper = SparseNumpyBackend().fused_sgd(model, X, y, W, b, max_batch_size=batch, l2=l2, l1=l1,
-                                             momentum=momentum, nesterov=nesterov, x_scale=0.7,
-                                             sample_weight=weights, optimizer=optimizer)
+    stepper = sparse_backend.fused_sgd(model, X, y, W, b, max_batch_size=batch, l2=l2, l1=l1, momentum=momentum,
+                                       nesterov=nesterov, x_scale=0.7, sample_weight=weights, optimizer=optimizer)
     assert stepper.mode == mode == update_mode(optimizer, momentum, l2, l1)
     for rows, learning_rate in zip(batches, learning_rates):
         stepper.step(rows, learning_rate)
@@ -108,7 +117,7 @@ def test_steps_match_oracle(model, n_outputs, optimizer, momentum, nesterov, l2,
 
 
 @pytest.mark.parametrize("l2, learning_rate", [(0.9, 1.0), (1.0, 1.0), (1e3, 1.0)])
-def test_lazy_scale_folds_exactly(l2, learning_rate):
+def test_lazy_scale_folds_exactly(sparse_backend, l2, learning_rate):
     """Steps whose factor 1 − lr·l2 takes |s| out of [MIN_SCALE, 1/MIN_SCALE] fold it into V (0 and negative
     factors included)."""
     rng = np.random.default_rng(2)
@@ -116,7 +125,7 @@ def test_lazy_scale_folds_exactly(l2, learning_rate):
     y = model_targets("softmax", rng, N_ROWS, N_CLASSES)
     W, b = rng.normal(size=(N_FEATURES, N_CLASSES)), np.zeros(N_CLASSES)
     batches = [rng.permutation(N_ROWS)[:5] for _ in range(int(np.ceil(np.log(MIN_SCALE) / np.log(0.1))) + 4)]
-    stepper = SparseNumpyBackend().fused_sgd("softmax", X, y, W, b, max_batch_size=5, l2=l2, l1=0.01)
+    stepper = sparse_backend.fused_sgd("softmax", X, y, W, b, max_batch_size=5, l2=l2, l1=0.01)
     for rows in batches:
         stepper.step(rows, learning_rate)
     expected_W, expected_b = oracle_steps("softmax", X, y, W, b, batches, [learning_rate] * len(batches),
@@ -127,7 +136,7 @@ def test_lazy_scale_folds_exactly(l2, learning_rate):
     assert_close(b_fit, expected_b, "float64", 5 * len(batches), "b")
 
 
-def test_state_round_trip_resumes_bitwise():
+def test_state_round_trip_resumes_bitwise(sparse_backend):
     """get_state mid-run, set_state on a fresh stepper: the rest of the run is bitwise that of the uninterrupted
     one (the lazy L2 scale and L1 thresholds are folded into the state's W)."""
     rng = np.random.default_rng(3)
@@ -135,7 +144,7 @@ def test_state_round_trip_resumes_bitwise():
     y = model_targets("softmax", rng, N_ROWS, N_CLASSES)
     W, b = np.zeros((N_FEATURES, N_CLASSES)), np.zeros(N_CLASSES)
     batches = [rng.permutation(N_ROWS)[:6] for _ in range(10)]
-    backend = SparseNumpyBackend()
+    backend = sparse_backend
 
     def fresh():
         return backend.fused_sgd("softmax", X, y, W, b, max_batch_size=6, l2=0.01, l1=0.005)
@@ -151,14 +160,14 @@ def test_state_round_trip_resumes_bitwise():
     assert_close(second.get_params()[0], whole.get_params()[0], "float64", 60, "W")
 
 
-def test_wide_features_stay_small_in_memory():
+def test_wide_features_stay_small_in_memory(sparse_backend):
     """D = 2**20 with a handful of nonzeros per row: a fit and a prediction allocate O(nnz + D·K), nowhere near the
     N·D of the dense rows."""
     rng = np.random.default_rng(4)
     n_rows, n_features, n_classes = 3001, 2**20, 3
     X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=4)
     y = rng.integers(0, n_classes, n_rows)
-    backend = SparseNumpyBackend()
+    backend = sparse_backend
     tracemalloc.start()
     try:
         stepper = backend.fused_sgd("softmax", X, y, np.zeros((n_features, n_classes), np.float32),

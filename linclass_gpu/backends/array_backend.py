@@ -6,10 +6,10 @@ it. The step allocates nothing of the size of X or the logits: rows (and their s
 buffers made once for the largest batch, and every intermediate of shape (B, K) or (D, K) lives in a buffer of its
 own.
 
-Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_` (logits
-to ``dZ`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum or AdaGrad, the update and L1's
-soft-thresholding). Here they are plain
-array code; the CuPy backend replaces each by one CUDA kernel doing the same arithmetic.
+Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~ArrayBackend.logits_to_grad_`
+(logits to ``dZ``, ``db`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum, AdaGrad or Adam, the
+update and L1's soft-thresholding). Here they are plain array code; the CuPy backend replaces each by one CUDA kernel,
+and the NumPy backend by a compiled loop where Numba is installed (:mod:`.cpu_loops`), doing the same arithmetic.
 """
 
 from __future__ import annotations
@@ -73,12 +73,10 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
     else:
         xp.matmul(X, W, out=Z)
         logits_scale = x_scale
-    backend.logits_to_grad_(model, Z, targets, weights, b, logits_scale, loss_sum)
-    # db = Σ dZ (dZ is already divided by B) and dW = s·Xᵀ dZ, the scale put on the smaller of dZ and dW.
-    Z.sum(axis=0, out=db)
+    # dW = s·Xᵀ dZ: the scale goes on the smaller of dZ and dW.
     scale_dZ = x_scale != 1.0 and Z.size < dW.size
-    if scale_dZ:
-        Z *= x_scale
+    backend.logits_to_grad_(model, Z, targets, weights, b, logits_scale, loss_sum, db,
+                            x_scale if scale_dZ else 1.0)
     xp.matmul(X.T, Z, out=dW)
     if x_scale != 1.0 and not scale_dZ:
         dW *= x_scale
@@ -288,8 +286,9 @@ class ArrayBackend(Backend):
     classes_major_softmax = False
 
     def logits_to_grad_(self, model: str, Z: Any, targets: Any, weights: Any, b: Any, x_scale: float,
-                        loss_sum: Any) -> None:
-        """Turn ``X_b W`` into ``dZ_i = w_i (P_i − Y_i)/B`` in place and add ``Σ_i w_i ℓ_i`` to ``loss_sum``.
+                        loss_sum: Any, db: Any, dz_scale: float = 1.0) -> None:
+        """Turn ``X_b W`` into ``dz_scale·dZ`` with ``dZ_i = w_i (P_i − Y_i)/B`` in place, write ``db = Σ_i dZ_i``
+        and add ``Σ_i w_i ℓ_i`` to ``loss_sum``.
 
         Parameters
         ----------
@@ -304,12 +303,19 @@ class ArrayBackend(Backend):
         b : array, shape (K,)
         x_scale : float
         loss_sum : 0-d float64 array
+        db : array, shape (K,)
+            Receives the bias gradient, taken before ``dz_scale``.
+        dz_scale : float
+            The scale of ``dW = dz_scale·Xᵀ (what Z holds)``, put on ``dZ`` where that is cheaper than on ``dW``.
         """
         if x_scale != 1.0:
             Z *= x_scale
         Z += b
         loss_sum += ROW_LOSSES[model](self.xp, Z, targets, weights)
         Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
+        Z.sum(axis=0, out=db)
+        if dz_scale != 1.0:
+            Z *= dz_scale
 
     def sgd_update_(self, param: Any, grad: Any, velocity: Any, scratch: Any, learning_rate: float, l2: float,
                     momentum: float, nesterov: bool, l1: float = 0.0, accumulator: Any = None,

@@ -103,14 +103,14 @@ class CupyBackend(ArrayBackend):
             y = y.astype(np.int64, copy=False)  # the kernel reads flat target indices as 64-bit integers
         return super().fused_sgd(model, X, y, W, b, **options)
 
-    def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum):
+    def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum, db, dz_scale=1.0):
         """One launch of a row-wise kernel: ``sigmoid_loss_elements`` (one thread per logit) for both sigmoid models
         and any ``K``, ``softmax_cross_entropy_rows`` (one warp per row) for softmax rows of up to 1024 classes; wider
         softmax rows take the array-generic path."""
         n_rows, n_outputs = Z.shape
         values = 1 if model in SIGMOID_LOSS_KINDS else values_per_lane(n_outputs)
         if values is None:
-            super().logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum)
+            super().logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum, db, dz_scale)
             return
         # The kernels read C-contiguous arrays: flat target indices as 64-bit integers (softmax) or targets in Z's
         # dtype. Z and the weights are C-contiguous already (our buffer; asarray's order="C"); targets and bias may be
@@ -125,10 +125,13 @@ class CupyBackend(ArrayBackend):
             kernel(_blocks(Z.size, THREADS_PER_BLOCK), (THREADS_PER_BLOCK,),
                    arrays + (np.int32(n_rows), np.int32(n_outputs), np.int32(SIGMOID_LOSS_KINDS[model]))
                    + scale_and_mean)
-            return
-        kernel = _kernel(Z.dtype.name, values, "softmax_cross_entropy_rows")
-        kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
-               arrays + (np.int32(n_rows), np.int32(n_outputs)) + scale_and_mean)
+        else:
+            kernel = _kernel(Z.dtype.name, values, "softmax_cross_entropy_rows")
+            kernel(_blocks(n_rows, ROWS_PER_BLOCK), (ROWS_PER_BLOCK * WARP_SIZE,),
+                   arrays + (np.int32(n_rows), np.int32(n_outputs)) + scale_and_mean)
+        Z.sum(axis=0, out=db)
+        if dz_scale != 1.0:
+            Z *= dz_scale
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
                     accumulator=None, adam_step=0):

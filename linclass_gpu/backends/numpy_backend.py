@@ -1,4 +1,9 @@
-"""The CPU backend: :class:`~.array_backend.ArrayBackend` over NumPy, always available."""
+"""The CPU backend: :class:`~.array_backend.ArrayBackend` over NumPy, always available.
+
+Where Numba is installed its two seams run as compiled loops (:mod:`.cpu_loops`): one pass
+each instead of about thirty NumPy calls per step. Without it (or with ``LINCLASS_GPU_NUMBA=0``) the array-generic
+code runs: the same arithmetic, checked against the same oracle.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,34 @@ import numpy as np
 
 from ..arrays import to_numpy
 from ..threads import blas_thread_limit, blas_threads_for
+from . import cpu_loops
 from .array_backend import ArrayBackend
+from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
 
 
 class NumpyBackend(ArrayBackend):
-    """NumPy on the CPU (float32 or float64); the last link of the ``auto`` chain."""
+    """NumPy on the CPU (float32 or float64); the last link of the ``auto`` chain.
+
+    Parameters
+    ----------
+    deterministic : bool
+        Accepted for the estimators' sake: NumPy's products are bitwise repeatable for a fixed thread count (which
+        :meth:`thread_limit` fixes from the problem's size), and so are the compiled loops.
+    compiled : bool or None
+        Whether the seams run as compiled loops (:mod:`.cpu_loops`); None (default) where Numba is installed and
+        ``LINCLASS_GPU_NUMBA`` is not ``0``. True without Numba raises.
+    """
 
     name = "numpy"
     xp = np
-    # A row's C logits reduced over a short last axis (MNIST: C = 10) take several times longer than the same
-    # reductions over rows laid out classes-major, which the step's softmax then works on.
-    classes_major_softmax = True
 
-    def __init__(self, deterministic: bool = False):
-        """``deterministic`` is accepted for the estimators' sake: NumPy's products are bitwise repeatable for a
-        fixed thread count (which :meth:`thread_limit` fixes from the problem's size)."""
+    def __init__(self, deterministic: bool = False, compiled: bool | None = None):
+        if compiled and not cpu_loops.AVAILABLE:
+            raise ImportError("compiled CPU loops need Numba: pip install linclass-gpu[cpu]")
+        self.compiled = cpu_loops.enabled() if compiled is None else bool(compiled)
+        # The array-generic softmax reduces a row's C logits fastest classes-major: over a short last axis (MNIST:
+        # C = 10) NumPy takes several times longer. The compiled loop reads rows-major logits in one pass.
+        self.classes_major_softmax = not self.compiled
 
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
         """Any array kind (CuPy, torch on any device, DLPack) copied to the host once; NumPy arrays as they are."""
@@ -31,5 +49,45 @@ class NumpyBackend(ArrayBackend):
     def thread_limit(self, flops_per_call: float, n_threads: int | None = None) -> ContextManager:
         return blas_thread_limit(blas_threads_for(flops_per_call, n_threads))
 
+    def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum, db, dz_scale=1.0):
+        if not self.compiled:
+            super().logits_to_grad_(model, Z, targets, weights, b, x_scale, loss_sum, db, dz_scale)
+            return
+        # The scales in Z's dtype: a float32 loop then computes (and takes exp) in float32, as NumPy's code does.
+        real, weights = Z.dtype.type, _empty(Z.dtype) if weights is None else weights
+        if model == "softmax":
+            loss_sum += cpu_loops.softmax_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db)
+        else:
+            loss_sum += cpu_loops.sigmoid_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db,
+                                                model == "sigmoid_mse")
+
+    def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
+                    accumulator=None, adam_step=0):
+        """One compiled pass over the entries (``scratch`` is not needed), or the array-generic update."""
+        if not self.compiled:
+            super().sgd_update_(param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=l1,
+                                accumulator=accumulator, adam_step=adam_step)
+            return
+        optimizer = cpu_loops.ADAM if adam_step else cpu_loops.SGD if accumulator is None else cpu_loops.ADAGRAD
+        corrections = adam_bias_corrections(adam_step) if adam_step else (1.0, 1.0)
+        empty = _empty(param.dtype)
+        cpu_loops.update_(param.reshape(-1), grad.reshape(-1),
+                          empty if velocity is None else velocity.reshape(-1),
+                          empty if accumulator is None else accumulator.reshape(-1),
+                          learning_rate, l2, l1, momentum, bool(nesterov), optimizer,
+                          ADAM_EPS if adam_step else ADAGRAD_EPS, *ADAM_BETAS, *corrections)
+
     def describe(self) -> str:
-        return f"numpy (CPU, NumPy {np.__version__})"
+        if self.compiled:
+            loops = f"compiled loops: Numba {cpu_loops.VERSION}"
+        else:
+            loops = "array code" + ("" if cpu_loops.AVAILABLE else "; pip install linclass-gpu[cpu] for compiled loops")
+        return f"numpy (CPU, NumPy {np.__version__}, {loops})"
+
+
+_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def _empty(dtype: np.dtype) -> np.ndarray:
+    """The empty array the compiled loops read as an absent buffer (no weights, no velocity)."""
+    return _EMPTY[np.dtype(dtype)]

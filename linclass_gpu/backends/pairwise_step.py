@@ -16,8 +16,6 @@ by the pair's batch share.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .sparse_step import SparseFusedSGD
@@ -76,13 +74,12 @@ class PairwiseSparseSGD(SparseFusedSGD):
         targets, weights = pair_tables(self.pairs, n_classes, counts)
         self._class_targets, self._class_weights = targets.astype(self._V.dtype), weights.astype(self._V.dtype)
 
-    def _batch_loss_grad(self, rows: np.ndarray, X_u: Any, V_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _logits_to_grad_(self, rows: np.ndarray, Z: np.ndarray) -> np.ndarray:
         batch_classes = self._y[rows]
         targets = self._class_targets[batch_classes]  # (B, P)
         weights = self._class_weights[batch_classes]  # (B, P): 0 outside the row's C − 1 pairs
         if self._sample_weight is not None:
             weights *= self._sample_weight[rows][:, None]
-        Z = np.ascontiguousarray(X_u @ V_u, dtype=V_u.dtype)
         Z *= self._scale * self.x_scale
         Z += self.b
         # BCE from the logits: log(1 + e^z) − z·y, with log(1 + e^z) = logaddexp(0, z) (never exp of a large z).
@@ -93,10 +90,10 @@ class PairwiseSparseSGD(SparseFusedSGD):
         Z -= targets
         Z *= weights
         Z *= 1.0 / len(rows)
-        dW_u = np.asarray(X_u.T @ Z, dtype=V_u.dtype)
+        db = Z.sum(axis=0)
         if self.x_scale != 1.0:
-            dW_u *= self.x_scale
-        return dW_u, Z.sum(axis=0)
+            Z *= self.x_scale
+        return db
 
 
 def vote(decisions: np.ndarray, pairs: np.ndarray, n_classes: int) -> np.ndarray:

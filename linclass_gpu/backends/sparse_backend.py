@@ -17,7 +17,6 @@ from .sparse_step import (
     SparseFusedSGD,
     as_csr,
     is_sparse,
-    sparse_loss_grad_,
     target_indices,
 )
 
@@ -51,10 +50,10 @@ class SparseNumpyBackend(NumpyBackend):
         n_rows, n_outputs = X.shape[0], W.shape[1]
         targets = (target_indices(model, np.asarray(y, dtype=np.int64), n_outputs) if model == "softmax"
                    else self._sigmoid_targets(y, n_outputs, dtype))
-        loss_sum = np.zeros((), dtype=np.float64)
-        dW, db = sparse_loss_grad_(model, X, targets, self._weights(sample_weight, n_rows, dtype), W, float(x_scale),
-                                   b, float(x_scale), loss_sum)
-        return float(loss_sum) / n_rows, dW, db
+        Z, db, loss_sum = np.ascontiguousarray(X @ W, dtype=dtype), np.empty_like(b), np.zeros((), dtype=np.float64)
+        self.logits_to_grad_(model, Z, targets, self._weights(sample_weight, n_rows, dtype), b, float(x_scale),
+                             loss_sum, db, float(x_scale))
+        return float(loss_sum) / n_rows, np.asarray(X.T @ Z, dtype=dtype), db
 
     def fused_sgd(self, model, X, y, W, b, *, max_batch_size, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                   fit_intercept=True, x_scale=1.0, sample_weight=None, optimizer="sgd"):

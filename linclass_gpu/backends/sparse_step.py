@@ -9,10 +9,14 @@ dense ``dW``:
 2. **Features of the batch**: the ``U`` distinct columns ``u`` that occur in it (a mark per feature, reset after
    use), and each nonzero's position in ``u``. The batch is then a (B, U) CSR matrix ``X_u`` and only ``W[u]``
    (U, K) takes part.
-3. **Forward/backward**: ``Z = s·X_u W[u] + b``, the model's row losses and ``dZ`` as in the dense path
-   (:mod:`.rowwise`), ``dW[u] = s·X_uᵀ dZ`` and ``db = Σ dZ`` (scipy's sparse-dense products; duplicate column
-   indices of a row are summed, unsorted ones need no sorting).
+3. **Forward/backward**: ``Z = s·X_u W[u] + b``, the model's row losses and ``dZ`` as in the dense path (the
+   backend's ``logits_to_grad_``), ``dW[u] = s·X_uᵀ dZ`` and ``db = Σ dZ`` (scipy's sparse-dense products; duplicate
+   column indices of a row are summed, unsorted ones need no sorting).
 4. **Update** of ``W[u]`` and the dense bias.
+
+Where the backend runs compiled loops (Numba, :mod:`.sparse_loops`), steps 1–3 read X's CSR arrays through the row
+ids and ``V`` in place, with no (B, U) matrix, no copy of ``W[u]`` and no scipy call, and the row-sparse updates
+write ``V[u]`` in place: the same arithmetic, one pass each.
 
 Penalties without touching every row (plain SGD, no momentum). ``W`` is kept as ``W = s·V`` with a host scalar
 ``s``: the L2 step ``W ← (1 − lr·l2)·W − lr·dW`` is ``s ← s·(1 − lr·l2)`` (O(1)) and ``V[u] ← V[u] − lr·dW[u]/s``
@@ -42,9 +46,9 @@ import numpy as np
 import scipy.sparse
 
 from ..arrays import is_torch_sparse
+from . import sparse_loops
 from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
-from .base import MODELS, FusedSGD, check_optimizer
-from .rowwise import ROW_LOSSES
+from .base import ADAGRAD_EPS, MODELS, FusedSGD, check_optimizer
 
 # The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
 # shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.
@@ -188,49 +192,10 @@ class BatchGather:
         return u, X_u
 
 
-def sparse_loss_grad_(model: str, X_u: Any, targets: Any, weights: Any, W_u: np.ndarray, logit_scale: float,
-                      b: np.ndarray, x_scale: float, loss_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and backward pass of the linear model on sparse rows.
-
-    Parameters
-    ----------
-    model : {"softmax", "sigmoid", "sigmoid_mse"}
-    X_u : scipy.sparse CSR, shape (B, U)
-    targets : ndarray, shape (B,) or (B, K)
-        Softmax: flat indices ``i·K + y_i`` of each row's target logit; sigmoid models: {0, 1} targets.
-    weights : ndarray, shape (B,), or None
-    W_u : ndarray, shape (U, K)
-        The rows of ``V`` (``W = s·V``) of the batch's features.
-    logit_scale : float
-        ``s·x_scale``: the logits are ``logit_scale·X_u V[u] + b``.
-    b : ndarray, shape (K,)
-    x_scale : float
-    loss_sum : 0-d float64 ndarray
-        ``Σ_i w_i ℓ_i`` over the B rows is added to it.
-
-    Returns
-    -------
-    dW_u : ndarray, shape (U, K)
-        ``x_scale·X_uᵀ dZ`` with ``dZ_i = w_i (P_i − Y_i)/B``: the rows ``u`` of ``dW`` (the others are 0).
-    db : ndarray, shape (K,)
-        ``Σ_i dZ_i``.
-    """
-    Z = np.ascontiguousarray(X_u @ W_u, dtype=W_u.dtype)
-    if logit_scale != 1.0:
-        Z *= logit_scale
-    Z += b
-    loss_sum += ROW_LOSSES[model](np, Z, targets, weights)
-    Z *= 1.0 / Z.shape[0]  # the mean over the batch's rows
-    db = Z.sum(axis=0)
-    dW_u = np.asarray(X_u.T @ Z, dtype=W_u.dtype)
-    if x_scale != 1.0:
-        dW_u *= x_scale
-    return dW_u, db
-
-
 def target_indices(model: str, y: np.ndarray, n_outputs: int) -> np.ndarray:
-    """What :func:`sparse_loss_grad_` takes as ``targets`` for rows with labels ``y``: flat target-logit indices
-    ``i·K + y_i`` for the softmax, the {0, 1} targets themselves for the sigmoid models."""
+    """What :meth:`.ArrayBackend.logits_to_grad_` takes as ``targets`` for rows-major logits of rows with labels
+    ``y``: flat target-logit indices ``i·K + y_i`` for the softmax, the {0, 1} targets themselves for the sigmoid
+    models."""
     if model == "softmax":
         return np.arange(len(y), dtype=np.int64) * n_outputs + y
     return y
@@ -260,7 +225,11 @@ class SparseFusedSGD(FusedSGD):
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
         self.mode = update_mode(optimizer, momentum, l2, l1)
         dtype = compute_dtype(X.dtype)
-        self._gather = BatchGather(X)
+        # The compiled loops (sparse_loops) read X's CSR arrays through the row ids; scipy's route gathers the batch.
+        self._compiled = getattr(backend, "compiled", False)
+        self._X = X
+        self._gather = None if self._compiled else BatchGather(X)
+        self._slots = np.full(self.n_features, -1, dtype=np.int32) if self._compiled else None
         self._y, self._sample_weight = y, sample_weight
         self._V = np.array(W, dtype=dtype)  # W = s·V
         self.b = np.array(b, dtype=dtype)
@@ -284,17 +253,16 @@ class SparseFusedSGD(FusedSGD):
         if self.reducer is not None:
             raise ValueError("data-parallel training (a reducer) is not supported on sparse input")
         rows = np.asarray(rows)
-        u, X_u = self._gather(rows)
-        V_u = np.take(self._V, u, axis=0)
-        if self._threshold_applied is not None:
-            self._catch_up_(V_u, u)
-        dW_u, db = self._batch_loss_grad(rows, X_u, V_u)
+        u, dW_u, db = self._compiled_loss_grad(rows) if self._compiled else self._batch_loss_grad(rows)
         self._step_count += 1
         adam_step = self._step_count if self.optimizer == "adam" else 0
         if self.mode == "lazy":
-            self._lazy_update_(u, V_u, dW_u, learning_rate)
+            self._lazy_update_(u, dW_u, learning_rate)
+        elif self.mode == "rows" and self._compiled:
+            real = self._V.dtype.type  # a float32 loop's arithmetic stays float32
+            sparse_loops.adagrad_rows_(self._V, self._accumulator[0], u, dW_u, real(learning_rate), real(ADAGRAD_EPS))
         elif self.mode == "rows":
-            accumulator_u = np.take(self._accumulator[0], u, axis=0)
+            V_u, accumulator_u = np.take(self._V, u, axis=0), np.take(self._accumulator[0], u, axis=0)
             self.backend.sgd_update_(V_u, dW_u, None, np.empty_like(V_u), learning_rate, 0.0, 0.0, False,
                                      accumulator=accumulator_u)
             set_rows(self._V, u, V_u)
@@ -306,15 +274,37 @@ class SparseFusedSGD(FusedSGD):
                                      self.momentum, self.nesterov, accumulator=self._accumulator[1],
                                      adam_step=adam_step)
 
-    def _batch_loss_grad(self, rows: np.ndarray, X_u: Any, V_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(dW[u], db)`` of the batch ``rows`` (``X_u`` its rows over the features ``u``, ``V_u`` = ``V[u]``); the
-        batch's weighted summed loss is added to the loss sum."""
-        weights = None if self._sample_weight is None else self._sample_weight[rows]
-        targets = target_indices(self.model, self._y[rows], self.n_outputs)
-        return sparse_loss_grad_(self.model, X_u, targets, weights, V_u, self._scale * self.x_scale, self.b,
-                                 self.x_scale, self._loss_sum)
+    def _batch_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(u, dW[u], db)`` of the batch ``rows`` by scipy's route (see the module notes); the batch's weighted
+        summed loss is added to the loss sum."""
+        u, X_u = self._gather(rows)
+        if self._threshold_applied is not None:
+            self._catch_up_(u)
+        Z = np.ascontiguousarray(X_u @ np.take(self._V, u, axis=0), dtype=self._V.dtype)
+        db = self._logits_to_grad_(rows, Z)
+        return u, np.asarray(X_u.T @ Z, dtype=self._V.dtype), db
 
-    def _lazy_update_(self, u: np.ndarray, V_u: np.ndarray, dW_u: np.ndarray, learning_rate: float) -> None:
+    def _compiled_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_batch_loss_grad` by the compiled loops (:mod:`.sparse_loops`), reading ``V`` in place."""
+        X = self._X
+        u, local = sparse_loops.batch_columns(X.indptr, X.indices, rows, self._slots)
+        if self._threshold_applied is not None:
+            self._catch_up_(u)
+        Z = np.empty((len(rows), self.n_outputs), dtype=self._V.dtype)
+        sparse_loops.sparse_products_(X.indptr, X.indices, X.data, rows, self._V, Z)
+        db = self._logits_to_grad_(rows, Z)
+        return u, sparse_loops.scatter_gradient(X.indptr, X.data, rows, local, Z, len(u)), db
+
+    def _logits_to_grad_(self, rows: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Turn the batch's ``X V`` (B, K) into ``x_scale·dZ`` in place (``dZ_i = w_i ∂ℓ_i/∂z_i / B`` of the logits
+        ``s·x_scale·X V + b``), add the batch's weighted summed loss to the loss sum and return ``db = Σ_i dZ_i``."""
+        db = np.empty_like(self.b)
+        self.backend.logits_to_grad_(self.model, Z, target_indices(self.model, self._y[rows], self.n_outputs),
+                                     None if self._sample_weight is None else self._sample_weight[rows], self.b,
+                                     self._scale * self.x_scale, self._loss_sum, db, self.x_scale)
+        return db
+
+    def _lazy_update_(self, u: np.ndarray, dW_u: np.ndarray, learning_rate: float) -> None:
         """Plain SGD with L2 by the scale and L1 by the running threshold: O(U·K) (see the module notes)."""
         # W ← a·W − lr·dW with a = 1 − lr·l2: s ← a·s for every row at once, then V[u] ← V[u] − lr·dW[u]/s.
         factor = 1.0 - learning_rate * self.l2
@@ -323,9 +313,12 @@ class SparseFusedSGD(FusedSGD):
             # lr·l2 ≈ 1, a = 0 included; |s| grows only when lr·l2 > 2, where SGD diverges anyway).
             self._fold_scale()
             self._V *= factor
-            V_u = np.take(self._V, u, axis=0)
         else:
             self._scale *= factor
+        if self._compiled and self._threshold_applied is None:
+            sparse_loops.add_rows_(self._V, u, dW_u, -learning_rate / self._scale)
+            return
+        V_u = np.take(self._V, u, axis=0)
         dW_u *= learning_rate / self._scale
         V_u -= dW_u
         if self._threshold_applied is not None:
@@ -336,10 +329,13 @@ class SparseFusedSGD(FusedSGD):
             self._threshold_applied[u] = self._threshold_total
         set_rows(self._V, u, V_u)
 
-    def _catch_up_(self, V_u: np.ndarray, u: np.ndarray) -> None:
-        """Apply to the rows ``u`` (gathered in ``V_u``) the L1 thresholds of the steps since each was last read."""
+    def _catch_up_(self, u: np.ndarray) -> None:
+        """Apply to the rows ``u`` of ``V`` the L1 thresholds of the steps since each was last read."""
+        V_u = np.take(self._V, u, axis=0)
         pending = (self._threshold_total - self._threshold_applied[u]).astype(V_u.dtype)[:, None]
         soft_threshold_(np, V_u, pending, np.empty_like(V_u))
+        set_rows(self._V, u, V_u)
+        self._threshold_applied[u] = self._threshold_total
 
     def _fold_scale(self) -> None:
         """Make ``V`` the weights themselves: every row's pending threshold applied, ``V ← s·V``, ``s ← 1``."""
