@@ -78,11 +78,19 @@ class NumpyBackend(ArrayBackend):
                           ADAM_EPS if adam_step else ADAGRAD_EPS, *ADAM_BETAS, *corrections)
 
     def describe(self) -> str:
-        if self.compiled:
-            loops = f"compiled loops: Numba {cpu_loops.VERSION}"
-        else:
-            loops = "array code" + ("" if cpu_loops.AVAILABLE else "; pip install linclass-gpu[cpu] for compiled loops")
-        return f"numpy (CPU, NumPy {np.__version__}, {loops})"
+        return f"numpy ({description(self.compiled)})"
+
+
+def description(compiled: bool | None = None) -> str:
+    """What the NumPy backend runs on: NumPy's version and the compiled loops, or why there are none."""
+    compiled = cpu_loops.enabled() if compiled is None else compiled
+    if compiled:
+        loops = f"compiled loops: Numba {cpu_loops.VERSION}"
+    elif cpu_loops.AVAILABLE:
+        loops = f"array code ({cpu_loops.DISABLE_ENV}=0 or compiled=False)"
+    else:
+        loops = "array code; pip install linclass-gpu[cpu] for compiled loops"
+    return f"CPU, NumPy {np.__version__}, {loops}"
 
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}

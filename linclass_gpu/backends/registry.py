@@ -150,9 +150,9 @@ def _probe_cupy() -> BackendStatus:
 
 
 def _probe_numpy() -> BackendStatus:
-    import numpy
+    from .numpy_backend import description
 
-    return BackendStatus("numpy", True, True, f"CPU, NumPy {numpy.__version__}")
+    return BackendStatus("numpy", True, True, description())
 
 
 _PROBES = {"triton": _probe_triton, "cupy": _probe_cupy, "numpy": _probe_numpy}
