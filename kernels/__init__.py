@@ -10,6 +10,8 @@ launches, then (step kernels) a thin wrapper with no math):
   log-sum-exp for large C; its docstring holds the bytes-moved model.
 - ``sigmoid_sgd``: the same for ``K`` independent sigmoids (binary, multilabel, one-vs-rest) with binary
   cross-entropy from logits or squared error.
+- ``softmax_tiled_sgd``: the softmax step on a 2-D grid (class groups × row splits), dW accumulated on chip by tl.dot
+  and flushed once per step (large batches, many classes); deterministic mode at full parallelism.
 - ``sgd_update``: the second launch of a step, shared by every model: reduce, L2, momentum, update, reset.
 - ``epoch_sgd``: a whole epoch of plain or momentum SGD in one launch.
 - ``sparse_sgd``: the step on CSR rows, touching only the rows of ``W`` that occur.
@@ -74,7 +76,7 @@ if isinstance(tl.zeros, InterpretedFunction) != INTERPRET:
         f"linclass_gpu.kernels first")
 
 # The kernel modules, imported once the mode is settled.
-from . import _tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, sparse_sgd  # noqa: E402
+from . import _tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, softmax_tiled_sgd, sparse_sgd  # noqa: E402
 
 # The interpreter patches triton.language for the duration of each launch, process-wide: two interpreted launches
 # from two threads would see each other's patches.
@@ -102,4 +104,5 @@ def _serialise_interpreted_launches(modules) -> None:
 
 
 if INTERPRET:
-    _serialise_interpreted_launches((_tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, sparse_sgd))
+    _serialise_interpreted_launches((_tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, softmax_tiled_sgd,
+                                     sparse_sgd))

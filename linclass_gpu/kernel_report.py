@@ -210,6 +210,40 @@ def _sparse_builds() -> list[KernelBuild]:
     return builds
 
 
+def _tiled_builds() -> list[KernelBuild]:
+    """The tiled step's kernels (``kernels/softmax_tiled_sgd.py``) as ``TritonFusedSGD`` launches them at large B or C:
+    the gradient kernel at C = 10 (one class tile), and past one tile with its log-sum-exp pass; the merge once."""
+    from linclass_gpu.kernels import softmax_tiled_sgd
+
+    builds = []
+    for n_classes, x_dtype, deterministic in ((10, "uint8", False), (10, "float32", False), (10, "float32", True),
+                                              (1000, "uint8", False), (1000, "float32", False),
+                                              (32768, "uint8", False), (32768, "float32", False),
+                                              (32768, "uint8", True)):
+        config = softmax_tiled_sgd.tiled_config(784, n_classes)
+        int_values = {"stride_xn": 784, "B": 8192, "D": 784, "C": n_classes}
+        kernels = [("softmax_tiled_grad_kernel", "deterministic" if deterministic else "atomics", {
+            "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic,
+            **_absent(sample_weight_ptr=False, lse_ptr=not config.one_class_tile)})]
+        if not config.one_class_tile and not deterministic:  # the same pass in either mode: built once
+            kernels.append(("softmax_tiled_lse_kernel", "log-sum-exp pass", {}))
+        for kernel, what, own in kernels:
+            constexprs = {**config.constexprs, **own}
+            types = {"X_ptr": _TRITON_TYPES[x_dtype]}
+            if kernel == "softmax_tiled_grad_kernel":
+                types["loss_ptr"] = "*fp32" if deterministic else "*fp64"
+            builds.append(KernelBuild(
+                kernel, f"D=784 C={n_classes} {x_dtype} {what} [{config.label}]", "softmax_tiled_sgd",
+                _signature("softmax_tiled_sgd", kernel, constexprs, **types), constexprs, config.num_warps,
+                config.num_stages, None, int_values))
+    constexprs = {"BLOCK": softmax_tiled_sgd.MERGE_BLOCK, **_absent(sample_weight_ptr=False)}
+    builds.append(KernelBuild("softmax_tiled_merge_kernel", "D=784 C=32768 merge of 256 class groups",
+                              "softmax_tiled_sgd", _signature("softmax_tiled_sgd", "softmax_tiled_merge_kernel",
+                                                              constexprs),
+                              constexprs, softmax_tiled_sgd.MERGE_NUM_WARPS, 3, None, {"B": 8192, "n_groups": 256}))
+    return builds
+
+
 def shipped_builds() -> list[KernelBuild]:
     """Every kernel configuration the backend launches for MNIST (D=784, C=10), large C (32768) and the others."""
     builds = [_softmax_build(784, 10, dtype) for dtype in ("float32", "uint8", "bfloat16", "float16")]
@@ -261,7 +295,7 @@ def shipped_builds() -> list[KernelBuild]:
         _update_build(deterministic=True, adagrad=True), _update_build(adam=True, l1=True),
         _update_build(deterministic=True, adam=True),
     ]
-    return builds + _sparse_builds()
+    return builds + _sparse_builds() + _tiled_builds()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -596,6 +630,7 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
         row["flop_per_step"] = flop
         row["modelled"] = modelled_step(per_step, row["moved_bytes_per_step"], row["w_reread_bytes_per_step"], params,
                                         row["atomics_per_step"], flop)
+    rows += _tiled_training_rows(B, D, C, x_dtype, n_steps)
     if epoch_sgd.epoch_config(D, C) is not None:
         epoch_bytes = 16 * B + B * D * _ITEMSIZE[x_dtype] + 4 + round(2 * params / n_steps)
         rows.append({"path": "triton epoch kernel", "launches_per_epoch": 1, "host_syncs_per_epoch": 1,
@@ -603,6 +638,48 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
                      "w_reread_bytes_per_step": 0, "programs_per_step": 1, "flop_per_step": flop, "modelled": None})
     for row in rows:
         row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
+    return rows
+
+
+def _tiled_training_rows(B: int, D: int, C: int, x_dtype: str, n_steps: int) -> list[dict]:
+    """:func:`training_configurations`' rows of the tiled step (``kernels/softmax_tiled_sgd.py``), both modes, with
+    ``input_precision="ieee"``; none past its feature limit. Every ``modelled`` figure is an estimate.
+
+    Beyond :func:`bytes_moved`'s compulsory bytes, past one class tile the log-sum-exp pass reads the rows, labels and
+    ``X[rows]`` once more and writes 12 bytes per row and class group, which the merge reads back before writing 12
+    bytes per row for the gradient pass's programs to read (each class group's). ``w_reread_bytes_per_step`` is W
+    read once per program and pass (each program holds its class tiles across its row blocks);
+    ``x_reread_bytes_per_step`` the tile loads of X[rows] from L1/L2 (every class tile sweeps the rows, once per
+    pass and again for dW), which the HBM model leaves out. ``flop_per_step`` counts the padded tiles the kernels
+    compute (D to the feature chunks, C to 16-class tiles), the logits twice past one class tile.
+    """
+    from linclass_gpu.kernels import softmax_tiled_sgd
+
+    config = softmax_tiled_sgd.tiled_config(D, C)
+    if config is None:
+        return []
+    per_step = bytes_moved(B, D, C, x_dtype)["fused_bytes"]
+    params, x_bytes = 4 * (D * C + C), B * D * _ITEMSIZE[x_dtype]
+    passes = 1 if config.one_class_tile else 2
+    rows = []
+    for deterministic in (False, True):
+        layout = softmax_tiled_sgd.tiled_layout(B, D, C, deterministic=deterministic)
+        lse_bytes = 0 if config.one_class_tile else (
+            16 * B + x_bytes + 2 * 12 * B * layout.n_class_groups + 12 * B * (1 + layout.n_class_groups))
+        # deterministic: the accumulator's read and reset (in per_step) become the split's slices, written and read
+        partial_bytes = (2 * layout.n_row_splits - 2) * params if deterministic else 0
+        padded_flop = 2 * (passes + 1) * B * config.block_d * config.d_chunks * layout.n_class_tiles * config.block_c
+        row = {"path": f"triton tiled per-step, {'deterministic' if deterministic else 'atomics'}",
+               # the gradient launch and the update, after the log-sum-exp and merge launches past one class tile
+               "launches_per_epoch": (2 if config.one_class_tile else 4) * n_steps, "host_syncs_per_epoch": 1,
+               "atomics_per_step": 0 if deterministic else layout.atomics_per_step, "bytes_per_step": per_step,
+               "moved_bytes_per_step": per_step + lse_bytes + partial_bytes,
+               "w_reread_bytes_per_step": layout.n_row_splits * passes * params,
+               "x_reread_bytes_per_step": layout.n_class_tiles * (passes + 1) * x_bytes,
+               "programs_per_step": layout.programs, "flop_per_step": padded_flop}
+        row["modelled"] = modelled_step(per_step, row["moved_bytes_per_step"], row["w_reread_bytes_per_step"], params,
+                                        row["atomics_per_step"], padded_flop)
+        rows.append(row)
     return rows
 
 

@@ -42,6 +42,9 @@ def test_every_shipped_configuration_compiles_for_each_arch(report_rows):
         if row["kernel"] == "epoch_sgd_kernel":
             # One program per launch: the whole SM's shared memory is its to use (sm_80's per-block maximum).
             assert row["shared_bytes"] <= 163 * 1024, row
+        elif row["kernel"].startswith("softmax_tiled"):
+            # W's class tile lives in shared memory beside the dW GEMM's operands: two programs per sm_90 SM (227 KB).
+            assert row["shared_bytes"] <= 113 * 1024, row
         elif "tf32" in row["config"] and "chunks" in row["config"]:
             # TF32's mma operands hold the resident X chunks twice (one swizzle per GEMM): one program per SM.
             assert row["shared_bytes"] <= 163 * 1024, row  # sm_80's per-block maximum (sm_90: 227 KB)
@@ -91,6 +94,9 @@ def test_reductions_use_atomics_only_in_fast_mode(report_rows):
         if row["kernel"] in ("sgd_update_kernel", "epoch_sgd_kernel"):
             # The epoch kernel keeps the gradient in registers and stores θ once: no atomics at all.
             assert row["global_atomics"] == 0, row
+        elif row["kernel"] in ("softmax_tiled_lse_kernel", "softmax_tiled_merge_kernel"):
+            # Log-sum-exp partials, each program's own rows: stores, no atomics in either mode.
+            assert row["global_atomics"] == 0 and row["global_stores"] > 0, row
         elif row["kernel"] == "sparse_sgd_update_kernel":
             # Rows are claimed by atomic exchange, then updated and their gradient zeroed by plain stores.
             assert row["global_atomics"] > 0 and row["global_stores"] > 0, row
@@ -153,6 +159,31 @@ def test_throughput_model_counts_l2_atomics_and_w_rereads():
     assert deterministic["w_reread_bytes_per_step"] == deterministic["programs_per_step"] * 2 * w_bytes  # 2 sweeps
     step_seconds = deterministic["modelled"]["H100 SXM"]["step_seconds"][0]
     assert step_seconds >= deterministic["w_reread_bytes_per_step"] / h100["hbm_bytes_per_s"]
+
+
+def test_tiled_step_rows():
+    """The tiled step (kernels/softmax_tiled_sgd.py) in the model: at B = 65536, C = 10, fp32 X its atomics are
+    n_row_splits · (D·C + C + 1) ≤ 2 × SMs × that, and the estimated HBM fraction reaches 0.70 on both devices; at
+    B = 8192, C = 32768 W is read once per pass (twice), not once per row block."""
+    sms, n_params = 132, 784 * 10 + 10
+    large_batch = {row["path"]: row for row in kernel_report.training_configurations(65536, 784, 10, 655360,
+                                                                                       x_dtype="float32")}
+    tiled = large_batch["triton tiled per-step, atomics"]
+    assert tiled["atomics_per_step"] == tiled["programs_per_step"] * (n_params + 1) <= 2 * sms * (n_params + 1)
+    assert tiled["launches_per_epoch"] == 2 * tiled["steps_per_epoch"]
+    for device in kernel_report.MODEL_DEVICES:
+        assert min(tiled["modelled"][device]["hbm_fraction"]) >= 0.70, device
+        assert min(large_batch["triton tiled per-step, deterministic"]["modelled"][device]["hbm_fraction"]) >= 0.70
+    assert large_batch["triton tiled per-step, deterministic"]["atomics_per_step"] == 0
+    many_classes = {row["path"]: row for row in kernel_report.training_configurations(8192, 784, 32768, 81920)}
+    w_bytes = 4 * (784 * 32768 + 32768)
+    for mode in ("atomics", "deterministic"):
+        row = many_classes[f"triton tiled per-step, {mode}"]
+        assert row["w_reread_bytes_per_step"] == 2 * w_bytes and row["programs_per_step"] == 256
+        assert row["launches_per_epoch"] == 4 * row["steps_per_epoch"]  # log-sum-exp, merge, gradient, update
+    assert many_classes["triton tiled per-step, atomics"]["atomics_per_step"] == 784 * 32768 + 32768 + 1
+    assert (many_classes["triton tiled per-step, atomics"]["atomics_per_step"]
+            < many_classes["triton per-step, atomics"]["atomics_per_step"] / 500)
 
 
 def test_report_formats_and_serialises(report_rows):

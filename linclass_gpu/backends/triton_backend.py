@@ -64,9 +64,15 @@ class TritonFusedSGD(FusedSGD):
     ----------
     use_epoch_kernel : bool
         Default True; False makes :meth:`run_epoch` take the per-step path always (benchmarks, checks).
+    use_tiled_step : bool or None
+        Default None: softmax steps on a CUDA device take ``kernels/softmax_tiled_sgd.py`` (class groups × row
+        splits, dW flushed once per step; deterministic mode at full parallelism) at large batches or many classes
+        (``softmax_tiled_sgd.tiled_step_pays``), with exact fp32 products; True or False force it on or off where it
+        applies (tests, benchmarks).
     """
 
     use_epoch_kernel: bool = True
+    use_tiled_step: bool | None = None
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
@@ -151,15 +157,18 @@ class TritonFusedSGD(FusedSGD):
         """The launches of a step on batches of ``rows.shape[0]`` rows, bound once (:mod:`.triton_launch`): a step
         then costs the host two calls of the compiled kernels' launchers, the changed arguments put in their slots.
 
-        Returns ``step`` (the fused loss-and-gradient kernel), ``reduce`` (None, or in deterministic data-parallel
-        runs the fixed-order reduce of the partials into one slice, which the reducer exchanges), ``update`` and
-        ``grad`` (the buffer the update reads).
+        Returns ``step`` (the fused loss-and-gradient kernel, or the tiled step's launches as one callable),
+        ``reduce`` (None, or in deterministic data-parallel runs the fixed-order reduce of the partials into one
+        slice, which the reducer exchanges), ``update`` and ``grad`` (the buffer the update reads).
         """
-        from linclass_gpu.kernels import sgd_update, sigmoid_sgd, softmax_sgd
+        from linclass_gpu.kernels import sigmoid_sgd, softmax_sgd
 
         from .triton_launch import PreparedLaunch
 
         loss = self._loss_partials if self.deterministic else self._loss_sum
+        if self._tiled_step_applies(rows.shape[0]):
+            step, n_programs = self._tiled_step(rows, loss)
+            return self._bind_update(step, n_programs, with_reducer)
         common = dict(x_scale=self.x_scale, grad_scale=1.0 / rows.shape[0], config=self._config,
                       max_programs=self._max_programs, deterministic=self.deterministic,
                       sample_weight=self._sample_weight, input_precision=self.backend.input_precision)
@@ -172,7 +181,48 @@ class TritonFusedSGD(FusedSGD):
             grid, arguments = sigmoid_sgd.sigmoid_sgd_arguments(
                 self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
                 loss_kind=sigmoid_sgd.MODEL_LOSSES[self.model], **common)
-        n_programs = grid[0]
+        return self._bind_update(PreparedLaunch(kernel, grid, arguments), grid[0], with_reducer)
+
+    def _tiled_step_applies(self, batch: int) -> bool:
+        """Whether steps of ``batch`` rows take the tiled softmax kernels (see ``use_tiled_step``)."""
+        from linclass_gpu.kernels import softmax_tiled_sgd
+
+        if (self.model != "softmax" or self.backend.input_precision != "ieee"
+                or softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs) is None):
+            return False
+        if self.use_tiled_step is not None:
+            return self.use_tiled_step
+        return not self.backend.interpreted and softmax_tiled_sgd.tiled_step_pays(batch, self.n_outputs)
+
+    def _tiled_step(self, rows, loss) -> tuple[Callable[..., None], int]:
+        """The tiled step's launches on batches of ``rows.shape[0]`` rows, bound once, as one callable taking the
+        changed arguments (each launch gets those it has), and its number of row splits (gradient slices)."""
+        from linclass_gpu.kernels import softmax_tiled_sgd
+
+        from .triton_launch import PreparedLaunch
+
+        torch, batch = self.backend._torch, rows.shape[0]
+        config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs)
+        lse = None if config.one_class_tile else torch.empty(
+            softmax_tiled_sgd.lse_buffer_shape(batch, self.n_outputs), dtype=torch.float32, device=self._device)
+        layout, launches = softmax_tiled_sgd.softmax_tiled_launches(
+            self._X, rows, self._y, self._theta, self._grad, loss, lse, n_classes=self.n_outputs,
+            x_scale=self.x_scale, grad_scale=1.0 / batch, config=config, max_programs=self._max_programs,
+            deterministic=self.deterministic, sample_weight=self._sample_weight)
+        prepared = [(PreparedLaunch(kernel, grid, arguments), set(arguments)) for kernel, grid, arguments in launches]
+
+        def step(**changed) -> None:
+            for launch, names in prepared:
+                launch(**{name: value for name, value in changed.items() if name in names})
+
+        return step, layout.n_row_splits
+
+    def _bind_update(self, step, n_programs: int, with_reducer: bool) -> SimpleNamespace:
+        """:meth:`_prepare_launches`' result around ``step``, whose ``n_programs`` programs wrote the gradient."""
+        from linclass_gpu.kernels import sgd_update
+
+        from .triton_launch import PreparedLaunch
+
         grad, deterministic, reduce = self._grad, self.deterministic, None
         if with_reducer and deterministic:
             # Exchanging the partial slices would send P θ-sized slices and need every process to launch the same P
@@ -191,7 +241,7 @@ class TritonFusedSGD(FusedSGD):
             deterministic=deterministic, n_partials=n_programs, loss_partials=self._loss_partials,
             loss_sum=self._loss_sum, accumulator=self._accumulator, eps=ADAM_EPS if adam else ADAGRAD_EPS,
             adam_step=1 if adam else 0, betas=ADAM_BETAS))  # each step passes its rate (and Adam's corrections)
-        return SimpleNamespace(step=PreparedLaunch(kernel, grid, arguments), reduce=reduce, update=update, grad=grad)
+        return SimpleNamespace(step=step, reduce=reduce, update=update, grad=grad)
 
     def epoch_kernel_applies(self) -> bool:
         """Whether :meth:`run_epoch` trains in one launch (see the class notes), given the current settings."""
