@@ -14,6 +14,7 @@ launches, then (step kernels) a thin wrapper with no math):
   and flushed once per step (large batches, many classes); deterministic mode at full parallelism.
 - ``sgd_update``: the second launch of a step, shared by every model: reduce, L2, momentum, update, reset.
 - ``epoch_sgd``: a whole epoch of plain or momentum SGD in one launch.
+- ``epoch_split_sgd``: the same over P cooperating programs, the features split between them.
 - ``sparse_sgd``: the step on CSR rows, touching only the rows of ``W`` that occur.
 - ``_tiles``: the device helpers the kernels share (row gather, X tiles, gradient accumulation).
 - ``_launch``: the host side the step launchers share (buffer checks, the grid, loss and gradient over all rows).
@@ -76,7 +77,16 @@ if isinstance(tl.zeros, InterpretedFunction) != INTERPRET:
         f"linclass_gpu.kernels first")
 
 # The kernel modules, imported once the mode is settled.
-from . import _tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, softmax_tiled_sgd, sparse_sgd  # noqa: E402
+from . import (  # noqa: E402
+    _tiles,
+    epoch_sgd,
+    epoch_split_sgd,
+    sgd_update,
+    sigmoid_sgd,
+    softmax_sgd,
+    softmax_tiled_sgd,
+    sparse_sgd,
+)
 
 # The interpreter patches triton.language for the duration of each launch, process-wide: two interpreted launches
 # from two threads would see each other's patches.
@@ -104,5 +114,5 @@ def _serialise_interpreted_launches(modules) -> None:
 
 
 if INTERPRET:
-    _serialise_interpreted_launches((_tiles, epoch_sgd, sgd_update, sigmoid_sgd, softmax_sgd, softmax_tiled_sgd,
-                                     sparse_sgd))
+    _serialise_interpreted_launches((_tiles, epoch_sgd, epoch_split_sgd, sgd_update, sigmoid_sgd, softmax_sgd,
+                                     softmax_tiled_sgd, sparse_sgd))

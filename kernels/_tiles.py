@@ -1,5 +1,6 @@
 """Device helpers and compile options shared by the SGD kernels: row gather, X tiles, gradient accumulation,
-and the losses with their derivatives on a logits tile (so the epoch kernel computes exactly the step kernels' math).
+the losses with their derivatives on a logits tile and the update rule on a parameter tile (so the epoch kernels
+compute exactly the step kernels' math).
 """
 
 import triton
@@ -165,3 +166,71 @@ def sigmoid_loss_and_dz(z, y, weight, grad_scale, LOSS: tl.constexpr):
         loss = tl.maximum(z, 0.0) - z * y + log1p_small(e)
         dz = p - y
     return loss * weight, dz * (weight * grad_scale), p
+
+
+@triton.jit
+def load_targets(y_ptr, row, row_mask, K, BLOCK_K: tl.constexpr, LOSS: tl.constexpr):
+    """The rows' targets for ``LOSS``: (BLOCK_B,) int32 class ids (softmax), else the (BLOCK_B, BLOCK_K) fp32 rows of
+    the contiguous (N, K) target matrix; 0 on masked rows and padded outputs."""
+    if LOSS == "softmax":
+        y = tl.load(y_ptr + row, mask=row_mask, other=0).to(tl.int32)
+    else:
+        outputs = tl.arange(0, BLOCK_K)
+        y = tl.load(y_ptr + row[:, None] * K + outputs[None, :], mask=row_mask[:, None] & (outputs < K)[None, :],
+                    other=0).to(tl.float32)
+    return y
+
+
+@triton.jit
+def row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K: tl.constexpr, LOSS: tl.constexpr):
+    """A row block's weighted loss (a scalar) and ``dZ = w_i ∂ℓ_i/∂Z_i · grad_scale`` (BLOCK_B, BLOCK_K) from its
+    logits ``z``, for ``LOSS`` "softmax" (cross-entropy), "bce" or "mse" (sigmoid outputs); ``y`` as
+    :func:`load_targets` gives it."""
+    outputs = tl.arange(0, BLOCK_K)
+    output_mask = outputs < K
+    if LOSS == "softmax":
+        # Padded classes are −inf logits: no probability, no loss.
+        z = tl.where(output_mask[None, :], z, float("-inf"))
+        m = tl.full((z.shape[0],), float("-inf"), dtype=tl.float32)
+        s = tl.zeros((z.shape[0],), dtype=tl.float32)
+        m, s, z_target = online_logsumexp(m, s, tl.zeros((z.shape[0],), dtype=tl.float32), z, y, 0, BLOCK_K)
+        # CE_i = (m_i − z_{i,y_i}) + log s_i, the difference first (m and z_y may be 1e4 while CE is small).
+        loss = tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
+        _, dz = softmax_dz(z, y, m, 1.0 / s, weight * grad_scale, 0, BLOCK_K)
+    else:
+        # Padded outputs weigh 0, as masked rows do.
+        tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
+        losses, dz, _ = sigmoid_loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
+        loss = tl.sum(tl.sum(losses, axis=1), axis=0)
+    return loss, dz
+
+
+@triton.jit
+def gradient_start(param, velocity, l2, momentum, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr):
+    """What a step's gradient accumulator starts from before the data term: ``l2·θ``, plus ``μ·v`` for heavy-ball
+    momentum so that it sums to the new v (Nesterov needs g alone); the bias passes ``l2 = 0``."""
+    if MOMENTUM and not NESTEROV:
+        start = momentum * velocity + l2 * param
+    else:
+        start = l2 * param
+    return start
+
+
+@triton.jit
+def sgd_rule(param, accumulated, velocity, learning_rate, momentum, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr):
+    """``sgd_update_kernel``'s rule on a tile, from the step's gradient accumulated from :func:`gradient_start`;
+    returns ``(θ, v)``.
+
+    Heavy-ball momentum accumulated ``μ v + g`` (the new v): ``θ ← θ − lr·v``. Nesterov accumulated g:
+    ``v ← μ v + g``, ``θ ← θ − lr·(g + μ v)``. Plain SGD accumulated g: ``θ ← θ − lr·g``.
+    """
+    if MOMENTUM:
+        if NESTEROV:
+            velocity = momentum * velocity + accumulated
+            step = accumulated + momentum * velocity
+        else:
+            velocity = accumulated
+            step = velocity
+    else:
+        step = accumulated
+    return param - learning_rate * step, velocity

@@ -46,12 +46,13 @@ import triton.language as tl
 
 from ._tiles import (
     LAUNCH_OPTIONS,
+    gradient_start,
     load_rows,
+    load_targets,
     load_x_block,
-    online_logsumexp,
     param_tile,
-    sigmoid_loss_and_dz,
-    softmax_dz,
+    row_block_loss_dz,
+    sgd_rule,
 )
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -141,54 +142,8 @@ def _load_row_block(X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, start,
     x_head the first ``X_PREFETCH`` feature chunks."""
     lanes = start + tl.arange(0, BLOCK_B)
     row, row_mask, weight = load_rows(rows_ptr, sample_weight_ptr, lanes, end)
-    if LOSS == "softmax":
-        y = tl.load(y_ptr + row, mask=row_mask, other=0).to(tl.int32)
-    else:
-        outputs = tl.arange(0, BLOCK_K)
-        y = tl.load(y_ptr + row[:, None] * K + outputs[None, :], mask=row_mask[:, None] & (outputs < K)[None, :],
-                    other=0).to(tl.float32)
+    y = load_targets(y_ptr, row, row_mask, K, BLOCK_K, LOSS)
     return row, row_mask, weight, y, _load_x_chunks(X_ptr, stride_xn, row, row_mask, D, CHUNK_D, 0, X_PREFETCH)
-
-
-@triton.jit
-def _row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K: tl.constexpr, LOSS: tl.constexpr):
-    """The row block's weighted loss (a scalar) and ``dZ = w_i ∂ℓ_i/∂Z_i / B_t`` (BLOCK_B, BLOCK_K) from its logits."""
-    outputs = tl.arange(0, BLOCK_K)
-    output_mask = outputs < K
-    if LOSS == "softmax":
-        # Padded classes are −inf logits: no probability, no loss.
-        z = tl.where(output_mask[None, :], z, float("-inf"))
-        m = tl.full((z.shape[0],), float("-inf"), dtype=tl.float32)
-        s = tl.zeros((z.shape[0],), dtype=tl.float32)
-        m, s, z_target = online_logsumexp(m, s, tl.zeros((z.shape[0],), dtype=tl.float32), z, y, 0, BLOCK_K)
-        # CE_i = (m_i − z_{i,y_i}) + log s_i, the difference first (m and z_y may be 1e4 while CE is small).
-        loss = tl.sum(((m - z_target) + tl.log(s)) * weight, axis=0)
-        _, dz = softmax_dz(z, y, m, 1.0 / s, weight * grad_scale, 0, BLOCK_K)
-    else:
-        # Padded outputs weigh 0, as masked rows do.
-        tile_weight = weight[:, None] * tl.where(output_mask, 1.0, 0.0)[None, :]
-        losses, dz, _ = sigmoid_loss_and_dz(z, y, tile_weight, grad_scale, LOSS)
-        loss = tl.sum(tl.sum(losses, axis=1), axis=0)
-    return loss, dz
-
-
-@triton.jit
-def _update(param, accumulated, velocity, learning_rate, momentum, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr):
-    """``sgd_update_kernel``'s rule on a tile, from the step's accumulated gradient; returns ``(θ, v)``.
-
-    Heavy-ball momentum accumulated ``μ v + g`` (the new v): ``θ ← θ − lr·v``. Nesterov accumulated g:
-    ``v ← μ v + g``, ``θ ← θ − lr·(g + μ v)``. Plain SGD accumulated g: ``θ ← θ − lr·g``.
-    """
-    if MOMENTUM:
-        if NESTEROV:
-            velocity = momentum * velocity + accumulated
-            step = accumulated + momentum * velocity
-        else:
-            velocity = accumulated
-            step = velocity
-    else:
-        step = accumulated
-    return param - learning_rate * step, velocity
 
 
 @triton.jit
@@ -236,14 +191,8 @@ def epoch_sgd_kernel(
         # g starts at l2·W, plus μ·v for heavy-ball momentum so that it sums to the new v (Nesterov needs g alone).
         g = ()
         for k in tl.static_range(X_CHUNKS):
-            if MOMENTUM and not NESTEROV:
-                g = g + (momentum * v[k] + l2 * w[k],)
-            else:
-                g = g + (l2 * w[k],)
-        if MOMENTUM and not NESTEROV:
-            g_bias = momentum * v_bias
-        else:
-            g_bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+            g = g + (gradient_start(w[k], v[k], l2, momentum, MOMENTUM, NESTEROV),)
+        g_bias = gradient_start(bias, v_bias, 0.0, momentum, MOMENTUM, NESTEROV)
         for r in range(0, blocks_per_step):
             # 1. Prefetch the next row block: this step's next, or the next step's first (all lanes masked past the
             #    epoch's end). A short last step's trailing blocks are empty and add 0.
@@ -260,7 +209,7 @@ def epoch_sgd_kernel(
                 xw = tl.dot(x[k].to(tl.float32), w[k], xw, input_precision=INPUT_PRECISION)
             z = xw * x_scale + bias[None, :]
             # 3. Loss and dZ, as the step kernels compute them.
-            loss, dz = _row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K, LOSS)
+            loss, dz = row_block_loss_dz(z, y, weight, grad_scale, K, BLOCK_K, LOSS)
             loss_total += loss.to(tl.float64)
             # 4. G_W += (s·X)ᵀ dZ = Xᵀ (s·dZ), G_b += Σ_i dZ_i.
             dz_scaled = dz * x_scale
@@ -276,13 +225,13 @@ def epoch_sgd_kernel(
         w_next = ()
         v_next = ()
         for k in tl.static_range(X_CHUNKS):
-            w_k, v_k = _update(w[k], g[k], v[k], learning_rate, momentum, MOMENTUM, NESTEROV)
+            w_k, v_k = sgd_rule(w[k], g[k], v[k], learning_rate, momentum, MOMENTUM, NESTEROV)
             w_next = w_next + (w_k,)
             v_next = v_next + (v_k,)
         w = w_next
         v = v_next
         if FIT_INTERCEPT:
-            bias, v_bias = _update(bias, g_bias, v_bias, learning_rate, momentum, MOMENTUM, NESTEROV)
+            bias, v_bias = sgd_rule(bias, g_bias, v_bias, learning_rate, momentum, MOMENTUM, NESTEROV)
     # 6. θ, v and the loss back to global memory, once.
     for k in tl.static_range(X_CHUNKS):
         ptrs, mask = param_tile(theta_ptr, k * CHUNK_D, 0, D, K, CHUNK_D, BLOCK_K, k == X_CHUNKS - 1)
@@ -301,14 +250,9 @@ def epoch_sgd_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_outputs, batch_size, x_scale, config,
-                     l2=0.0, momentum=0.0, nesterov=False, fit_intercept=True, velocity=None, sample_weight=None,
-                     input_precision="ieee"):
-    """Launch :func:`epoch_sgd_kernel`: ``len(learning_rates)`` steps over the epoch order ``rows``.
-
-    ``y`` is the (N,) class ids (softmax) or contiguous (N, K) targets (sigmoid models); ``loss`` a (1,) float64
-    accumulator; ``learning_rates`` float32, one per step. No device value is read: the launch never synchronises.
-    """
+def check_epoch_arguments(X, rows, theta, learning_rates, *, model, n_outputs, batch_size, momentum, velocity):
+    """The checks every epoch launcher makes (this kernel's and ``epoch_split_sgd``'s): the model, X's rows, the
+    epoch order, θ's and v's sizes, and one float32 rate per step of ``batch_size`` rows; raises ValueError."""
     n_features = X.shape[1]
     n_params = n_features * n_outputs + n_outputs
     n_steps = learning_rates.shape[0]
@@ -327,6 +271,20 @@ def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_output
     if batch_size < 1 or n_steps != -(-rows.shape[0] // batch_size):
         raise ValueError(f"{n_steps} learning rates for {rows.shape[0]} rows in batches of {batch_size}: need one "
                          "per step")
+
+
+def launch_epoch_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_outputs, batch_size, x_scale, config,
+                     l2=0.0, momentum=0.0, nesterov=False, fit_intercept=True, velocity=None, sample_weight=None,
+                     input_precision="ieee"):
+    """Launch :func:`epoch_sgd_kernel`: ``len(learning_rates)`` steps over the epoch order ``rows``.
+
+    ``y`` is the (N,) class ids (softmax) or contiguous (N, K) targets (sigmoid models); ``loss`` a (1,) float64
+    accumulator; ``learning_rates`` float32, one per step. No device value is read: the launch never synchronises.
+    """
+    check_epoch_arguments(X, rows, theta, learning_rates, model=model, n_outputs=n_outputs, batch_size=batch_size,
+                          momentum=momentum, velocity=velocity)
+    n_features = X.shape[1]
+    n_steps = learning_rates.shape[0]
     if not (config.x_chunks - 1) * config.chunk_d < n_features <= config.x_chunks * config.chunk_d:
         raise ValueError(f"config holds {config.x_chunks} tiles of {config.chunk_d} features, X has {n_features}")
     if n_outputs > config.block_k:

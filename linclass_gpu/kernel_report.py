@@ -162,6 +162,29 @@ def _epoch_build(n_features, n_outputs, x_dtype, *, model="softmax", nesterov=Fa
                        min_arch=10 * epoch_sgd.MIN_CAPABILITY[0] + epoch_sgd.MIN_CAPABILITY[1])
 
 
+def _split_build(n_features, n_outputs, x_dtype, *, model="softmax", precision="mma", sample_weight=False,
+                 batch=128, n_rows=60000):
+    """The multi-program epoch kernel as ``TritonFusedSGD.run_epoch`` launches it, with heavy-ball momentum."""
+    import torch
+
+    from linclass_gpu.kernels import epoch_split_sgd
+
+    config = epoch_split_sgd.split_config(n_features, n_outputs, batch, getattr(torch, x_dtype), precision)
+    constexprs = {
+        **config.constexprs, "LOSS": epoch_split_sgd.MODEL_LOSSES[model], "MOMENTUM": True, "NESTEROV": False,
+        "FIT_INTERCEPT": True, **_absent(sample_weight_ptr=sample_weight),
+    }
+    signature = _signature("epoch_split_sgd", "epoch_split_sgd_kernel", constexprs, X_ptr=_TRITON_TYPES[x_dtype],
+                           y_ptr="*i64" if model == "softmax" else "*u8")
+    outputs = "C" if model == "softmax" else "K"
+    flags = ["split epoch", model, "momentum"] + ["sample weights"] * sample_weight
+    label = f"D={n_features} {outputs}={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
+    return KernelBuild("epoch_split_sgd_kernel", label, "epoch_split_sgd", signature, constexprs, config.num_warps,
+                       3, None,
+                       {"stride_xn": n_features, "D": n_features, "K": n_outputs, "batch_size": batch, "N": n_rows},
+                       min_arch=10 * epoch_split_sgd.MIN_CAPABILITY[0] + epoch_split_sgd.MIN_CAPABILITY[1])
+
+
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
                   adagrad=False, adam=False, n_features=784, n_classes=10):
     from linclass_gpu.kernels import sgd_update
@@ -216,14 +239,16 @@ def _tiled_builds() -> list[KernelBuild]:
     from linclass_gpu.kernels import softmax_tiled_sgd
 
     builds = []
-    for n_classes, x_dtype, deterministic in ((10, "uint8", False), (10, "float32", False), (10, "float32", True),
-                                              (1000, "uint8", False), (1000, "float32", False),
-                                              (32768, "uint8", False), (32768, "float32", False),
-                                              (32768, "uint8", True)):
-        config = softmax_tiled_sgd.tiled_config(784, n_classes)
+    # (C, X dtype, deterministic, the dW GEMM's precision: exact FMA, tensor cores fp32-grade or TF32)
+    for n_classes, x_dtype, deterministic, dw_precision in (
+            (10, "uint8", False, "ieee"), (10, "float32", False, "ieee"), (10, "float32", True, "ieee"),
+            (10, "uint8", False, "tf32x3"), (10, "float32", False, "tf32x3"), (1000, "uint8", False, "ieee"),
+            (1000, "float32", False, "ieee"), (32768, "uint8", False, "ieee"), (32768, "float32", False, "ieee"),
+            (32768, "uint8", True, "ieee"), (32768, "uint8", False, "tf32x3"), (32768, "float32", False, "tf32")):
+        config = softmax_tiled_sgd.tiled_config(784, n_classes, dw_precision)
         int_values = {"stride_xn": 784, "B": 8192, "D": 784, "C": n_classes}
         kernels = [("softmax_tiled_grad_kernel", "deterministic" if deterministic else "atomics", {
-            "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic,
+            "ONE_CLASS_TILE": config.one_class_tile, "DETERMINISTIC": deterministic, "DW_PRECISION": dw_precision,
             **_absent(sample_weight_ptr=False, lse_ptr=not config.one_class_tile)})]
         if not config.one_class_tile and not deterministic:  # the same pass in either mode: built once
             kernels.append(("softmax_tiled_lse_kernel", "log-sum-exp pass", {}))
@@ -287,6 +312,13 @@ def shipped_builds() -> list[KernelBuild]:
         _epoch_build(784, 10, "uint8", sample_weight=True),
         _epoch_build(784, 10, "float32", nesterov=True, sample_weight=True),
         _epoch_build(784, 10, "uint8", model="sigmoid"),
+    ]
+    # The multi-program epoch kernel at MNIST shapes (sm_90 only): tensor cores for uint8 (fp16 hi/lo) and float32
+    # (tf32x3) X, the FMA mode, sample weights, and binary logistic regression.
+    builds += [
+        _split_build(784, 10, "uint8"), _split_build(784, 10, "float32"),
+        _split_build(784, 10, "uint8", precision="ieee"), _split_build(784, 10, "uint8", sample_weight=True),
+        _split_build(784, 1, "uint8", model="sigmoid"),
     ]
     builds += [
         _update_build(), _update_build(momentum=True, nesterov=True),
@@ -636,9 +668,37 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
         rows.append({"path": "triton epoch kernel", "launches_per_epoch": 1, "host_syncs_per_epoch": 1,
                      "atomics_per_step": 0, "bytes_per_step": epoch_bytes, "moved_bytes_per_step": epoch_bytes,
                      "w_reread_bytes_per_step": 0, "programs_per_step": 1, "flop_per_step": flop, "modelled": None})
+        rows += _split_training_rows(B, D, C, x_dtype, epoch_bytes)
     for row in rows:
         row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
     return rows
+
+
+def _split_training_rows(B: int, D: int, C: int, x_dtype: str, epoch_bytes: int) -> list[dict]:
+    """:func:`training_configurations`' row of the multi-program epoch kernel (``kernels/epoch_split_sgd.py``) as
+    the backend launches it (tensor-core products), where it applies.
+
+    Its compulsory bytes are the single-program epoch kernel's ``epoch_bytes``; beyond them, every program reads the
+    step's rows and labels, writes its (B_pad, 16) fp32 partial logits and reads all P of them back (L2 traffic:
+    ``exchange_bytes_per_step``). ``atomics_per_step`` is the grid barrier's P arrivals (its polls are loads); the
+    SASS holds one more atomic per program and epoch, the count of finished programs. ``modelled`` is None: the
+    step is a latency chain, modelled in the kernel's docstring.
+    """
+    import torch
+
+    from linclass_gpu.kernels import epoch_split_sgd
+
+    config = epoch_split_sgd.split_config(D, C, B, getattr(torch, x_dtype), "mma")
+    if config is None:
+        return []
+    partials = config.programs * config.block_b * config.block_k * 4
+    exchange = partials + config.programs * partials
+    return [{"path": "triton split epoch kernel", "launches_per_epoch": 1,
+             "host_syncs_per_epoch": 1, "atomics_per_step": config.programs, "grid_barriers_per_step": 1,
+             "bytes_per_step": epoch_bytes,
+             "moved_bytes_per_step": epoch_bytes + (config.programs - 1) * 16 * B + exchange,
+             "exchange_bytes_per_step": exchange, "w_reread_bytes_per_step": 0,
+             "programs_per_step": config.programs, "flop_per_step": 4 * B * D * C, "modelled": None}]
 
 
 def _tiled_training_rows(B: int, D: int, C: int, x_dtype: str, n_steps: int) -> list[dict]:

@@ -94,6 +94,9 @@ def test_reductions_use_atomics_only_in_fast_mode(report_rows):
         if row["kernel"] in ("sgd_update_kernel", "epoch_sgd_kernel"):
             # The epoch kernel keeps the gradient in registers and stores θ once: no atomics at all.
             assert row["global_atomics"] == 0, row
+        elif row["kernel"] == "epoch_split_sgd_kernel":
+            # The grid barrier's arrival (once per step) and the finished count (once per epoch); no gradient atomics.
+            assert row["global_atomics"] == 2 and row["global_stores"] > 0, row
         elif row["kernel"] in ("softmax_tiled_lse_kernel", "softmax_tiled_merge_kernel"):
             # Log-sum-exp partials, each program's own rows: stores, no atomics in either mode.
             assert row["global_atomics"] == 0 and row["global_stores"] > 0, row
@@ -122,6 +125,18 @@ def test_epoch_kernel_builds(report_rows):
     assert all(row["barriers"] > 0 for row in rows)
 
 
+def test_split_epoch_kernel_builds(report_rows):
+    """The multi-program epoch kernel at MNIST shapes, on sm_90 only: fp16 passes (uint8, with and without sample
+    weights, and binary sigmoid), tf32x3 (float32) and FMA builds, none spilling."""
+    rows = [row for row in report_rows if row["kernel"] == "epoch_split_sgd_kernel"]
+    assert {row["arch"] for row in rows} == {"sm_90"}
+    configs = " | ".join(row["config"] for row in rows)
+    for part in ("C=10 uint8 split epoch softmax momentum [13 programs", "C=10 float32 split epoch softmax momentum",
+                 "tf32x3", "ieee", "sample weights", "K=1 uint8 split epoch sigmoid"):
+        assert part in configs, part
+    assert all(row["local_bytes"] == 0 for row in rows)
+
+
 def test_training_configurations():
     """Per training path at MNIST shapes: the epoch kernel is 1 launch, 1 host sync and no atomics per epoch."""
     paths = {row["path"]: row for row in kernel_report.training_configurations(128, 784, 10, 60000)}
@@ -135,6 +150,14 @@ def test_training_configurations():
     assert epoch["bytes_per_step"] < steps["bytes_per_step"] and epoch["bytes_per_step"] >= 128 * 784 + 16 * 128
     # Past its limits (D > 1024 or more than 16 outputs) only the per-step paths remain.
     assert "triton epoch kernel" not in {row["path"] for row in kernel_report.training_configurations(128, 784, 100)}
+    # The multi-program epoch kernel: 13 programs of 64 features (fp16 passes on uint8 X), one grid barrier per step
+    # (13 arrivals), X read once over all programs; the partial logits' exchange is L2 traffic on top.
+    split = paths["triton split epoch kernel"]
+    assert (split["launches_per_epoch"], split["host_syncs_per_epoch"], split["programs_per_step"]) == (1, 1, 13)
+    assert (split["atomics_per_step"], split["grid_barriers_per_step"]) == (13, 1)
+    assert split["bytes_per_step"] == epoch["bytes_per_step"]
+    assert split["moved_bytes_per_step"] == epoch["bytes_per_step"] + 12 * 16 * 128 + split["exchange_bytes_per_step"]
+    assert split["exchange_bytes_per_step"] == 14 * 13 * 128 * 16 * 4  # P partials written, P² read
 
 
 def test_throughput_model_counts_l2_atomics_and_w_rereads():

@@ -1,5 +1,6 @@
 """The Triton backend: torch tensors on the CUDA device, one fused kernel plus one update kernel per SGD step, or one
-launch per epoch (``kernels/epoch_sgd.py``, see :class:`TritonFusedSGD`).
+launch per epoch (``kernels/epoch_split_sgd.py`` on sm_90 GPUs, else ``kernels/epoch_sgd.py``; see
+:class:`TritonFusedSGD`).
 
 On a machine without a CUDA device the same kernels run under the Triton interpreter (``TRITON_INTERPRET=1``) on CPU
 tensors: slow, for testing, and only when the backend is asked for by name (``auto`` never picks it there).
@@ -59,19 +60,27 @@ class TritonFusedSGD(FusedSGD):
     plain or (Nesterov) momentum SGD with any L2, sample weights and intercept setting, every input dtype, D ≤ 1024
     features and K ≤ 16 outputs, no data-parallel reducer, on an sm_90 or newer GPU (or the interpreter). AdaGrad,
     Adam, L1, larger models, data-parallel runs and older GPUs take the per-step path (:meth:`step` per minibatch).
+    On a CUDA device of compute capability 9.0 or newer the epoch runs on ``kernels/epoch_split_sgd.py`` instead
+    where that applies (batches of at most 128 rows, its feature slices fitting the device's SMs): P cooperating
+    programs, the features split between them, one grid barrier per step.
 
     Attributes
     ----------
     use_epoch_kernel : bool
         Default True; False makes :meth:`run_epoch` take the per-step path always (benchmarks, checks).
+    split_precision : str
+        The products of the multi-program epoch kernel: "mma" (default: tensor cores with fp32-grade results, fp16
+        hi/lo pairs for uint8 and fp16 X, tf32x3 for float32 and bfloat16) or "ieee" (FMA); ``None`` keeps the
+        single-program epoch kernel (benchmarks, checks).
     use_tiled_step : bool or None
         Default None: softmax steps on a CUDA device take ``kernels/softmax_tiled_sgd.py`` (class groups × row
-        splits, dW flushed once per step; deterministic mode at full parallelism) at large batches or many classes
-        (``softmax_tiled_sgd.tiled_step_pays``), with exact fp32 products; True or False force it on or off where it
-        applies (tests, benchmarks).
+        splits, dW flushed once per step, by TF32 tensor cores with ``tf32``; deterministic mode at full
+        parallelism) at large batches or many classes (``softmax_tiled_sgd.tiled_step_pays``); True or False force it
+        on or off where it applies (tests, benchmarks).
     """
 
     use_epoch_kernel: bool = True
+    split_precision: str | None = "mma"
     use_tiled_step: bool | None = None
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
@@ -114,6 +123,8 @@ class TritonFusedSGD(FusedSGD):
         self._epoch_config = (
             epoch_sgd.epoch_config(self.n_features, self.n_outputs, self.nesterov, sample_weight is not None)
             if backend.epoch_kernel_supported and optimizer == "sgd" and not self.l1 else None)
+        # The multi-program epoch kernel's config and workspace per (batch size, precision), made at the first epoch.
+        self._split_epochs: dict[tuple[int, str], tuple | None] = {}
         max_blocks = -(-self.max_batch_size // self._config.block_b)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=self._device)
         if self.deterministic:
@@ -187,8 +198,7 @@ class TritonFusedSGD(FusedSGD):
         """Whether steps of ``batch`` rows take the tiled softmax kernels (see ``use_tiled_step``)."""
         from linclass_gpu.kernels import softmax_tiled_sgd
 
-        if (self.model != "softmax" or self.backend.input_precision != "ieee"
-                or softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs) is None):
+        if self.model != "softmax" or softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs) is None:
             return False
         if self.use_tiled_step is not None:
             return self.use_tiled_step
@@ -202,7 +212,7 @@ class TritonFusedSGD(FusedSGD):
         from .triton_launch import PreparedLaunch
 
         torch, batch = self.backend._torch, rows.shape[0]
-        config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs)
+        config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs, self.backend.input_precision)
         lse = None if config.one_class_tile else torch.empty(
             softmax_tiled_sgd.lse_buffer_shape(batch, self.n_outputs), dtype=torch.float32, device=self._device)
         layout, launches = softmax_tiled_sgd.softmax_tiled_launches(
@@ -252,7 +262,7 @@ class TritonFusedSGD(FusedSGD):
         """One epoch (see :meth:`FusedSGD.run_epoch`): one launch of the epoch kernel where it applies, which reads
         the rates as a float32 device vector (one host-to-device copy, no sync) and adds the epoch's loss to the
         running loss once; otherwise one :meth:`step` per minibatch."""
-        from linclass_gpu.kernels import epoch_sgd
+        from linclass_gpu.kernels import epoch_sgd, epoch_split_sgd
 
         n_steps = -(-rows.shape[0] // batch_size) if batch_size > 0 else 0
         if np.shape(learning_rates) != (n_steps,):
@@ -265,14 +275,38 @@ class TritonFusedSGD(FusedSGD):
             return
         torch = self.backend._torch
         rates = torch.from_numpy(np.asarray(learning_rates, dtype=np.float32)).to(self._device)
-        epoch_sgd.launch_epoch_sgd(
-            self._X, rows.contiguous(), self._y, self._theta, self._loss_sum, rates, model=self.model,
-            n_outputs=self.n_outputs, batch_size=int(batch_size), x_scale=self.x_scale, config=self._epoch_config,
-            l2=self.l2, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
-            velocity=self._velocity, sample_weight=self._sample_weight, input_precision=self.backend.input_precision)
+        common = dict(model=self.model, n_outputs=self.n_outputs, batch_size=int(batch_size), x_scale=self.x_scale,
+                      l2=self.l2, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
+                      velocity=self._velocity, sample_weight=self._sample_weight)
+        split = self._split_epoch(int(batch_size))
+        if split is not None:
+            config, exchange, barrier = split
+            epoch_split_sgd.launch_epoch_split_sgd(self._X, rows.contiguous(), self._y, self._theta, self._loss_sum,
+                                                   rates, config=config, exchange=exchange, barrier=barrier, **common)
+        else:
+            epoch_sgd.launch_epoch_sgd(self._X, rows.contiguous(), self._y, self._theta, self._loss_sum, rates,
+                                       config=self._epoch_config, input_precision=self.backend.input_precision,
+                                       **common)
         self._step_count += n_steps
         if on_steps is not None:
             on_steps(n_steps)
+
+    def _split_epoch(self, batch_size: int) -> tuple | None:
+        """``(config, exchange, barrier)`` of the multi-program epoch kernel for epochs in batches of ``batch_size``
+        (made once), or None where it does not apply: no such GPU, ``split_precision`` None, shapes outside its
+        limits, or more feature slices than the device has SMs (a cooperative launch needs every program resident).
+        """
+        from linclass_gpu.kernels import epoch_split_sgd
+
+        if not self.backend.split_epoch_supported or self.split_precision is None:
+            return None
+        key = (batch_size, self.split_precision)
+        if key not in self._split_epochs:
+            config = epoch_split_sgd.split_config(self.n_features, self.n_outputs, batch_size, self._X.dtype,
+                                                  self.split_precision)
+            fits = config is not None and config.programs <= self.backend.multiprocessor_count
+            self._split_epochs[key] = (config, *epoch_split_sgd.split_workspace(config, self._device)) if fits else None
+        return self._split_epochs[key]
 
     def pop_loss_sum(self) -> float:
         loss_sum = float(self._loss_sum.item())  # the one device-to-host read of an epoch
@@ -349,7 +383,7 @@ class TritonBackend(Backend):
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs torch: {error}") from error
         try:
-            from linclass_gpu.kernels import INTERPRET, epoch_sgd
+            from linclass_gpu.kernels import INTERPRET, epoch_sgd, epoch_split_sgd
         except ImportError as error:
             raise BackendUnavailableError(f"the triton backend needs triton: {error}") from error
         except RuntimeError as error:  # TritonModeError, which cannot be named before its module imports
@@ -368,6 +402,12 @@ class TritonBackend(Backend):
         # The epoch kernel's sm_90 build is the spill-free one (kernels/epoch_sgd.py); older GPUs step per minibatch.
         self.epoch_kernel_supported = self.interpreted or (
             torch.cuda.get_device_capability(self.device) >= epoch_sgd.MIN_CAPABILITY)
+        # The multi-program epoch kernel's spin barrier needs P programs running at once: compiled kernels only (the
+        # interpreter runs programs one after another), on sm_90 or newer, no more programs than SMs.
+        self.split_epoch_supported = not self.interpreted and (
+            torch.cuda.get_device_capability(self.device) >= epoch_split_sgd.MIN_CAPABILITY)
+        self.multiprocessor_count = (
+            0 if self.interpreted else torch.cuda.get_device_properties(self.device).multi_processor_count)
 
     def permutation(self, n: int, rng: np.random.Generator) -> Any:
         """Shuffled on the device (``torch.randperm``) from a seed drawn from ``rng``: only the seed crosses the bus."""
