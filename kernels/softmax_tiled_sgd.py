@@ -32,9 +32,11 @@ kernel computes the log-sum-exp itself: one launch (plus the update).
 
 W's class tile and the dW accumulator are held on chip across the row-block loop as cdiv(D, 32) (32, 16) chunks each
 (D ≤ :data:`TILED_D_MAX`); ``X[rows]`` is read in the same chunks for the logits and again (from L1/L2) for dW, since
-holding it too would not fit beside them. Both GEMMs are exact fp32 products (``input_precision="ieee"``): with
-16-row blocks, tensor-core (TF32) layouts replicate the W operand across the warps and spill; those launches keep
-:mod:`softmax_sgd`.
+holding it too would not fit beside them. The logits are exact fp32 products (FMA, W's tile in shared memory): with
+16-row blocks a tensor-core layout would replicate W's operand fragments across the warps and spill. The dW GEMM,
+(D chunk × 16 rows) · (16 rows × 16 classes), fills the mma tiles: ``dw_precision`` ``"tf32x3"`` runs it on tensor
+cores with fp32-grade products (X is exact in tf32 when uint8, fp16 or bf16, so only dZ's split matters), ``"tf32"``
+with 10-bit products (the backend's ``tf32`` option), ``"ieee"`` (default, the tests' exact mode) by FMA.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ BLOCK_B = 16
 # chunks each, held in registers across the row-block loop (800 features held at D = 784, not 1024).
 BLOCK_C = 16
 BLOCK_D = 32
+# Tensor-core dW: mma accumulators are 16 × 8 per warp, so (64, 16) chunks spread over the 8 warps without replication.
+MMA_BLOCK_D = 64
+DW_PRECISIONS = ("ieee", "tf32x3", "tf32")
+# The tensor-core dW builds are spill-free from sm_90 (Hopper); older GPUs take the FMA dW.
+MMA_MIN_CAPABILITY = (9, 0)
 # Up to 1024 features (32 chunks); wider X takes softmax_sgd's streamed path.
 TILED_D_MAX = 1024
 NUM_WARPS = 8
@@ -85,8 +92,8 @@ TILED_MIN_BATCH = 4096
 # Rows per program of the merge launch (elementwise over rows: 1 row per thread at 4 warps).
 MERGE_BLOCK = 128
 MERGE_NUM_WARPS = 4
-# No ptxas register cap (.maxnreg): left to itself ptxas sizes registers for two programs per SM and keeps W's tile in
-# shared memory; a cap of 255 lets it over-schedule the unrolled chunk GEMMs and spill.
+# No ptxas register cap (.maxnreg): left to itself ptxas sizes registers for occupancy and keeps W's tile in shared
+# memory; a cap of 255 lets it over-schedule the unrolled chunk GEMMs and spill.
 # Runtime arguments that are not int32 or fp32 buffers, typed for the compile report (which sets X's and loss's).
 ARG_TYPES = {"rows_ptr": "*i64", "y_ptr": "*i64", "x_scale": "fp32", "grad_scale": "fp32"}
 
@@ -94,13 +101,14 @@ ARG_TYPES = {"rows_ptr": "*i64", "y_ptr": "*i64", "x_scale": "fp32", "grad_scale
 @dataclass(frozen=True)
 class TiledConfig:
     """Compile-time tile shape of the tiled kernels for one (D, C): W, dW and X in ``d_chunks`` feature chunks of
-    ``block_d`` (only the last may pass D)."""
+    ``block_d`` (only the last may pass D); ``dw_precision`` is the dW GEMM's ``input_precision``."""
 
     block_b: int
     block_d: int
     block_c: int
     d_chunks: int
     one_class_tile: bool
+    dw_precision: str = "ieee"
     num_warps: int = NUM_WARPS
     num_stages: int = NUM_STAGES
 
@@ -112,8 +120,8 @@ class TiledConfig:
     @property
     def label(self) -> str:
         tiles = "1 class tile" if self.one_class_tile else "class tiles, lse partials"
-        return (f"tiled B{self.block_b} D{self.block_d}x{self.d_chunks} C{self.block_c} {tiles}, "
-                f"{self.num_warps} warps")
+        return (f"tiled B{self.block_b} D{self.block_d}x{self.d_chunks} C{self.block_c} {tiles}, dW "
+                f"{self.dw_precision}, {self.num_warps} warps")
 
 
 @dataclass(frozen=True)
@@ -156,12 +164,16 @@ def tiled_step_pays(batch: int, n_classes: int) -> bool:
     return n_classes >= TILED_MIN_CLASSES or batch >= TILED_MIN_BATCH
 
 
-def tiled_config(n_features: int, n_classes: int) -> TiledConfig | None:
-    """The tile shape for ``D = n_features``, ``C = n_classes``; None past :data:`TILED_D_MAX` features."""
+def tiled_config(n_features: int, n_classes: int, dw_precision: str = "ieee") -> TiledConfig | None:
+    """The tile shape for ``D = n_features``, ``C = n_classes`` and the dW GEMM's precision (one of
+    :data:`DW_PRECISIONS`); None past :data:`TILED_D_MAX` features."""
+    if dw_precision not in DW_PRECISIONS:
+        raise ValueError(f"dw_precision must be one of {DW_PRECISIONS}, got {dw_precision!r}")
     if n_features > TILED_D_MAX:
         return None
-    return TiledConfig(block_b=BLOCK_B, block_d=BLOCK_D, block_c=BLOCK_C, d_chunks=triton.cdiv(n_features, BLOCK_D),
-                       one_class_tile=n_classes <= BLOCK_C)
+    block_d = BLOCK_D if dw_precision == "ieee" else MMA_BLOCK_D
+    return TiledConfig(block_b=BLOCK_B, block_d=block_d, block_c=BLOCK_C, d_chunks=triton.cdiv(n_features, block_d),
+                       one_class_tile=n_classes <= BLOCK_C, dw_precision=dw_precision)
 
 
 def tiled_layout(batch: int, n_features: int, n_classes: int, *, target_programs: int = TARGET_PROGRAMS,
@@ -296,7 +308,7 @@ def softmax_tiled_grad_kernel(
     X_ptr, stride_xn, rows_ptr, y_ptr, sample_weight_ptr, theta_ptr, grad_ptr, loss_ptr, lse_ptr,
     B, D, C, x_scale, grad_scale, tiles_per_group, blocks_per_split, n_groups,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, D_CHUNKS: tl.constexpr,
-    ONE_CLASS_TILE: tl.constexpr, DETERMINISTIC: tl.constexpr,
+    ONE_CLASS_TILE: tl.constexpr, DETERMINISTIC: tl.constexpr, DW_PRECISION: tl.constexpr,
 ):
     """Loss and gradient of program (class group, row split): dW and db of its class tiles over its row blocks.
 
@@ -350,7 +362,7 @@ def softmax_tiled_grad_kernel(
             dw_next = ()
             for k in tl.static_range(D_CHUNKS):
                 x_k = load_x_tile(X_ptr, stride_xn, row, row_mask, k * BLOCK_D, D, BLOCK_D)
-                dw_next = dw_next + (tl.dot(tl.trans(x_k), dz_scaled, dw[k], input_precision="ieee"),)
+                dw_next = dw_next + (tl.dot(tl.trans(x_k), dz_scaled, dw[k], input_precision=DW_PRECISION),)
             dw = dw_next
             db += tl.sum(dz, axis=0)
         # 5. Flush the tile once: atomics (fast) or a store into this split's slice (deterministic; visit 0 stores).
@@ -380,7 +392,7 @@ def softmax_tiled_launches(X, rows, y, theta, grad, loss, lse, *, n_classes, x_s
     with one class tile). One launch with one class tile, three past it; no device value is read.
     """
     batch, n_features = rows.shape[0], X.shape[1]
-    if config != tiled_config(n_features, n_classes):
+    if config != tiled_config(n_features, n_classes, config.dw_precision):
         raise ValueError(f"config {config.label} does not fit D={n_features}, C={n_classes}")
     layout = tiled_layout(batch, n_features, n_classes, target_programs=target_programs, deterministic=deterministic,
                           max_row_splits=max_programs)
@@ -403,7 +415,7 @@ def softmax_tiled_launches(X, rows, y, theta, grad, loss, lse, *, n_classes, x_s
     launches.append((softmax_tiled_grad_kernel, layout.grid, dict(
         common, sample_weight_ptr=sample_weight, grad_ptr=grad, loss_ptr=loss, lse_ptr=lse,
         grad_scale=float(grad_scale), n_groups=layout.n_class_groups, ONE_CLASS_TILE=config.one_class_tile,
-        DETERMINISTIC=deterministic)))
+        DETERMINISTIC=deterministic, DW_PRECISION=config.dw_precision)))
     return layout, launches
 
 
@@ -421,13 +433,13 @@ def launch_softmax_tiled_sgd(*args, **kwargs) -> int:
 
 
 def softmax_tiled_loss_grad(X, y, theta, n_classes, *, x_scale=1.0, deterministic=False, sample_weight=None,
-                            target_programs=TARGET_PROGRAMS):
+                            dw_precision="ieee", target_programs=TARGET_PROGRAMS):
     """Summed cross-entropy over all rows of ``X`` and its mean gradient, through the tiled kernels.
 
     Returns ``(loss_sum, grad)``: the fp64 (1,) summed loss and the flat (D·C + C,) gradient ``[dW row-major, db]``.
     """
     n_rows, n_features = X.shape
-    config = tiled_config(n_features, n_classes)
+    config = tiled_config(n_features, n_classes, dw_precision)
     if config is None:
         raise ValueError(f"the tiled kernels hold at most {TILED_D_MAX} features, X has {n_features}")
     lse = (None if config.one_class_tile else

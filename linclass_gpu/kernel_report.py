@@ -235,9 +235,11 @@ def _sparse_builds() -> list[KernelBuild]:
 
 def _tiled_builds() -> list[KernelBuild]:
     """The tiled step's kernels (``kernels/softmax_tiled_sgd.py``) as ``TritonFusedSGD`` launches them at large B or C:
-    the gradient kernel at C = 10 (one class tile), and past one tile with its log-sum-exp pass; the merge once."""
+    the gradient kernel at C = 10 (one class tile), and past one tile with its log-sum-exp pass; the merge once.
+    Tensor-core dW builds (64-feature chunks) for sm_90 only, where the backend launches them."""
     from linclass_gpu.kernels import softmax_tiled_sgd
 
+    mma_arch = 10 * softmax_tiled_sgd.MMA_MIN_CAPABILITY[0] + softmax_tiled_sgd.MMA_MIN_CAPABILITY[1]
     builds = []
     # (C, X dtype, deterministic, the dW GEMM's precision: exact FMA, tensor cores fp32-grade or TF32)
     for n_classes, x_dtype, deterministic, dw_precision in (
@@ -260,7 +262,7 @@ def _tiled_builds() -> list[KernelBuild]:
             builds.append(KernelBuild(
                 kernel, f"D=784 C={n_classes} {x_dtype} {what} [{config.label}]", "softmax_tiled_sgd",
                 _signature("softmax_tiled_sgd", kernel, constexprs, **types), constexprs, config.num_warps,
-                config.num_stages, None, int_values))
+                config.num_stages, None, int_values, min_arch=None if dw_precision == "ieee" else mma_arch))
     constexprs = {"BLOCK": softmax_tiled_sgd.MERGE_BLOCK, **_absent(sample_weight_ptr=False)}
     builds.append(KernelBuild("softmax_tiled_merge_kernel", "D=784 C=32768 merge of 256 class groups",
                               "softmax_tiled_sgd", _signature("softmax_tiled_sgd", "softmax_tiled_merge_kernel",

@@ -184,6 +184,18 @@ def test_throughput_model_counts_l2_atomics_and_w_rereads():
     assert step_seconds >= deterministic["w_reread_bytes_per_step"] / h100["hbm_bytes_per_s"]
 
 
+def test_tiled_step_builds(report_rows):
+    """The tiled step's kernels: exact (FMA) builds for sm_80 and sm_90, tensor-core dW builds for sm_90 only (where
+    the backend launches them), at C = 10, 1000 and 32768, none spilling."""
+    rows = [row for row in report_rows if row["kernel"].startswith("softmax_tiled")]
+    assert {row["arch"] for row in rows if "dW tf32" in row["config"]} == {"sm_90"}
+    assert {row["arch"] for row in rows if "dW ieee" in row["config"]} == {"sm_80", "sm_90"}
+    for shape in ("D=784 C=10 ", "D=784 C=1000 ", "D=784 C=32768 "):
+        assert any(row["config"].startswith(shape) and row["kernel"] == "softmax_tiled_grad_kernel" for row in rows)
+    assert any(row["kernel"] == "softmax_tiled_merge_kernel" for row in rows)
+    assert all(row["local_bytes"] == 0 for row in rows)
+
+
 def test_tiled_step_rows():
     """The tiled step (kernels/softmax_tiled_sgd.py) in the model: at B = 65536, C = 10, fp32 X its atomics are
     n_row_splits · (D·C + C + 1) ≤ 2 × SMs × that, and the estimated HBM fraction reaches 0.70 on both devices; at

@@ -88,6 +88,15 @@ def test_sample_weights(shape, deterministic, rng):
     check_against_oracle(rng, *shape, "uint8", weighted=True, deterministic=deterministic, target_programs=8)
 
 
+@pytest.mark.parametrize("dw_precision", ("tf32x3", "tf32"))
+def test_tensor_core_dw_builds_run(dw_precision, rng):
+    """The dW GEMM's tensor-core variants in 64-feature chunks (the interpreter computes them exactly: on a GPU
+    ``tf32x3`` stays within the float32 tolerances and ``tf32`` rounds dZ to 10 bits)."""
+    config = softmax_tiled_sgd.tiled_config(100, 10, dw_precision)
+    assert (config.block_d, config.d_chunks, config.dw_precision) == (64, 2, dw_precision)
+    check_against_oracle(rng, 37, 100, 10, "uint8", deterministic=True, target_programs=8, dw_precision=dw_precision)
+
+
 def test_1000_classes(rng):
     """63 class tiles in 8 groups of 8 (the last holds 7), two row splits."""
     check_against_oracle(rng, 37, 5, 1000, "float32", deterministic=True, target_programs=16)
@@ -95,7 +104,7 @@ def test_1000_classes(rng):
 
 def test_32768_classes(rng):
     """The largest C the report compiles: 2048 class tiles in 4 groups, extra memory O(B · groups), not O(B · C).
-    One row block (a masked tail of 11 lanes): the interpreter's time grows with tiles × row blocks."""
+    One row block (a masked tail of 11 lanes): the interpreter's time grows with tiles × row blocks (about 80 s)."""
     check_against_oracle(rng, 5, 5, 32768, "float32", target_programs=4)
 
 
@@ -156,13 +165,17 @@ def test_launcher_checks_its_buffers(rng):
         softmax_tiled_sgd.softmax_tiled_launches(device["X"], rows, device["y"], device["theta"], grad, loss, None,
                                                  config=softmax_tiled_sgd.tiled_config(100, 100), **arguments)
     assert softmax_tiled_sgd.tiled_config(1025, 10) is None
+    with pytest.raises(ValueError, match="dw_precision must be one of"):
+        softmax_tiled_sgd.tiled_config(5, 10, "tf32x6")
 
 
+@pytest.mark.parametrize("tf32", (False, True), ids=("ieee", "tf32"))
 @pytest.mark.parametrize("deterministic", (False, True), ids=("atomics", "deterministic"))
 @pytest.mark.parametrize("n_classes", (10, 100))
-def test_backend_steps_match_oracle(n_classes, deterministic, rng, monkeypatch):
+def test_backend_steps_match_oracle(n_classes, deterministic, tf32, rng, monkeypatch):
     """``TritonFusedSGD`` with the tiled step forced on (on a GPU it is chosen at large B or C): 6 momentum steps of
-    16 rows and a 5-row tail, weighted rows, against the oracle's steps; deterministic runs repeat bitwise."""
+    16 rows and a 5-row tail, weighted rows, against the oracle's steps; deterministic runs repeat bitwise. With
+    ``tf32`` the dW GEMM takes its tensor-core build (exact under the interpreter)."""
     from linclass_gpu.backends.triton_backend import TritonBackend
 
     n_rows, n_features, batch_size = 37, 7, 16
@@ -175,12 +188,13 @@ def test_backend_steps_match_oracle(n_classes, deterministic, rng, monkeypatch):
 
     def counted(X, rows, *args, **kwargs):
         bound.append(rows.shape[0])
+        assert kwargs["config"].dw_precision == ("tf32" if tf32 else "ieee")
         return launches(X, rows, *args, **kwargs)
 
     monkeypatch.setattr(softmax_tiled_sgd, "softmax_tiled_launches", counted)
 
     def run():
-        backend = TritonBackend(deterministic=deterministic)
+        backend = TritonBackend(deterministic=deterministic, tf32=tf32)
         stepper = backend.fused_sgd("softmax", device["X"], device["y"], W, b, max_batch_size=batch_size,
                                     sample_weight=weight, **options)
         stepper.use_tiled_step = True

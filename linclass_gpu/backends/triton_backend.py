@@ -212,7 +212,11 @@ class TritonFusedSGD(FusedSGD):
         from .triton_launch import PreparedLaunch
 
         torch, batch = self.backend._torch, rows.shape[0]
-        config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs, self.backend.input_precision)
+        # TF32 runs the dW GEMM on tensor cores where its builds are spill-free; the logits stay exact either way.
+        mma = self.backend.interpreted or (
+            torch.cuda.get_device_capability(self._device) >= softmax_tiled_sgd.MMA_MIN_CAPABILITY)
+        config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs,
+                                                self.backend.input_precision if mma else "ieee")
         lse = None if config.one_class_tile else torch.empty(
             softmax_tiled_sgd.lse_buffer_shape(batch, self.n_outputs), dtype=torch.float32, device=self._device)
         layout, launches = softmax_tiled_sgd.softmax_tiled_launches(
