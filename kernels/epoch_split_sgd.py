@@ -104,6 +104,9 @@ MAX_PROGRAMS = 32
 # both fp32 operands into hi and lo in registers: slices of 32 features. fp16 operands take half the registers: the
 # step's rows and 64 features in one dot. Wider slices spill on sm_90 with the next step's X in flight.
 DOT_TILES = {"ieee": (16, 32, 8), "tf32x3": (128, 32, 8), "fp16x2": (128, 64, 8)}
+# No loop for the software pipeliner to stage: the next step's loads are written out in the kernel, and the exchange
+# must never be read ahead of the barrier that precedes it.
+NUM_STAGES = 1
 # Compute capability the kernel is launched on, as epoch_sgd's.
 MIN_CAPABILITY = (9, 0)
 # "mma": the product mode per X dtype (fp16 holds uint8 and fp16 values exactly, tf32 bfloat16's and, in three
@@ -126,6 +129,7 @@ class SplitConfig:
     dot: str
     num_warps: int
     block_k: int = BLOCK_K
+    num_stages: int = NUM_STAGES
 
     @property
     def constexprs(self) -> dict:
@@ -444,7 +448,7 @@ def _check_split(X, rows, theta, learning_rates, batch_size, config, *, model, n
         raise ValueError(f"{config.dot} products are not exact for X of {X.dtype}")
     return dict(X_ptr=X, stride_xn=X.stride(0), rows_ptr=rows, N=rows.shape[0], D=n_features, K=n_outputs,
                 batch_size=batch_size, **config.constexprs, LOSS=MODEL_LOSSES[model], num_warps=config.num_warps,
-                **LAUNCH_OPTIONS)
+                num_stages=config.num_stages, **LAUNCH_OPTIONS)
 
 
 def launch_epoch_split_sgd(X, rows, y, theta, loss, learning_rates, *, model, n_outputs, batch_size, x_scale, config,

@@ -180,7 +180,7 @@ def _split_build(n_features, n_outputs, x_dtype, *, model="softmax", precision="
     flags = ["split epoch", model, "momentum"] + ["sample weights"] * sample_weight
     label = f"D={n_features} {outputs}={n_outputs} {x_dtype} {' '.join(flags)} [{config.label}]"
     return KernelBuild("epoch_split_sgd_kernel", label, "epoch_split_sgd", signature, constexprs, config.num_warps,
-                       3, None,
+                       config.num_stages, None,
                        {"stride_xn": n_features, "D": n_features, "K": n_outputs, "batch_size": batch, "N": n_rows},
                        min_arch=10 * epoch_split_sgd.MIN_CAPABILITY[0] + epoch_split_sgd.MIN_CAPABILITY[1])
 
