@@ -15,8 +15,9 @@ the single-program epoch kernel is.
 
 The tensor-core mode (``precision="mma"``) runs as fp16 hi/lo pairs for uint8 and fp16 X (W ≈ c·(W_hi + W_lo) and
 dZ likewise, ~22 significant bits, X exact), which the interpreter computes as it would on a GPU up to the
-summation order of the fp32 accumulation; it meets the same float32 row of the table. For float32 and bfloat16 X the
-mode is tf32x3, which the interpreter computes as ieee: only the GPU can check its rounding.
+summation order of the fp32 accumulation: it meets the same float32 row of the table against the oracle, and stays
+within 8 float32 ulps (of max|W|) of the FMA mode after an epoch. For float32 and bfloat16 X the mode is tf32x3,
+which the interpreter computes as ieee: only the GPU can check its rounding.
 """
 
 from __future__ import annotations
@@ -129,6 +130,23 @@ def test_phased_tensor_core_mode_matches_oracle(rng, dtype):
     check_split_epoch(rng, "softmax", dtype, N_CLASSES, momentum=0.9, l2=0.05, precision="mma")
     check_split_epoch(rng, "sigmoid", dtype, 3, momentum=0.5, nesterov=True, weighted=True, batch=20,
                       precision="mma")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+@pytest.mark.parametrize("model, n_outputs", [("softmax", N_CLASSES), ("sigmoid", 3)])
+def test_fp16_pairs_agree_with_fma_to_a_few_ulps(rng, dtype, model, n_outputs):
+    """The fp16 hi/lo passes are fp32-grade: after an epoch over three programs, W, v and b differ from the FMA
+    mode's by at most 8 float32 ulps of max|W| (the loss by 8 ulps of itself)."""
+    X_dev, _, x_scale, y, W, b = make_problem(rng, dtype, model, n_outputs, N_ROWS, N_FEATURES)
+    order = rng.permutation(N_ROWS)
+    rates = np.linspace(0.5, 0.2, -(-N_ROWS // BATCH))
+    options = dict(x_scale=x_scale, l2=0.05, momentum=0.9, nesterov=False, fit_intercept=True, sample_weight=None)
+    fma, pairs = (run_split_epoch(model, X_dev, y, W, b, order, rates, BATCH, max_programs=PROGRAMS, phased=True,
+                                  precision=precision, **dict(options)) for precision in ("ieee", "mma"))
+    ulp = np.finfo(np.float32).eps
+    for name, fma_value, pairs_value in zip(("W", "b", "velocity_W", "velocity_b"), fma, pairs):
+        np.testing.assert_allclose(pairs_value, fma_value, rtol=0, atol=8 * ulp * np.abs(fma[0]).max(), err_msg=name)
+    np.testing.assert_allclose(pairs[4], fma[4], rtol=8 * ulp)
 
 
 @pytest.mark.parametrize("model, n_outputs, dtype, precision", [
