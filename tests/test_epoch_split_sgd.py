@@ -252,3 +252,39 @@ def test_backend_keeps_the_single_program_kernel_under_the_interpreter(rng):
     assert backend.split_epoch_supported is not kernels.INTERPRET
     if kernels.INTERPRET:
         assert stepper.epoch_kernel_applies() and stepper._split_epoch(BATCH) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# On a GPU: the fused kernel with P > 1, its grid barrier included (the interpreter cannot run it)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Run in a child process with a time limit: a barrier that never opens would hang the launch, not fail it.
+GPU_CHECK = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_epoch_split_sgd import check_split_epoch
+rng = np.random.default_rng(20261204)
+for precision in ("ieee", "mma"):
+    for dtype in ("uint8", "float32"):
+        check_split_epoch(rng, "softmax", dtype, 5, momentum=0.9, l2=0.05, max_programs=3, phased=False,
+                          precision=precision)
+    check_split_epoch(rng, "sigmoid", "uint8", 3, momentum=0.5, nesterov=True, weighted=True, batch=20,
+                      max_programs=3, phased=False, precision=precision)
+    check_split_epoch(rng, "softmax", "uint8", 10, momentum=0.9, l2=1e-4, n_rows=300, batch=128, phased=False,
+                      precision=precision, n_features=784, max_programs=32)
+print("split epoch kernel: fused multi-program epochs match the oracle")
+"""
+
+
+@pytest.mark.skipif(kernels.INTERPRET, reason="the grid barrier needs P programs running at once: a CUDA device")
+def test_fused_kernel_with_several_programs_on_the_gpu():
+    """P = 3 over D = 40, and MNIST's 784 features over 13 (fp16 pairs) or 25 (FMA, tf32x3) programs in 128-row
+    steps, against the oracle."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", GPU_CHECK.format(tests=str(Path(__file__).parent))],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
