@@ -30,13 +30,14 @@ Their buffer is the (n_class_groups + 1, 3, B) fp32 ``lse`` (:func:`lse_buffer_s
 bytes, O(B · n_class_tiles) at most; the B × C logits are never stored. With one class tile (C ≤ BLOCK_C) the gradient
 kernel computes the log-sum-exp itself: one launch (plus the update).
 
-W's class tile and the dW accumulator are held on chip across the row-block loop as cdiv(D, 32) (32, 16) chunks each
-(D ≤ :data:`TILED_D_MAX`); ``X[rows]`` is read in the same chunks for the logits and again (from L1/L2) for dW, since
-holding it too would not fit beside them. The logits are exact fp32 products (FMA, W's tile in shared memory): with
-16-row blocks a tensor-core layout would replicate W's operand fragments across the warps and spill. The dW GEMM,
-(D chunk × 16 rows) · (16 rows × 16 classes), fills the mma tiles: ``dw_precision`` ``"tf32x3"`` runs it on tensor
-cores with fp32-grade products (X is exact in tf32 when uint8, fp16 or bf16, so only dZ's split matters), ``"tf32"``
-with 10-bit products (the backend's ``tf32`` option), ``"ieee"`` (default, the tests' exact mode) by FMA.
+W's class tile and the dW accumulator are held on chip across the row-block loop as (BLOCK_D, 16) feature chunks
+(D ≤ :data:`TILED_D_MAX`; dW in registers, W's tile where the compiler stages tl.dot's operand, shared memory);
+``X[rows]`` is read in the same chunks for the logits and again (from L1/L2) for dW, since holding it too would not
+fit beside them. The logits are exact fp32 products (FMA): with 16-row blocks a tensor-core layout would replicate
+W's operand fragments across the warps and spill. The dW GEMM, (D chunk × 16 rows) · (16 rows × 16 classes), fills
+the mma tiles: ``dw_precision`` ``"tf32x3"`` runs it on tensor cores with fp32-grade products (X is exact in tf32
+when uint8, fp16 or bf16, so only dZ's split matters), ``"tf32"`` with 10-bit products (the backend's ``tf32``
+option), ``"ieee"`` (default, the tests' exact mode) by FMA.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from .sgd_update import max_partials
 # Minibatch rows per block: tl.dot's minimum M (forward) and K (dW's GEMM).
 BLOCK_B = 16
 # Classes per tile: tl.dot's minimum N. The W tile and the dW accumulator are cdiv(D, BLOCK_D) (BLOCK_D, BLOCK_C)
-# chunks each, held in registers across the row-block loop (800 features held at D = 784, not 1024).
+# chunks each, held on chip across the row-block loop (800 features held at D = 784, not 1024).
 BLOCK_C = 16
 BLOCK_D = 32
 # Tensor-core dW: mma accumulators are 16 × 8 per warp, so (64, 16) chunks spread over the 8 warps without replication.

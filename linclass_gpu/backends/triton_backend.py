@@ -217,12 +217,15 @@ class TritonFusedSGD(FusedSGD):
             torch.cuda.get_device_capability(self._device) >= softmax_tiled_sgd.MMA_MIN_CAPABILITY)
         config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs,
                                                 self.backend.input_precision if mma else "ieee")
+        # Two programs per SM of this device (the interpreter has none: the kernel's default grid).
+        target = 2 * self.backend.multiprocessor_count or softmax_tiled_sgd.TARGET_PROGRAMS
         lse = None if config.one_class_tile else torch.empty(
-            softmax_tiled_sgd.lse_buffer_shape(batch, self.n_outputs), dtype=torch.float32, device=self._device)
+            softmax_tiled_sgd.lse_buffer_shape(batch, self.n_outputs, target), dtype=torch.float32,
+            device=self._device)
         layout, launches = softmax_tiled_sgd.softmax_tiled_launches(
             self._X, rows, self._y, self._theta, self._grad, loss, lse, n_classes=self.n_outputs,
-            x_scale=self.x_scale, grad_scale=1.0 / batch, config=config, max_programs=self._max_programs,
-            deterministic=self.deterministic, sample_weight=self._sample_weight)
+            x_scale=self.x_scale, grad_scale=1.0 / batch, config=config, target_programs=target,
+            max_programs=self._max_programs, deterministic=self.deterministic, sample_weight=self._sample_weight)
         prepared = [(PreparedLaunch(kernel, grid, arguments), set(arguments)) for kernel, grid, arguments in launches]
 
         def step(**changed) -> None:
