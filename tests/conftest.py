@@ -38,8 +38,8 @@ BACKEND_DTYPES = {"numpy": ("float32", "float64"), NUMPY_ARRAY_CODE: ("float32",
                   "cupy": ("float32", "float64"), "triton": ("float32",)}
 
 # Every contract test runs on each of them, and on the NumPy backend's array code too where Numba is installed.
-BACKEND_DTYPE_PAIRS = [(name, dtype) for name in BACKEND_NAMES + ([NUMPY_ARRAY_CODE] if cpu_loops.enabled() else [])
-                       for dtype in BACKEND_DTYPES[name]]
+CONTRACT_BACKENDS = BACKEND_NAMES + ([NUMPY_ARRAY_CODE] if cpu_loops.compiled_loops_enabled() else [])
+BACKEND_DTYPE_PAIRS = [(name, dtype) for name in CONTRACT_BACKENDS for dtype in BACKEND_DTYPES[name]]
 
 
 class DLPackOnly:

@@ -219,7 +219,7 @@ def skip_without_gpu() -> None:
 def make_backend_flavour(flavour: str, request, monkeypatch):
     """The backend a flavour stands for; "gpu" is skipped with the probe's reason where CuPy cannot run."""
     if flavour in ("numpy-mirror", "numpy-compiled"):
-        if flavour == "numpy-compiled" and not cpu_loops.enabled():
+        if flavour == "numpy-compiled" and not cpu_loops.compiled_loops_enabled():
             pytest.skip("needs Numba (pip install linclass-gpu[cpu])")
         return NumpyBackend(compiled=flavour == "numpy-compiled")
     if flavour == "gpu":

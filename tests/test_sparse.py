@@ -21,7 +21,7 @@ N_ROWS, N_FEATURES, N_CLASSES = 37, 29, 5  # odd on purpose
 def sparse_backend(request):
     """The sparse backend on its compiled loops (backends/sparse_loops.py, where Numba is installed) or on scipy's
     route (everywhere)."""
-    if request.param == "compiled" and not cpu_loops.enabled():
+    if request.param == "compiled" and not cpu_loops.compiled_loops_enabled():
         pytest.skip("needs Numba (pip install linclass-gpu[cpu])")
     return SparseNumpyBackend(compiled=request.param == "compiled")
 

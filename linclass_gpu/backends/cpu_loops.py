@@ -15,8 +15,8 @@ The arithmetic follows :mod:`.rowwise` and :meth:`.ArrayBackend.sgd_update_` ste
 (float32 or float64) with the loss summed in float64; the tests run both implementations against the float64 oracle.
 Loops are compiled on first use per dtype and cached on disk (``cache=True``), so later processes load them.
 
-Numba is optional (``pip install linclass-gpu[cpu]``): :data:`AVAILABLE` says whether it imported, and
-:data:`DISABLE_ENV` set to ``0`` turns the loops off (the NumPy backend then runs its array-generic code).
+Numba is optional (``pip install linclass-gpu[cpu]``): :data:`NUMBA_AVAILABLE` says whether it imported, and
+:data:`NUMBA_ENV` set to ``0`` turns the loops off (the NumPy backend then runs its array-generic code).
 """
 
 from __future__ import annotations
@@ -31,25 +31,25 @@ try:
 except ImportError:  # the NumPy backend runs its array-generic code
     numba = None
 
-AVAILABLE = numba is not None
-VERSION = numba.__version__ if AVAILABLE else None
+NUMBA_AVAILABLE = numba is not None
+NUMBA_VERSION = numba.__version__ if NUMBA_AVAILABLE else None
 # Set to "0" to run the NumPy backend's array-generic code even where Numba is installed.
-DISABLE_ENV = "LINCLASS_GPU_NUMBA"
+NUMBA_ENV = "LINCLASS_GPU_NUMBA"
 
 # The optimizers of :func:`update_`, as its ``optimizer`` argument.
-SGD, ADAGRAD, ADAM = 0, 1, 2
+UPDATE_SGD, UPDATE_ADAGRAD, UPDATE_ADAM = 0, 1, 2
 # The sigmoid losses of :func:`sigmoid_rows_`, as its ``squared_error`` argument.
 BINARY_CROSS_ENTROPY, SQUARED_ERROR = False, True
 
 
-def enabled() -> bool:
-    """Whether the NumPy backend uses these loops: Numba imported and not turned off by :data:`DISABLE_ENV`."""
-    return AVAILABLE and os.environ.get(DISABLE_ENV, "1") != "0"
+def compiled_loops_enabled() -> bool:
+    """Whether the NumPy backend uses these loops: Numba imported and not turned off by :data:`NUMBA_ENV`."""
+    return NUMBA_AVAILABLE and os.environ.get(NUMBA_ENV, "1") != "0"
 
 
 def compiled(function):
     """``function`` compiled by Numba (nopython, cached on disk), or as it is when Numba is absent (never called
-    then: :func:`enabled` is False).
+    then: :func:`compiled_loops_enabled` is False).
 
     ``error_model="numpy"``: a division by 0 gives inf or NaN as NumPy's does, where Python's model tests every
     divisor and raises, a branch that keeps each division scalar (AdaGrad's per-entry step runs several times
@@ -161,14 +161,14 @@ def update_(param, grad, velocity, accumulator, learning_rate, l2, l1, momentum,
             beta1, beta2, bias_correction1, bias_correction2_sqrt):
     """:meth:`.ArrayBackend.sgd_update_`'s rule, one pass per entry, in place on 1-D arrays of one float dtype.
 
-    ``g = grad + l2·p``; then SGD (``optimizer`` :data:`SGD`): ``v ← μ v + g``, ``p ← p − lr·(g + μ v if nesterov
+    ``g = grad + l2·p``; then SGD (``optimizer`` :data:`UPDATE_SGD`): ``v ← μ v + g``, ``p ← p − lr·(g + μ v if nesterov
     else v)`` (``velocity`` empty: ``p ← p − lr·g``), step size ``s = lr``; AdaGrad: ``G ← G + g²``,
     ``s = lr/(√G + ε)``, ``p ← p − s·g``; Adam (``velocity`` is m, ``accumulator`` v): ``m ← β₁ m + (1 − β₁) g``,
     ``v ← β₂ v + (1 − β₂) g²``, ``s = lr/(√v/√(1 − β₂ᵗ) + ε)``, ``p ← p − s·m/(1 − β₁ᵗ)``; with ``l1``,
     ``p ← sign(p)·max(|p| − s·l1, 0)``. ``grad`` is left as it came. Each optimizer is its own loop, with no
     branch inside.
     """
-    if optimizer == ADAM:
+    if optimizer == UPDATE_ADAM:
         for j in range(param.size):
             g = grad[j] + l2 * param[j]  # d/dp of l2/2·‖p‖² is l2·p
             m = beta1 * velocity[j] + (1.0 - beta1) * g
@@ -176,7 +176,7 @@ def update_(param, grad, velocity, accumulator, learning_rate, l2, l1, momentum,
             velocity[j], accumulator[j] = m, v
             size = learning_rate / (np.sqrt(v) / bias_correction2_sqrt + eps)
             param[j] = _soft_threshold(param[j] - size * (m / bias_correction1), size * l1)
-    elif optimizer == ADAGRAD:
+    elif optimizer == UPDATE_ADAGRAD:
         for j in range(param.size):
             g = grad[j] + l2 * param[j]
             total = accumulator[j] + g * g
@@ -197,7 +197,7 @@ def update_(param, grad, velocity, accumulator, learning_rate, l2, l1, momentum,
             v = momentum * velocity[j] + grad[j] + l2 * param[j]
             velocity[j] = v
             param[j] -= learning_rate * v
-    if l1 and optimizer == SGD:
+    if l1 and optimizer == UPDATE_SGD:
         threshold = learning_rate * l1
         for j in range(param.size):
             param[j] = _soft_threshold(param[j], threshold)

@@ -13,9 +13,20 @@ import numpy as np
 
 from ..arrays import to_numpy
 from ..threads import blas_thread_limit, blas_threads_for
-from . import cpu_loops
 from .array_backend import ArrayBackend
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
+from .cpu_loops import (
+    NUMBA_AVAILABLE,
+    NUMBA_ENV,
+    NUMBA_VERSION,
+    UPDATE_ADAGRAD,
+    UPDATE_ADAM,
+    UPDATE_SGD,
+    compiled_loops_enabled,
+    sigmoid_rows_,
+    softmax_rows_,
+    update_,
+)
 
 
 class NumpyBackend(ArrayBackend):
@@ -35,9 +46,9 @@ class NumpyBackend(ArrayBackend):
     xp = np
 
     def __init__(self, deterministic: bool = False, compiled: bool | None = None):
-        if compiled and not cpu_loops.AVAILABLE:
+        if compiled and not NUMBA_AVAILABLE:
             raise ImportError("compiled CPU loops need Numba: pip install linclass-gpu[cpu]")
-        self.compiled = cpu_loops.enabled() if compiled is None else bool(compiled)
+        self.compiled = compiled_loops_enabled() if compiled is None else bool(compiled)
         # The array-generic softmax reduces a row's C logits fastest classes-major: over a short last axis (MNIST:
         # C = 10) NumPy takes several times longer. The compiled loop reads rows-major logits in one pass.
         self.classes_major_softmax = not self.compiled
@@ -56,10 +67,9 @@ class NumpyBackend(ArrayBackend):
         # The scales in Z's dtype: a float32 loop then computes (and takes exp) in float32, as NumPy's code does.
         real, weights = Z.dtype.type, _empty(Z.dtype) if weights is None else weights
         if model == "softmax":
-            loss_sum += cpu_loops.softmax_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db)
+            loss_sum += softmax_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db)
         else:
-            loss_sum += cpu_loops.sigmoid_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db,
-                                                model == "sigmoid_mse")
+            loss_sum += sigmoid_rows_(Z, targets, weights, b, real(x_scale), real(dz_scale), db, model == "sigmoid_mse")
 
     def sgd_update_(self, param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=0.0,
                     accumulator=None, adam_step=0):
@@ -68,14 +78,12 @@ class NumpyBackend(ArrayBackend):
             super().sgd_update_(param, grad, velocity, scratch, learning_rate, l2, momentum, nesterov, l1=l1,
                                 accumulator=accumulator, adam_step=adam_step)
             return
-        optimizer = cpu_loops.ADAM if adam_step else cpu_loops.SGD if accumulator is None else cpu_loops.ADAGRAD
+        optimizer = UPDATE_ADAM if adam_step else UPDATE_SGD if accumulator is None else UPDATE_ADAGRAD
         corrections = adam_bias_corrections(adam_step) if adam_step else (1.0, 1.0)
         empty = _empty(param.dtype)
-        cpu_loops.update_(param.reshape(-1), grad.reshape(-1),
-                          empty if velocity is None else velocity.reshape(-1),
-                          empty if accumulator is None else accumulator.reshape(-1),
-                          learning_rate, l2, l1, momentum, bool(nesterov), optimizer,
-                          ADAM_EPS if adam_step else ADAGRAD_EPS, *ADAM_BETAS, *corrections)
+        update_(param.reshape(-1), grad.reshape(-1), empty if velocity is None else velocity.reshape(-1),
+                empty if accumulator is None else accumulator.reshape(-1), learning_rate, l2, l1, momentum,
+                bool(nesterov), optimizer, ADAM_EPS if adam_step else ADAGRAD_EPS, *ADAM_BETAS, *corrections)
 
     def describe(self) -> str:
         return f"numpy ({description(self.compiled)})"
@@ -83,11 +91,11 @@ class NumpyBackend(ArrayBackend):
 
 def description(compiled: bool | None = None) -> str:
     """What the NumPy backend runs on: NumPy's version and the compiled loops, or why there are none."""
-    compiled = cpu_loops.enabled() if compiled is None else compiled
+    compiled = compiled_loops_enabled() if compiled is None else compiled
     if compiled:
-        loops = f"compiled loops: Numba {cpu_loops.VERSION}"
-    elif cpu_loops.AVAILABLE:
-        loops = f"array code ({cpu_loops.DISABLE_ENV}=0 or compiled=False)"
+        loops = f"compiled loops: Numba {NUMBA_VERSION}"
+    elif NUMBA_AVAILABLE:
+        loops = f"array code ({NUMBA_ENV}=0 or compiled=False)"
     else:
         loops = "array code; pip install linclass-gpu[cpu] for compiled loops"
     return f"CPU, NumPy {np.__version__}, {loops}"

@@ -46,9 +46,9 @@ import numpy as np
 import scipy.sparse
 
 from ..arrays import is_torch_sparse
-from . import sparse_loops
 from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
 from .base import ADAGRAD_EPS, MODELS, FusedSGD, check_optimizer
+from .sparse_loops import adagrad_rows_, add_rows_, batch_columns, scatter_gradient, sparse_products_
 
 # The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
 # shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.
@@ -260,7 +260,7 @@ class SparseFusedSGD(FusedSGD):
             self._lazy_update_(u, dW_u, learning_rate)
         elif self.mode == "rows" and self._compiled:
             real = self._V.dtype.type  # a float32 loop's arithmetic stays float32
-            sparse_loops.adagrad_rows_(self._V, self._accumulator[0], u, dW_u, real(learning_rate), real(ADAGRAD_EPS))
+            adagrad_rows_(self._V, self._accumulator[0], u, dW_u, real(learning_rate), real(ADAGRAD_EPS))
         elif self.mode == "rows":
             V_u, accumulator_u = np.take(self._V, u, axis=0), np.take(self._accumulator[0], u, axis=0)
             self.backend.sgd_update_(V_u, dW_u, None, np.empty_like(V_u), learning_rate, 0.0, 0.0, False,
@@ -287,13 +287,13 @@ class SparseFusedSGD(FusedSGD):
     def _compiled_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_batch_loss_grad` by the compiled loops (:mod:`.sparse_loops`), reading ``V`` in place."""
         X = self._X
-        u, local = sparse_loops.batch_columns(X.indptr, X.indices, rows, self._slots)
+        u, local = batch_columns(X.indptr, X.indices, rows, self._slots)
         if self._threshold_applied is not None:
             self._catch_up_(u)
         Z = np.empty((len(rows), self.n_outputs), dtype=self._V.dtype)
-        sparse_loops.sparse_products_(X.indptr, X.indices, X.data, rows, self._V, Z)
+        sparse_products_(X.indptr, X.indices, X.data, rows, self._V, Z)
         db = self._logits_to_grad_(rows, Z)
-        return u, sparse_loops.scatter_gradient(X.indptr, X.data, rows, local, Z, len(u)), db
+        return u, scatter_gradient(X.indptr, X.data, rows, local, Z, len(u)), db
 
     def _logits_to_grad_(self, rows: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """Turn the batch's ``X V`` (B, K) into ``x_scale·dZ`` in place (``dZ_i = w_i ∂ℓ_i/∂z_i / B`` of the logits
@@ -316,7 +316,7 @@ class SparseFusedSGD(FusedSGD):
         else:
             self._scale *= factor
         if self._compiled and self._threshold_applied is None:
-            sparse_loops.add_rows_(self._V, u, dW_u, -learning_rate / self._scale)
+            add_rows_(self._V, u, dW_u, -learning_rate / self._scale)
             return
         V_u = np.take(self._V, u, axis=0)
         dW_u *= learning_rate / self._scale
