@@ -7,8 +7,9 @@ On a CUDA machine it runs, each part isolated so that one failure is reported an
 2. the step microbenchmark (``linclass-gpu bench step`` on triton and cupy, its GB/s against the device's peak);
 3. MNIST, 5 epochs of softmax regression at the estimators' defaults (batch 128, η0 = 0.5 decaying by 0.6 per
    epoch, momentum 0.5, L2 1e-4, uint8 pixels scaled by 1/255), timed per epoch (device synchronised) with the test
-   accuracy after the last: triton through the epoch kernel (1 launch per epoch) and through the per-step path,
-   cupy, a PyTorch eager loop and the same PyTorch loop captured once per epoch shape as a CUDA graph and replayed.
+   accuracy after the last: triton through the multi-program epoch kernel (1 cooperative launch per epoch, on
+   tensor cores and on FMA), the single-program epoch kernel and the per-step path, cupy, a PyTorch eager loop and
+   the same PyTorch loop captured once per epoch shape as a CUDA graph and replayed.
 
 and returns one JSON object (printed with ``--json``). Without a CUDA GPU it prints one line saying so, lists what it
 would run, and exits 0 (CI runs that).
@@ -25,11 +26,13 @@ from pathlib import Path
 
 # The test files that exercise the GPU backends against the oracle (on a GPU they run on it, not the interpreter).
 GPU_TEST_FILES = ("test_triton_kernels.py", "test_triton_sigmoid_outputs.py", "test_triton_backend.py",
-                  "test_epoch_kernel.py", "test_triton_sparse.py", "test_triton_launch.py", "test_cupy_backend.py")
+                  "test_epoch_kernel.py", "test_epoch_split_sgd.py", "test_softmax_tiled_sgd.py",
+                  "test_triton_sparse.py", "test_triton_launch.py", "test_cupy_backend.py")
 MNIST_EPOCHS = 5
 MNIST_BATCH = 128
 MNIST_LEARNING_RATE, MNIST_DECAY, MNIST_MOMENTUM, MNIST_L2 = 0.5, 0.6, 0.5, 1e-4
-MNIST_PROVIDERS = ("triton-epoch-kernel", "triton-per-step", "cupy", "torch-eager", "torch-cuda-graph")
+MNIST_PROVIDERS = ("triton-split-epoch-mma", "triton-split-epoch-ieee", "triton-epoch-kernel", "triton-per-step",
+                   "cupy", "torch-eager", "torch-cuda-graph")
 # Each part's wall-clock limit; together they keep the whole check within 8 minutes on a fresh install (most of the
 # test time is Triton's first compile of each kernel shape).
 TESTS_TIMEOUT_S = 300
@@ -92,8 +95,9 @@ def _learning_rates(epoch: int, n_steps: int):
     return np.full(n_steps, MNIST_LEARNING_RATE * MNIST_DECAY**epoch)
 
 
-def _train_stepper(backend_name: str, data, *, epoch_kernel: bool) -> dict:
-    """MNIST epochs through a backend's fused stepper (``run_epoch``); ms per epoch and the final test accuracy."""
+def _train_stepper(backend_name: str, data, *, epoch_kernel: bool, split_precision: str | None = None) -> dict:
+    """MNIST epochs through a backend's fused stepper (``run_epoch``); ms per epoch and the final test accuracy.
+    Triton's ``split_precision`` picks the multi-program epoch kernel's products (None: the single-program one)."""
     import numpy as np
 
     from .backends import get_backend
@@ -105,7 +109,7 @@ def _train_stepper(backend_name: str, data, *, epoch_kernel: bool) -> dict:
                                 np.zeros((n_features, n_classes), np.float32), np.zeros(n_classes, np.float32),
                                 max_batch_size=MNIST_BATCH, l2=MNIST_L2, momentum=MNIST_MOMENTUM, x_scale=1 / 255)
     if hasattr(stepper, "use_epoch_kernel"):
-        stepper.use_epoch_kernel = epoch_kernel
+        stepper.use_epoch_kernel, stepper.split_precision = epoch_kernel, split_precision
     rng = np.random.default_rng(0)
     n_rows = X.shape[0]
     epoch_ms = []
@@ -120,7 +124,8 @@ def _train_stepper(backend_name: str, data, *, epoch_kernel: bool) -> dict:
     scores = data.test_images.astype(np.float32) / 255 @ W + b
     return {"epoch_ms": epoch_ms, "median_epoch_ms": float(np.median(epoch_ms)), "final_loss": loss / n_rows,
             "test_accuracy": float((scores.argmax(axis=1) == data.test_labels).mean()),
-            "epoch_kernel": bool(getattr(stepper, "epoch_kernel_applies", lambda: False)())}
+            "epoch_kernel": bool(getattr(stepper, "epoch_kernel_applies", lambda: False)()),
+            "split_epoch_kernel": bool(getattr(stepper, "split_epoch_applies", lambda _: False)(MNIST_BATCH))}
 
 
 def _synchronise() -> None:
@@ -205,6 +210,8 @@ def run_mnist() -> dict:
 
     data = load_mnist(download=False)
     runs = {
+        "triton-split-epoch-mma": lambda: _train_stepper("triton", data, epoch_kernel=True, split_precision="mma"),
+        "triton-split-epoch-ieee": lambda: _train_stepper("triton", data, epoch_kernel=True, split_precision="ieee"),
         "triton-epoch-kernel": lambda: _train_stepper("triton", data, epoch_kernel=True),
         "triton-per-step": lambda: _train_stepper("triton", data, epoch_kernel=False),
         "cupy": lambda: _train_stepper("cupy", data, epoch_kernel=False),

@@ -14,7 +14,7 @@ except ImportError:  # no torch or triton: the Triton tests skip themselves
     TRITON_INTERPRETED = False
 
 # Test files that run Triton kernels without "triton" in their name.
-KERNEL_TEST_FILES = ("test_epoch_kernel.py",)
+KERNEL_TEST_FILES = ("test_epoch_kernel.py", "test_epoch_split_sgd.py", "test_softmax_tiled_sgd.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,8 +20,6 @@ from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.kernels import sgd_update, softmax_tiled_sgd  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
-# Under the interpreter each program runs serially: these tests are among the slow ones (conftest marks by file name).
-pytestmark = [pytest.mark.slow] if kernels.INTERPRET else []
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
 H100_SMS = 132
 

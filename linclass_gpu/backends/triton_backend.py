@@ -298,6 +298,10 @@ class TritonFusedSGD(FusedSGD):
         if on_steps is not None:
             on_steps(n_steps)
 
+    def split_epoch_applies(self, batch_size: int) -> bool:
+        """Whether :meth:`run_epoch` in batches of ``batch_size`` takes the multi-program epoch kernel."""
+        return self.epoch_kernel_applies() and self._split_epoch(batch_size) is not None
+
     def _split_epoch(self, batch_size: int) -> tuple | None:
         """``(config, exchange, barrier)`` of the multi-program epoch kernel for epochs in batches of ``batch_size``
         (made once), or None where it does not apply: no such GPU, ``split_precision`` None, shapes outside its
