@@ -238,10 +238,15 @@ def _tile_logits(X_ptr, stride_xn, row, row_mask, w, bias, c0, D, C, x_scale, BL
 
 
 @triton.jit
-def _split_blocks(split, blocks_per_split, n_blocks):
-    """Row blocks ``[first, last)`` of row split ``split`` (empty past the last block)."""
-    first = split * blocks_per_split
-    return first, tl.minimum(first + blocks_per_split, n_blocks)
+def _program_work(B, C, tiles_per_group, blocks_per_split, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's share of the grid: ``(group, split, first_block, end_block, first_tile, end_tile)``, its row
+    split's row blocks ``[first_block, end_block)`` (empty past the last block) and its class group's class tiles."""
+    group = tl.program_id(0)
+    split = tl.program_id(1)
+    first_block = split * blocks_per_split
+    first_tile = group * tiles_per_group
+    return (group, split, first_block, tl.minimum(first_block + blocks_per_split, tl.cdiv(B, BLOCK_B)), first_tile,
+            tl.minimum(first_tile + tiles_per_group, tl.cdiv(C, BLOCK_C)))
 
 
 @triton.jit
@@ -252,12 +257,8 @@ def softmax_tiled_lse_kernel(
 ):
     """Pass 1 past one class tile: per row and class group, ``m = max_c z``, ``s = Σ_c exp(z − m)`` and ``z_y``
     (0 unless the group holds class y) over the group's classes, into ``lse[g, 0:3, row]``."""
-    group = tl.program_id(0)
-    split = tl.program_id(1)
-    n_blocks = tl.cdiv(B, BLOCK_B)
-    first_block, end_block = _split_blocks(split, blocks_per_split, n_blocks)
-    first_tile = group * tiles_per_group
-    end_tile = tl.minimum(first_tile + tiles_per_group, tl.cdiv(C, BLOCK_C))
+    group, split, first_block, end_block, first_tile, end_tile = _program_work(B, C, tiles_per_group,
+                                                                               blocks_per_split, BLOCK_B, BLOCK_C)
     partial_ptr = lse_ptr + group * 3 * B
     for tile_visit in range(0, end_tile - first_tile):
         c0 = (first_tile + tile_visit) * BLOCK_C
@@ -318,12 +319,8 @@ def softmax_tiled_grad_kernel(
     (n_row_splits,) fp32 partials, added to by the group-0 programs. Past one class tile ``lse`` holds the merged
     ``(m, 1/s, w·CE)`` of every row (:func:`softmax_tiled_merge_kernel`).
     """
-    group = tl.program_id(0)
-    split = tl.program_id(1)
-    n_blocks = tl.cdiv(B, BLOCK_B)
-    first_block, end_block = _split_blocks(split, blocks_per_split, n_blocks)
-    first_tile = group * tiles_per_group
-    end_tile = tl.minimum(first_tile + tiles_per_group, tl.cdiv(C, BLOCK_C))
+    group, split, first_block, end_block, first_tile, end_tile = _program_work(B, C, tiles_per_group,
+                                                                               blocks_per_split, BLOCK_B, BLOCK_C)
     if DETERMINISTIC:
         grad_ptr += split.to(tl.int64) * (D * C + C)  # this row split's own partial slice
     loss_total = tl.zeros((), dtype=tl.float32)
