@@ -417,8 +417,9 @@ class TritonBackend(Backend):
         # interpreter runs programs one after another), on sm_90 or newer, no more programs than SMs.
         self.split_epoch_supported = not self.interpreted and (
             torch.cuda.get_device_capability(self.device) >= epoch_split_sgd.MIN_CAPABILITY)
+        # 0 on CPU tensors (the interpreter, the host benchmark): the tiled step's grid then takes its fixed target.
         self.multiprocessor_count = (
-            0 if self.interpreted else torch.cuda.get_device_properties(self.device).multi_processor_count)
+            torch.cuda.get_device_properties(self.device).multi_processor_count if self.device.type == "cuda" else 0)
 
     def permutation(self, n: int, rng: np.random.Generator) -> Any:
         """Shuffled on the device (``torch.randperm``) from a seed drawn from ``rng``: only the seed crosses the bus."""
