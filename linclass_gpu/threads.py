@@ -7,13 +7,16 @@ gets enough work to pay for waking and joining it, and large problems (D = 4096,
 per product) still use every core.
 
 The limit is set with threadpoolctl around the estimator's own calls (``fit``, ``partial_fit``, prediction) and the
-previous limits are restored afterwards, so the rest of the user's process keeps its BLAS settings.
+previous limits are restored afterwards, so the rest of the user's process keeps its BLAS settings. A limit covers
+the BLAS libraries loaded when the call starts; one loaded during it (Numba loads SciPy's while compiling the NumPy
+backend's loops, which never call it) keeps its own setting until the next call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from typing import Iterator
 
@@ -23,7 +26,8 @@ FLOPS_PER_THREAD = 8e6
 # Overrides the automatic choice (an ``n_threads`` passed to an estimator overrides both).
 THREADS_ENVIRONMENT_VARIABLE = "LINCLASS_NUM_THREADS"
 
-_controller = None
+# threadpoolctl's controller and the number of imported modules it was built at (see _threadpool_controller).
+_controller, _controller_modules = None, -1
 _controller_lock = threading.Lock()
 
 
@@ -81,13 +85,15 @@ def blas_threads_for(flops_per_call: float, n_threads: int | None = None) -> int
 
 
 def _threadpool_controller():
-    """threadpoolctl's controller, built once: finding the loaded BLAS libraries takes milliseconds."""
-    global _controller
+    """threadpoolctl's controller, kept while no module has been imported since it was built: finding the loaded
+    BLAS libraries takes milliseconds, and a BLAS library is loaded by importing an extension (SciPy, PyTorch)."""
+    global _controller, _controller_modules
     with _controller_lock:
-        if _controller is None:
+        if _controller is None or len(sys.modules) != _controller_modules:
             from threadpoolctl import ThreadpoolController
 
             _controller = ThreadpoolController()
+            _controller_modules = len(sys.modules)
         return _controller
 
 

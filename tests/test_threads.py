@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
-from linclass_gpu import SoftmaxRegression
+from linclass_gpu import SoftmaxRegression, threads
 from linclass_gpu.threads import (
     FLOPS_PER_THREAD,
     THREADS_ENVIRONMENT_VARIABLE,
@@ -46,8 +49,15 @@ def test_explicit_choices_win(monkeypatch):
             check_n_threads(bad)
 
 
+@pytest.fixture(scope="module")
+def first_fit_done():
+    """A process's first fit compiles the NumPy backend's loops, and Numba then loads SciPy's BLAS (which those loops
+    never call): a limit covers the libraries loaded when a call starts, so the tests that count them start after."""
+    SoftmaxRegression(epochs=1, tol=None, backend="numpy").fit(np.eye(3), [0, 1, 2])
+
+
 @pytest.mark.parametrize("n_threads,expected", [(None, 1), (2, 2)])
-def test_fit_and_predict_limit_blas_only_while_they_run(n_threads, expected):
+def test_fit_and_predict_limit_blas_only_while_they_run(first_fit_done, n_threads, expected):
     if not blas_threads():
         pytest.skip("threadpoolctl finds no BLAS library loaded")
     rng = np.random.default_rng(0)
@@ -60,3 +70,12 @@ def test_fit_and_predict_limit_blas_only_while_they_run(n_threads, expected):
         assert blas_threads() == {4}
         model.predict(X)
         assert blas_threads() == {4}
+
+
+def test_blas_libraries_loaded_after_the_first_limit_are_found_by_the_next(monkeypatch):
+    """The limits reach every BLAS loaded so far: an import since the last call (which is how SciPy or PyTorch bring
+    their own BLAS) makes threadpoolctl look again; otherwise its findings are reused."""
+    first = threads._threadpool_controller()
+    assert threads._threadpool_controller() is first
+    monkeypatch.setitem(sys.modules, "an_extension_imported_later", types.ModuleType("an_extension_imported_later"))
+    assert threads._threadpool_controller() is not first
