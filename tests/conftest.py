@@ -74,5 +74,19 @@ def make_backend(backends):
 
 
 @pytest.fixture
+def estimator_backend(monkeypatch):
+    """``estimator_backend(name)``: what an estimator's ``backend=`` takes for a contract backend. Estimators know no
+    "numpy-array": it is "numpy" with the compiled loops turned off (by their environment variable) for this test."""
+
+    def name_for_estimators(name):
+        if name == NUMPY_ARRAY_CODE:
+            monkeypatch.setenv(cpu_loops.NUMBA_ENV, "0")
+            return "numpy"
+        return name
+
+    return name_for_estimators
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
