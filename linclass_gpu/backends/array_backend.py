@@ -10,6 +10,9 @@ Two methods of :class:`ArrayBackend` are the seams a subclass may fuse: :meth:`~
 (logits to ``dZ``, ``db`` and the loss) and :meth:`~ArrayBackend.sgd_update_` (L2, momentum, AdaGrad or Adam, the
 update and L1's soft-thresholding). Here they are plain array code; the CuPy backend replaces each by one CUDA kernel,
 and the NumPy backend by a compiled loop where Numba is installed (:mod:`.cpu_loops`), doing the same arithmetic.
+The step's two products are seams too (:meth:`~ArrayBackend.logits_product_`,
+:meth:`~ArrayBackend.weight_gradient_product_`, the array module's matmul here), which the NumPy backend replaces by
+compiled loops where a model's few outputs leave BLAS slow (:mod:`.cpu_products`).
 """
 
 from __future__ import annotations
@@ -71,13 +74,13 @@ def linear_loss_grad_(backend: "ArrayBackend", model: str, X: Any, targets: Any,
         Z = classes_major_logits(xp, X, W, x_scale, Z)
         logits_scale = 1.0  # applied by the copy
     else:
-        xp.matmul(X, W, out=Z)
+        backend.logits_product_(X, W, Z)
         logits_scale = x_scale
     # dW = s·Xᵀ dZ: the scale goes on the smaller of dZ and dW.
     scale_dZ = x_scale != 1.0 and Z.size < dW.size
     backend.logits_to_grad_(model, Z, targets, weights, b, logits_scale, loss_sum, db,
                             x_scale if scale_dZ else 1.0)
-    xp.matmul(X.T, Z, out=dW)
+    backend.weight_gradient_product_(X, Z, dW)
     if x_scale != 1.0 and not scale_dZ:
         dW *= x_scale
 
@@ -284,6 +287,14 @@ class ArrayBackend(Backend):
     # Whether the softmax works on a classes-major copy of the logits (classes_major_logits). The CuPy kernel reads
     # rows-major logits.
     classes_major_softmax = False
+
+    def logits_product_(self, X: Any, W: Any, out: Any) -> None:
+        """``out = X W``: X (B, D) and W (D, K) float, out (B, K) C-contiguous."""
+        self.xp.matmul(X, W, out=out)
+
+    def weight_gradient_product_(self, X: Any, dZ: Any, out: Any) -> None:
+        """``out = Xᵀ dZ``: X (B, D) and dZ (B, K) float, out (D, K) C-contiguous."""
+        self.xp.matmul(X.T, dZ, out=out)
 
     def logits_to_grad_(self, model: str, Z: Any, targets: Any, weights: Any, b: Any, x_scale: float,
                         loss_sum: Any, db: Any, dz_scale: float = 1.0) -> None:

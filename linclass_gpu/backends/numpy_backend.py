@@ -1,8 +1,9 @@
 """The CPU backend: :class:`~.array_backend.ArrayBackend` over NumPy, always available.
 
-Where Numba is installed its two seams run as compiled loops (:mod:`.cpu_loops`): one pass
-each instead of about thirty NumPy calls per step. Without it (or with ``LINCLASS_GPU_NUMBA=0``) the array-generic
-code runs: the same arithmetic, checked against the same oracle.
+Where Numba is installed its seams run as compiled loops: the row-wise pass and the update (:mod:`.cpu_loops`), one
+pass each instead of about thirty NumPy calls per step, and, for models with few outputs, the step's two products
+(:mod:`.cpu_products`), where BLAS runs far below the core's speed. Without Numba (or with ``LINCLASS_GPU_NUMBA=0``)
+the array-generic code runs: the same arithmetic, checked against the same oracle.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .cpu_loops import (
     softmax_rows_,
     update_,
 )
+from .cpu_products import logits_product_, products_pay, weight_gradient_product_
 
 
 class NumpyBackend(ArrayBackend):
@@ -59,6 +61,18 @@ class NumpyBackend(ArrayBackend):
 
     def thread_limit(self, flops_per_call: float, n_threads: int | None = None) -> ContextManager:
         return blas_thread_limit(blas_threads_for(flops_per_call, n_threads))
+
+    def logits_product_(self, X, W, out):
+        if self.compiled and products_pay(X.shape[0], X.shape[1], W.shape[1]):
+            logits_product_(X, W, out)
+        else:
+            np.matmul(X, W, out=out)
+
+    def weight_gradient_product_(self, X, dZ, out):
+        if self.compiled and products_pay(X.shape[0], X.shape[1], dZ.shape[1]):
+            weight_gradient_product_(X, dZ, out)
+        else:
+            np.matmul(X.T, dZ, out=out)
 
     def logits_to_grad_(self, model, Z, targets, weights, b, x_scale, loss_sum, db, dz_scale=1.0):
         if not self.compiled:
