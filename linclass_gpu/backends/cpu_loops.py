@@ -47,7 +47,7 @@ def compiled_loops_enabled() -> bool:
     return NUMBA_AVAILABLE and os.environ.get(NUMBA_ENV, "1") != "0"
 
 
-def compiled(function=None, *, reassociate: bool = False):
+def compiled(function=None, *, reassociate: bool = False, inline: bool = False):
     """``function`` compiled by Numba (nopython, cached on disk), or as it is when Numba is absent (never called
     then: :func:`compiled_loops_enabled` is False). ``@compiled`` or ``@compiled(reassociate=True)``.
 
@@ -55,13 +55,15 @@ def compiled(function=None, *, reassociate: bool = False):
     divisor and raises, a branch that keeps each division scalar (AdaGrad's per-entry step runs several times
     slower). ``reassociate``: sums may be regrouped and multiply-adds fused (LLVM's ``reassoc`` and ``contract``
     flags, no other fast-math), so a reduction vectorises; for the products, whose BLAS counterparts do the same.
+    ``inline``: a small helper is inlined into each compiled caller (Numba's ``inline="always"``), not called.
     """
     if function is None:
-        return lambda decorated: compiled(decorated, reassociate=reassociate)
+        return lambda decorated: compiled(decorated, reassociate=reassociate, inline=inline)
     if numba is None:
         return function
     fastmath = {"reassoc", "contract"} if reassociate else False
-    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(function)
+    return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath,
+                      inline="always" if inline else "never")(function)
 
 
 @compiled
