@@ -7,7 +7,9 @@ import pytest
 
 from linclass_gpu.backends import cpu_loops
 from linclass_gpu.backends.cpu_products import (
-    PRODUCT_MAX_OUTPUTS,
+    PRODUCT_MIN_FEATURES,
+    PRODUCT_MIN_ROWS,
+    PRODUCT_OUTPUTS,
     logits_product_,
     products_pay,
     weight_gradient_product_,
@@ -48,21 +50,26 @@ def test_a_non_finite_weight_propagates_as_through_blas(rng):
     assert not np.isfinite(Z[:, 1]).any() and np.isfinite(Z[:, [0, 2]]).all()
 
 
-def test_the_backend_takes_them_for_few_outputs_and_small_products_only(monkeypatch, rng):
+def test_the_backend_takes_them_inside_their_band_only(monkeypatch, rng):
     assert products_pay(128, 784, 10)  # an MNIST step
-    assert not products_pay(128, 784, PRODUCT_MAX_OUTPUTS + 1)
+    assert not products_pay(96, 784, 10)  # its last, partial batch
+    for n_outputs in (1, 8, 16):  # where BLAS's micro-kernels fit
+        assert not products_pay(128, 784, n_outputs)
+    assert not products_pay(128, 100, 10)  # short rows
     assert not products_pay(4096, 4096, 10)  # worth BLAS's threads
-    assert products_pay(1, int(FLOPS_PER_THREAD // 2), 1) and not products_pay(1, int(FLOPS_PER_THREAD // 2) + 1, 1)
+    assert all(products_pay(PRODUCT_MIN_ROWS, PRODUCT_MIN_FEATURES, n_outputs) for n_outputs in PRODUCT_OUTPUTS)
+    widest = max(PRODUCT_OUTPUTS)
+    assert not products_pay(int(FLOPS_PER_THREAD // (2 * PRODUCT_MIN_FEATURES * widest)) + 1, PRODUCT_MIN_FEATURES,
+                            widest)
     calls = []
     monkeypatch.setattr("linclass_gpu.backends.numpy_backend.logits_product_", lambda *args: calls.append("Z"))
     monkeypatch.setattr("linclass_gpu.backends.numpy_backend.weight_gradient_product_",
                         lambda *args: calls.append("dW"))
-    for compiled, n_outputs, expected in ((True, 10, ["Z", "dW"]), (True, PRODUCT_MAX_OUTPUTS + 1, []),
-                                          (False, 10, [])):
+    for compiled, n_outputs, expected in ((True, 10, ["Z", "dW"]), (True, 8, []), (False, 10, [])):
         calls.clear()
         backend = NumpyBackend(compiled=compiled)
-        X, W = rng.normal(size=(7, 4)), rng.normal(size=(4, n_outputs))
-        Z, dW = np.empty((7, n_outputs)), np.empty((4, n_outputs))
+        X, W = rng.normal(size=(128, 784)), rng.normal(size=(784, n_outputs))
+        Z, dW = np.empty((128, n_outputs)), np.empty((784, n_outputs))
         backend.logits_product_(X, W, Z)
         backend.weight_gradient_product_(X, Z, dW)
         assert calls == expected
