@@ -72,7 +72,7 @@ def logits_product_(X, W, Z):
             _store_pair(Z, i + 3, c, s3, t3)
 
 
-@compiled
+@compiled(inline=True)
 def _store_pair(Z, row, output, first, second):
     """``Z[row, output:output + 2] = first, second``, leaving out what falls past Z's last row or column."""
     if row < Z.shape[0]:
@@ -86,7 +86,8 @@ def weight_gradient_product_(X, dZ, dW):
     """``dW = Xᵀ dZ`` for float X (B, D) and dZ (B, C), C-contiguous, into dW (D, C).
 
     Row blocks past the last row repeat it with zero coefficients, and an odd C is padded with a zero output: the
-    padding adds nothing (X is finite, checked when the data came in) and is not stored.
+    padding adds zeros (an inf or NaN of the repeated row reaches the same entries through the row itself), and the
+    padded output is not stored.
     """
     n_rows, n_features = X.shape
     n_outputs = dZ.shape[1]

@@ -14,9 +14,10 @@ a NumPy call. These loops read the matrix's own ``indptr``/``indices``/``data`` 
 
 These loops wait on memory, not arithmetic: the rows of ``V`` (and of AdaGrad's ``G``) a batch reads are scattered
 over tens of MB (2¹⁸ features × 20 classes × 4 bytes each), and each is a cache miss that no hardware prefetcher
-foresees. So each loop asks for the rows it will read next while it computes on the current ones
-(:func:`prefetch_row`: the next document's rows in the products and the feature marks, the rows a few slots ahead in
-the updates), which overlaps the misses instead of taking them one after another; the arithmetic is unchanged.
+foresees. So each loop asks for what it will read next while it computes on the current rows (:func:`prefetch_span`:
+every batch row's feature ids and values at once; :func:`prefetch_row`: the next document's feature marks and rows
+of ``V``, the rows a few slots ahead in the updates), which overlaps the misses instead of taking them one after
+another; the arithmetic is unchanged.
 
 Numba is optional: without it (or with ``LINCLASS_GPU_NUMBA=0``) :mod:`.sparse_step` takes scipy's route.
 """
