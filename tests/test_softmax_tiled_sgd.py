@@ -102,7 +102,7 @@ def test_1000_classes(rng):
 
 def test_32768_classes(rng):
     """The largest C the report compiles: 2048 class tiles in 4 groups, extra memory O(B · groups), not O(B · C).
-    One row block (a masked tail of 11 lanes): the interpreter's time grows with tiles × row blocks (about 80 s)."""
+    One row block (a masked tail of 11 lanes): the interpreter's time grows with tiles × row blocks (80 s or more)."""
     check_against_oracle(rng, 5, 5, 32768, "float32", target_programs=4)
 
 
