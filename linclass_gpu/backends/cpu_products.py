@@ -49,7 +49,7 @@ def logits_product_(X, W, Z):
     """
     n_rows, n_outputs = X.shape[0], W.shape[1]
     weights = np.zeros((n_outputs + n_outputs % 2, W.shape[0]), dtype=W.dtype)  # Wᵀ: output c's weights contiguous
-    weights[:n_outputs] = W.T
+    _transpose_into(W, weights)
     last = n_rows - 1
     for i in range(0, n_rows, 4):
         x0, x1, x2, x3 = X[i], X[min(i + 1, last)], X[min(i + 2, last)], X[min(i + 3, last)]
@@ -92,7 +92,7 @@ def weight_gradient_product_(X, dZ, dW):
     n_rows, n_features = X.shape
     n_outputs = dZ.shape[1]
     coefficients = np.zeros((n_outputs + n_outputs % 2, n_rows + (-n_rows) % 8), dtype=dZ.dtype)  # dZᵀ, padded
-    coefficients[:n_outputs, :n_rows] = dZ.T
+    _transpose_into(dZ, coefficients)
     gradient = np.zeros((coefficients.shape[0], n_features), dtype=dW.dtype)  # Gᵀ: output c's gradients contiguous
     last = n_rows - 1
     for i in range(0, n_rows, 8):
@@ -106,4 +106,13 @@ def weight_gradient_product_(X, dZ, dW):
                 a0, a1, a2, a3, a4, a5, a6, a7 = x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j]
                 g[j] += ((z0 * a0 + z1 * a1) + (z2 * a2 + z3 * a3)) + ((z4 * a4 + z5 * a5) + (z6 * a6 + z7 * a7))
                 h[j] += ((y0 * a0 + y1 * a1) + (y2 * a2 + y3 * a3)) + ((y4 * a4 + y5 * a5) + (y6 * a6 + y7 * a7))
-    dW[...] = gradient[:n_outputs].T
+    _transpose_into(gradient[:n_outputs], dW)
+
+
+@compiled(inline=True)
+def _transpose_into(source, target):
+    """``target[:n, :m] = source.T`` for ``source`` (m, n), as loops: Numba compiles an assignment from a transposed
+    view for seconds, these in a blink."""
+    for row in range(source.shape[0]):
+        for column in range(source.shape[1]):
+            target[column, row] = source[row, column]
