@@ -360,7 +360,7 @@ def test_any_shape_matches_oracle(dtype, n_rows, n_features, n_classes, determin
                       deterministic=deterministic)
 
 
-@pytest.mark.parametrize("dtype", ("float32",))  # about a minute under the interpreter: one dtype (others run at C = 1000)
+@pytest.mark.parametrize("dtype", ("float32",))  # a minute under the interpreter: one dtype (others run at C = 1000)
 def test_softmax_32768_classes_on_two_rows(dtype, rng):
     """The largest C the report compiles, run: 512 class tiles swept twice, extra memory O(B)."""
     X_dev, X64, x_scale = make_inputs(rng, 2, 31, dtype)
