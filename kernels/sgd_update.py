@@ -16,6 +16,9 @@ instead of oscillating around it by lr·l1.
 
 Given ``grad_out`` it only reduces (``grad_out = g``): the deterministic ``*_loss_grad`` path. Absent buffers are
 passed as None, which Triton compiles as a constant: the kernel's ``is None`` branches cost nothing at run time.
+
+The step's changing scalars (the rate and Adam's bias corrections) come as arguments, or, given ``step_scalars``, from
+device memory: a launch recorded once in a CUDA graph then reads each replay's values from the same address.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ NUM_WARPS = 4
 # Deterministic mode keeps one θ-sized gradient slice per program of the step kernel; their total is capped (fewer
 # programs, each taking several row blocks, for large D·K): 21 slices of a 784 × 1000 model, one of 784 × 32768.
 PARTIALS_BYTES = 64 * 2**20
+# The step's scalars in device memory: [learning rate, bias_correction1, bias_correction2_sqrt, unused]. Four fp32 per
+# step keep every step's row 16-byte aligned, so all the rows of a table launch one pointer specialisation.
+STEP_SCALARS = 4
 # Runtime arguments that are not int32 or fp32 buffers, typed for the compile report.
 ARG_TYPES = {"loss_sum_ptr": "*fp64", **dict.fromkeys(
     ("learning_rate", "l2", "l1", "momentum", "eps", "beta1", "beta2", "bias_correction1", "bias_correction2_sqrt"),
@@ -55,8 +61,8 @@ def max_partials(n_params: int, n_blocks: int) -> int:
 @triton.jit
 def sgd_update_kernel(
     theta_ptr, grad_ptr, velocity_ptr, accumulator_ptr, loss_partials_ptr, loss_sum_ptr, grad_out_ptr,
-    n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps, beta1, beta2, bias_correction1,
-    bias_correction2_sqrt,
+    step_scalars_ptr, n_weights, n_params, n_partials, learning_rate, l2, l1, momentum, eps, beta1, beta2,
+    bias_correction1, bias_correction2_sqrt,
     BLOCK: tl.constexpr, DETERMINISTIC: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
     FIT_INTERCEPT: tl.constexpr, L1: tl.constexpr, ADAGRAD: tl.constexpr, ADAM: tl.constexpr,
 ):
@@ -81,6 +87,10 @@ def sgd_update_kernel(
         tl.store(grad_ptr + offs, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)  # ready for the next atomics
 
     if grad_out_ptr is None:
+        if step_scalars_ptr is not None:
+            learning_rate = tl.load(step_scalars_ptr)
+            bias_correction1 = tl.load(step_scalars_ptr + 1)
+            bias_correction2_sqrt = tl.load(step_scalars_ptr + 2)
         theta = tl.load(theta_ptr + offs, mask=mask, other=0.0)
         is_weight = offs < n_weights
         # 2. L2 on W only: ∂(l2/2·‖W‖²)/∂W = l2·W.
@@ -135,13 +145,16 @@ def sgd_update_kernel(
 
 def sgd_update_arguments(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l1=0.0, momentum=0.0, nesterov=False,
                          fit_intercept=True, velocity=None, deterministic=False, n_partials=1, loss_partials=None,
-                         loss_sum=None, grad_out=None, accumulator=None, eps=1e-10, adam_step=0, betas=(0.9, 0.999)):
+                         loss_sum=None, grad_out=None, accumulator=None, eps=1e-10, adam_step=0, betas=(0.9, 0.999),
+                         step_scalars=None):
     """The grid and keyword arguments of :func:`sgd_update_kernel` over ``theta`` (or of the reduce-only launch into
     ``grad_out`` when it is given), checked, not launched: ``(grid, arguments)``.
 
     An ``accumulator`` (θ-sized, fp32) makes the step AdaGrad's with that ``eps``; with ``adam_step = t ≥ 1`` too it
     is Adam's (``velocity`` holds m, ``accumulator`` v; ``betas``, ``eps``); without either, (momentum) SGD. From one
-    step to the next only ``learning_rate`` and Adam's ``bias_correction1`` and ``bias_correction2_sqrt`` change.
+    step to the next only ``learning_rate`` and Adam's ``bias_correction1`` and ``bias_correction2_sqrt`` change;
+    given ``step_scalars`` (a float32 device vector of :data:`STEP_SCALARS` values, 16-byte aligned) the kernel
+    reads those three from it instead, and the scalar arguments are ignored.
     """
     n_params = theta.numel()
     if theta.dtype != torch.float32 or grad.dtype != torch.float32:
@@ -157,13 +170,15 @@ def sgd_update_arguments(theta, grad, *, n_weights, learning_rate=0.0, l2=0.0, l
     beta1, beta2 = betas
     bias_correction1, bias_correction2_sqrt = ((1.0 - beta1**adam_step, (1.0 - beta2**adam_step) ** 0.5)
                                                if adam_step else (1.0, 1.0))
+    if step_scalars is not None and (step_scalars.dtype != torch.float32 or step_scalars.numel() < STEP_SCALARS):
+        raise ValueError(f"step_scalars must be a float32 vector of {STEP_SCALARS} values")
     if deterministic and (loss_partials is None or loss_sum is None):
         raise ValueError("deterministic mode reduces the loss partials: pass loss_partials and loss_sum")
     return (triton.cdiv(n_params, BLOCK),), dict(
         theta_ptr=theta, grad_ptr=grad, velocity_ptr=velocity, accumulator_ptr=accumulator,
-        loss_partials_ptr=loss_partials, loss_sum_ptr=loss_sum, grad_out_ptr=grad_out, n_weights=n_weights,
-        n_params=n_params, n_partials=n_partials, learning_rate=float(learning_rate), l2=float(l2), l1=float(l1),
-        momentum=float(momentum), eps=float(eps), beta1=float(beta1), beta2=float(beta2),
+        loss_partials_ptr=loss_partials, loss_sum_ptr=loss_sum, grad_out_ptr=grad_out, step_scalars_ptr=step_scalars,
+        n_weights=n_weights, n_params=n_params, n_partials=n_partials, learning_rate=float(learning_rate),
+        l2=float(l2), l1=float(l1), momentum=float(momentum), eps=float(eps), beta1=float(beta1), beta2=float(beta2),
         bias_correction1=float(bias_correction1), bias_correction2_sqrt=float(bias_correction2_sqrt),
         BLOCK=BLOCK, DETERMINISTIC=deterministic, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
         FIT_INTERCEPT=bool(fit_intercept), L1=bool(l1), ADAGRAD=accumulator is not None and not adam_step,

@@ -186,14 +186,14 @@ def _split_build(n_features, n_outputs, x_dtype, *, model="softmax", precision="
 
 
 def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_update=True, l1=False,
-                  adagrad=False, adam=False, n_features=784, n_classes=10):
+                  adagrad=False, adam=False, step_scalars=False, n_features=784, n_classes=10):
     from linclass_gpu.kernels import sgd_update
 
     constexprs = {
         "BLOCK": sgd_update.BLOCK, "DETERMINISTIC": deterministic, "MOMENTUM": momentum, "NESTEROV": nesterov,
         "FIT_INTERCEPT": True, "L1": l1, "ADAGRAD": adagrad, "ADAM": adam,
         **_absent(velocity_ptr=momentum or adam, accumulator_ptr=adagrad or adam, loss_partials_ptr=deterministic,
-                  loss_sum_ptr=deterministic, grad_out_ptr=not apply_update),
+                  loss_sum_ptr=deterministic, grad_out_ptr=not apply_update, step_scalars_ptr=step_scalars),
     }
     signature = _signature("sgd_update", "sgd_update_kernel", constexprs)
     flags = ["deterministic" if deterministic else "atomics"]
@@ -201,6 +201,7 @@ def _update_build(*, deterministic=False, momentum=False, nesterov=False, apply_
     flags += ["adam" if adam else "adagrad" if adagrad else rule]
     flags += [] if apply_update else ["reduce only"]
     flags += ["l1"] if l1 else []
+    flags += ["scalars from memory (CUDA graph)"] if step_scalars else []
     flags += [f"D={n_features} C={n_classes}"]
     n_weights = n_features * n_classes
     return KernelBuild("sgd_update_kernel", " ".join(flags), "sgd_update", signature, constexprs,
@@ -327,7 +328,8 @@ def shipped_builds() -> list[KernelBuild]:
         _update_build(deterministic=True, momentum=True), _update_build(deterministic=True, apply_update=False),
         _update_build(momentum=True, l1=True), _update_build(adagrad=True, l1=True),
         _update_build(deterministic=True, adagrad=True), _update_build(adam=True, l1=True),
-        _update_build(deterministic=True, adam=True),
+        _update_build(deterministic=True, adam=True), _update_build(momentum=True, step_scalars=True),
+        _update_build(adam=True, step_scalars=True),
     ]
     return builds + _sparse_builds() + _tiled_builds()
 
@@ -627,6 +629,9 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
 
     ``launches_per_epoch`` and ``host_syncs_per_epoch`` count what ``FusedSGD.run_epoch`` and ``pop_loss_sum`` do
     (the training loop's own once-per-epoch ``get_params`` copy comes on top, the same for every path);
+    ``host_launch_calls_per_epoch`` is what the host issues for them on a CUDA device: the per-step paths' launches
+    replay from a CUDA graph recorded at the first epoch (``backends/triton_graph.py``), one call, as the epoch
+    kernels' one launch;
     ``atomics_per_step`` counts global atomic operations (elements), ``bytes_per_step`` the compulsory global traffic
     (by :func:`bytes_moved`'s rules; plain SGD). The epoch kernel reads each step only the rows, labels and
     ``X[rows]``; θ is read and written once per epoch, spread here over the epoch's steps.
@@ -672,7 +677,8 @@ def training_configurations(B: int = 128, D: int = 784, C: int = 10, N: int = 60
                      "w_reread_bytes_per_step": 0, "programs_per_step": 1, "flop_per_step": flop, "modelled": None})
         rows += _split_training_rows(B, D, C, x_dtype, epoch_bytes)
     for row in rows:
-        row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps})
+        row.update({"B": B, "D": D, "C": C, "N": N, "x_dtype": x_dtype, "steps_per_epoch": n_steps,
+                    "host_launch_calls_per_epoch": 1})
     return rows
 
 

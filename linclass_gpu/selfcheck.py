@@ -8,8 +8,9 @@ On a CUDA machine it runs, each part isolated so that one failure is reported an
 3. MNIST, 5 epochs of softmax regression at the estimators' defaults (batch 128, η0 = 0.5 decaying by 0.6 per
    epoch, momentum 0.5, L2 1e-4, uint8 pixels scaled by 1/255), timed per epoch (device synchronised) with the test
    accuracy after the last: triton through the multi-program epoch kernel (1 cooperative launch per epoch, on
-   tensor cores and on FMA), the single-program epoch kernel and the per-step path, cupy, a PyTorch eager loop and
-   the same PyTorch loop captured once per epoch shape as a CUDA graph and replayed.
+   tensor cores and on FMA), the single-program epoch kernel and the per-step path (replayed from a CUDA graph, and
+   launched step by step), cupy, a PyTorch eager loop and the same PyTorch loop captured once per epoch shape as a
+   CUDA graph and replayed.
 
 and returns one JSON object (printed with ``--json``). Without a CUDA GPU it prints one line saying so, lists what it
 would run, and exits 0 (CI runs that).
@@ -31,8 +32,8 @@ GPU_TEST_FILES = ("test_triton_kernels.py", "test_triton_sigmoid_outputs.py", "t
 MNIST_EPOCHS = 5
 MNIST_BATCH = 128
 MNIST_LEARNING_RATE, MNIST_DECAY, MNIST_MOMENTUM, MNIST_L2 = 0.5, 0.6, 0.5, 1e-4
-MNIST_PROVIDERS = ("triton-split-epoch-mma", "triton-split-epoch-ieee", "triton-epoch-kernel", "triton-per-step",
-                   "cupy", "torch-eager", "torch-cuda-graph")
+MNIST_PROVIDERS = ("triton-split-epoch-mma", "triton-split-epoch-ieee", "triton-epoch-kernel", "triton-per-step-graph",
+                   "triton-per-step", "cupy", "torch-eager", "torch-cuda-graph")
 # Each part's wall-clock limit; together they keep the whole check within 8 minutes on a fresh install (most of the
 # test time is Triton's first compile of each kernel shape).
 TESTS_TIMEOUT_S = 300
@@ -95,9 +96,11 @@ def _learning_rates(epoch: int, n_steps: int):
     return np.full(n_steps, MNIST_LEARNING_RATE * MNIST_DECAY**epoch)
 
 
-def _train_stepper(backend_name: str, data, *, epoch_kernel: bool, split_precision: str | None = None) -> dict:
+def _train_stepper(backend_name: str, data, *, epoch_kernel: bool, split_precision: str | None = None,
+                   cuda_graph: bool = False) -> dict:
     """MNIST epochs through a backend's fused stepper (``run_epoch``); ms per epoch and the final test accuracy.
-    Triton's ``split_precision`` picks the multi-program epoch kernel's products (None: the single-program one)."""
+    Triton's ``split_precision`` picks the multi-program epoch kernel's products (None: the single-program one),
+    ``cuda_graph`` whether its per-step epochs replay from a CUDA graph."""
     import numpy as np
 
     from .backends import get_backend
@@ -110,6 +113,7 @@ def _train_stepper(backend_name: str, data, *, epoch_kernel: bool, split_precisi
                                 max_batch_size=MNIST_BATCH, l2=MNIST_L2, momentum=MNIST_MOMENTUM, x_scale=1 / 255)
     if hasattr(stepper, "use_epoch_kernel"):
         stepper.use_epoch_kernel, stepper.split_precision = epoch_kernel, split_precision
+        stepper.use_cuda_graph = cuda_graph
     rng = np.random.default_rng(0)
     n_rows = X.shape[0]
     epoch_ms = []
@@ -213,6 +217,7 @@ def run_mnist() -> dict:
         "triton-split-epoch-mma": lambda: _train_stepper("triton", data, epoch_kernel=True, split_precision="mma"),
         "triton-split-epoch-ieee": lambda: _train_stepper("triton", data, epoch_kernel=True, split_precision="ieee"),
         "triton-epoch-kernel": lambda: _train_stepper("triton", data, epoch_kernel=True),
+        "triton-per-step-graph": lambda: _train_stepper("triton", data, epoch_kernel=False, cuda_graph=True),
         "triton-per-step": lambda: _train_stepper("triton", data, epoch_kernel=False),
         "cupy": lambda: _train_stepper("cupy", data, epoch_kernel=False),
         "torch-eager": lambda: _train_torch(data, cuda_graph=False),

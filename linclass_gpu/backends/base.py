@@ -41,8 +41,9 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def adam_bias_corrections(step_count: int) -> tuple[float, float]:
-    """``(1 − β₁ᵗ, √(1 − β₂ᵗ))`` for Adam's step ``t = step_count ≥ 1``, in float64 on the host (no device work)."""
+def adam_bias_corrections(step_count):
+    """``(1 − β₁ᵗ, √(1 − β₂ᵗ))`` for Adam's step ``t = step_count ≥ 1`` (an int, or an integer array of steps), in
+    float64 on the host (no device work)."""
     beta1, beta2 = ADAM_BETAS
     return 1.0 - beta1**step_count, (1.0 - beta2**step_count) ** 0.5
 

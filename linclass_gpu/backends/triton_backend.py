@@ -35,6 +35,7 @@ from .base import (
     adam_bias_corrections,
     check_optimizer,
 )
+from .triton_graph import GraphedEpochs
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
@@ -59,7 +60,9 @@ class TritonFusedSGD(FusedSGD):
     :meth:`run_epoch` trains a whole epoch in one launch of ``kernels/epoch_sgd.py`` wherever that kernel applies:
     plain or (Nesterov) momentum SGD with any L2, sample weights and intercept setting, every input dtype, D ≤ 1024
     features and K ≤ 16 outputs, no data-parallel reducer, on an sm_90 or newer GPU (or the interpreter). AdaGrad,
-    Adam, L1, larger models, data-parallel runs and older GPUs take the per-step path (:meth:`step` per minibatch).
+    Adam, L1, larger models, data-parallel runs and older GPUs take the per-step path (:meth:`step` per minibatch),
+    whose epochs, on a CUDA device and without a data-parallel reducer, are recorded once per shape as a CUDA graph
+    and replayed (see ``use_cuda_graph``).
     On a CUDA device of compute capability 9.0 or newer the epoch runs on ``kernels/epoch_split_sgd.py`` instead
     where that applies (batches of at most 128 rows, its feature slices fitting the device's SMs): P cooperating
     programs, the features split between them, one grid barrier per step.
@@ -77,11 +80,16 @@ class TritonFusedSGD(FusedSGD):
         splits, dW flushed once per step, by TF32 tensor cores with ``tf32``; deterministic mode at full
         parallelism) at large batches or many classes (``softmax_tiled_sgd.tiled_step_pays``); True or False force it
         on or off where it applies (tests, benchmarks).
+    use_cuda_graph : bool or None
+        Default None: on a CUDA device, :meth:`run_epoch`'s per-step epochs (no data-parallel reducer) are recorded
+        once per shape as a CUDA graph and replayed (:mod:`.triton_graph`); True also takes that path's static
+        buffers under the interpreter (run eagerly: tests), False launches step by step (benchmarks, checks).
     """
 
     use_epoch_kernel: bool = True
     split_precision: str | None = "mma"
     use_tiled_step: bool | None = None
+    use_cuda_graph: bool | None = None
 
     def __init__(self, backend: "TritonBackend", model: str, X, y, W: np.ndarray, b: np.ndarray, *,
                  max_batch_size: int, l2: float, momentum: float, nesterov: bool, fit_intercept: bool,
@@ -135,22 +143,29 @@ class TritonFusedSGD(FusedSGD):
             self._max_programs = None
             self._grad = torch.zeros(n_params, dtype=torch.float32, device=self._device)
             self._loss_partials = None
-        # The step's launches per (batch size, data-parallel or not), bound at the first such step.
-        self._launches: dict[tuple[int, bool], SimpleNamespace] = {}
+        # The step's launches per (batch size, data-parallel or not, scalars from device memory or not), bound at
+        # the first such step.
+        self._launches: dict[tuple[int, bool, bool], SimpleNamespace] = {}
+        self._graphed_epochs = GraphedEpochs(torch, self._device)
         self.set_params(W, b)
 
+    def _launches_for(self, rows, with_reducer: bool, scalars_on_device: bool = False) -> SimpleNamespace:
+        """The bound launches of steps on ``rows.shape[0]`` rows (see :meth:`_prepare_launches`), made once."""
+        key = (rows.shape[0], with_reducer, scalars_on_device)
+        launches = self._launches.get(key)
+        if launches is None:
+            launches = self._launches[key] = self._prepare_launches(rows, with_reducer, scalars_on_device)
+        return launches
+
     def step(self, rows: Any, learning_rate: float) -> None:
-        batch = rows.shape[0]
-        if batch == 0:
+        if rows.shape[0] == 0:
             raise ValueError("a minibatch needs at least one row")
         reducer = self.reducer
-        launches = self._launches.get((batch, reducer is not None))
-        if launches is None:
-            launches = self._launches[batch, reducer is not None] = self._prepare_launches(rows, reducer is not None)
+        launches = self._launches_for(rows, reducer is not None)
         if reducer is None:
             launches.step(rows_ptr=rows)  # bound with grad_scale = 1/B
         else:  # data-parallel: the mean over the global batch, then the reducer sums [dW.ravel(), db] over processes
-            launches.step(rows_ptr=rows, grad_scale=1.0 / reducer.gradient_divisor(batch))
+            launches.step(rows_ptr=rows, grad_scale=1.0 / reducer.gradient_divisor(rows.shape[0]))
             if launches.reduce is not None:
                 launches.reduce()
             reducer.reduce_gradient_((launches.grad,))
@@ -164,13 +179,15 @@ class TritonFusedSGD(FusedSGD):
         if reducer is not None:
             reducer.reduce_parameters_((self._theta,))
 
-    def _prepare_launches(self, rows, with_reducer: bool) -> SimpleNamespace:
+    def _prepare_launches(self, rows, with_reducer: bool, scalars_on_device: bool) -> SimpleNamespace:
         """The launches of a step on batches of ``rows.shape[0]`` rows, bound once (:mod:`.triton_launch`): a step
         then costs the host two calls of the compiled kernels' launchers, the changed arguments put in their slots.
 
         Returns ``step`` (the fused loss-and-gradient kernel, or the tiled step's launches as one callable),
         ``reduce`` (None, or in deterministic data-parallel runs the fixed-order reduce of the partials into one
-        slice, which the reducer exchanges), ``update`` and ``grad`` (the buffer the update reads).
+        slice, which the reducer exchanges), ``update`` and ``grad`` (the buffer the update reads). With
+        ``scalars_on_device`` the update reads its rate (and Adam's corrections) from a ``step_scalars_ptr`` row
+        each call passes, instead of ``learning_rate``.
         """
         from linclass_gpu.kernels import sigmoid_sgd, softmax_sgd
 
@@ -179,7 +196,7 @@ class TritonFusedSGD(FusedSGD):
         loss = self._loss_partials if self.deterministic else self._loss_sum
         if self._tiled_step_applies(rows.shape[0]):
             step, n_programs = self._tiled_step(rows, loss)
-            return self._bind_update(step, n_programs, with_reducer)
+            return self._bind_update(step, n_programs, with_reducer, scalars_on_device)
         common = dict(x_scale=self.x_scale, grad_scale=1.0 / rows.shape[0], config=self._config,
                       max_programs=self._max_programs, deterministic=self.deterministic,
                       sample_weight=self._sample_weight, input_precision=self.backend.input_precision)
@@ -192,7 +209,7 @@ class TritonFusedSGD(FusedSGD):
             grid, arguments = sigmoid_sgd.sigmoid_sgd_arguments(
                 self._X, rows, self._y, self._theta, self._grad, loss, n_outputs=self.n_outputs,
                 loss_kind=sigmoid_sgd.MODEL_LOSSES[self.model], **common)
-        return self._bind_update(PreparedLaunch(kernel, grid, arguments), grid[0], with_reducer)
+        return self._bind_update(PreparedLaunch(kernel, grid, arguments), grid[0], with_reducer, scalars_on_device)
 
     def _tiled_step_applies(self, batch: int) -> bool:
         """Whether steps of ``batch`` rows take the tiled softmax kernels (see ``use_tiled_step``)."""
@@ -234,7 +251,7 @@ class TritonFusedSGD(FusedSGD):
 
         return step, layout.n_row_splits
 
-    def _bind_update(self, step, n_programs: int, with_reducer: bool) -> SimpleNamespace:
+    def _bind_update(self, step, n_programs: int, with_reducer: bool, scalars_on_device: bool) -> SimpleNamespace:
         """:meth:`_prepare_launches`' result around ``step``, whose ``n_programs`` programs wrote the gradient."""
         from linclass_gpu.kernels import sgd_update
 
@@ -257,7 +274,9 @@ class TritonFusedSGD(FusedSGD):
             nesterov=self.nesterov, fit_intercept=self.fit_intercept, velocity=self._velocity,
             deterministic=deterministic, n_partials=n_programs, loss_partials=self._loss_partials,
             loss_sum=self._loss_sum, accumulator=self._accumulator, eps=ADAM_EPS if adam else ADAGRAD_EPS,
-            adam_step=1 if adam else 0, betas=ADAM_BETAS))  # each step passes its rate (and Adam's corrections)
+            adam_step=1 if adam else 0, betas=ADAM_BETAS,
+            # each step passes its rate (and Adam's corrections), or the table row holding them
+            step_scalars=self._theta.new_zeros(sgd_update.STEP_SCALARS) if scalars_on_device else None))
         return SimpleNamespace(step=step, reduce=reduce, update=update, grad=grad)
 
     def epoch_kernel_applies(self) -> bool:
@@ -268,17 +287,24 @@ class TritonFusedSGD(FusedSGD):
                   on_steps: Callable[[int], None] | None = None) -> None:
         """One epoch (see :meth:`FusedSGD.run_epoch`): one launch of the epoch kernel where it applies, which reads
         the rates as a float32 device vector (one host-to-device copy, no sync) and adds the epoch's loss to the
-        running loss once; otherwise one :meth:`step` per minibatch."""
+        running loss once; otherwise the per-step launches, replayed from a CUDA graph where ``use_cuda_graph``
+        applies (the rates copied to the device once per epoch) or one :meth:`step` per minibatch."""
         from linclass_gpu.kernels import epoch_sgd, epoch_split_sgd
 
         n_steps = -(-rows.shape[0] // batch_size) if batch_size > 0 else 0
         if np.shape(learning_rates) != (n_steps,):
             raise ValueError(f"learning_rates must hold one rate per step: {n_steps} for {rows.shape[0]} rows in "
                              f"batches of {batch_size}, got shape {np.shape(learning_rates)}")
-        if not self.epoch_kernel_applies() or batch_size > self.max_batch_size:
-            super().run_epoch(rows, learning_rates, batch_size, on_steps)
-            return
         if n_steps == 0:
+            return
+        if not self.epoch_kernel_applies() or batch_size > self.max_batch_size:
+            if self._graph_applies():
+                self._graphed_epoch(rows, learning_rates, int(batch_size))
+                self._step_count += n_steps
+                if on_steps is not None:
+                    on_steps(n_steps)
+            else:
+                super().run_epoch(rows, learning_rates, batch_size, on_steps)
             return
         torch = self.backend._torch
         rates = torch.from_numpy(np.asarray(learning_rates, dtype=np.float32)).to(self._device)
@@ -297,6 +323,35 @@ class TritonFusedSGD(FusedSGD):
         self._step_count += n_steps
         if on_steps is not None:
             on_steps(n_steps)
+
+    def _graph_applies(self) -> bool:
+        """Whether :meth:`run_epoch`'s per-step epochs go through :class:`GraphedEpochs` (see ``use_cuda_graph``)."""
+        if self.reducer is not None:  # the reducer exchanges on the host between a step's launches
+            return False
+        if self.use_cuda_graph is not None:
+            return self.use_cuda_graph
+        return self._device.type == "cuda"
+
+    def _graphed_epoch(self, rows, learning_rates: np.ndarray, batch_size: int) -> None:
+        """The per-step epoch through :class:`GraphedEpochs`: the steps' scalars as a device table, each update
+        reading its row."""
+        from linclass_gpu.kernels import sgd_update
+
+        n_steps = len(learning_rates)
+        scalars = np.zeros((n_steps, sgd_update.STEP_SCALARS), dtype=np.float32)
+        scalars[:, 0] = learning_rates
+        scalars[:, 1:3] = 1.0
+        if self.optimizer == "adam":
+            scalars[:, 1], scalars[:, 2] = adam_bias_corrections(self._step_count + 1 + np.arange(n_steps))
+
+        def steps(rows_buffer, scalars_buffer) -> None:
+            for index in range(n_steps):
+                batch_rows = rows_buffer[index * batch_size:(index + 1) * batch_size]
+                launches = self._launches_for(batch_rows, with_reducer=False, scalars_on_device=True)
+                launches.step(rows_ptr=batch_rows)
+                launches.update(step_scalars_ptr=scalars_buffer[index])
+
+        self._graphed_epochs.run(steps, rows, scalars, batch_size)
 
     def split_epoch_applies(self, batch_size: int) -> bool:
         """Whether :meth:`run_epoch` in batches of ``batch_size`` takes the multi-program epoch kernel."""

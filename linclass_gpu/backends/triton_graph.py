@@ -1,0 +1,82 @@
+"""Epochs of per-step launches recorded once as a CUDA graph and replayed: the Triton per-step path's epoch on a GPU.
+
+An epoch of the per-step path is 2 launches per step (``TritonFusedSGD.step``); even bound once
+(:mod:`.triton_launch`), each costs the host a few microseconds, about as long as the GPU work of a small step. A CUDA
+graph makes the epoch one host call. A graph replays the launches exactly as recorded, pointers and scalars included,
+so everything that changes between epochs lives in device buffers whose addresses stay fixed: the epoch's row order
+(copied into a buffer the steps' row slices point into) and the steps' scalars (learning rate, Adam's bias
+corrections: a ``(n_steps, STEP_SCALARS)`` table the update kernel reads, see ``kernels/sgd_update.py``). The
+parameters, gradient, optimizer and loss buffers are allocated once per stepper and never move.
+
+The first epoch of each shape (rows per epoch, batch size) runs the steps eagerly: Triton compiles or loads every
+launch variant there (the tail batch's, say), which must not happen during a capture. It then records the same
+steps into a graph, which every later epoch of that shape replays. Under the Triton interpreter (no CUDA) the steps
+run eagerly every epoch through the same buffers: the tests check that path against the per-step one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+# steps(rows_buffer, scalars_buffer): the epoch's launches over the row order and the per-step scalar table.
+EpochSteps = Callable[[Any, Any], None]
+
+
+class GraphedEpochs:
+    """Per-shape static buffers and CUDA graphs of an epoch's per-step launches.
+
+    Parameters
+    ----------
+    torch : module
+    device : torch.device
+        A CUDA device records graphs; another (the interpreter's CPU) runs the steps eagerly every epoch.
+
+    Attributes
+    ----------
+    recorded : int
+        Graphs recorded so far (one per epoch shape).
+    replays : int
+        Epochs run by replaying a graph.
+    """
+
+    def __init__(self, torch, device):
+        self._torch, self._device = torch, device
+        self._capture = device.type == "cuda"
+        self._epochs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.recorded = self.replays = 0
+
+    def run(self, steps: EpochSteps, rows, scalars: np.ndarray, batch_size: int) -> None:
+        """One epoch: ``steps`` over ``rows`` (device integer vector (N_epoch,)) in batches of ``batch_size`` with
+        the host table ``scalars`` (float32, (n_steps, STEP_SCALARS)); recorded at the first epoch of this shape,
+        replayed after it."""
+        torch = self._torch
+        key = (int(rows.shape[0]), int(batch_size))
+        epoch = self._epochs.get(key)
+        if epoch is None:
+            epoch = self._epochs[key] = {
+                "rows": torch.empty_like(rows, device=self._device),
+                "scalars": torch.empty(scalars.shape, dtype=torch.float32, device=self._device),
+                # Page-locked, so the copy to the device is asynchronous; the event says when it may be refilled.
+                "host_scalars": torch.empty(scalars.shape, dtype=torch.float32, pin_memory=self._capture),
+                "copied": torch.cuda.Event() if self._capture else None, "graph": None}
+        if epoch["copied"] is not None:
+            epoch["copied"].synchronize()  # the previous epoch's copy has left the host buffer (long since, as a rule)
+        epoch["host_scalars"].copy_(torch.from_numpy(np.ascontiguousarray(scalars, dtype=np.float32)))
+        # Stream-ordered after the previous epoch's steps, which read the old values.
+        epoch["scalars"].copy_(epoch["host_scalars"], non_blocking=self._capture)
+        epoch["rows"].copy_(rows)
+        if epoch["copied"] is not None:
+            epoch["copied"].record()
+        if epoch["graph"] is not None:
+            epoch["graph"].replay()
+            self.replays += 1
+            return
+        steps(epoch["rows"], epoch["scalars"])
+        if self._capture:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # recorded, not run: the next epoch of this shape is its first replay
+                steps(epoch["rows"], epoch["scalars"])
+            epoch["graph"] = graph
+            self.recorded += 1
