@@ -23,8 +23,8 @@ _DLPACK_CUDA_DEVICES = (2, 3, 13)  # CUDA, CUDA host (pinned), CUDA managed
 
 
 def is_sparse_rows(X: Any) -> bool:
-    """Whether ``X`` is a scipy.sparse matrix or array, told without importing scipy."""
-    return type(X).__module__.startswith("scipy.sparse")
+    """Whether ``X`` is a scipy.sparse or cupyx.scipy.sparse matrix or array, told without importing either."""
+    return type(X).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
 
 
 def is_torch_sparse(X: Any) -> bool:

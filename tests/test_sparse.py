@@ -11,19 +11,49 @@ from helpers import awkward_csr, model_targets
 from linclass_gpu import oracle
 from linclass_gpu.backends import cpu_loops
 from linclass_gpu.backends.sparse_backend import SparseNumpyBackend
-from linclass_gpu.backends.sparse_step import MIN_SCALE, update_mode
+from linclass_gpu.backends.sparse_step import MIN_SCALE, BatchGather, RowIndexGather, update_mode
 from tests.tolerances import assert_close
 
 N_ROWS, N_FEATURES, N_CLASSES = 37, 29, 5  # odd on purpose
 
 
-@pytest.fixture(params=["compiled", "scipy"])
+class RowIndexNumpyBackend(SparseNumpyBackend):
+    """The NumPy backend gathering its batches as the CuPy backend does (RowIndexGather over scipy's CSR): the
+    array-generic route of the sparse step, checked on the CPU."""
+
+    def batch_gather(self, X):
+        import scipy.sparse
+
+        return RowIndexGather(X, np, scipy.sparse)
+
+
+@pytest.fixture(params=["compiled", "scipy", "row-index"])
 def sparse_backend(request):
-    """The sparse backend on its compiled loops (backends/sparse_loops.py, where Numba is installed) or on scipy's
-    route (everywhere)."""
+    """The sparse backend on its compiled loops (backends/sparse_loops.py, where Numba is installed), on scipy's
+    route (everywhere), or on the CuPy backend's gather over scipy's products."""
     if request.param == "compiled" and not cpu_loops.compiled_loops_enabled():
         pytest.skip("needs Numba (pip install linclass-gpu[cpu])")
+    if request.param == "row-index":
+        return RowIndexNumpyBackend(compiled=False)
     return SparseNumpyBackend(compiled=request.param == "compiled")
+
+
+@pytest.mark.parametrize("n_features", [N_FEATURES, 2**20])
+def test_row_index_gather_equals_batch_gather(n_features):
+    """Both gathers give the batch's rows over its distinct features: duplicates kept, empty rows, unsorted indices."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(3)
+    X = awkward_csr(rng, N_ROWS, n_features)
+    rows = rng.permutation(N_ROWS)[:11]
+    expected = X[rows]
+    for u, X_u in (BatchGather(X)(rows), RowIndexGather(X, np, scipy.sparse)(rows)):
+        assert len(np.unique(u)) == len(u) == X_u.shape[1]
+        np.testing.assert_array_equal(np.sort(u), np.unique(expected.indices))
+        assert X_u.nnz == expected.nnz, "every nonzero of the batch, duplicates included"
+        # Column j of X_u is feature u[j]: mapped back, the batch is X[rows] exactly.
+        back = scipy.sparse.csr_array((X_u.data, u[X_u.indices], X_u.indptr), shape=expected.shape)
+        assert abs(back - expected).max() == 0
 
 
 def test_the_awkward_matrix_is_awkward():
@@ -210,29 +240,41 @@ def test_reducer_and_non_finite_values_are_refused():
         backend.asarray(X)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])
 @pytest.mark.parametrize("estimator_class", ["SoftmaxRegression", "LogisticRegression"])
 @pytest.mark.parametrize("options", [{"momentum": 0.0, "penalty": "elasticnet"}, {"momentum": 0.5},
                                      {"optimizer": "adagrad", "alpha": 0.0}])
-def test_estimators_fit_sparse_rows_as_their_dense_equivalent(estimator_class, options):
-    """fit, predict_proba, decision_function and score on CSR (and CSC/COO) rows give the dense rows' results."""
+def test_estimators_fit_sparse_rows_as_their_dense_equivalent(backend, estimator_class, options):
+    """fit, predict_proba, decision_function and score on CSR (and CSC/COO, and on CuPy cupyx CSR) rows give the
+    dense rows' results on the NumPy backend."""
     import linclass_gpu
+    from linclass_gpu.arrays import to_numpy
+    from linclass_gpu.backends import probe
 
+    if backend != "numpy" and not probe(backend).usable:
+        pytest.skip(f"{backend} cannot run here: {probe(backend).reason}")
     rng = np.random.default_rng(6)
     X = awkward_csr(rng, 203, 31)
     y = rng.integers(0, 3, 203)
     weights = rng.random(203)
     settings = {"epochs": 4, "batch_size": 16, "learning_rate": 0.3, "tol": None, "dtype": "float64",
                 "random_state": 0, "backend": "numpy", "alpha": 1e-3, **options}
-    sparse_model = getattr(linclass_gpu, estimator_class)(**settings).fit(X, y, sample_weight=weights)
+    sparse_model = getattr(linclass_gpu, estimator_class)(**{**settings, "backend": backend}).fit(
+        X, y, sample_weight=weights)
     dense_model = getattr(linclass_gpu, estimator_class)(**settings).fit(X.toarray(), y, sample_weight=weights)
     reads = 203 * 4
     assert_close(sparse_model.coef_, dense_model.coef_, "float64", reads, "coef_")
     assert_close(sparse_model.intercept_, dense_model.intercept_, "float64", reads, "intercept_")
-    for rows in (X.tocsc(), X.tocoo(), X):
-        assert_close(sparse_model.predict_proba(rows), dense_model.predict_proba(X.toarray()), "float64", 31,
-                     "predict_proba")
-    assert_close(sparse_model.decision_function(X), dense_model.decision_function(X.toarray()), "float64", 31,
-                 "decision_function")
+    placed = [X.tocsc(), X.tocoo(), X]
+    if backend == "cupy":
+        import cupyx.scipy.sparse
+
+        placed.append(cupyx.scipy.sparse.csr_matrix(X))
+    for rows in placed:
+        assert_close(to_numpy(sparse_model.predict_proba(rows)), dense_model.predict_proba(X.toarray()), "float64",
+                     31, "predict_proba")
+    assert_close(to_numpy(sparse_model.decision_function(X)), dense_model.decision_function(X.toarray()), "float64",
+                 31, "decision_function")
     assert sparse_model.score(X, y) == dense_model.score(X.toarray(), y)
 
 

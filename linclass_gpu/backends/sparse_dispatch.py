@@ -1,7 +1,8 @@
-"""Which backend takes a feature matrix's rows: dense rows go where the estimator's ``backend`` says, scipy.sparse rows
-to :class:`.sparse_backend.SparseNumpyBackend` (every optimizer setting, on the CPU), or to
+"""Which backend takes a feature matrix's rows: dense rows go where the estimator's ``backend`` says, sparse rows
+(scipy, cupyx, torch) to :class:`.sparse_backend.SparseNumpyBackend` (every optimizer setting, on the CPU), to
 :class:`.triton_sparse.TritonSparseBackend` when ``backend="triton"`` is asked for by name (plain SGD with L2 on the
-device; ``"auto"`` keeps the CPU step, which takes every setting).
+device), or to :class:`.sparse_backend.SparseCupyBackend` when ``backend="cupy"`` is (every setting, cuSPARSE's
+products). ``"auto"`` keeps the CPU step, the one measured so far.
 
 Importing this module imports neither scipy nor the sparse backends: they load when sparse rows arrive.
 """
@@ -25,12 +26,12 @@ def rows_backend(backend: Backend, X: Any, requested: str) -> Backend:
         Checked features (CSR when sparse: :func:`linclass_gpu.validation.check_features`).
     requested : str
         The estimator's ``backend`` parameter: ``"auto"`` lets sparse rows move to the CPU backend, ``"triton"``
-        keeps them on the Triton backend's sparse step.
+        and ``"cupy"`` keep them on that backend's sparse step.
 
     Raises
     ------
     ValueError
-        Sparse rows with the CuPy backend named explicitly.
+        Sparse rows with a backend named explicitly that has no sparse step.
     """
     if not is_sparse_rows(X):
         return backend
@@ -38,9 +39,13 @@ def rows_backend(backend: Backend, X: Any, requested: str) -> Backend:
         from .triton_sparse import TritonSparseBackend
 
         return TritonSparseBackend(deterministic=backend.deterministic, tf32=backend.tf32, device=backend.device)
+    if backend.name == "cupy" and requested == "cupy":
+        from .sparse_backend import SparseCupyBackend
+
+        return SparseCupyBackend()
     if backend.name != "numpy" and requested != "auto":
-        raise ValueError(f"sparse X trains on backend='numpy' or 'triton' only (the {backend.name} backend has no "
-                         "sparse step yet); pass one of them or 'auto', or a dense array")
+        raise ValueError(f"sparse X trains on backend='numpy', 'triton' or 'cupy' only (the {backend.name} backend "
+                         "has no sparse step); pass one of them or 'auto', or a dense array")
     from .sparse_backend import SparseNumpyBackend
 
     return SparseNumpyBackend()

@@ -1,4 +1,5 @@
-"""The fused SGD step on sparse rows (scipy CSR) on the CPU: a step costs O(nnz_batch·K), not O(D·K).
+"""The fused SGD step on sparse rows (CSR: scipy's on the CPU, ``cupyx.scipy.sparse`` on a CUDA device): a step costs
+O(nnz_batch·K), not O(D·K).
 
 A bag-of-words of 100,000 documents over 2²⁰ hashed features is 400 GB dense and a few tens of MB as CSR; a step on
 128 of its rows touches a few thousand of the 2²⁰ rows of ``W``. So the step below never forms a dense row nor a
@@ -17,6 +18,11 @@ dense ``dW``:
 Where the backend runs compiled loops (Numba, :mod:`.sparse_loops`), steps 1–3 read X's CSR arrays through the row
 ids and ``V`` in place, with no (B, U) matrix, no copy of ``W[u]`` and no scipy call, and the row-sparse updates
 write ``V[u]`` in place: the same arithmetic, one pass each.
+
+The step is written against the backend's array module (``backend.xp``), so the CuPy backend runs the same code on
+the device: its products are cuSPARSE's, through ``cupyx.scipy.sparse``, and its batches are gathered by
+:class:`RowIndexGather` (sparse row indexing and a sort; :class:`BatchGather`'s scatter trick needs NumPy's
+``repeat`` by an array).
 
 Penalties without touching every row (plain SGD, no momentum). ``W`` is kept as ``W = s·V`` with a host scalar
 ``s``: the L2 step ``W ← (1 − lr·l2)·W − lr·dW`` is ``s ← s·(1 − lr·l2)`` (O(1)) and ``V[u] ← V[u] − lr·dW[u]/s``
@@ -40,7 +46,7 @@ into a (D, K) buffer and the dense path's own update (:meth:`.ArrayBackend.sgd_u
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse
@@ -68,11 +74,6 @@ def update_mode(optimizer: str, momentum: float, l2: float, l1: float) -> str:
     return "dense"
 
 
-def is_sparse(X: Any) -> bool:
-    """Whether ``X`` is a scipy.sparse matrix or array (any format)."""
-    return scipy.sparse.issparse(X)
-
-
 def torch_sparse_to_scipy(X: Any) -> scipy.sparse.csr_array:
     """A torch sparse tensor (CSR, CSC or COO, on any device) as a scipy CSR array on the host: one O(nnz) copy of its
     index and value arrays (a CSR tensor's duplicate column indices stay, as in scipy; torch sums COO's)."""
@@ -97,7 +98,7 @@ def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
 
     Parameters
     ----------
-    X : scipy.sparse matrix or array, or torch sparse tensor, shape (N, D)
+    X : scipy.sparse or cupyx.scipy.sparse matrix or array, or torch sparse tensor, shape (N, D)
     dtype : numpy dtype
     name : str
         What to call ``X`` in messages.
@@ -115,6 +116,8 @@ def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
     """
     if is_torch_sparse(X):
         X = torch_sparse_to_scipy(X)
+    elif type(X).__module__.startswith("cupyx."):  # checked on the host: one O(nnz) copy, as for torch's
+        X = X.get()
     if X.ndim != 2:
         raise ValueError(f"sparse {name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if X.dtype.kind not in "biuf":
@@ -135,9 +138,12 @@ def as_csr(X: Any, dtype: Any, name: str = "X", n_features: int | None = None,
     return csr
 
 
-def set_rows(A: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
-    """``A[rows] = values`` for a C-contiguous (D, K) ``A`` and distinct ``rows``, each row moved as one K-value
-    record (NumPy's row-wise fancy assignment moves it value by value, about twice as slow)."""
+def set_rows(A: Any, rows: Any, values: Any) -> None:
+    """``A[rows] = values`` for a C-contiguous (D, K) ``A`` and distinct ``rows``; a NumPy array's rows each moved as
+    one K-value record (NumPy's row-wise fancy assignment moves it value by value, about twice as slow)."""
+    if not isinstance(A, np.ndarray):  # a device array: one scatter kernel
+        A[rows] = values
+        return
     record = np.dtype((np.void, A.shape[1] * A.itemsize))
     A.view(record).reshape(-1)[rows] = np.ascontiguousarray(values, dtype=A.dtype).view(record).reshape(-1)
 
@@ -192,27 +198,56 @@ class BatchGather:
         return u, X_u
 
 
-def target_indices(model: str, y: np.ndarray, n_outputs: int) -> np.ndarray:
+class RowIndexGather:
+    """:class:`BatchGather`'s ``(u, X_u)`` by whole-array operations any array module has: the batch's rows by sparse
+    row indexing, its distinct features by a sort (``unique``), each nonzero's position among them by a binary search.
+    O(nnz_batch·log nnz_batch); the CuPy backend's gather (on scipy CSR it serves the tests).
+
+    Parameters
+    ----------
+    X : CSR matrix of ``sparse``, shape (N, D)
+    xp : module
+        NumPy or CuPy, whichever holds ``X``'s arrays.
+    sparse : module
+        ``scipy.sparse`` or ``cupyx.scipy.sparse``.
+    """
+
+    def __init__(self, X: Any, xp: Any, sparse: Any):
+        self.X, self.xp, self._csr = X, xp, sparse.csr_matrix
+
+    def __call__(self, rows: Any) -> tuple[Any, Any]:
+        """The batch ``X[rows]`` as ``(u, X_u)``, as :meth:`BatchGather.__call__` (``u`` here sorted)."""
+        xp = self.xp
+        batch = self.X[rows]
+        u = xp.unique(batch.indices)
+        columns = xp.searchsorted(u, batch.indices).astype(batch.indices.dtype)
+        return u, self._csr((batch.data, columns, batch.indptr), shape=(len(rows), len(u)))
+
+
+def target_indices(model: str, y: Any, n_outputs: int, xp: Any = np) -> Any:
     """What :meth:`.ArrayBackend.logits_to_grad_` takes as ``targets`` for rows-major logits of rows with labels
-    ``y``: flat target-logit indices ``i·K + y_i`` for the softmax, the {0, 1} targets themselves for the sigmoid
-    models."""
+    ``y`` (an array of ``xp``): flat target-logit indices ``i·K + y_i`` for the softmax, the {0, 1} targets
+    themselves for the sigmoid models."""
     if model == "softmax":
-        return np.arange(len(y), dtype=np.int64) * n_outputs + y
+        return xp.arange(len(y), dtype=np.int64) * n_outputs + y
     return y
 
 
 class SparseFusedSGD(FusedSGD):
-    """The fused SGD step over CSR rows held on the host (see the module notes for the cost of each setting).
+    """The fused SGD step over CSR rows (see the module notes for the cost of each setting).
 
-    Parameters are those of :meth:`Backend.fused_sgd`, with ``X`` a ``scipy.sparse.csr_array`` (:func:`as_csr`),
-    ``y`` int class ids (N,) for the softmax or {0, 1} targets (N, K) for the sigmoid models, and ``backend`` the
-    :class:`.ArrayBackend` whose update rule (:meth:`~.ArrayBackend.sgd_update_`) the step shares.
+    Parameters are those of :meth:`Backend.fused_sgd`, with ``X`` a CSR matrix where the backend keeps its rows
+    (scipy's, from :func:`as_csr`, or its ``cupyx.scipy.sparse`` copy on the device), ``y`` int class ids (N,) for
+    the softmax or {0, 1} targets (N, K) for the sigmoid models, arrays of ``backend.xp``, ``backend`` the
+    :class:`.ArrayBackend` whose update rule (:meth:`~.ArrayBackend.sgd_update_`) and array module the step shares,
+    and ``gather`` scipy's route's batch gather (:class:`BatchGather` or :class:`RowIndexGather` over ``X``), or
+    None for the compiled loops (:mod:`.sparse_loops`, NumPy only), which read ``X`` in place.
     """
 
-    def __init__(self, backend: ArrayBackend, model: str, X: scipy.sparse.csr_array, y: np.ndarray, W: np.ndarray,
-                 b: np.ndarray, *, l2: float = 0.0, l1: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
-                 fit_intercept: bool = True, x_scale: float = 1.0, sample_weight: np.ndarray | None = None,
-                 optimizer: str = "sgd"):
+    def __init__(self, backend: ArrayBackend, model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
+                 l2: float = 0.0, l1: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
+                 fit_intercept: bool = True, x_scale: float = 1.0, sample_weight: Any = None, optimizer: str = "sgd",
+                 gather: Callable[[Any], tuple[Any, Any]] | None = None):
         if model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {model!r}")
         check_optimizer(optimizer, momentum, nesterov)
@@ -225,34 +260,34 @@ class SparseFusedSGD(FusedSGD):
         self.fit_intercept, self.x_scale = bool(fit_intercept), float(x_scale)
         self.mode = update_mode(optimizer, momentum, l2, l1)
         dtype = compute_dtype(X.dtype)
+        self.xp = xp = backend.xp
         # The compiled loops (sparse_loops) read X's CSR arrays through the row ids; scipy's route gathers the batch.
-        self._compiled = getattr(backend, "compiled", False)
-        self._X = X
-        self._gather = None if self._compiled else BatchGather(X)
+        self._compiled = gather is None
+        self._X, self._gather = X, gather
         self._slots = np.full(self.n_features, -1, dtype=np.int32) if self._compiled else None
         self._y, self._sample_weight = y, sample_weight
-        self._V = np.array(W, dtype=dtype)  # W = s·V
-        self.b = np.array(b, dtype=dtype)
+        self._V = xp.array(W, dtype=dtype)  # W = s·V
+        self.b = xp.array(b, dtype=dtype)
         self._scale = 1.0  # s
         self._threshold_total = 0.0  # u_t: the L1 thresholds of every step so far, in V's units
-        self._threshold_applied = np.zeros(self.n_features) if self.mode == "lazy" and self.l1 else None
-        self._velocity = ((np.zeros_like(self._V), np.zeros_like(self.b)) if momentum or optimizer == "adam"
+        self._threshold_applied = xp.zeros(self.n_features) if self.mode == "lazy" and self.l1 else None
+        self._velocity = ((xp.zeros_like(self._V), xp.zeros_like(self.b)) if momentum or optimizer == "adam"
                           else (None, None))
-        self._accumulator = ((np.zeros_like(self._V), np.zeros_like(self.b)) if optimizer != "sgd"
+        self._accumulator = ((xp.zeros_like(self._V), xp.zeros_like(self.b)) if optimizer != "sgd"
                              else (None, None))
         # The dense mode's (D, K) gradient and scratch; the other modes never allocate anything of that size.
-        self._dense_grad = np.zeros_like(self._V) if self.mode == "dense" else None
-        self._dense_scratch = np.empty_like(self._V) if self.mode == "dense" else None
-        self._scratch_b = np.empty_like(self.b)
+        self._dense_grad = xp.zeros_like(self._V) if self.mode == "dense" else None
+        self._dense_scratch = xp.empty_like(self._V) if self.mode == "dense" else None
+        self._scratch_b = xp.empty_like(self.b)
         self._step_count = 0
-        self._loss_sum = np.zeros((), dtype=np.float64)
+        self._loss_sum = xp.zeros((), dtype=np.float64)
 
     # -- the step ---------------------------------------------------------------------------------------------
 
     def step(self, rows: Any, learning_rate: float) -> None:
         if self.reducer is not None:
             raise ValueError("data-parallel training (a reducer) is not supported on sparse input")
-        rows = np.asarray(rows)
+        rows = self.xp.asarray(rows)
         u, dW_u, db = self._compiled_loss_grad(rows) if self._compiled else self._batch_loss_grad(rows)
         self._step_count += 1
         adam_step = self._step_count if self.optimizer == "adam" else 0
@@ -262,8 +297,8 @@ class SparseFusedSGD(FusedSGD):
             real = self._V.dtype.type  # a float32 loop's arithmetic stays float32
             adagrad_rows_(self._V, self._accumulator[0], u, dW_u, real(learning_rate), real(ADAGRAD_EPS))
         elif self.mode == "rows":
-            V_u, accumulator_u = np.take(self._V, u, axis=0), np.take(self._accumulator[0], u, axis=0)
-            self.backend.sgd_update_(V_u, dW_u, None, np.empty_like(V_u), learning_rate, 0.0, 0.0, False,
+            V_u, accumulator_u = self.xp.take(self._V, u, axis=0), self.xp.take(self._accumulator[0], u, axis=0)
+            self.backend.sgd_update_(V_u, dW_u, None, self.xp.empty_like(V_u), learning_rate, 0.0, 0.0, False,
                                      accumulator=accumulator_u)
             set_rows(self._V, u, V_u)
             set_rows(self._accumulator[0], u, accumulator_u)
@@ -277,12 +312,13 @@ class SparseFusedSGD(FusedSGD):
     def _batch_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(u, dW[u], db)`` of the batch ``rows`` by scipy's route (see the module notes); the batch's weighted
         summed loss is added to the loss sum."""
+        xp = self.xp
         u, X_u = self._gather(rows)
         if self._threshold_applied is not None:
             self._catch_up_(u)
-        Z = np.ascontiguousarray(X_u @ np.take(self._V, u, axis=0), dtype=self._V.dtype)
+        Z = xp.ascontiguousarray(X_u @ xp.take(self._V, u, axis=0), dtype=self._V.dtype)
         db = self._logits_to_grad_(rows, Z)
-        return u, np.asarray(X_u.T @ Z, dtype=self._V.dtype), db
+        return u, xp.ascontiguousarray(X_u.T @ Z, dtype=self._V.dtype), db
 
     def _compiled_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_batch_loss_grad` by the compiled loops (:mod:`.sparse_loops`), reading ``V`` in place."""
@@ -298,8 +334,8 @@ class SparseFusedSGD(FusedSGD):
     def _logits_to_grad_(self, rows: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """Turn the batch's ``X V`` (B, K) into ``x_scale·dZ`` in place (``dZ_i = w_i ∂ℓ_i/∂z_i / B`` of the logits
         ``s·x_scale·X V + b``), add the batch's weighted summed loss to the loss sum and return ``db = Σ_i dZ_i``."""
-        db = np.empty_like(self.b)
-        self.backend.logits_to_grad_(self.model, Z, target_indices(self.model, self._y[rows], self.n_outputs),
+        db = self.xp.empty_like(self.b)
+        self.backend.logits_to_grad_(self.model, Z, target_indices(self.model, self._y[rows], self.n_outputs, self.xp),
                                      None if self._sample_weight is None else self._sample_weight[rows], self.b,
                                      self._scale * self.x_scale, self._loss_sum, db, self.x_scale)
         return db
@@ -318,22 +354,22 @@ class SparseFusedSGD(FusedSGD):
         if self._compiled and self._threshold_applied is None:
             add_rows_(self._V, u, dW_u, -learning_rate / self._scale)
             return
-        V_u = np.take(self._V, u, axis=0)
+        V_u = self.xp.take(self._V, u, axis=0)
         dW_u *= learning_rate / self._scale
         V_u -= dW_u
         if self._threshold_applied is not None:
             # W ← sign(W)·max(|W| − lr·l1, 0) is, in V = W/s, a soft threshold by lr·l1/|s|.
             threshold = learning_rate * self.l1 / abs(self._scale)
             self._threshold_total += threshold
-            soft_threshold_(np, V_u, threshold, dW_u)
+            soft_threshold_(self.xp, V_u, threshold, dW_u)
             self._threshold_applied[u] = self._threshold_total
         set_rows(self._V, u, V_u)
 
     def _catch_up_(self, u: np.ndarray) -> None:
         """Apply to the rows ``u`` of ``V`` the L1 thresholds of the steps since each was last read."""
-        V_u = np.take(self._V, u, axis=0)
+        V_u = self.xp.take(self._V, u, axis=0)
         pending = (self._threshold_total - self._threshold_applied[u]).astype(V_u.dtype)[:, None]
-        soft_threshold_(np, V_u, pending, np.empty_like(V_u))
+        soft_threshold_(self.xp, V_u, pending, self.xp.empty_like(V_u))
         set_rows(self._V, u, V_u)
         self._threshold_applied[u] = self._threshold_total
 
@@ -347,7 +383,7 @@ class SparseFusedSGD(FusedSGD):
     def _catch_up_all(self) -> None:
         """Apply every row's pending L1 threshold; the running total then starts again from 0."""
         pending = (self._threshold_total - self._threshold_applied).astype(self._V.dtype)[:, None]
-        soft_threshold_(np, self._V, pending, np.empty_like(self._V))
+        soft_threshold_(self.xp, self._V, pending, self.xp.empty_like(self._V))
         self._threshold_total = 0.0
         self._threshold_applied[:] = 0.0
 
@@ -371,11 +407,12 @@ class SparseFusedSGD(FusedSGD):
     def get_params(self) -> tuple[np.ndarray, np.ndarray]:
         if self._threshold_applied is not None:
             self._catch_up_all()
-        return self._V * self._V.dtype.type(self._scale), self.b.copy()
+        to_numpy = self.backend.to_numpy
+        return to_numpy(self._V * self._V.dtype.type(self._scale)), to_numpy(self.b).copy()
 
     def set_params(self, W: np.ndarray, b: np.ndarray) -> None:
-        self._V[...] = W
-        self.b[...] = b
+        self._V[...] = self.xp.asarray(W)
+        self.b[...] = self.xp.asarray(b)
         self._scale, self._threshold_total = 1.0, 0.0
         if self._threshold_applied is not None:
             self._threshold_applied[:] = 0.0
@@ -389,7 +426,8 @@ class SparseFusedSGD(FusedSGD):
         state = {"W": W, "b": b}
         for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
             for param, suffix, buffer in zip((W, b), ("W", "b"), buffers):
-                state[f"{prefix}_{suffix}"] = np.zeros_like(param) if buffer is None else buffer.copy()
+                state[f"{prefix}_{suffix}"] = (np.zeros_like(param) if buffer is None
+                                               else self.backend.to_numpy(buffer).copy())
         state["step_count"] = np.array(self._step_count, dtype=np.int64)
         return state
 
@@ -398,5 +436,5 @@ class SparseFusedSGD(FusedSGD):
         for prefix, buffers in (("velocity", self._velocity), ("accumulator", self._accumulator)):
             for suffix, buffer in zip(("W", "b"), buffers):
                 if buffer is not None and f"{prefix}_{suffix}" in state:
-                    buffer[...] = state[f"{prefix}_{suffix}"]
+                    buffer[...] = self.xp.asarray(state[f"{prefix}_{suffix}"])
         self._step_count = int(state.get("step_count", 0))
