@@ -28,7 +28,8 @@ from pathlib import Path
 # The test files that exercise the GPU backends against the oracle (on a GPU they run on it, not the interpreter).
 GPU_TEST_FILES = ("test_triton_kernels.py", "test_triton_sigmoid_outputs.py", "test_triton_backend.py",
                   "test_epoch_kernel.py", "test_epoch_split_sgd.py", "test_softmax_tiled_sgd.py",
-                  "test_triton_sparse.py", "test_triton_launch.py", "test_triton_graph.py", "test_cupy_backend.py")
+                  "test_triton_sparse.py", "test_triton_launch.py", "test_triton_graph.py", "test_cupy_backend.py",
+                  "test_sparse.py")
 MNIST_EPOCHS = 5
 MNIST_BATCH = 128
 MNIST_LEARNING_RATE, MNIST_DECAY, MNIST_MOMENTUM, MNIST_L2 = 0.5, 0.6, 0.5, 1e-4
