@@ -83,3 +83,30 @@ def model_targets(model: str, rng: np.random.Generator, n_rows: int, n_outputs: 
     if model == "softmax":
         return rng.integers(0, n_outputs, n_rows)
     return (rng.random((n_rows, n_outputs)) < 0.5).astype(np.float64)
+
+
+def random_features(rng: np.random.Generator, n_rows: int, n_features: int, dtype: str):
+    """Random kernel inputs in ``dtype``, as a CPU torch tensor, and the scale the kernels apply to them.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the values: one ``integers`` call for ``"uint8"``, one ``normal`` call otherwise.
+    n_rows, n_features : int
+        Shape of ``X``.
+    dtype : str
+        ``"uint8"`` or the name of a torch floating dtype (``"float32"``, ``"float16"``, ``"bfloat16"``).
+
+    Returns
+    -------
+    X : torch.Tensor, shape (n_rows, n_features)
+        Pixels 0..255 for ``"uint8"``, else standard normal values rounded from float32 to ``dtype``.
+    x_scale : float
+        1/255 for pixels (so the kernels see values in [0, 1]), else 1.
+    """
+    import torch  # here, so that the tests that do not need torch can import this module without it
+
+    if dtype == "uint8":
+        return torch.from_numpy(rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8)), 1.0 / 255.0
+    normal = rng.normal(size=(n_rows, n_features)).astype(np.float32)
+    return torch.from_numpy(normal).to(getattr(torch, dtype)), 1.0

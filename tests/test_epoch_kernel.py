@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from helpers import random_features  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu import oracle  # noqa: E402
@@ -29,7 +30,7 @@ from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
 from linclass_gpu.kernels import epoch_sgd  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
+DTYPES = ("float32", "bfloat16", "float16", "uint8")
 N_ROWS, BATCH, N_FEATURES, N_CLASSES = 37, 8, 13, 5
 # (momentum, nesterov): plain SGD, heavy ball, Nesterov.
 MOMENTA = [(0.0, False), (0.9, False), (0.9, True)]
@@ -37,12 +38,7 @@ MOMENTA = [(0.0, False), (0.9, False), (0.9, True)]
 
 def make_problem(rng, dtype, model, n_outputs, n_rows=N_ROWS, n_features=N_FEATURES):
     """Device X in ``dtype`` and the float64 values the kernel sees, the scale, targets, initial W and b."""
-    if dtype == "uint8":
-        X_dev = torch.from_numpy(rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8))
-        x_scale = 1.0 / 255.0
-    else:
-        X_dev = torch.from_numpy(rng.normal(size=(n_rows, n_features)).astype(np.float32)).to(TORCH_DTYPES[dtype])
-        x_scale = 1.0
+    X_dev, x_scale = random_features(rng, n_rows, n_features, dtype)
     X64 = X_dev.to(torch.float64).numpy()
     if model == "softmax":
         y = rng.integers(0, n_outputs, size=n_rows)
@@ -107,13 +103,13 @@ def check_epoch(rng, model, dtype, n_outputs, *, momentum=0.0, nesterov=False, l
     return got
 
 
-@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum, nesterov", MOMENTA)
 def test_softmax_epoch_matches_oracle(rng, dtype, momentum, nesterov):
     check_epoch(rng, "softmax", dtype, N_CLASSES, momentum=momentum, nesterov=nesterov, l2=0.05)
 
 
-@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("model", ["sigmoid", "sigmoid_mse"])
 def test_sigmoid_epoch_matches_oracle(rng, dtype, model):
     """K = 3 independent sigmoids, and the binary model (K = 1), with Nesterov momentum and L2."""
@@ -192,7 +188,7 @@ def stepper_epoch(backend, model, X_dev, y, W, b, order, learning_rates, *, use_
     return stepper, stepper.get_state(), stepper.pop_loss_sum()
 
 
-@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("model, n_outputs", [("softmax", N_CLASSES), ("sigmoid", 3), ("sigmoid_mse", 1)])
 def test_run_epoch_matches_the_per_step_path(rng, backend, dtype, model, n_outputs):
     X_dev, _, x_scale, y, W, b = make_problem(rng, dtype, model, n_outputs)

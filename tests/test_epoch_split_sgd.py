@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
-from test_epoch_kernel import DEVICE, MOMENTA, TORCH_DTYPES, make_problem, oracle_epoch  # noqa: E402
+from test_epoch_kernel import DEVICE, DTYPES, MOMENTA, make_problem, oracle_epoch  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu.backends.triton_backend import TritonBackend  # noqa: E402
@@ -94,7 +94,7 @@ def test_config_splits_the_features():
         assert epoch_split_sgd.split_config(*outside, torch.float32) is None, outside
 
 
-@pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_phased_softmax_epoch_matches_oracle(rng, dtype):
     check_split_epoch(rng, "softmax", dtype, N_CLASSES, momentum=0.9, l2=0.05)
 

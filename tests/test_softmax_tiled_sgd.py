@@ -14,24 +14,19 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from helpers import random_features  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu import oracle  # noqa: E402
 from linclass_gpu.kernels import sgd_update, softmax_tiled_sgd  # noqa: E402
 
 DEVICE = "cpu" if kernels.INTERPRET else "cuda"
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
 H100_SMS = 132
 
 
 def make_problem(rng, n_rows, n_features, n_classes, dtype, weighted=False):
     """Device inputs ``(X, y, theta, sample_weight, x_scale)`` and the float64 values the kernels see."""
-    if dtype == "uint8":
-        X = torch.from_numpy(rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8))
-        x_scale = 1.0 / 255.0
-    else:
-        X = torch.from_numpy(rng.normal(size=(n_rows, n_features)).astype(np.float32)).to(TORCH_DTYPES[dtype])
-        x_scale = 1.0
+    X, x_scale = random_features(rng, n_rows, n_features, dtype)
     W = (rng.normal(size=(n_features, n_classes)) / np.sqrt(n_features)).astype(np.float32)
     b = rng.normal(size=n_classes).astype(np.float32)
     y = rng.integers(0, n_classes, size=n_rows)

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch", reason="the Triton kernels need torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 kernels = pytest.importorskip("linclass_gpu.kernels", reason="the Triton kernels need triton")
 
+from helpers import random_features  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu import oracle  # noqa: E402
@@ -37,13 +38,8 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 def make_inputs(rng, n_rows, n_features, dtype, logit_scale=1.0):
     """X on the device in ``dtype``, the float64 values the kernel sees (already rounded), and the input scale."""
-    if dtype == "uint8":
-        X_dev = torch.from_numpy(rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8)).to(DEVICE)
-        x_scale = 1.0 / 255.0
-    else:
-        X_dev = torch.from_numpy(rng.normal(size=(n_rows, n_features)).astype(np.float32)).to(
-            device=DEVICE, dtype=TORCH_DTYPES[dtype])
-        x_scale = 1.0
+    X, x_scale = random_features(rng, n_rows, n_features, dtype)
+    X_dev = X.to(DEVICE)
     X64 = X_dev.to(torch.float64).cpu().numpy()
     return X_dev, X64, x_scale
 

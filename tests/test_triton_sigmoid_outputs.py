@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch", reason="the Triton backend needs torch")
 # linclass_gpu.kernels imports triton itself, after choosing its mode (the interpreter when there is no CUDA device).
 pytest.importorskip("linclass_gpu.kernels", reason="the Triton backend needs triton")
 
+from helpers import random_features  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
 from linclass_gpu import oracle  # noqa: E402
@@ -46,12 +47,7 @@ def deterministic_backend():
 
 def features(backend, rng, n_rows, n_features, dtype):
     """X on the device in ``dtype``, the float64 values the kernel sees (already rounded), and the input scale."""
-    if dtype == "uint8":
-        X = torch.from_numpy(rng.integers(0, 256, size=(n_rows, n_features), dtype=np.uint8))
-        x_scale = 1.0 / 255
-    else:
-        X = torch.from_numpy(rng.normal(size=(n_rows, n_features)).astype(np.float32)).to(getattr(torch, dtype))
-        x_scale = 1.0
+    X, x_scale = random_features(rng, n_rows, n_features, dtype)
     X = backend.asarray(X)
     return X, X.to(torch.float64).cpu().numpy(), x_scale
 
