@@ -36,8 +36,8 @@ W's class tile and the dW accumulator are held on chip across the row-block loop
 fit beside them. The logits are exact fp32 products (FMA): with 16-row blocks a tensor-core layout would replicate
 W's operand fragments across the warps and spill. The dW GEMM, (D chunk × 16 rows) · (16 rows × 16 classes), fills
 the mma tiles: ``dw_precision`` ``"tf32x3"`` runs it on tensor cores with fp32-grade products (X is exact in tf32
-when uint8, fp16 or bf16, so only dZ's split matters), ``"tf32"`` with 10-bit products (the backend's ``tf32``
-option), ``"ieee"`` (default, the tests' exact mode) by FMA.
+when uint8, fp16 or bf16, so only dZ's split matters; the backend's default from sm_90), ``"tf32"`` with 10-bit
+products (the backend's ``tf32`` option), ``"ieee"`` (this module's default, and older GPUs') by FMA.
 """
 
 from __future__ import annotations

@@ -710,8 +710,9 @@ def _split_training_rows(B: int, D: int, C: int, x_dtype: str, epoch_bytes: int)
 
 
 def _tiled_training_rows(B: int, D: int, C: int, x_dtype: str, n_steps: int) -> list[dict]:
-    """:func:`training_configurations`' rows of the tiled step (``kernels/softmax_tiled_sgd.py``), both modes, with
-    ``input_precision="ieee"``; none past its feature limit. Every ``modelled`` figure is an estimate.
+    """:func:`training_configurations`' rows of the tiled step (``kernels/softmax_tiled_sgd.py``), both modes, as
+    the backend builds it on sm_90 (dW by tf32x3); none past its feature limit. Every ``modelled`` figure is an
+    estimate, and counts the dW GEMM's tensor-core passes as FP32 FMAs (an upper bound on their time).
 
     Beyond :func:`bytes_moved`'s compulsory bytes, past one class tile the log-sum-exp pass reads the rows, labels and
     ``X[rows]`` once more and writes 12 bytes per row and class group, which the merge reads back before writing 12
@@ -723,7 +724,7 @@ def _tiled_training_rows(B: int, D: int, C: int, x_dtype: str, n_steps: int) -> 
     """
     from linclass_gpu.kernels import softmax_tiled_sgd
 
-    config = softmax_tiled_sgd.tiled_config(D, C)
+    config = softmax_tiled_sgd.tiled_config(D, C, "tf32x3")
     if config is None:
         return []
     per_step = bytes_moved(B, D, C, x_dtype)["fused_bytes"]

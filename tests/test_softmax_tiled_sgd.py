@@ -181,7 +181,7 @@ def test_backend_steps_match_oracle(n_classes, deterministic, tf32, rng, monkeyp
 
     def counted(X, rows, *args, **kwargs):
         bound.append(rows.shape[0])
-        assert kwargs["config"].dw_precision == ("tf32" if tf32 else "ieee")
+        assert kwargs["config"].dw_precision == ("tf32" if tf32 else "tf32x3")
         return launches(X, rows, *args, **kwargs)
 
     monkeypatch.setattr(softmax_tiled_sgd, "softmax_tiled_launches", counted)

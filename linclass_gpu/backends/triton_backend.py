@@ -77,9 +77,10 @@ class TritonFusedSGD(FusedSGD):
         single-program epoch kernel (benchmarks, checks).
     use_tiled_step : bool or None
         Default None: softmax steps on a CUDA device take ``kernels/softmax_tiled_sgd.py`` (class groups × row
-        splits, dW flushed once per step, by TF32 tensor cores with ``tf32``; deterministic mode at full
-        parallelism) at large batches or many classes (``softmax_tiled_sgd.tiled_step_pays``); True or False force it
-        on or off where it applies (tests, benchmarks).
+        splits, dW flushed once per step, by tensor cores from sm_90: tf32x3, or one TF32 pass with ``tf32``;
+        deterministic mode at full parallelism) at large batches or many classes
+        (``softmax_tiled_sgd.tiled_step_pays``); True or False force it on or off where it applies (tests,
+        benchmarks).
     use_cuda_graph : bool or None
         Default None: on a CUDA device, :meth:`run_epoch`'s per-step epochs (no data-parallel reducer) are recorded
         once per shape as a CUDA graph and replayed (:mod:`.triton_graph`); True also takes that path's static
@@ -229,11 +230,13 @@ class TritonFusedSGD(FusedSGD):
         from .triton_launch import PreparedLaunch
 
         torch, batch = self.backend._torch, rows.shape[0]
-        # TF32 runs the dW GEMM on tensor cores where its builds are spill-free; the logits stay exact either way.
+        # The dW GEMM runs on tensor cores where its builds are spill-free: tf32x3 (three TF32 passes, fp32-grade) by
+        # default, one TF32 pass (10-bit products) with the backend's tf32 option; older GPUs take FMA. The logits
+        # stay exact FMA products either way.
         mma = self.backend.interpreted or (
             torch.cuda.get_device_capability(self._device) >= softmax_tiled_sgd.MMA_MIN_CAPABILITY)
         config = softmax_tiled_sgd.tiled_config(self.n_features, self.n_outputs,
-                                                self.backend.input_precision if mma else "ieee")
+                                                ("tf32" if self.backend.tf32 else "tf32x3") if mma else "ieee")
         # Two programs per SM of this device (the interpreter has none: the kernel's default grid).
         target = 2 * self.backend.multiprocessor_count or softmax_tiled_sgd.TARGET_PROGRAMS
         lse = None if config.one_class_tile else torch.empty(
