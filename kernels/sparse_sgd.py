@@ -24,6 +24,10 @@ Two launches per step, no host synchronisation and no sort:
 
 Only plain SGD with L2 lives here: the L2 factor is the host's ``s ← s·(1 − lr·l2)``, folded into ``V`` by a torch
 multiply when ``|s|`` leaves its range (``linclass_gpu/backends/triton_sparse.py``).
+
+A step's changing scalars (the logit scale, the two step sizes, the claim id) come as arguments, or, given
+``step_scalars``, from a row of a device table: the launches of an epoch recorded once in a CUDA graph then read each
+replay's values from the same addresses (``linclass_gpu/backends/triton_graph.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ SIGMOID_LOSSES = {"sigmoid": "bce", "sigmoid_mse": "mse"}
 MODELS = ("softmax", *SIGMOID_LOSSES)
 # Argument types for the compile report (other pointers fp32, other scalars int32): int32 CSR arrays (fewer than 2^31
 # nonzeros and features, the backend's common case), int64 row ids and class ids, the fp64 loss.
+# A step's row of the scalar table: [s·x_scale, lr/s, lr, claim id as int32 bits]; 16 bytes keep every row aligned.
+STEP_SCALARS = 4
 ARG_TYPES = {"rows_ptr": "*i64", "indptr_ptr": "*i32", "indices_ptr": "*i32", "y_ptr": "*i64", "loss_ptr": "*fp64",
              "owner_ptr": "*i32", "logit_scale": "fp32", "x_scale": "fp32", "grad_scale": "fp32",
              "weight_step": "fp32", "bias_step": "fp32"}
@@ -93,15 +99,18 @@ def _nonzero_rows(indices_ptr, position, nz_mask, cols, K):
 @triton.jit
 def sparse_sgd_grad_kernel(
     rows_ptr, indptr_ptr, indices_ptr, data_ptr, y_ptr, sample_weight_ptr, V_ptr, b_ptr, G_ptr, db_ptr, loss_ptr,
-    B, K, logit_scale, x_scale, grad_scale,
+    step_scalars_ptr, B, K, logit_scale, x_scale, grad_scale,
     SOFTMAX: tl.constexpr, SIGMOID_LOSS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Loss and gradient of the batch ``rows[:B]`` (step 1 of the module notes), added into ``G`` (D, K), ``db`` (K,)
     and the fp64 (1,) ``loss``.
 
     ``y`` holds class ids (N,) for the softmax (``SOFTMAX``), {0, 1} targets (N, K) for the sigmoid models;
-    ``sample_weight`` (N,) or None; ``grad_scale`` is 1/B.
+    ``sample_weight`` (N,) or None; ``grad_scale`` is 1/B; ``step_scalars`` (None, or this step's table row) holds
+    ``logit_scale`` in place of the argument.
     """
+    if step_scalars_ptr is not None:
+        logit_scale = tl.load(step_scalars_ptr)
     lanes = row_block_lanes(tl.program_id(0), BLOCK_B)
     row, row_mask, start, length = _row_nonzeros(rows_ptr, indptr_ptr, lanes, B)
     if sample_weight_ptr is not None:
@@ -152,15 +161,20 @@ def sparse_sgd_grad_kernel(
 
 @triton.jit
 def sparse_sgd_update_kernel(
-    rows_ptr, indptr_ptr, indices_ptr, V_ptr, G_ptr, owner_ptr, b_ptr, db_ptr,
+    rows_ptr, indptr_ptr, indices_ptr, V_ptr, G_ptr, owner_ptr, b_ptr, db_ptr, step_scalars_ptr,
     B, K, step, weight_step, bias_step,
     FIT_INTERCEPT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """The update of the rows of ``V`` (D, K) that the batch ``rows[:B]`` touches (step 2 of the module notes):
     ``V[j] ← V[j] − weight_step·G[j]`` (``weight_step`` = lr/s), ``G[j] ← 0``, each distinct ``j`` once, claimed
     through ``owner`` (D,) int32 with this step's id ``step``; program 0 also does ``b ← b − bias_step·db``,
-    ``db ← 0``.
+    ``db ← 0``. ``step_scalars`` (None, or this step's table row) holds ``weight_step``, ``bias_step`` and ``step``
+    in place of the arguments.
     """
+    if step_scalars_ptr is not None:
+        weight_step = tl.load(step_scalars_ptr + 1)
+        bias_step = tl.load(step_scalars_ptr + 2)
+        step = tl.load(step_scalars_ptr + 3).to(tl.int32, bitcast=True)
     pid = tl.program_id(0)
     lanes = row_block_lanes(pid, BLOCK_B)
     _, _, start, length = _row_nonzeros(rows_ptr, indptr_ptr, lanes, B)
@@ -217,13 +231,20 @@ def _check_params(V, b, G, db):
     return n_features, n_outputs
 
 
+def _check_step_scalars(step_scalars):
+    """None, or a float32 row of :data:`STEP_SCALARS` values (a table row the kernels read their scalars from)."""
+    if step_scalars is not None and (step_scalars.dtype != torch.float32 or step_scalars.numel() < STEP_SCALARS):
+        raise ValueError(f"step_scalars must be a float32 vector of {STEP_SCALARS} values")
+
+
 def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *, model, logit_scale, x_scale,
-                           sample_weight=None):
+                           sample_weight=None, step_scalars=None):
     """Launch :func:`sparse_sgd_grad_kernel` on the batch ``rows`` (B,) of the CSR rows ``(indptr, indices, data)``.
 
     ``y``: int class ids (N,) for ``model="softmax"``, {0, 1} targets (N, K) (uint8 or float32) for ``"sigmoid"`` and
-    ``"sigmoid_mse"``; ``loss`` a float64 (1,) accumulator; ``sample_weight`` float32 (N,) or None. Only shapes are
-    read: the launch never synchronises.
+    ``"sigmoid_mse"``; ``loss`` a float64 (1,) accumulator; ``sample_weight`` float32 (N,) or None;
+    ``step_scalars`` a :data:`STEP_SCALARS` float32 table row whose first value the kernel reads as ``logit_scale``
+    (the argument is then ignored), or None. Only shapes are read: the launch never synchronises.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -239,34 +260,40 @@ def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *,
         raise ValueError(f"sample_weight must be float32 of shape ({n_rows},)")
     if loss.dtype != torch.float64 or loss.numel() != 1:
         raise ValueError("loss must be a float64 (1,) accumulator")
+    _check_step_scalars(step_scalars)
     batch_size = rows.shape[0]
     block_b, block_k = sparse_tile_shape(n_outputs)
     sparse_sgd_grad_kernel[(max(1, triton.cdiv(batch_size, block_b)),)](
         rows_ptr=rows, indptr_ptr=indptr, indices_ptr=indices, data_ptr=data, y_ptr=y,
         sample_weight_ptr=sample_weight, V_ptr=V, b_ptr=b, G_ptr=G, db_ptr=db, loss_ptr=loss,
-        B=batch_size, K=n_outputs, logit_scale=float(logit_scale), x_scale=float(x_scale),
-        grad_scale=1.0 / max(1, batch_size), SOFTMAX=model == "softmax", SIGMOID_LOSS=SIGMOID_LOSSES.get(model, "bce"),
-        BLOCK_B=block_b, BLOCK_K=block_k, num_warps=NUM_WARPS, **LAUNCH_OPTIONS,
+        step_scalars_ptr=step_scalars, B=batch_size, K=n_outputs, logit_scale=float(logit_scale),
+        x_scale=float(x_scale), grad_scale=1.0 / max(1, batch_size), SOFTMAX=model == "softmax",
+        SIGMOID_LOSS=SIGMOID_LOSSES.get(model, "bce"), BLOCK_B=block_b, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        **LAUNCH_OPTIONS,
     )
 
 
-def launch_sparse_sgd_update(rows, indptr, indices, V, G, owner, b, db, *, step, weight_step, bias_step,
-                             fit_intercept):
+def launch_sparse_sgd_update(rows, indptr, indices, V, G, owner, b, db, *, step=None, weight_step=0.0, bias_step=0.0,
+                             fit_intercept, step_scalars=None):
     """Launch :func:`sparse_sgd_update_kernel`: the rows of ``V`` the batch ``rows`` touches take
     ``V[j] −= weight_step·G[j]`` and ``G[j] = 0``; ``b −= bias_step·db`` (with ``fit_intercept``), ``db = 0``.
 
     ``owner`` is an int32 (D,) array that never holds ``step`` (a positive id, new every step) before the launch.
+    Given ``step_scalars`` (a :data:`STEP_SCALARS` float32 table row), the kernel reads ``weight_step``,
+    ``bias_step`` and ``step`` (its int32 bits) from values 1 to 3 instead of the arguments.
     """
     n_features, n_outputs = _check_params(V, b, G, db)
     if owner.dtype != torch.int32 or tuple(owner.shape) != (n_features,):
         raise ValueError(f"owner must be int32 of shape ({n_features},)")
-    if not 0 < step < 2**31:
+    _check_step_scalars(step_scalars)
+    if step_scalars is None and not (step is not None and 0 < step < 2**31):
         raise ValueError(f"step must be a positive int32 id, got {step}")
     block_b, block_k = sparse_tile_shape(n_outputs)
     # At least one program: program 0 updates the bias even for an empty batch.
     sparse_sgd_update_kernel[(max(1, triton.cdiv(rows.shape[0], block_b)),)](
         rows_ptr=rows, indptr_ptr=indptr, indices_ptr=indices, V_ptr=V, G_ptr=G, owner_ptr=owner, b_ptr=b,
-        db_ptr=db, B=rows.shape[0], K=n_outputs, step=int(step), weight_step=float(weight_step),
+        db_ptr=db, step_scalars_ptr=step_scalars, B=rows.shape[0], K=n_outputs,
+        step=1 if step_scalars is not None else int(step), weight_step=float(weight_step),
         bias_step=float(bias_step), FIT_INTERCEPT=bool(fit_intercept), BLOCK_B=block_b, BLOCK_K=block_k,
         num_warps=NUM_WARPS, **LAUNCH_OPTIONS,
     )

@@ -215,20 +215,26 @@ def _sparse_builds() -> list[KernelBuild]:
     from linclass_gpu.kernels import sparse_sgd
 
     builds = []
-    for model, n_outputs, weighted in (("softmax", 20, False), ("softmax", 20, True), ("sigmoid", 20, False),
-                                       ("sigmoid", 1, False), ("sigmoid_mse", 20, False), ("softmax", 4096, False)):
+    graphed = " (scalars from memory: CUDA graph)"
+    for model, n_outputs, weighted, from_memory in (
+            ("softmax", 20, False, False), ("softmax", 20, True, False), ("sigmoid", 20, False, False),
+            ("sigmoid", 1, False, False), ("sigmoid_mse", 20, False, False), ("softmax", 4096, False, False),
+            ("softmax", 20, False, True)):
         block_b, block_k = sparse_sgd.sparse_tile_shape(n_outputs)
         constexprs = {"SOFTMAX": model == "softmax", "SIGMOID_LOSS": sparse_sgd.SIGMOID_LOSSES.get(model, "bce"),
-                      "BLOCK_B": block_b, "BLOCK_K": block_k, **_absent(sample_weight_ptr=weighted)}
+                      "BLOCK_B": block_b, "BLOCK_K": block_k,
+                      **_absent(sample_weight_ptr=weighted, step_scalars_ptr=from_memory)}
         targets = {} if model == "softmax" else {"y_ptr": "*u8"}
         signature = _signature("sparse_sgd", "sparse_sgd_grad_kernel", constexprs, **targets)
         builds.append(KernelBuild("sparse_sgd_grad_kernel", f"K={n_outputs} {model} atomics"
-                                  + (" weighted" if weighted else ""), "sparse_sgd", signature, constexprs,
-                                  sparse_sgd.NUM_WARPS, 3, None, {"B": 128, "K": n_outputs}))
-    for n_outputs in (20, 4096):
+                                  + (" weighted" if weighted else "") + (graphed if from_memory else ""), "sparse_sgd",
+                                  signature, constexprs, sparse_sgd.NUM_WARPS, 3, None, {"B": 128, "K": n_outputs}))
+    for n_outputs, from_memory in ((20, False), (4096, False), (20, True)):
         block_b, block_k = sparse_sgd.sparse_tile_shape(n_outputs)
-        constexprs = {"FIT_INTERCEPT": True, "BLOCK_B": block_b, "BLOCK_K": block_k}
-        builds.append(KernelBuild("sparse_sgd_update_kernel", f"K={n_outputs} rows claimed once", "sparse_sgd",
+        constexprs = {"FIT_INTERCEPT": True, "BLOCK_B": block_b, "BLOCK_K": block_k,
+                      **_absent(step_scalars_ptr=from_memory)}
+        builds.append(KernelBuild("sparse_sgd_update_kernel", f"K={n_outputs} rows claimed once"
+                                  + (graphed if from_memory else ""), "sparse_sgd",
                                   _signature("sparse_sgd", "sparse_sgd_update_kernel", constexprs), constexprs,
                                   sparse_sgd.NUM_WARPS, 3, None, {"B": 128, "K": n_outputs, "step": 3}))
     return builds

@@ -221,3 +221,49 @@ def test_estimators_on_sparse_rows_agree_with_the_numpy_backend(estimator_class)
     assert_close(models["triton"].decision_function(X), models["numpy"].decision_function(X), "float32", 17,
                  "decision_function")
     assert models["triton"].score(X, y) == models["numpy"].score(X, y)
+
+
+@pytest.mark.parametrize("l2, rates", [(0.05, (0.5, 0.3, 0.2)), (0.99, (1.0, 1.0, 1.0))],
+                         ids=("scale-in-range", "fold-mid-epoch"))
+@pytest.mark.parametrize("model, n_outputs", [("softmax", 5), ("sigmoid", 3)])
+def test_graph_path_epochs_equal_step_by_step(model, n_outputs, l2, rates):
+    """Epochs through the CUDA graph path's table and buffers (run eagerly under the interpreter; recorded and replayed
+    on a GPU) equal one step per minibatch bit for bit: three epochs of 7 steps with a tail batch, rates changing each
+    step and epoch. At ``lr·l2 ≈ 0.99`` the scale shrinks 100-fold a step and leaves its range within an epoch, which
+    then runs step by step."""
+    rng = np.random.default_rng(11)
+    n_rows, n_features, batch_size = 40, 19, 6
+    X = awkward_csr(rng, n_rows, n_features, np.float32, nonzeros_per_row=5)
+    y = model_targets(model, rng, n_rows, n_outputs)
+    W = (0.1 * rng.normal(size=(n_features, n_outputs))).astype(np.float32)
+    b = (0.1 * rng.normal(size=n_outputs)).astype(np.float32)
+    orders = [rng.permutation(n_rows) for _ in rates]
+    n_steps = -(-n_rows // batch_size)
+    results = []
+    for graph in (True, False):
+        # A fresh backend each: atomics under the interpreter run in one order, so both runs repeat bitwise.
+        stepper = TritonSparseBackend().fused_sgd(model, X, y, W, b, max_batch_size=batch_size, l2=l2, x_scale=0.7)
+        stepper.use_cuda_graph = graph
+        losses = []
+        for order, rate in zip(orders, rates):
+            # Decaying rates, but for the fold case, where a constant rate keeps lr·l2 near 1 at every step.
+            decay = 1 + np.arange(n_steps) if l2 < 0.5 else np.ones(n_steps)
+            stepper.run_epoch(torch.from_numpy(order).to(DEVICE), rate / decay, batch_size)
+            losses.append(stepper.pop_loss_sum())
+        results.append((*stepper.get_params(), losses, stepper._step_id, len(stepper._graphed_epochs._epochs)))
+    (W_graph, b_graph, loss_graph, ids_graph, shapes), (W_steps, b_steps, loss_steps, ids_steps, _) = results
+    assert W_graph.tobytes() == W_steps.tobytes() and b_graph.tobytes() == b_steps.tobytes()
+    assert loss_graph == loss_steps and ids_graph == ids_steps == 3 * n_steps
+    assert shapes == (1 if l2 < 0.5 else 0), "the graph path's buffers once per shape; none when each epoch folds"
+
+
+def test_step_scalar_tables_are_checked(backend):
+    rng = np.random.default_rng(12)
+    X = awkward_csr(rng, 10, 7, np.float32)
+    stepper = backend.fused_sgd("softmax", X, rng.integers(0, 3, 10), np.zeros((7, 3), np.float32),
+                                np.zeros(3, np.float32), max_batch_size=4)
+    rows = torch.arange(4, device=DEVICE)
+    with pytest.raises(ValueError, match="step_scalars must be a float32 vector of 4"):
+        stepper._launch_grad(rows, step_scalars=torch.zeros(3, device=DEVICE))
+    with pytest.raises(ValueError, match="step must be a positive int32 id"):
+        stepper._launch_update(rows, weight_step=0.1, bias_step=0.1)

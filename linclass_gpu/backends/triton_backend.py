@@ -347,14 +347,14 @@ class TritonFusedSGD(FusedSGD):
         if self.optimizer == "adam":
             scalars[:, 1], scalars[:, 2] = adam_bias_corrections(self._step_count + 1 + np.arange(n_steps))
 
-        def steps(rows_buffer, scalars_buffer) -> None:
+        def steps(rows_buffer, tables) -> None:
             for index in range(n_steps):
                 batch_rows = rows_buffer[index * batch_size:(index + 1) * batch_size]
                 launches = self._launches_for(batch_rows, with_reducer=False, scalars_on_device=True)
                 launches.step(rows_ptr=batch_rows)
-                launches.update(step_scalars_ptr=scalars_buffer[index])
+                launches.update(step_scalars_ptr=tables["scalars"][index])
 
-        self._graphed_epochs.run(steps, rows, scalars, batch_size)
+        self._graphed_epochs.run(steps, rows, {"scalars": scalars}, batch_size)
 
     def split_epoch_applies(self, batch_size: int) -> bool:
         """Whether :meth:`run_epoch` in batches of ``batch_size`` takes the multi-program epoch kernel."""

@@ -4,9 +4,10 @@ An epoch of the per-step path is 2 launches per step (``TritonFusedSGD.step``); 
 (:mod:`.triton_launch`), each costs the host a few microseconds, about as long as the GPU work of a small step. A CUDA
 graph makes the epoch one host call. A graph replays the launches exactly as recorded, pointers and scalars included,
 so everything that changes between epochs lives in device buffers whose addresses stay fixed: the epoch's row order
-(copied into a buffer the steps' row slices point into) and the steps' scalars (learning rate, Adam's bias
-corrections: a ``(n_steps, STEP_SCALARS)`` table the update kernel reads, see ``kernels/sgd_update.py``). The
-parameters, gradient, optimizer and loss buffers are allocated once per stepper and never move.
+(copied into a buffer the steps' row slices point into) and per-step tables the kernels read (the dense path's
+learning rate and Adam's bias corrections, see ``kernels/sgd_update.py``; the sparse path's scales and row-claim ids,
+see ``kernels/sparse_sgd.py``). The parameters, gradient, optimizer and loss buffers are allocated once per stepper
+and never move.
 
 The first epoch of each shape (rows per epoch, batch size) runs the steps eagerly: Triton compiles or loads every
 launch variant there (the tail batch's, say), which must not happen during a capture. It then records the same
@@ -20,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-# steps(rows_buffer, scalars_buffer): the epoch's launches over the row order and the per-step scalar table.
-EpochSteps = Callable[[Any, Any], None]
+# steps(rows_buffer, tables): the epoch's launches over the row order and the per-step tables (device, by name).
+EpochSteps = Callable[[Any, dict[str, Any]], None]
 
 
 class GraphedEpochs:
@@ -47,25 +48,27 @@ class GraphedEpochs:
         self._epochs: dict[tuple[int, int], dict[str, Any]] = {}
         self.recorded = self.replays = 0
 
-    def run(self, steps: EpochSteps, rows, scalars: np.ndarray, batch_size: int) -> None:
+    def run(self, steps: EpochSteps, rows, tables: dict[str, np.ndarray], batch_size: int) -> None:
         """One epoch: ``steps`` over ``rows`` (device integer vector (N_epoch,)) in batches of ``batch_size`` with
-        the host table ``scalars`` (float32, (n_steps, STEP_SCALARS)); recorded at the first epoch of this shape,
-        replayed after it."""
+        the host ``tables`` (NumPy arrays, one row per step, their shapes and dtypes the same every epoch of this
+        shape) copied to the device; recorded at the first epoch of this shape, replayed after it."""
         torch = self._torch
         key = (int(rows.shape[0]), int(batch_size))
         epoch = self._epochs.get(key)
         if epoch is None:
+            host = {name: torch.from_numpy(np.ascontiguousarray(table)) for name, table in tables.items()}
             epoch = self._epochs[key] = {
                 "rows": torch.empty_like(rows, device=self._device),
-                "scalars": torch.empty(scalars.shape, dtype=torch.float32, device=self._device),
-                # Page-locked, so the copy to the device is asynchronous; the event says when it may be refilled.
-                "host_scalars": torch.empty(scalars.shape, dtype=torch.float32, pin_memory=self._capture),
+                "tables": {name: torch.empty_like(table, device=self._device) for name, table in host.items()},
+                # Page-locked, so the copies to the device are asynchronous; the event says when they may be refilled.
+                "host": {name: torch.empty_like(table, pin_memory=self._capture) for name, table in host.items()},
                 "copied": torch.cuda.Event() if self._capture else None, "graph": None}
         if epoch["copied"] is not None:
-            epoch["copied"].synchronize()  # the previous epoch's copy has left the host buffer (long since, as a rule)
-        epoch["host_scalars"].copy_(torch.from_numpy(np.ascontiguousarray(scalars, dtype=np.float32)))
-        # Stream-ordered after the previous epoch's steps, which read the old values.
-        epoch["scalars"].copy_(epoch["host_scalars"], non_blocking=self._capture)
+            epoch["copied"].synchronize()  # the previous epoch's copies have left the host buffers (long since)
+        for name, table in tables.items():
+            epoch["host"][name].copy_(torch.from_numpy(np.ascontiguousarray(table)))
+            # Stream-ordered after the previous epoch's steps, which read the old values.
+            epoch["tables"][name].copy_(epoch["host"][name], non_blocking=self._capture)
         epoch["rows"].copy_(rows)
         if epoch["copied"] is not None:
             epoch["copied"].record()
@@ -73,10 +76,10 @@ class GraphedEpochs:
             epoch["graph"].replay()
             self.replays += 1
             return
-        steps(epoch["rows"], epoch["scalars"])
+        steps(epoch["rows"], epoch["tables"])
         if self._capture:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):  # recorded, not run: the next epoch of this shape is its first replay
-                steps(epoch["rows"], epoch["scalars"])
+                steps(epoch["rows"], epoch["tables"])
             epoch["graph"] = graph
             self.recorded += 1

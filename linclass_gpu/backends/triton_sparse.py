@@ -5,6 +5,11 @@ Memory is O(nnz + D·K): ``X`` as its CSR arrays, ``W = s·V`` (D, K), the gradi
 outside a step, and an int32 ``owner`` (D,) through which the update claims each touched row once per step. Nothing
 of size B·D exists, and no host synchronisation happens inside a step.
 
+On a CUDA device an epoch's launches are recorded once as a CUDA graph and replayed (``use_cuda_graph``;
+:mod:`.triton_graph`): the scale ``s`` follows from the epoch's rates alone, so the host computes every step's
+scalars (``s·x_scale``, ``lr/s``, ``lr``, the claim id) before the epoch into a table the kernels read. An epoch in
+which ``|s|`` would leave its range (a fold of ``s`` into ``V`` mid-epoch) runs step by step instead.
+
 Plain SGD with L2 (the lazy scale ``s`` of :mod:`.sparse_step`, a host scalar) is what the kernels do; momentum,
 Nesterov, AdaGrad, Adam and L1 are refused by name (their sparse forms are the CPU step's :class:`.SparseFusedSGD`,
 ``backend="numpy"``), as are the deterministic reduction mode (the gradient is scattered by float atomics) and a
@@ -22,6 +27,7 @@ from .base import MODELS, FusedSGD, check_optimizer
 from .sparse_backend import SparseNumpyBackend
 from .sparse_step import MIN_SCALE, as_csr
 from .triton_backend import TritonBackend
+from .triton_graph import GraphedEpochs
 
 # Step ids claim rows in the int32 owner array; past the largest the ids start again at 1 and the array is reset.
 MAX_STEP_ID = 2**31 - 1
@@ -39,7 +45,15 @@ class TritonSparseFusedSGD(FusedSGD):
     ValueError
         An option the sparse kernels lack: ``momentum``, ``nesterov``, ``optimizer`` other than ``"sgd"``, ``l1``,
         or the backend's deterministic mode.
+
+    Attributes
+    ----------
+    use_cuda_graph : bool or None
+        Default None: on a CUDA device :meth:`run_epoch` replays the epoch from a CUDA graph; True also takes that
+        path's static buffers under the interpreter (run eagerly: tests), False launches step by step.
     """
+
+    use_cuda_graph: bool | None = None
 
     def __init__(self, backend: TritonBackend, model: str, X: Any, y: Any, W: np.ndarray, b: np.ndarray, *,
                  l2: float = 0.0, l1: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
@@ -82,6 +96,7 @@ class TritonSparseFusedSGD(FusedSGD):
         self._owner = torch.zeros(self.n_features, dtype=torch.int32, device=backend.device)
         self._loss_sum = torch.zeros(1, dtype=torch.float64, device=backend.device)
         self._step_id = 0  # the last step's id in owner; 0 is never one
+        self._graphed_epochs = GraphedEpochs(torch, backend.device)
         self.set_params(W, b)
 
     # -- the step -----------------------------------------------------------------------------------------------------
@@ -89,29 +104,99 @@ class TritonSparseFusedSGD(FusedSGD):
     def step(self, rows: Any, learning_rate: float) -> None:
         if self.reducer is not None:
             raise ValueError("data-parallel training (a reducer) is not supported on sparse input")
-        rows = self.backend.asarray(rows)
-        if rows.dtype not in (self._torch.int32, self._torch.int64):
-            rows = rows.to(self._torch.int64)
-        self._kernels.launch_sparse_sgd_grad(
-            rows, self._indptr, self._indices, self._data, self._y, self._V, self.b, self._G, self._db,
-            self._loss_sum, model=self.model, logit_scale=self._scale * self.x_scale, x_scale=self.x_scale,
-            sample_weight=self._sample_weight)
+        rows = self._row_ids(rows)
+        logit_scale = self._scale * self.x_scale
         # W ← a·W − lr·dW with a = 1 − lr·l2: s ← a·s for every row at once, then V[j] ← V[j] − lr·dW[j]/s.
         factor = 1.0 - learning_rate * self.l2
-        if MIN_SCALE <= abs(self._scale * factor) <= 1.0 / MIN_SCALE:
-            self._scale *= factor
-        else:
+        fold = not MIN_SCALE <= abs(self._scale * factor) <= 1.0 / MIN_SCALE
+        self._launch_grad(rows, logit_scale=logit_scale)
+        if fold:
             # Fold s and a into V (O(D·K), once in a long while; see sparse_step's lazy update).
             self._V.mul_(self._scale * factor)
             self._scale = 1.0
-        if self._step_id == MAX_STEP_ID:
-            self._owner.zero_()  # an old id left in owner must never equal a new step's
-            self._step_id = 0
+        else:
+            self._scale *= factor
+        self._reserve_step_ids(1)
         self._step_id += 1
-        self._kernels.launch_sparse_sgd_update(
-            rows, self._indptr, self._indices, self._V, self._G, self._owner, self.b, self._db, step=self._step_id,
-            weight_step=learning_rate / self._scale, bias_step=learning_rate, fit_intercept=self.fit_intercept)
+        self._launch_update(rows, step=self._step_id, weight_step=learning_rate / self._scale,
+                            bias_step=learning_rate)
         self._step_count += 1
+
+    def _row_ids(self, rows: Any) -> Any:
+        """The batch's row ids on the device, int32 or int64."""
+        rows = self.backend.asarray(rows)
+        return rows if rows.dtype in (self._torch.int32, self._torch.int64) else rows.to(self._torch.int64)
+
+    def _launch_grad(self, rows: Any, **scalars: Any) -> None:
+        """The step's gradient launch; ``scalars``: ``logit_scale``, or ``step_scalars`` (a table row)."""
+        self._kernels.launch_sparse_sgd_grad(
+            rows, self._indptr, self._indices, self._data, self._y, self._V, self.b, self._G, self._db,
+            self._loss_sum, model=self.model, x_scale=self.x_scale, sample_weight=self._sample_weight,
+            **{"logit_scale": 0.0, **scalars})
+
+    def _launch_update(self, rows: Any, **scalars: Any) -> None:
+        """The step's update launch; ``scalars``: ``step``, ``weight_step`` and ``bias_step``, or ``step_scalars``."""
+        self._kernels.launch_sparse_sgd_update(
+            rows, self._indptr, self._indices, self._V, self._G, self._owner, self.b, self._db,
+            fit_intercept=self.fit_intercept, **scalars)
+
+    def _reserve_step_ids(self, n_steps: int) -> None:
+        """Make room for ``n_steps`` new claim ids: past :data:`MAX_STEP_ID` the ids start again at 1, after a reset
+        of ``owner`` (an old id left there must never equal a new step's)."""
+        if self._step_id + n_steps > MAX_STEP_ID:
+            self._owner.zero_()
+            self._step_id = 0
+
+    # -- an epoch, replayed from a CUDA graph -------------------------------------------------------------------------
+
+    def run_epoch(self, rows: Any, learning_rates: np.ndarray, batch_size: int, on_steps=None) -> None:
+        """One epoch (see :meth:`.FusedSGD.run_epoch`): replayed from a CUDA graph where ``use_cuda_graph`` applies
+        and the epoch's scale stays in range (its per-step scalars computed here, copied to the device once), else
+        one :meth:`step` per minibatch."""
+        table = self._epoch_scalars(learning_rates) if self._graph_applies() and len(learning_rates) else None
+        if table is None:
+            super().run_epoch(rows, learning_rates, batch_size, on_steps)
+            return
+        scalars, final_scale = table
+        n_steps = len(learning_rates)
+
+        def steps(rows_buffer, tables) -> None:
+            for index in range(n_steps):
+                batch_rows = rows_buffer[index * batch_size:(index + 1) * batch_size]
+                row_scalars = tables["scalars"][index]
+                self._launch_grad(batch_rows, step_scalars=row_scalars)
+                self._launch_update(batch_rows, step_scalars=row_scalars)
+
+        self._graphed_epochs.run(steps, self._row_ids(rows), {"scalars": scalars}, batch_size)
+        self._scale = final_scale
+        self._step_id += n_steps
+        self._step_count += n_steps
+        if on_steps is not None:
+            on_steps(n_steps)
+
+    def _graph_applies(self) -> bool:
+        """Whether :meth:`run_epoch` goes through :class:`.GraphedEpochs` (see ``use_cuda_graph``)."""
+        if self.reducer is not None:
+            return False
+        return self.use_cuda_graph if self.use_cuda_graph is not None else self.backend.device.type == "cuda"
+
+    def _epoch_scalars(self, learning_rates: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """The epoch's table for the kernels (float32, (n_steps, ``sparse_sgd.STEP_SCALARS``): ``s·x_scale`` before
+        the step, ``lr/s`` and ``lr`` after its L2 factor, the claim id's int32 bits) and the scale after the epoch,
+        by :meth:`step`'s float64 arithmetic; None where ``|s|`` would leave its range (a fold mid-epoch)."""
+        n_steps = len(learning_rates)
+        self._reserve_step_ids(n_steps)
+        table = np.zeros((n_steps, self._kernels.STEP_SCALARS), dtype=np.float32)
+        scale = self._scale
+        for index, learning_rate in enumerate(np.asarray(learning_rates, dtype=np.float64)):
+            table[index, 0] = scale * self.x_scale
+            factor = 1.0 - learning_rate * self.l2
+            if not MIN_SCALE <= abs(scale * factor) <= 1.0 / MIN_SCALE:
+                return None
+            scale *= factor
+            table[index, 1], table[index, 2] = learning_rate / scale, learning_rate
+        table.view(np.int32)[:, 3] = self._step_id + 1 + np.arange(n_steps, dtype=np.int32)
+        return table, scale
 
     # -- the contract's bookkeeping -----------------------------------------------------------------------------------
 
