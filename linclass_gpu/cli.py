@@ -9,11 +9,14 @@ epochs that finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -181,7 +184,7 @@ def run_train(args: argparse.Namespace) -> dict | None:
     if summary.get("rank", 0) == 0:  # in a distributed run rank 0 alone prints
         table.print_header(task, summary)
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, interrupts_noted() as table.interrupt:
         warnings.simplefilter("always", ConvergenceWarning)  # recorded whatever filters the process set
         try:
             fit(table.add)
@@ -230,12 +233,15 @@ class EpochTable:
         :class:`BackendUnavailableError` here, before training).
     history : TrainingHistory or StreamHistory or None
         The fit's record as of the last finished epoch (None before the first).
+    interrupt : threading.Event or None
+        Set by Ctrl-C (:func:`interrupts_noted`): :meth:`add` then ends the fit after printing its epoch's line.
     """
 
     def __init__(self, model, requested_backend: str):
         self.model, self.requested_backend = model, requested_backend
         self.backend = resolve_name(requested_backend)[0]
         self.history = None
+        self.interrupt = None
 
     def print_header(self, task: str, summary: dict) -> None:
         _print_now(f"{task} on {self.backend}: {summary['train_rows']} training and {summary['test_rows']} test rows")
@@ -251,6 +257,31 @@ class EpochTable:
         self.history = history
         accuracy = f"{history.validation_score[-1]:>8.2%}" if history.validation_score else f"{'-':>8}"
         _print_now(f"{epoch + 1:>5}  {history.loss[-1]:>10.4f}  {accuracy}  {history.epoch_seconds[-1]:>8.3f}")
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise KeyboardInterrupt  # a Ctrl-C whose own exception Python dropped (see interrupts_noted)
+
+
+@contextlib.contextmanager
+def interrupts_noted():
+    """Within the block, Ctrl-C (SIGINT) raises KeyboardInterrupt as Python's own handler does and is also noted in
+    the yielded event. Python drops an exception raised inside a finalizer or a callback from C code (it prints
+    "Exception ignored"), so a Ctrl-C landing there would go unseen; the event lets the epoch callback end the fit
+    at the latest when the epoch ends. The handler is installed from the main thread only (elsewhere the block runs
+    with the process's handler) and the previous one restored after."""
+    noted = threading.Event()
+
+    def handler(signum, frame):
+        noted.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def skipped_note(requested: str) -> str:

@@ -153,6 +153,34 @@ def test_ctrl_c_before_any_epoch_ends_reports_none_and_exits_130(capsys, monkeyp
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
+def test_ctrl_c_that_python_drops_still_ends_the_run_at_the_epoch_end(capsys, monkeypatch):
+    """A SIGINT whose KeyboardInterrupt is raised inside a finalizer (Python prints "Exception ignored" and goes on)
+    still stops training: the epoch ends, its line is kept, and the run exits 130."""
+
+    class InterruptedWhileFinalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(1000):  # the handler runs here, inside the finalizer, whose exceptions Python drops
+                pass
+
+    add = cli.EpochTable.add
+
+    def add_then_interrupt(self, epoch, history):
+        add(self, epoch, history)
+        if epoch == 0:
+            InterruptedWhileFinalised()  # made and finalised at once
+            assert self.interrupt.is_set()
+
+    monkeypatch.setattr(cli.EpochTable, "add", add_then_interrupt)
+    status, out, err = run_cli(capsys, "train", "--backend", "numpy", "--epochs", "4", "--json")
+    summary = last_json(out)
+    assert status == cli.EXIT_INTERRUPTED and summary["interrupted"]
+    assert summary["epochs_run"] == 2, "the epoch running when Ctrl-C came finishes, then the run ends"
+    assert "interrupted in epoch 3 (epochs finished: 2)" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
+
+
 def test_auto_says_in_one_line_why_it_skipped_the_gpu_backends(capsys):
     chosen, skipped = cli.resolve_name("auto")
     if not skipped:
