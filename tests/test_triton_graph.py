@@ -142,3 +142,73 @@ def test_cuda_graph_is_recorded_once_and_replayed(options, rng):
     assert stepper._graphed_epochs.recorded == 1 and stepper._graphed_epochs.replays == 3
     assert W_graph.tobytes() == W_steps.tobytes() and b_graph.tobytes() == b_steps.tobytes()
     assert loss_graph == loss_steps
+
+
+class FakeGraphs:
+    """``torch.cuda.CUDAGraph`` and ``torch.cuda.graph`` as far as GraphedEpochs uses them, on the CPU: a launch made
+    while recording (``launch`` below) is kept by the graph instead of run, and ``replay`` runs the kept ones again
+    on the same buffers, as a CUDA graph replays its launches on the same addresses. ``fail`` makes recording raise
+    what CUDA raises for an operation it cannot capture."""
+
+    def __init__(self, fail=False):
+        self.recording, self.fail = None, fail
+        fakes = self
+
+        class Graph:
+            def __init__(self):
+                self.launches = []
+
+            def replay(self):
+                for launch in self.launches:
+                    launch()
+
+        class Recording:
+            def __init__(self, graph):
+                self.graph = graph
+
+            def __enter__(self):
+                if fakes.fail:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+                fakes.recording = self.graph
+
+            def __exit__(self, *exc):
+                fakes.recording = None
+
+        self.Graph, self.Recording = Graph, Recording
+
+    def launch(self, work):
+        if self.recording is not None:
+            self.recording.launches.append(work)
+        else:
+            work()
+
+
+@pytest.mark.parametrize("fail", (False, True), ids=("recorded", "recording-fails"))
+def test_graphed_epochs_record_once_replay_refilled_buffers_and_fall_back(monkeypatch, fail, rng):
+    """The first epoch of a shape runs eagerly and is recorded; later epochs replay over the refilled row and table
+    buffers (each sees its own epoch's values); a new variant is a new shape; a failed recording warns once and leaves
+    that shape's epochs eager."""
+    from linclass_gpu.backends.triton_graph import GraphedEpochs
+
+    fakes = FakeGraphs(fail)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", fakes.Graph)
+    monkeypatch.setattr(torch.cuda, "graph", fakes.Recording)
+    epochs = GraphedEpochs(torch, torch.device("cpu"), record=True)
+    seen = []
+
+    def steps(rows_buffer, tables):
+        fakes.launch(lambda: seen.append((rows_buffer.clone(), tables["rates"].clone())))
+
+    expected = []
+    for epoch, variant in enumerate([(False,)] * 3 + [(True,)] * 2):
+        rows, rates = torch.from_numpy(rng.permutation(10)), np.full((3, 4), epoch, dtype=np.float32)
+        if fail and epoch in (0, 3):
+            with pytest.warns(RuntimeWarning, match="recording an epoch's launches as a CUDA graph failed"):
+                epochs.run(steps, rows, {"rates": rates}, 4, variant=variant)
+        else:
+            epochs.run(steps, rows, {"rates": rates}, 4, variant=variant)
+        expected.append((rows, rates))
+    assert len(seen) == len(expected), "every epoch's work ran once"
+    for (rows_seen, rates_seen), (rows, rates) in zip(seen, expected):
+        assert torch.equal(rows_seen, rows) and np.array_equal(rates_seen.numpy(), rates)
+    assert (epochs.recorded, epochs.replays) == ((0, 0) if fail else (2, 3))

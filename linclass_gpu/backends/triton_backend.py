@@ -354,7 +354,8 @@ class TritonFusedSGD(FusedSGD):
                 launches.step(rows_ptr=batch_rows)
                 launches.update(step_scalars_ptr=tables["scalars"][index])
 
-        self._graphed_epochs.run(steps, rows, {"scalars": scalars}, batch_size)
+        # The launches depend on use_tiled_step too (the other settings are fixed at construction).
+        self._graphed_epochs.run(steps, rows, {"scalars": scalars}, batch_size, variant=(self.use_tiled_step,))
 
     def split_epoch_applies(self, batch_size: int) -> bool:
         """Whether :meth:`run_epoch` in batches of ``batch_size`` takes the multi-program epoch kernel."""

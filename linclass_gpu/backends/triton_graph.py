@@ -9,14 +9,17 @@ learning rate and Adam's bias corrections, see ``kernels/sgd_update.py``; the sp
 see ``kernels/sparse_sgd.py``). The parameters, gradient, optimizer and loss buffers are allocated once per stepper
 and never move.
 
-The first epoch of each shape (rows per epoch, batch size) runs the steps eagerly: Triton compiles or loads every
-launch variant there (the tail batch's, say), which must not happen during a capture. It then records the same
-steps into a graph, which every later epoch of that shape replays. Under the Triton interpreter (no CUDA) the steps
-run eagerly every epoch through the same buffers: the tests check that path against the per-step one.
+The first epoch of each shape (rows per epoch, batch size, and whatever else the caller's launches depend on) runs
+the steps eagerly: Triton compiles or loads every launch variant there (the tail batch's, say), which must not happen
+during a capture. It then records the same steps into a graph, which every later epoch of that shape replays. Should
+the recording fail (an operation CUDA cannot capture), a warning says so and that shape's epochs run eagerly. Under
+the Triton interpreter (no CUDA) the steps run eagerly every epoch through the same buffers: the tests check that
+path against the per-step one.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -32,7 +35,9 @@ class GraphedEpochs:
     ----------
     torch : module
     device : torch.device
-        A CUDA device records graphs; another (the interpreter's CPU) runs the steps eagerly every epoch.
+        Where the buffers live; a CUDA device also pins the host copies of the tables (asynchronous copies).
+    record : bool, optional
+        Record and replay graphs (default: on a CUDA device); otherwise the steps run eagerly every epoch.
 
     Attributes
     ----------
@@ -42,18 +47,22 @@ class GraphedEpochs:
         Epochs run by replaying a graph.
     """
 
-    def __init__(self, torch, device):
+    def __init__(self, torch, device, record: bool | None = None):
         self._torch, self._device = torch, device
-        self._capture = device.type == "cuda"
-        self._epochs: dict[tuple[int, int], dict[str, Any]] = {}
+        self._pinned = device.type == "cuda"
+        self._record = self._pinned if record is None else bool(record)
+        self._epochs: dict[tuple, dict[str, Any]] = {}
         self.recorded = self.replays = 0
 
-    def run(self, steps: EpochSteps, rows, tables: dict[str, np.ndarray], batch_size: int) -> None:
+    def run(self, steps: EpochSteps, rows, tables: dict[str, np.ndarray], batch_size: int,
+            variant: tuple = ()) -> None:
         """One epoch: ``steps`` over ``rows`` (device integer vector (N_epoch,)) in batches of ``batch_size`` with
         the host ``tables`` (NumPy arrays, one row per step, their shapes and dtypes the same every epoch of this
-        shape) copied to the device; recorded at the first epoch of this shape, replayed after it."""
+        shape) copied to the device; recorded at the first epoch of this shape, replayed after it. ``variant``
+        names what else the launches depend on (settings that may change between epochs): a new one is a new shape.
+        """
         torch = self._torch
-        key = (int(rows.shape[0]), int(batch_size))
+        key = (int(rows.shape[0]), int(batch_size), *variant)
         epoch = self._epochs.get(key)
         if epoch is None:
             host = {name: torch.from_numpy(np.ascontiguousarray(table)) for name, table in tables.items()}
@@ -61,25 +70,36 @@ class GraphedEpochs:
                 "rows": torch.empty_like(rows, device=self._device),
                 "tables": {name: torch.empty_like(table, device=self._device) for name, table in host.items()},
                 # Page-locked, so the copies to the device are asynchronous; the event says when they may be refilled.
-                "host": {name: torch.empty_like(table, pin_memory=self._capture) for name, table in host.items()},
-                "copied": torch.cuda.Event() if self._capture else None, "graph": None}
+                "host": {name: torch.empty_like(table, pin_memory=self._pinned) for name, table in host.items()},
+                "copied": torch.cuda.Event() if self._pinned else None, "graph": None}
         if epoch["copied"] is not None:
             epoch["copied"].synchronize()  # the previous epoch's copies have left the host buffers (long since)
         for name, table in tables.items():
             epoch["host"][name].copy_(torch.from_numpy(np.ascontiguousarray(table)))
             # Stream-ordered after the previous epoch's steps, which read the old values.
-            epoch["tables"][name].copy_(epoch["host"][name], non_blocking=self._capture)
+            epoch["tables"][name].copy_(epoch["host"][name], non_blocking=self._pinned)
         epoch["rows"].copy_(rows)
         if epoch["copied"] is not None:
             epoch["copied"].record()
-        if epoch["graph"] is not None:
+        if epoch["graph"]:
             epoch["graph"].replay()
             self.replays += 1
             return
         steps(epoch["rows"], epoch["tables"])
-        if self._capture:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):  # recorded, not run: the next epoch of this shape is its first replay
+        if self._record and epoch["graph"] is None:
+            epoch["graph"] = self._recorded(steps, epoch)
+
+    def _recorded(self, steps: EpochSteps, epoch: dict[str, Any]) -> Any:
+        """``steps`` over ``epoch``'s buffers recorded as a CUDA graph (not run: the next epoch of this shape is its
+        first replay), or False, with a warning, where the recording fails."""
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
                 steps(epoch["rows"], epoch["tables"])
-            epoch["graph"] = graph
-            self.recorded += 1
+        except RuntimeError as error:
+            warnings.warn(f"recording an epoch's launches as a CUDA graph failed ({error}); epochs of this shape "
+                          "launch step by step", RuntimeWarning, stacklevel=3)
+            return False
+        self.recorded += 1
+        return graph
