@@ -35,7 +35,7 @@ from .base import (
     adam_bias_corrections,
     check_optimizer,
 )
-from .triton_graph import GraphedEpochs
+from .triton_graph import GraphedEpochs, graph_applies
 
 # Rows per chunk in decision_function: bounds the float32 copy of non-float32 inputs.
 PREDICT_CHUNK_ROWS = 16384
@@ -329,11 +329,7 @@ class TritonFusedSGD(FusedSGD):
 
     def _graph_applies(self) -> bool:
         """Whether :meth:`run_epoch`'s per-step epochs go through :class:`GraphedEpochs` (see ``use_cuda_graph``)."""
-        if self.reducer is not None:  # the reducer exchanges on the host between a step's launches
-            return False
-        if self.use_cuda_graph is not None:
-            return self.use_cuda_graph
-        return self._device.type == "cuda"
+        return graph_applies(self.use_cuda_graph, self.reducer, self._device)
 
     def _graphed_epoch(self, rows, learning_rates: np.ndarray, batch_size: int) -> None:
         """The per-step epoch through :class:`GraphedEpochs`: the steps' scalars as a device table, each update

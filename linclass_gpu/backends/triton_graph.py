@@ -28,6 +28,15 @@ import numpy as np
 EpochSteps = Callable[[Any, dict[str, Any]], None]
 
 
+def graph_applies(use_cuda_graph: bool | None, reducer: Any, device) -> bool:
+    """Whether a stepper's per-step epochs go through :class:`GraphedEpochs`: never with a data-parallel reducer
+    (it exchanges on the host between a step's launches), else as ``use_cuda_graph`` says, by default on a CUDA
+    device."""
+    if reducer is not None:
+        return False
+    return use_cuda_graph if use_cuda_graph is not None else device.type == "cuda"
+
+
 class GraphedEpochs:
     """Per-shape static buffers and CUDA graphs of an epoch's per-step launches.
 

@@ -27,7 +27,7 @@ from .base import MODELS, FusedSGD, check_optimizer
 from .sparse_backend import SparseNumpyBackend
 from .sparse_step import MIN_SCALE, as_csr
 from .triton_backend import TritonBackend
-from .triton_graph import GraphedEpochs
+from .triton_graph import GraphedEpochs, graph_applies
 
 # Step ids claim rows in the int32 owner array; past the largest the ids start again at 1 and the array is reset.
 MAX_STEP_ID = 2**31 - 1
@@ -176,9 +176,7 @@ class TritonSparseFusedSGD(FusedSGD):
 
     def _graph_applies(self) -> bool:
         """Whether :meth:`run_epoch` goes through :class:`.GraphedEpochs` (see ``use_cuda_graph``)."""
-        if self.reducer is not None:
-            return False
-        return self.use_cuda_graph if self.use_cuda_graph is not None else self.backend.device.type == "cuda"
+        return graph_applies(self.use_cuda_graph, self.reducer, self.backend.device)
 
     def _epoch_scalars(self, learning_rates: np.ndarray) -> tuple[np.ndarray, float] | None:
         """The epoch's table for the kernels (float32, (n_steps, ``sparse_sgd.STEP_SCALARS``): ``s·x_scale`` before
