@@ -266,15 +266,17 @@ def interrupts_noted():
     """Within the block, Ctrl-C (SIGINT) raises KeyboardInterrupt as Python's own handler does and is also noted in
     the yielded event. Python drops an exception raised inside a finalizer or a callback from C code (it prints
     "Exception ignored"), so a Ctrl-C landing there would go unseen; the event lets the epoch callback end the fit
-    at the latest when the epoch ends. The handler is installed from the main thread only (elsewhere the block runs
-    with the process's handler) and the previous one restored after."""
+    at the latest when the epoch ends. The handler replaces Python's default one only, from the main thread only, and
+    the previous one is restored after; a process started with SIGINT ignored (a shell's background job) keeps
+    ignoring it, as Python itself does."""
     noted = threading.Event()
 
     def handler(signum, frame):
         noted.set()
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield noted
         return
     previous = signal.signal(signal.SIGINT, handler)

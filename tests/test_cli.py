@@ -113,7 +113,10 @@ def test_epoch_lines_arrive_while_training_and_ctrl_c_keeps_them(source, mnist_f
     data = mnist_files if source == "files" else []
     # --tol 0 and no epoch limit given: training would go on for many epochs (a stream runs all 1000)
     command = [sys.executable, "-m", "linclass_gpu.cli", "train", "--backend", "numpy", "--tol", "0", *data, "--json"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default disposition in the child, whatever this process inherited (a shell starts background jobs,
+    # and so pytest's workers and their children, with SIGINT ignored, which Python keeps).
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         for line in process.stdout:
@@ -173,12 +176,17 @@ def test_ctrl_c_that_python_drops_still_ends_the_run_at_the_epoch_end(capsys, mo
             assert self.interrupt.is_set()
 
     monkeypatch.setattr(cli.EpochTable, "add", add_then_interrupt)
-    status, out, err = run_cli(capsys, "train", "--backend", "numpy", "--epochs", "4", "--json")
+    # Python's own handler, as in a process started in the foreground (pytest's workers may run with SIGINT ignored).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        status, out, err = run_cli(capsys, "train", "--backend", "numpy", "--epochs", "4", "--json")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     summary = last_json(out)
     assert status == cli.EXIT_INTERRUPTED and summary["interrupted"]
     assert summary["epochs_run"] == 2, "the epoch running when Ctrl-C came finishes, then the run ends"
     assert "interrupted in epoch 3 (epochs finished: 2)" in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
 
 
 def test_auto_says_in_one_line_why_it_skipped_the_gpu_backends(capsys):
