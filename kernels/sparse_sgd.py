@@ -237,14 +237,14 @@ def _check_step_scalars(step_scalars):
         raise ValueError(f"step_scalars must be a float32 vector of {STEP_SCALARS} values")
 
 
-def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *, model, logit_scale, x_scale,
+def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *, model, x_scale, logit_scale=None,
                            sample_weight=None, step_scalars=None):
     """Launch :func:`sparse_sgd_grad_kernel` on the batch ``rows`` (B,) of the CSR rows ``(indptr, indices, data)``.
 
     ``y``: int class ids (N,) for ``model="softmax"``, {0, 1} targets (N, K) (uint8 or float32) for ``"sigmoid"`` and
     ``"sigmoid_mse"``; ``loss`` a float64 (1,) accumulator; ``sample_weight`` float32 (N,) or None;
-    ``step_scalars`` a :data:`STEP_SCALARS` float32 table row whose first value the kernel reads as ``logit_scale``
-    (the argument is then ignored), or None. Only shapes are read: the launch never synchronises.
+    the logit scale ``s·x_scale`` as ``logit_scale`` or, in its place, the first value of ``step_scalars`` (a
+    :data:`STEP_SCALARS` float32 table row). Only shapes are read: the launch never synchronises.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -261,12 +261,14 @@ def launch_sparse_sgd_grad(rows, indptr, indices, data, y, V, b, G, db, loss, *,
     if loss.dtype != torch.float64 or loss.numel() != 1:
         raise ValueError("loss must be a float64 (1,) accumulator")
     _check_step_scalars(step_scalars)
+    if (logit_scale is None) == (step_scalars is None):
+        raise ValueError("pass the logit scale as logit_scale or in step_scalars, one of them")
     batch_size = rows.shape[0]
     block_b, block_k = sparse_tile_shape(n_outputs)
     sparse_sgd_grad_kernel[(max(1, triton.cdiv(batch_size, block_b)),)](
         rows_ptr=rows, indptr_ptr=indptr, indices_ptr=indices, data_ptr=data, y_ptr=y,
         sample_weight_ptr=sample_weight, V_ptr=V, b_ptr=b, G_ptr=G, db_ptr=db, loss_ptr=loss,
-        step_scalars_ptr=step_scalars, B=batch_size, K=n_outputs, logit_scale=float(logit_scale),
+        step_scalars_ptr=step_scalars, B=batch_size, K=n_outputs, logit_scale=float(logit_scale or 0.0),
         x_scale=float(x_scale), grad_scale=1.0 / max(1, batch_size), SOFTMAX=model == "softmax",
         SIGMOID_LOSS=SIGMOID_LOSSES.get(model, "bce"), BLOCK_B=block_b, BLOCK_K=block_k, num_warps=NUM_WARPS,
         **LAUNCH_OPTIONS,

@@ -292,29 +292,33 @@ class TritonFusedSGD(FusedSGD):
         the rates as a float32 device vector (one host-to-device copy, no sync) and adds the epoch's loss to the
         running loss once; otherwise the per-step launches, replayed from a CUDA graph where ``use_cuda_graph``
         applies (the rates copied to the device once per epoch) or one :meth:`step` per minibatch."""
-        from linclass_gpu.kernels import epoch_sgd, epoch_split_sgd
-
         n_steps = -(-rows.shape[0] // batch_size) if batch_size > 0 else 0
         if np.shape(learning_rates) != (n_steps,):
             raise ValueError(f"learning_rates must hold one rate per step: {n_steps} for {rows.shape[0]} rows in "
                              f"batches of {batch_size}, got shape {np.shape(learning_rates)}")
         if n_steps == 0:
             return
-        if not self.epoch_kernel_applies() or batch_size > self.max_batch_size:
-            if self._graph_applies():
-                self._graphed_epoch(rows, learning_rates, int(batch_size))
-                self._step_count += n_steps
-                if on_steps is not None:
-                    on_steps(n_steps)
-            else:
-                super().run_epoch(rows, learning_rates, batch_size, on_steps)
+        if self.epoch_kernel_applies() and batch_size <= self.max_batch_size:
+            self._launch_epoch_kernel(rows, learning_rates, int(batch_size))
+        elif self._graph_applies():
+            self._graphed_epoch(rows, learning_rates, int(batch_size))
+        else:
+            super().run_epoch(rows, learning_rates, batch_size, on_steps)
             return
+        self._step_count += n_steps
+        if on_steps is not None:
+            on_steps(n_steps)
+
+    def _launch_epoch_kernel(self, rows, learning_rates: np.ndarray, batch_size: int) -> None:
+        """The epoch in one launch: the multi-program epoch kernel where it applies, else the single-program one."""
+        from linclass_gpu.kernels import epoch_sgd, epoch_split_sgd
+
         torch = self.backend._torch
         rates = torch.from_numpy(np.asarray(learning_rates, dtype=np.float32)).to(self._device)
-        common = dict(model=self.model, n_outputs=self.n_outputs, batch_size=int(batch_size), x_scale=self.x_scale,
+        common = dict(model=self.model, n_outputs=self.n_outputs, batch_size=batch_size, x_scale=self.x_scale,
                       l2=self.l2, momentum=self.momentum, nesterov=self.nesterov, fit_intercept=self.fit_intercept,
                       velocity=self._velocity, sample_weight=self._sample_weight)
-        split = self._split_epoch(int(batch_size))
+        split = self._split_epoch(batch_size)
         if split is not None:
             config, exchange, barrier = split
             epoch_split_sgd.launch_epoch_split_sgd(self._X, rows.contiguous(), self._y, self._theta, self._loss_sum,
@@ -323,9 +327,6 @@ class TritonFusedSGD(FusedSGD):
             epoch_sgd.launch_epoch_sgd(self._X, rows.contiguous(), self._y, self._theta, self._loss_sum, rates,
                                        config=self._epoch_config, input_precision=self.backend.input_precision,
                                        **common)
-        self._step_count += n_steps
-        if on_steps is not None:
-            on_steps(n_steps)
 
     def _graph_applies(self) -> bool:
         """Whether :meth:`run_epoch`'s per-step epochs go through :class:`GraphedEpochs` (see ``use_cuda_graph``)."""

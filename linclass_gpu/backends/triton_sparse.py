@@ -131,8 +131,7 @@ class TritonSparseFusedSGD(FusedSGD):
         """The step's gradient launch; ``scalars``: ``logit_scale``, or ``step_scalars`` (a table row)."""
         self._kernels.launch_sparse_sgd_grad(
             rows, self._indptr, self._indices, self._data, self._y, self._V, self.b, self._G, self._db,
-            self._loss_sum, model=self.model, x_scale=self.x_scale, sample_weight=self._sample_weight,
-            **{"logit_scale": 0.0, **scalars})
+            self._loss_sum, model=self.model, x_scale=self.x_scale, sample_weight=self._sample_weight, **scalars)
 
     def _launch_update(self, rows: Any, **scalars: Any) -> None:
         """The step's update launch; ``scalars``: ``step``, ``weight_step`` and ``bias_step``, or ``step_scalars``."""
