@@ -117,8 +117,9 @@ def test_adaptive_divides_the_rate_by_five_at_each_plateau():
     stepper = backend.fused_sgd("softmax", X, y, np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
                                 max_batch_size=20)
     rates = []
-    original_step = stepper.step
-    stepper.step = lambda rows, rate: (rates.append(rate), original_step(rows, rate))
+    original_run_epoch = stepper.run_epoch
+    stepper.run_epoch = lambda rows, learning_rates, *args: (rates.extend(learning_rates),
+                                                             original_run_epoch(rows, learning_rates, *args))
     history = train_sgd(stepper, backend, 40, epochs=4, batch_size=20, rng=rng, progress=False,
                         schedule=LearningRateSchedule("adaptive", 0.1),
                         plateau=PlateauRule("loss", tol=1e9, patience=1, adaptive=True))

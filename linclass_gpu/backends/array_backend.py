@@ -287,6 +287,8 @@ class ArrayBackend(Backend):
     # Whether the softmax works on a classes-major copy of the logits (classes_major_logits). The CuPy kernel reads
     # rows-major logits.
     classes_major_softmax = False
+    # The class of fused_sgd's steppers.
+    fused_step: type[ArrayFusedSGD] = ArrayFusedSGD
 
     def logits_product_(self, X: Any, W: Any, out: Any) -> None:
         """``out = X W``: X (B, D) and W (D, K) float, out (B, K) C-contiguous."""
@@ -449,7 +451,7 @@ class ArrayBackend(Backend):
         dtype = compute_dtype(X.dtype)
         if model != "softmax":
             y = self._sigmoid_targets(y, np.shape(W)[1], dtype)
-        return ArrayFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
+        return self.fused_step(self, model, X, y, np.asarray(W), np.asarray(b), max_batch_size=max_batch_size,
                              l2=l2, l1=l1, momentum=momentum, nesterov=nesterov, fit_intercept=fit_intercept,
                              x_scale=x_scale, sample_weight=self._weights(sample_weight, X.shape[0], dtype),
                              optimizer=optimizer)

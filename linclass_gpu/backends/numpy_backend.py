@@ -2,7 +2,8 @@
 
 Where Numba is installed its seams run as compiled loops: the row-wise pass and the update (:mod:`.cpu_loops`), one
 pass each instead of about thirty NumPy calls per step, and, for models with few outputs, the step's two products
-(:mod:`.cpu_products`), where BLAS runs far below the core's speed. Without Numba (or with ``LINCLASS_GPU_NUMBA=0``)
+(:mod:`.cpu_products`), where BLAS runs far below the core's speed; a run of such steps is then one compiled call
+(:mod:`.cpu_step`). Without Numba (or with ``LINCLASS_GPU_NUMBA=0``)
 the array-generic code runs: the same arithmetic, checked against the same oracle.
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..arrays import to_numpy
 from ..threads import blas_thread_limit, blas_threads_for
-from .array_backend import ArrayBackend
+from .array_backend import ArrayBackend, ArrayFusedSGD
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
 from .cpu_loops import (
     NUMBA_AVAILABLE,
@@ -29,6 +30,7 @@ from .cpu_loops import (
     update_,
 )
 from .cpu_products import logits_product_, products_pay, weight_gradient_product_
+from .cpu_step import CompiledFusedSGD
 
 
 class NumpyBackend(ArrayBackend):
@@ -54,6 +56,8 @@ class NumpyBackend(ArrayBackend):
         # The array-generic softmax reduces a row's C logits fastest classes-major: over a short last axis (MNIST:
         # C = 10) NumPy takes several times longer. The compiled loop reads rows-major logits in one pass.
         self.classes_major_softmax = not self.compiled
+        # With the compiled loops, a run of steps is one compiled call where the compiled products pay.
+        self.fused_step = CompiledFusedSGD if self.compiled else ArrayFusedSGD
 
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
         """Any array kind (CuPy, torch on any device, DLPack) copied to the host once; NumPy arrays as they are."""
