@@ -7,13 +7,16 @@ Here each of those passes is one loop that reads its operands once, as the CuPy 
 (``cuda_rowwise.cu``) do on a GPU:
 
 - :func:`softmax_rows_` / :func:`sigmoid_rows_`: logits to ``dZ`` and the weighted loss, with ``db = Σ_i dZ_i`` and
-  the dW-side scale folded in (``logits_to_grad_``);
+  the dW-side scale folded in (``logits_to_grad_``); the softmax's float32 exp is vectorised over the whole batch
+  (:func:`exp_nonpositive_`, within one ulp);
 - :func:`update_`: L2, plain/momentum/Nesterov SGD, AdaGrad or Adam, then L1's soft threshold, per entry
   (``sgd_update_``).
 
 The arithmetic follows :mod:`.rowwise` and :meth:`.ArrayBackend.sgd_update_` step for step, in the compute dtype
 (float32 or float64) with the loss summed in float64; the tests run both implementations against the float64 oracle.
-Loops are compiled on first use per dtype and cached on disk (``cache=True``), so later processes load them.
+Loops are compiled on first use per dtype and cached on disk (``cache=True``), so later processes load them. Numba
+checks a cached loop against its own file only: after editing a loop that another file's loop calls (these are
+called by :mod:`.cpu_step`), delete the ``*.nbi``/``*.nbc`` files in ``__pycache__`` or the caller keeps the old one.
 
 Numba is optional (``pip install linclass-gpu[cpu]``): :data:`NUMBA_AVAILABLE` says whether it imported, and
 :data:`NUMBA_ENV` set to ``0`` turns the loops off (the NumPy backend then runs its array-generic code).
@@ -66,6 +69,51 @@ def compiled(function=None, *, reassociate: bool = False, inline: bool = False):
                       inline="always" if inline else "never")(function)
 
 
+# exp in float32 for x <= 0 (Cody–Waite reduction and Cephes' minimax polynomial, see exp_nonpositive_): below
+# EXP_UNDERFLOW e^x is under float32's smallest normal number and is returned as 0.
+EXP_UNDERFLOW = -87.33654
+LOG2_E = 1.4426950408889634
+# ln 2 split so that n·LN2_HIGH is exact for the n that occur (LN2_HIGH has 9 significant bits).
+LN2_HIGH, LN2_LOW = 0.693359375, -2.12194440e-4
+# Values per pass of exp_nonpositive_: its scratch (2ⁿ) stays small, however large the batch.
+EXP_CHUNK = 256
+EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                  5.0000001201e-1)
+
+
+@compiled
+def exp_nonpositive_(values):
+    """``values ← exp(values)`` in place for ``values ≤ 0`` (a 1-D array), in a loop the compiler vectorises.
+
+    float32: ``e^x = 2ⁿ e^r`` with ``n = round(x log₂e)``, ``r = x − n ln2`` (in two parts, so r carries no
+    rounding of n ln2), ``e^r ≈ 1 + r + r² P(r)`` on ``|r| ≤ ln2/2`` (Cephes' ``expf`` polynomial); 2ⁿ is built
+    from its exponent bits. Within one float32 ulp of e^x, where libm's ``expf`` is a scalar call per value (most
+    of the softmax's time at 10 classes). Below :data:`EXP_UNDERFLOW`, 0 (e^x is subnormal or 0 there); a NaN stays
+    NaN. float64 values take ``np.exp``.
+    """
+    if values.itemsize != 4:
+        for k in range(values.size):
+            values[k] = np.exp(values[k])
+        return
+    real = values.dtype.type
+    powers = np.empty(min(values.size, EXP_CHUNK), dtype=values.dtype)  # 2ⁿ of a chunk, written as its bits
+    exponent_bits = powers.view(np.int32)
+    p0, p1, p2, p3, p4, p5 = EXP_POLYNOMIAL
+    for start in range(0, values.size, EXP_CHUNK):
+        chunk = values[start:start + EXP_CHUNK]
+        for k in range(chunk.size):
+            x = chunk[k]
+            underflows = x < real(EXP_UNDERFLOW)
+            x = real(EXP_UNDERFLOW) if underflows else x  # keeps n, and the bits below, in range
+            n = np.floor(x * real(LOG2_E) + real(0.5))
+            r = (x - n * real(LN2_HIGH)) - n * real(LN2_LOW)
+            polynomial = ((((real(p0) * r + real(p1)) * r + real(p2)) * r + real(p3)) * r + real(p4)) * r + real(p5)
+            chunk[k] = real(0.0) if underflows else polynomial * (r * r) + r + real(1.0)
+            exponent_bits[k] = (np.int32(n) + np.int32(127)) << np.int32(23)  # 2ⁿ: biased exponent, mantissa 0
+        for k in range(chunk.size):
+            chunk[k] *= powers[k]
+
+
 @compiled
 def softmax_rows_(Z, targets, weights, bias, logit_scale, dz_scale, db):
     """Turn ``X_b W`` into ``dz_scale·w_i (softmax(z_i) − onehot(y_i))/B`` in place; return ``Σ_i w_i CE_i``.
@@ -93,24 +141,30 @@ def softmax_rows_(Z, targets, weights, bias, logit_scale, dz_scale, db):
     inv_batch = 1.0 / n_rows
     db[:] = 0.0
     loss_sum = 0.0
+    target_shifted = np.empty(n_rows, dtype=Z.dtype)
+    # 1. z = s·(X W) + b and the row max m, kept as z − m: logsumexp(z) = m + log Σ exp(z − m), exp(z − m) <= 1.
+    #    The max starts from the first logit, not −inf (a float64 constant), so a float32 row stays float32.
     for i in range(n_rows):
         row = Z[i]
-        row_scale = inv_batch * (weights[i] if weights.size else 1.0)  # w_i/B
-        target = targets[i] - i * n_classes
-        # 1. z = s·(X W) + b and the row max m: logsumexp(z) = m + log Σ exp(z − m), exp(z − m) <= 1. The max starts
-        #    from the first logit, not −inf (a float64 constant), so a float32 row's exp stays float32.
         row_max = logit_scale * row[0] + bias[0]
         for k in range(n_classes):
             row[k] = logit_scale * row[k] + bias[k]
             row_max = max(row_max, row[k])
-        # 2. CE_i = log Σ exp(z − m) − (z_y − m), the difference taken in that order as rowwise.py does.
-        target_shifted = row[target] - row_max
+        for k in range(n_classes):
+            row[k] -= row_max
+        target_shifted[i] = row[targets[i] - i * n_classes]
+    # 2. exp(z − m) over the whole batch at once, vectorised.
+    exp_nonpositive_(Z.reshape(-1))
+    for i in range(n_rows):
+        row = Z[i]
+        row_scale = inv_batch * (weights[i] if weights.size else 1.0)  # w_i/B
+        target = targets[i] - i * n_classes
+        # 3. CE_i = log Σ exp(z − m) − (z_y − m), the difference taken in that order as rowwise.py does.
         row_sum = 0.0
         for k in range(n_classes):
-            row[k] = np.exp(row[k] - row_max)
             row_sum += row[k]
-        loss_sum += (row_scale * n_rows) * (math.log(row_sum) - target_shifted)
-        # 3. dL/dz = softmax(z) − onehot(y), times w_i/B; db takes it before the dW-side scale.
+        loss_sum += (row_scale * n_rows) * (math.log(row_sum) - target_shifted[i])
+        # 4. dL/dz = softmax(z) − onehot(y), times w_i/B; db takes it before the dW-side scale.
         probability_scale = row_scale / row_sum
         for k in range(n_classes):
             dz = row[k] * probability_scale
