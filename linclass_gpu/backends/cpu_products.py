@@ -40,16 +40,30 @@ def products_pay(n_rows: int, n_features: int, n_outputs: int) -> bool:
             and 2.0 * n_rows * n_features * n_outputs <= FLOPS_PER_THREAD)
 
 
+def transposed_shape(n_features: int, n_outputs: int) -> tuple[int, int]:
+    """The shape of the transposed operands (Wᵀ, Gᵀ) of :func:`logits_product_t_` and
+    :func:`weight_gradient_product_t_`: C padded to an even count of rows, each a contiguous row of D."""
+    return n_outputs + n_outputs % 2, n_features
+
+
 @compiled(reassociate=True)
 def logits_product_(X, W, Z):
-    """``Z = X W`` for float X (B, D) and W (D, C), C-contiguous, into Z (B, C).
+    """``Z = X W`` for float X (B, D) and W (D, C), C-contiguous, into Z (B, C): :func:`logits_product_t_` on Wᵀ."""
+    n_outputs = W.shape[1]
+    weights = np.zeros((n_outputs + n_outputs % 2, W.shape[0]), dtype=W.dtype)  # transposed_shape
+    transpose_into(W, weights)
+    logits_product_t_(X, weights, Z)
 
-    Row blocks past the last row repeat it, and an odd C is padded with a zero output; what the padding computes is
-    not stored.
+
+@compiled(reassociate=True)
+def logits_product_t_(X, weights, Z):
+    """``Z = X W`` from Wᵀ: X (B, D), ``weights`` Wᵀ (:func:`transposed_shape`, a zero last row when C is odd), Z
+    (B, C).
+
+    Row blocks past the last row repeat it, and an odd C's padding output computes zeros; what the padding computes
+    is not stored.
     """
-    n_rows, n_outputs = X.shape[0], W.shape[1]
-    weights = np.zeros((n_outputs + n_outputs % 2, W.shape[0]), dtype=W.dtype)  # Wᵀ: output c's weights contiguous
-    _transpose_into(W, weights)
+    n_rows, n_outputs = X.shape[0], Z.shape[1]
     last = n_rows - 1
     for i in range(0, n_rows, 4):
         x0, x1, x2, x3 = X[i], X[min(i + 1, last)], X[min(i + 2, last)], X[min(i + 3, last)]
@@ -83,17 +97,27 @@ def _store_pair(Z, row, output, first, second):
 
 @compiled(reassociate=True)
 def weight_gradient_product_(X, dZ, dW):
-    """``dW = Xᵀ dZ`` for float X (B, D) and dZ (B, C), C-contiguous, into dW (D, C).
+    """``dW = Xᵀ dZ`` for float X (B, D) and dZ (B, C), C-contiguous, into dW (D, C):
+    :func:`weight_gradient_product_t_`, then transposed."""
+    n_outputs = dZ.shape[1]
+    gradient = np.empty((n_outputs + n_outputs % 2, X.shape[1]), dtype=dW.dtype)  # transposed_shape
+    weight_gradient_product_t_(X, dZ, gradient)
+    transpose_into(gradient[:n_outputs], dW)
+
+
+@compiled(reassociate=True)
+def weight_gradient_product_t_(X, dZ, gradient):
+    """``Gᵀ = (Xᵀ dZ)ᵀ`` for float X (B, D) and dZ (B, C) into ``gradient`` (:func:`transposed_shape`): output c's
+    gradients contiguous, and a zero last row when C is odd.
 
     Row blocks past the last row repeat it with zero coefficients, and an odd C is padded with a zero output: the
-    padding adds zeros (an inf or NaN of the repeated row reaches the same entries through the row itself), and the
-    padded output is not stored.
+    padding adds zeros (an inf or NaN of the repeated row reaches the same entries through the row itself).
     """
     n_rows, n_features = X.shape
     n_outputs = dZ.shape[1]
     coefficients = np.zeros((n_outputs + n_outputs % 2, n_rows + (-n_rows) % 8), dtype=dZ.dtype)  # dZᵀ, padded
-    _transpose_into(dZ, coefficients)
-    gradient = np.zeros((coefficients.shape[0], n_features), dtype=dW.dtype)  # Gᵀ: output c's gradients contiguous
+    transpose_into(dZ, coefficients)
+    gradient[:] = 0
     last = n_rows - 1
     for i in range(0, n_rows, 8):
         x0, x1, x2, x3 = X[i], X[min(i + 1, last)], X[min(i + 2, last)], X[min(i + 3, last)]
@@ -106,11 +130,10 @@ def weight_gradient_product_(X, dZ, dW):
                 a0, a1, a2, a3, a4, a5, a6, a7 = x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j]
                 g[j] += ((z0 * a0 + z1 * a1) + (z2 * a2 + z3 * a3)) + ((z4 * a4 + z5 * a5) + (z6 * a6 + z7 * a7))
                 h[j] += ((y0 * a0 + y1 * a1) + (y2 * a2 + y3 * a3)) + ((y4 * a4 + y5 * a5) + (y6 * a6 + y7 * a7))
-    _transpose_into(gradient[:n_outputs], dW)
 
 
 @compiled(inline=True)
-def _transpose_into(source, target):
+def transpose_into(source, target):
     """``target[:n, :m] = source.T`` for ``source`` (m, n), as loops: Numba compiles an assignment from a transposed
     view for seconds, these in a blink."""
     for row in range(source.shape[0]):

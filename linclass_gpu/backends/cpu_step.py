@@ -22,7 +22,7 @@ import numpy as np
 from .array_backend import ArrayFusedSGD
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
 from .cpu_loops import UPDATE_ADAGRAD, UPDATE_ADAM, UPDATE_SGD, compiled, sigmoid_rows_, softmax_rows_, update_
-from .cpu_products import logits_product_, products_pay, weight_gradient_product_
+from .cpu_products import logits_product_t_, products_pay, transpose_into, weight_gradient_product_t_
 
 # The most product work one call of train_steps_ runs (2 GEMMs of 2·B·D·C flops a step): about 20 ms on one core.
 FLOPS_PER_CALL = 1e9
@@ -31,13 +31,13 @@ FLOPS_PER_CALL = 1e9
 @compiled
 def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rates, corrections, W, b,
                  velocity_W, velocity_b, accumulator_W, accumulator_b, x_rows, batch_labels, batch_targets,
-                 batch_weights, Z, dW, db, loss_sum, softmax, squared_error, x_scale, one, l2, l1, momentum,
+                 batch_weights, Z, db, loss_sum, softmax, squared_error, x_scale, one, l2, l1, momentum,
                  nesterov, optimizer, eps, beta1, beta2, fit_intercept):
     """Run ``len(rates)`` SGD steps: step ``t`` on the rows ``rows[t·B:(t+1)·B]`` with rate ``rates[t]``.
 
     Each step is :class:`.ArrayFusedSGD`'s, piece for piece: gather (and convert) the rows, their targets and
-    weights; ``Z = X_b W`` (:func:`.logits_product_`); ``Z`` to ``dZ``, ``db`` and the loss
-    (:func:`.softmax_rows_` or :func:`.sigmoid_rows_`); ``dW = Xᵀ dZ`` (:func:`.weight_gradient_product_`), the
+    weights; ``Z = X_b W`` (:func:`.logits_product_t_`); ``Z`` to ``dZ``, ``db`` and the loss
+    (:func:`.softmax_rows_` or :func:`.sigmoid_rows_`); ``dW = Xᵀ dZ`` (:func:`.weight_gradient_product_t_`), the
     input scale on the smaller of dZ and dW (as :func:`.linear_loss_grad_` puts it); the update of W with L2 and L1
     and, with ``fit_intercept``, of b without them (:func:`.update_`).
 
@@ -56,9 +56,9 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
         Adam's ``(1 − β₁ᵗ, √(1 − β₂ᵗ))`` for each step (computed on the host as the Python step does); unused
         otherwise.
     W, b, velocity_W, velocity_b, accumulator_W, accumulator_b : ndarray
-        The parameters (D, K), (K,) and their optimizer buffers of the same shapes, or (0,) when absent.
-    x_rows, batch_labels, batch_targets, batch_weights, Z, dW, db : ndarray
-        The step's buffers: (B, D), (B,), (B, K), (B,) or (0,), (B, K), (D, K), (K,).
+        The parameters (D, K), (K,) and their optimizer buffers of the same shapes, or (0, 0) and (0,) when absent.
+    x_rows, batch_labels, batch_targets, batch_weights, Z, db : ndarray
+        The step's buffers: (B, D), (B,), (B, K), (B,) or (0,), (B, K), (K,).
     loss_sum : float64 ndarray, shape (1,)
         Each step's ``Σ_i w_i ℓ_i`` is added to it.
     softmax, squared_error : bool
@@ -72,9 +72,20 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
     """
     n_features, n_outputs = W.shape
     n_run = rows.shape[0]
-    flat_W, flat_dW = W.reshape(-1), dW.reshape(-1)
-    flat_velocity_W = velocity_W.reshape(-1)
-    flat_accumulator_W = accumulator_W.reshape(-1)
+    # W, dW and W's optimizer buffers are held transposed for the run (the products' layout: each output's D values
+    # contiguous), so no step transposes them; the update is per entry, so its layout does not change a value.
+    padded_outputs = n_outputs + n_outputs % 2  # cpu_products.transposed_shape
+    weights_t = np.zeros((padded_outputs, n_features), dtype=W.dtype)
+    transpose_into(W, weights_t)
+    gradient_t = np.empty((padded_outputs, n_features), dtype=W.dtype)
+    velocity_t = np.empty((n_outputs, n_features) if velocity_W.size else (0, 0), dtype=W.dtype)
+    accumulator_t = np.empty((n_outputs, n_features) if accumulator_W.size else (0, 0), dtype=W.dtype)
+    if velocity_W.size:
+        transpose_into(velocity_W, velocity_t)
+    if accumulator_W.size:
+        transpose_into(accumulator_W, accumulator_t)
+    flat_W, flat_dW = weights_t[:n_outputs].reshape(-1), gradient_t[:n_outputs].reshape(-1)
+    flat_velocity_W, flat_accumulator_W = velocity_t.reshape(-1), accumulator_t.reshape(-1)
     for step in range(rates.shape[0]):
         first = step * batch_size
         n_rows = min(batch_size, n_run - first)
@@ -92,14 +103,14 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
         x_batch, z_batch = x_rows[:n_rows], Z[:n_rows]
         scale_dz = x_scale != one and n_rows * n_outputs < W.size
         weights = batch_weights[:n_rows] if sample_weight.size else sample_weight
-        logits_product_(x_batch, W, z_batch)
+        logits_product_t_(x_batch, weights_t, z_batch)
         if softmax:
             loss_sum[0] += softmax_rows_(z_batch, batch_labels[:n_rows], weights, b, x_scale,
                                          x_scale if scale_dz else one, db)
         else:
             loss_sum[0] += sigmoid_rows_(z_batch, batch_targets[:n_rows], weights, b, x_scale,
                                          x_scale if scale_dz else one, db, squared_error)
-        weight_gradient_product_(x_batch, z_batch, dW)
+        weight_gradient_product_t_(x_batch, z_batch, gradient_t)
         if x_scale != one and not scale_dz:
             for k in range(flat_dW.size):
                 flat_dW[k] *= x_scale
@@ -109,6 +120,11 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
         if fit_intercept:
             update_(b, db, velocity_b, accumulator_b, rate, 0.0, 0.0, momentum, nesterov, optimizer, eps, beta1,
                     beta2, correction1, correction2_sqrt)
+    transpose_into(weights_t[:n_outputs], W)
+    if velocity_W.size:
+        transpose_into(velocity_t, velocity_W)
+    if accumulator_W.size:
+        transpose_into(accumulator_t, accumulator_W)
 
 
 def compiles(X: Any, n_outputs: int) -> bool:
@@ -163,15 +179,15 @@ class CompiledFusedSGD(ArrayFusedSGD):
                                if self.optimizer == "adam" else np.ones((n_steps, 2)), dtype=np.float64)
         self._step_count += n_steps
         optimizer = {"sgd": UPDATE_SGD, "adagrad": UPDATE_ADAGRAD, "adam": UPDATE_ADAM}[self.optimizer]
-        empty = np.empty(0, dtype=real)
-        velocity_W, velocity_b = (empty, empty) if self._velocity[0] is None else self._velocity
-        accumulator_W, accumulator_b = (empty, empty) if self._accumulator[0] is None else self._accumulator
+        empty, empty_2d = np.empty(0, dtype=real), np.empty((0, 0), dtype=real)
+        velocity_W, velocity_b = (empty_2d, empty) if self._velocity[0] is None else self._velocity
+        accumulator_W, accumulator_b = (empty_2d, empty) if self._accumulator[0] is None else self._accumulator
         train_steps_(
             self._X, self._y if softmax else np.empty(0, np.int64),
-            np.empty((0, 0), real) if softmax else self._y, empty if self._sample_weight is None
+            empty_2d if softmax else self._y, empty if self._sample_weight is None
             else self._sample_weight, rows, batch_size, learning_rates, corrections, self.W, self.b, velocity_W,
             velocity_b, accumulator_W, accumulator_b, self._rows, self._targets if softmax else np.empty(0, np.int64),
-            np.empty((0, 0), real) if softmax else self._targets, empty if self._weights is None else self._weights,
-            self._Z, self._dW, self._db, self._loss_sum.reshape(1), softmax, self.model == "sigmoid_mse",
+            empty_2d if softmax else self._targets, empty if self._weights is None else self._weights,
+            self._Z, self._db, self._loss_sum.reshape(1), softmax, self.model == "sigmoid_mse",
             real(self.x_scale), real(1.0), self.l2, self.l1, self.momentum, self.nesterov, optimizer,
             ADAM_EPS if self.optimizer == "adam" else ADAGRAD_EPS, *ADAM_BETAS, self.fit_intercept)
