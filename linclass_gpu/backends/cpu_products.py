@@ -40,7 +40,8 @@ def products_pay(n_rows: int, n_features: int, n_outputs: int) -> bool:
             and 2.0 * n_rows * n_features * n_outputs <= FLOPS_PER_THREAD)
 
 
-def transposed_shape(n_features: int, n_outputs: int) -> tuple[int, int]:
+@compiled(inline=True)
+def transposed_shape(n_features, n_outputs):
     """The shape of the transposed operands (Wᵀ, Gᵀ) of :func:`logits_product_t_` and
     :func:`weight_gradient_product_t_`: C padded to an even count of rows, each a contiguous row of D."""
     return n_outputs + n_outputs % 2, n_features
@@ -50,7 +51,7 @@ def transposed_shape(n_features: int, n_outputs: int) -> tuple[int, int]:
 def logits_product_(X, W, Z):
     """``Z = X W`` for float X (B, D) and W (D, C), C-contiguous, into Z (B, C): :func:`logits_product_t_` on Wᵀ."""
     n_outputs = W.shape[1]
-    weights = np.zeros((n_outputs + n_outputs % 2, W.shape[0]), dtype=W.dtype)  # transposed_shape
+    weights = np.zeros(transposed_shape(W.shape[0], n_outputs), dtype=W.dtype)
     transpose_into(W, weights)
     logits_product_t_(X, weights, Z)
 
@@ -100,7 +101,7 @@ def weight_gradient_product_(X, dZ, dW):
     """``dW = Xᵀ dZ`` for float X (B, D) and dZ (B, C), C-contiguous, into dW (D, C):
     :func:`weight_gradient_product_t_`, then transposed."""
     n_outputs = dZ.shape[1]
-    gradient = np.empty((n_outputs + n_outputs % 2, X.shape[1]), dtype=dW.dtype)  # transposed_shape
+    gradient = np.empty(transposed_shape(X.shape[1], n_outputs), dtype=dW.dtype)
     weight_gradient_product_t_(X, dZ, gradient)
     transpose_into(gradient[:n_outputs], dW)
 

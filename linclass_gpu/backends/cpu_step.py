@@ -22,7 +22,13 @@ import numpy as np
 from .array_backend import ArrayFusedSGD
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
 from .cpu_loops import UPDATE_ADAGRAD, UPDATE_ADAM, UPDATE_SGD, compiled, sigmoid_rows_, softmax_rows_, update_
-from .cpu_products import logits_product_t_, products_pay, transpose_into, weight_gradient_product_t_
+from .cpu_products import (
+    logits_product_t_,
+    products_pay,
+    transpose_into,
+    transposed_shape,
+    weight_gradient_product_t_,
+)
 
 # The most product work one call of train_steps_ runs (2 GEMMs of 2·B·D·C flops a step): about 20 ms on one core.
 FLOPS_PER_CALL = 1e9
@@ -74,10 +80,9 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
     n_run = rows.shape[0]
     # W, dW and W's optimizer buffers are held transposed for the run (the products' layout: each output's D values
     # contiguous), so no step transposes them; the update is per entry, so its layout does not change a value.
-    padded_outputs = n_outputs + n_outputs % 2  # cpu_products.transposed_shape
-    weights_t = np.zeros((padded_outputs, n_features), dtype=W.dtype)
+    weights_t = np.zeros(transposed_shape(n_features, n_outputs), dtype=W.dtype)
     transpose_into(W, weights_t)
-    gradient_t = np.empty((padded_outputs, n_features), dtype=W.dtype)
+    gradient_t = np.empty(transposed_shape(n_features, n_outputs), dtype=W.dtype)
     velocity_t = np.empty((n_outputs, n_features) if velocity_W.size else (0, 0), dtype=W.dtype)
     accumulator_t = np.empty((n_outputs, n_features) if accumulator_W.size else (0, 0), dtype=W.dtype)
     if velocity_W.size:

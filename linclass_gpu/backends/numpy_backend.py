@@ -3,8 +3,8 @@
 Where Numba is installed its seams run as compiled loops: the row-wise pass and the update (:mod:`.cpu_loops`), one
 pass each instead of about thirty NumPy calls per step, and, for models with few outputs, the step's two products
 (:mod:`.cpu_products`), where BLAS runs far below the core's speed; a run of such steps is then one compiled call
-(:mod:`.cpu_step`). Without Numba (or with ``LINCLASS_GPU_NUMBA=0``)
-the array-generic code runs: the same arithmetic, checked against the same oracle.
+(:mod:`.cpu_step`). Without Numba (or with ``LINCLASS_GPU_NUMBA=0``) the array-generic code runs: the same
+arithmetic, checked against the same oracle.
 """
 
 from __future__ import annotations
