@@ -4,8 +4,9 @@ Where the step's products are the compiled ones (:func:`.cpu_products.products_p
 compiled loop, and what is left between them is Python: about ten calls per step (the gathers, the conversion of the
 rows, the target indices, the two products, the row pass, two updates), each a microsecond or more of dispatch, about
 a tenth of an MNIST step (B = 128, D = 784, C = 10). :func:`train_steps_` runs the same pieces for a run of steps in
-one call, as JAX's ``lax.scan`` or the Triton backend's epoch kernel does: the row gather converts as it copies, and
-each step calls the loops of :mod:`.cpu_products` and :mod:`.cpu_loops` with the arguments the Python step gives
+one call, as JAX's ``lax.scan`` or the Triton backend's epoch kernel does: the row gather converts as it copies, W
+stays in the products' transposed layout for the whole run (the Python step transposes it in and out every step),
+and each step calls the loops of :mod:`.cpu_products` and :mod:`.cpu_loops` on the values the Python step gives
 them, so the arithmetic is the same. :class:`CompiledFusedSGD` takes every step through it, one at a time or a run at
 once, so ``step`` and ``run_epoch`` give the same parameters bitwise.
 
