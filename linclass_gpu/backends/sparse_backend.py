@@ -2,8 +2,8 @@
 predicted by the sparse module's sparse-dense product. Dense arrays take the backend's own paths unchanged, so an
 estimator can hand these backends either kind.
 
-- :class:`SparseNumpyBackend`: scipy.sparse rows on the host (the compiled loops where Numba is installed, scipy's
-  products otherwise);
+- :class:`SparseNumpyBackend`: scipy.sparse rows on the host (the compiled loops where Numba is installed, runs of
+  steps in one call where they apply: :class:`.CompiledSparseFusedSGD`; scipy's products otherwise);
 - :class:`SparseCupyBackend`: the rows copied once into a ``cupyx.scipy.sparse`` CSR matrix on the device, the
   products cuSPARSE's.
 
@@ -20,6 +20,7 @@ from ..arrays import is_sparse_rows
 from .array_backend import compute_dtype
 from .cupy_backend import CupyBackend
 from .numpy_backend import NumpyBackend
+from .sparse_cpu_step import CompiledSparseFusedSGD
 from .sparse_step import BatchGather, RowIndexGather, SparseFusedSGD, as_csr, target_indices
 
 
@@ -82,10 +83,12 @@ class SparseRows:
         X = self.csr(X, dtype)
         y = (self.xp.asarray(y, dtype=np.int64) if model == "softmax"
              else self._sigmoid_targets(y, np.shape(W)[1], dtype))
-        return SparseFusedSGD(self, model, X, y, np.asarray(W), np.asarray(b), l2=l2, l1=l1, momentum=momentum,
-                              nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
-                              sample_weight=self._weights(sample_weight, X.shape[0], dtype), optimizer=optimizer,
-                              gather=self.batch_gather(X))
+        gather = self.batch_gather(X)
+        stepper = CompiledSparseFusedSGD if gather is None else SparseFusedSGD
+        return stepper(self, model, X, y, np.asarray(W), np.asarray(b), l2=l2, l1=l1, momentum=momentum,
+                       nesterov=nesterov, fit_intercept=fit_intercept, x_scale=x_scale,
+                       sample_weight=self._weights(sample_weight, X.shape[0], dtype), optimizer=optimizer,
+                       gather=gather)
 
     def describe(self) -> str:
         return super().describe() + ", sparse CSR rows"
@@ -98,7 +101,7 @@ class SparseNumpyBackend(SparseRows, NumpyBackend):
         return as_csr(X, dtype)  # keeps a checked scipy CSR array of that dtype as it is
 
     def batch_gather(self, X: Any) -> Any:
-        return None if self.compiled else BatchGather(X)
+        return None if self.compiled else BatchGather(X)  # None: the compiled loops read X in place
 
 
 class SparseCupyBackend(SparseRows, CupyBackend):

@@ -4,11 +4,11 @@ scipy's route to a step on 128 documents gathers the batch's nonzeros, finds its
 CSR matrix over them and takes ``W[u]`` out of ``W`` and back: a dozen array passes and two sparse products, each
 a NumPy call. These loops read the matrix's own ``indptr``/``indices``/``data`` through the batch's row ids:
 
-1. :func:`batch_columns`: the batch's ``U`` distinct features ``u`` and each nonzero's slot in ``u``, O(nnz_batch)
-   with a per-feature scratch (``slots``, all −1 between calls);
+1. :func:`batch_columns_`: the batch's ``U`` distinct features ``u`` and each nonzero's slot in ``u``,
+   O(nnz_batch) with a per-feature scratch (``slots``, all −1 between calls);
 2. :func:`sparse_products_`: ``P = X[rows] V`` (B, K), each nonzero adding ``x·V[j]``; the model's row loop
    (:mod:`.cpu_loops`) then turns it into ``dZ``;
-3. :func:`scatter_gradient`: ``dW_u = X[rows, u]ᵀ dZ`` (U, K), each nonzero adding ``x·dZ_i`` to its slot's row
+3. :func:`scatter_gradient_`: ``dW_u = X[rows, u]ᵀ dZ`` (U, K), each nonzero adding ``x·dZ_i`` to its slot's row
    (duplicate column indices of a row are summed; unsorted ones need no sorting);
 4. :func:`add_rows_` / :func:`adagrad_rows_`: the update of ``V[u]`` in place.
 
@@ -18,6 +18,8 @@ foresees. So each loop asks for what it will read next while it computes on the 
 every batch row's feature ids and values at once; :func:`prefetch_row`: the next document's feature marks and rows
 of ``V``, the rows a few slots ahead in the updates), which overlaps the misses instead of taking them one after
 another; the arithmetic is unchanged.
+
+:mod:`.sparse_cpu_step` runs these pieces for a run of steps in one call.
 
 Numba is optional: without it (or with ``LINCLASS_GPU_NUMBA=0``) :mod:`.sparse_step` takes scipy's route.
 """
@@ -83,8 +85,17 @@ def prefetch_span(array, start, end):
 
 
 @compiled
-def batch_columns(indptr, indices, rows, slots):
-    """The distinct features of ``X[rows]`` and each nonzero's slot among them.
+def batch_nonzeros(indptr, rows):
+    """How many nonzeros the rows ``rows`` of a CSR matrix with row pointers ``indptr`` hold together."""
+    count = 0
+    for i in range(rows.shape[0]):
+        count += indptr[rows[i] + 1] - indptr[rows[i]]
+    return count
+
+
+@compiled
+def batch_columns_(indptr, indices, rows, slots, u, local):
+    """The distinct features of ``X[rows]`` and each nonzero's slot among them, into ``u`` and ``local``.
 
     Parameters
     ----------
@@ -93,21 +104,18 @@ def batch_columns(indptr, indices, rows, slots):
     rows : int ndarray, shape (B,)
     slots : int32 ndarray, shape (D,)
         −1 everywhere on entry and on return (scratch: feature j's slot while the batch is read).
+    u : int64 ndarray, shape (≥ nnz_batch,)
+        Receives the distinct features in its first ``U`` entries, in the order they first occur.
+    local : int64 ndarray, shape (≥ nnz_batch,)
+        Receives, for the batch's k-th nonzero (rows in batch order), the slot of its feature in ``u``.
 
     Returns
     -------
-    u : int64 ndarray, shape (U,)
-        The distinct features, in the order they first occur.
-    local : int64 ndarray, shape (nnz_batch,)
-        For the batch's k-th nonzero (rows in batch order), the slot of its feature in ``u``.
+    int
+        ``U``.
     """
-    n_nonzeros = 0
     for i in range(rows.shape[0]):
-        start, end = indptr[rows[i]], indptr[rows[i] + 1]
-        n_nonzeros += end - start
-        prefetch_span(indices, start, end)  # every row's feature ids at once: read below, one row at a time
-    u = np.empty(n_nonzeros, dtype=np.int64)
-    local = np.empty(n_nonzeros, dtype=np.int64)
+        prefetch_span(indices, indptr[rows[i]], indptr[rows[i] + 1])  # every row's ids at once: read one by one
     n_distinct = 0
     k = 0
     for i in range(rows.shape[0]):
@@ -115,18 +123,21 @@ def batch_columns(indptr, indices, rows, slots):
             for position in range(indptr[rows[i + 1]], indptr[rows[i + 1] + 1]):
                 prefetch_row(slots, indices[position], 1)
         for position in range(indptr[rows[i]], indptr[rows[i] + 1]):
+            # Without a branch: whether a feature is new is a coin toss in a Zipf batch (about half its nonzeros
+            # are first occurrences), so a branch would be mispredicted half the time, each costing the wait for
+            # slots[feature]. u[n_distinct] is written every time and kept only when the count moves past it.
             feature = indices[position]
             slot = slots[feature]
-            if slot < 0:
-                slot = n_distinct
-                slots[feature] = slot
-                u[slot] = feature
-                n_distinct += 1
+            new = slot < 0
+            slot = n_distinct if new else slot
+            slots[feature] = slot
+            u[n_distinct] = feature
+            n_distinct += new
             local[k] = slot
             k += 1
     for slot in range(n_distinct):
         slots[u[slot]] = -1
-    return u[:n_distinct], local
+    return n_distinct
 
 
 @compiled
@@ -134,7 +145,7 @@ def sparse_products_(indptr, indices, data, rows, V, out):
     """``out[i] = Σ_{j ∈ row rows[i]} X[rows[i], j]·V[j]``: the (B, K) product ``X[rows] V`` from the nonzeros."""
     n_outputs, V_flat = V.shape[1], V.reshape(-1)
     for i in range(rows.shape[0]):
-        prefetch_span(data, indptr[rows[i]], indptr[rows[i] + 1])  # the values, as batch_columns did the ids
+        prefetch_span(data, indptr[rows[i]], indptr[rows[i] + 1])  # the values, as batch_columns_ did the ids
     for i in range(rows.shape[0]):
         if i + 1 < rows.shape[0]:
             for position in range(indptr[rows[i + 1]], indptr[rows[i + 1] + 1]):
@@ -149,12 +160,15 @@ def sparse_products_(indptr, indices, data, rows, V, out):
 
 
 @compiled
-def scatter_gradient(indptr, data, rows, local, dZ, n_distinct):
-    """``X[rows, u]ᵀ dZ`` (U, K): slot s's row sums ``x·dZ_i`` over the batch's nonzeros of feature ``u[s]``.
+def scatter_gradient_(indptr, data, rows, local, dZ, gradient):
+    """``gradient = X[rows, u]ᵀ dZ`` (U, K): slot s's row sums ``x·dZ_i`` over the batch's nonzeros of feature
+    ``u[s]`` (duplicate column indices of a row are summed; unsorted ones need no sorting).
 
-    ``local`` is :func:`batch_columns`'s, ``dZ`` (B, K).
+    ``local`` is :func:`batch_columns_`'s, ``dZ`` (B, K); ``gradient`` is overwritten.
     """
-    gradient = np.zeros((n_distinct, dZ.shape[1]), dtype=dZ.dtype)
+    flat = gradient.reshape(-1)
+    for position in range(flat.size):
+        flat[position] = 0.0
     k = 0
     for i in range(rows.shape[0]):
         row_gradient = dZ[i]
@@ -164,7 +178,6 @@ def scatter_gradient(indptr, data, rows, local, dZ, n_distinct):
             for c in range(row_gradient.shape[0]):
                 target[c] += value * row_gradient[c]
             k += 1
-    return gradient
 
 
 @compiled

@@ -54,7 +54,7 @@ import scipy.sparse
 from ..arrays import is_torch_sparse
 from .array_backend import ArrayBackend, compute_dtype, soft_threshold_
 from .base import ADAGRAD_EPS, MODELS, FusedSGD, check_optimizer
-from .sparse_loops import adagrad_rows_, add_rows_, batch_columns, scatter_gradient, sparse_products_
+from .sparse_loops import adagrad_rows_, add_rows_, batch_columns_, batch_nonzeros, scatter_gradient_, sparse_products_
 
 # The range [MIN_SCALE, 1/MIN_SCALE] of |s| in W = s·V outside which s is folded into V: V = W/s then grows or
 # shrinks by at most 1e9, far inside the float32 range, and its rounding stays relative.
@@ -323,13 +323,17 @@ class SparseFusedSGD(FusedSGD):
     def _compiled_loss_grad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_batch_loss_grad` by the compiled loops (:mod:`.sparse_loops`), reading ``V`` in place."""
         X = self._X
-        u, local = batch_columns(X.indptr, X.indices, rows, self._slots)
+        n_nonzeros = batch_nonzeros(X.indptr, rows)
+        u, local = np.empty(n_nonzeros, dtype=np.int64), np.empty(n_nonzeros, dtype=np.int64)
+        u = u[:batch_columns_(X.indptr, X.indices, rows, self._slots, u, local)]
         if self._threshold_applied is not None:
             self._catch_up_(u)
         Z = np.empty((len(rows), self.n_outputs), dtype=self._V.dtype)
         sparse_products_(X.indptr, X.indices, X.data, rows, self._V, Z)
         db = self._logits_to_grad_(rows, Z)
-        return u, scatter_gradient(X.indptr, X.data, rows, local, Z, len(u)), db
+        dW_u = np.empty((len(u), self.n_outputs), dtype=self._V.dtype)
+        scatter_gradient_(X.indptr, X.data, rows, local, Z, dW_u)
+        return u, dW_u, db
 
     def _logits_to_grad_(self, rows: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """Turn the batch's ``X V`` (B, K) into ``x_scale·dZ`` in place (``dZ_i = w_i ∂ℓ_i/∂z_i / B`` of the logits
