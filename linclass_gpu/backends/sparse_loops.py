@@ -152,7 +152,17 @@ def sparse_products_(indptr, indices, data, rows, V, out):
                 prefetch_row(V_flat, indices[position], n_outputs)
         product = out[i]
         product[:] = 0.0
-        for position in range(indptr[rows[i]], indptr[rows[i] + 1]):
+        # Four nonzeros per pass over the row's K sums: each pass stores the sums and the next loads them back, a
+        # store-to-load wait per pass that one nonzero's K multiply-adds would not cover.
+        start, end = indptr[rows[i]], indptr[rows[i] + 1]
+        for position in range(start, end - (end - start) % 4, 4):
+            value0, value1, value2, value3 = data[position], data[position + 1], data[position + 2], data[position + 3]
+            weights0, weights1 = V[indices[position]], V[indices[position + 1]]
+            weights2, weights3 = V[indices[position + 2]], V[indices[position + 3]]
+            for k in range(n_outputs):
+                product[k] += ((value0 * weights0[k] + value1 * weights1[k])
+                               + (value2 * weights2[k] + value3 * weights3[k]))
+        for position in range(end - (end - start) % 4, end):
             value = data[position]
             weights = V[indices[position]]
             for k in range(n_outputs):

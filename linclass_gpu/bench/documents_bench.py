@@ -12,9 +12,9 @@ The task is :func:`.documents.hashed_documents` (Zipf words hashed into ``D = 2Â
 - ``sklearn-lr``: ``LogisticRegression()`` (L-BFGS, its defaults): the accuracy a full optimiser reaches.
 
 Per epoch seconds: our estimators record each epoch's training time (``epoch_seconds_``, the median is reported);
-scikit-learn's SGD reports none, so its fit time is divided by its epochs. The goals (issue 18): our per-epoch time
-at most a third of ``sklearn-sgd``'s, our accuracy within 0.01 of ``sklearn-sgd``'s or above it, and within 0.01 of
-``sklearn-lr``'s or above it.
+scikit-learn's SGD reports none, so its fit time is divided by its epochs. The goals (issue 18), checked for each of
+our softmax providers: its per-epoch time at most a third of ``sklearn-sgd``'s, its accuracy within 0.01 of
+``sklearn-sgd``'s or above it, and within 0.01 of ``sklearn-lr``'s or above it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import numpy as np
 from .documents import hashed_documents
 
 PROVIDERS = ("linclass-softmax", "linclass-softmax-sgd", "linclass-ovr", "sklearn-sgd", "sklearn-lr")
+# Our softmax regressions, each checked against the goals.
+SOFTMAX_PROVIDERS = ("linclass-softmax", "linclass-softmax-sgd")
 DEFAULTS = {"n_train": 100_000, "n_test": 20_000, "n_features": 2**18, "n_classes": 20, "epochs": 5,
             "batch_size": 128, "rounds": 3, "seed": 0}
 # The optimizer settings of our providers. Rows are unit vectors, so a plain SGD step moves a logit by about lr/B per
@@ -127,23 +129,28 @@ def run_documents_bench(providers, settings: dict, progress=print) -> dict:
 
 
 def goal_checks(results: list[dict]) -> list[dict]:
-    """The issue's goals for ``linclass-softmax`` (:func:`.report.target` rows), for the peers that ran."""
+    """The issue's goals (:func:`.report.target` rows) for each of our softmax providers that ran, against the peers
+    that ran: its per-epoch speed-up on ``sklearn-sgd`` (at least :data:`SPEEDUP_GOAL`), its accuracy against
+    ``sklearn-sgd``'s and ``sklearn-lr``'s (at most :data:`ACCURACY_MARGIN` below, or above). Each provider is
+    checked on its own, so a line names the provider it measures: the goals hold together where one provider meets
+    all of them."""
     from .report import target
 
     by_name = {row["provider"]: row for row in results if row["status"] == "ok"}
-    ours = by_name.get("linclass-softmax")
-    if ours is None:
-        return []
-    targets = []
     sgd, lbfgs = by_name.get("sklearn-sgd"), by_name.get("sklearn-lr")
-    if sgd is not None:
-        targets.append(target("epoch time of sklearn-sgd / ours", sgd["epoch_s"] / ours["epoch_s"],
-                              f">= {SPEEDUP_GOAL:g}", lambda value: value >= SPEEDUP_GOAL))
-        targets.append(target("accuracy - sklearn-sgd's", ours["accuracy"] - sgd["accuracy"],
-                              f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
-    if lbfgs is not None:
-        targets.append(target("accuracy - sklearn-lr's", ours["accuracy"] - lbfgs["accuracy"],
-                              f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
+    targets = []
+    for name in SOFTMAX_PROVIDERS:
+        ours = by_name.get(name)
+        if ours is None:
+            continue
+        if sgd is not None:
+            targets.append(target(f"{name}: epoch time of sklearn-sgd / ours", sgd["epoch_s"] / ours["epoch_s"],
+                                  f">= {SPEEDUP_GOAL:g}", lambda value: value >= SPEEDUP_GOAL))
+            targets.append(target(f"{name}: accuracy - sklearn-sgd's", ours["accuracy"] - sgd["accuracy"],
+                                  f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
+        if lbfgs is not None:
+            targets.append(target(f"{name}: accuracy - sklearn-lr's", ours["accuracy"] - lbfgs["accuracy"],
+                                  f">= -{ACCURACY_MARGIN}", lambda value: value >= -ACCURACY_MARGIN))
     return targets
 
 
