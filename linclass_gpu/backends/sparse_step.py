@@ -17,7 +17,8 @@ dense ``dW``:
 
 Where the backend runs compiled loops (Numba, :mod:`.sparse_loops`), steps 1–3 read X's CSR arrays through the row
 ids and ``V`` in place, with no (B, U) matrix, no copy of ``W[u]`` and no scipy call, and the row-sparse updates
-write ``V[u]`` in place: the same arithmetic, one pass each.
+write ``V[u]`` in place: the same arithmetic, one pass each; :mod:`.sparse_cpu_step` runs a run of such steps in
+one call.
 
 The step is written against the backend's array module (``backend.xp``), so the CuPy backend runs the same code on
 the device: its products are cuSPARSE's, through ``cupyx.scipy.sparse``, and its batches are gathered by

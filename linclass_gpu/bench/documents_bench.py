@@ -1,7 +1,9 @@
 """``linclass-gpu bench documents``: softmax regression on hashed documents (scipy CSR) against scikit-learn.
 
-The task is :func:`.documents.hashed_documents` (Zipf words hashed into ``D = 2¹⁸`` columns, ~100 nonzeros per row,
-20 classes), split into training rows and a held-out test set. Each provider trains on the same CSR matrix:
+The task (``--corpus``) is :func:`.documents.hashed_documents` (Zipf words hashed into ``D = 2¹⁸`` columns, ~100
+nonzeros per row, 20 classes) or real text, :func:`.man_pages.man_page_documents` (the machine's manual pages, hashed
+the same way, classified by section), split into training rows and a held-out test set. Each provider trains on the
+same CSR matrix:
 
 - ``linclass-softmax``: :class:`linclass_gpu.SoftmaxRegression` (the sparse step) with AdaGrad and no penalty, a
   fixed number of epochs. AdaGrad's per-feature step sizes suit Zipf-distributed features: a rare word's weight gets
@@ -25,16 +27,20 @@ import warnings
 import numpy as np
 
 from .documents import hashed_documents
+from .man_pages import man_page_documents
 
 PROVIDERS = ("linclass-softmax", "linclass-softmax-sgd", "linclass-ovr", "sklearn-sgd", "sklearn-lr")
 # Our softmax regressions, each checked against the goals.
 SOFTMAX_PROVIDERS = ("linclass-softmax", "linclass-softmax-sgd")
-DEFAULTS = {"n_train": 100_000, "n_test": 20_000, "n_features": 2**18, "n_classes": 20, "epochs": 5,
+CORPORA = ("zipf", "man-pages")
+DEFAULTS = {"corpus": "zipf", "n_train": 100_000, "n_test": 20_000, "n_features": 2**18, "n_classes": 20, "epochs": 5,
             "batch_size": 128, "rounds": 3, "seed": 0}
 # The optimizer settings of our providers. Rows are unit vectors, so a plain SGD step moves a logit by about lr/B per
 # row of the batch: its rate is far larger than MNIST's (pixels in [0, 1], hundreds per row).
 ADAGRAD = {"optimizer": "adagrad", "momentum": 0.0, "learning_rate": 0.5, "alpha": 0.0}
 PLAIN_SGD = {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 20.0, "alpha": 1e-6}
+# The share of the man pages held out for testing.
+MAN_PAGES_TEST_SHARE = 0.2
 QUICK = {"n_train": 4_000, "n_test": 1_000, "epochs": 2, "rounds": 1}
 SPEEDUP_GOAL = 3.0
 ACCURACY_MARGIN = 0.01
@@ -90,11 +96,8 @@ def run_documents_bench(providers, settings: dict, progress=print) -> dict:
     from linclass_gpu import LogisticRegression, SoftmaxRegression
 
     started = time.perf_counter()
-    X, y = hashed_documents(settings["n_train"] + settings["n_test"], n_features=settings["n_features"],
-                            n_classes=settings["n_classes"], seed=settings["seed"])
+    X_train, y_train, X_test, y_test = corpus_split(settings)
     generate_s = time.perf_counter() - started
-    train, test = slice(0, settings["n_train"]), slice(settings["n_train"], None)
-    X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
     fits = {"linclass-softmax": lambda: _fit_linclass(SoftmaxRegression, ADAGRAD, settings, X_train, y_train),
             "linclass-softmax-sgd": lambda: _fit_linclass(SoftmaxRegression, PLAIN_SGD, settings, X_train, y_train),
             "linclass-ovr": lambda: _fit_linclass(LogisticRegression, ADAGRAD, settings, X_train, y_train),
@@ -125,7 +128,31 @@ def run_documents_bench(providers, settings: dict, progress=print) -> dict:
             row["epoch_s"] = float(np.median(row["epoch_s_per_round"])) if row["epoch_s_per_round"] else None
     results = [results[name] for name in providers]
     return {"results": results, "targets": goal_checks(results), "generate_s": generate_s,
-            "nnz_per_row": X.nnz / X.shape[0]}
+            "nnz_per_row": X_train.nnz / X_train.shape[0], "n_train": X_train.shape[0], "n_test": X_test.shape[0],
+            "n_classes": int(max(y_train.max(), y_test.max())) + 1}
+
+
+def corpus_split(settings: dict) -> tuple:
+    """The training and test documents of ``settings["corpus"]``: ``"zipf"``, :func:`.documents.hashed_documents`
+    with the settings' sizes; ``"man-pages"``, :func:`.man_pages.man_page_documents` (the machine's manual pages by
+    section, ``n_features`` columns) in a random order fixed by the seed, its last :data:`MAN_PAGES_TEST_SHARE` for
+    testing.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test
+        CSR matrices (N, D) and int class ids (N,).
+    """
+    if settings["corpus"] == "man-pages":
+        X, y, _ = man_page_documents(n_features=settings["n_features"])
+        order = np.random.default_rng(settings["seed"]).permutation(X.shape[0])
+        X, y = X[order], y[order]
+        n_train = X.shape[0] - int(round(MAN_PAGES_TEST_SHARE * X.shape[0]))
+    else:
+        X, y = hashed_documents(settings["n_train"] + settings["n_test"], n_features=settings["n_features"],
+                                n_classes=settings["n_classes"], seed=settings["seed"])
+        n_train = settings["n_train"]
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
 def goal_checks(results: list[dict]) -> list[dict]:
@@ -163,7 +190,10 @@ def register(benches, add_json) -> None:
                                 "one-vs-rest vs scikit-learn's SGDClassifier and LogisticRegression")
     parser.add_argument("--providers", type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
                         metavar="NAME,...", help=f"any of {', '.join(PROVIDERS)} (default: all)")
-    parser.add_argument("--rows", type=int, help=f"training documents (default {DEFAULTS['n_train']:,})")
+    parser.add_argument("--corpus", choices=CORPORA, help="zipf: synthetic Zipf-distributed documents (default); "
+                        "man-pages: this machine's manual pages (/usr/share/man), classified by section")
+    parser.add_argument("--rows", type=int, help=f"training documents of the zipf corpus (default "
+                        f"{DEFAULTS['n_train']:,})")
     parser.add_argument("--epochs", type=int, help=f"epochs of every SGD provider (default {DEFAULTS['epochs']})")
     parser.add_argument("--rounds", type=int, help="turns each SGD provider takes, its median epoch reported "
                         f"(default {DEFAULTS['rounds']})")
@@ -180,6 +210,8 @@ def run(args) -> dict:
     from .report import format_table, format_targets, machine_context
 
     settings = {**DEFAULTS, **(QUICK if args.quick else {})}
+    if args.corpus is not None:
+        settings["corpus"] = args.corpus
     if args.rows is not None:
         settings["n_train"] = args.rows
     if args.epochs is not None:
@@ -193,11 +225,10 @@ def run(args) -> dict:
     context = machine_context()
     outcome = run_documents_bench(providers, settings,
                                   progress=lambda message: print(message, file=sys.stderr, flush=True))
-    print(f"documents: {settings['n_train']:,} training and {settings['n_test']:,} test rows, D = "
-          f"{settings['n_features']:,}, {outcome['nnz_per_row']:.1f} nonzeros per row, {settings['n_classes']} "
+    print(f"documents ({settings['corpus']}): {outcome['n_train']:,} training and {outcome['n_test']:,} test rows, "
+          f"D = {settings['n_features']:,}, {outcome['nnz_per_row']:.1f} nonzeros per row, {outcome['n_classes']} "
           f"classes, {settings['epochs']} epochs, batch {settings['batch_size']}, {settings['rounds']} round(s); load "
-          f"{context['load_1m']:.1f} on "
-          f"{context['cores']} cores before")
+          f"{context['load_1m']:.1f} on {context['cores']} cores before")
     print(format_table(outcome["results"], _TABLE))
     print("epoch s: median epoch of our estimators (epoch_seconds_), fit time / epochs for sklearn-sgd, then the "
           "median over the rounds (the providers take turns); fit s: median fit; sklearn-lr: L-BFGS to its own "
