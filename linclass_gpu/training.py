@@ -26,7 +26,17 @@ def _fold_mean(mean: tuple[np.ndarray, ...] | None, count: int,
     (exact in any order of magnitude of ``n``, no growing sum)."""
     if mean is None:
         return tuple(v.copy() for v in values), 1
-    return tuple(m + (v - m) / (count + 1) for m, v in zip(mean, values)), count + 1
+    return tuple(_mean_step(m, v, count + 1) for m, v in zip(mean, values)), count + 1
+
+
+def _mean_step(mean: np.ndarray, value: np.ndarray, count: int) -> np.ndarray:
+    """``mean + (value − mean) / count`` as a new array, computed in it with no other temporary (``mean`` may be
+    held elsewhere, e.g. as the best parameters, so it is not changed): a (D, K) mean of hashed features is tens of
+    MB, and each temporary a pass over it every epoch."""
+    step = np.subtract(value, mean)
+    step /= count
+    step += mean  # the same sum as mean + step: addition commutes in IEEE arithmetic
+    return step
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
