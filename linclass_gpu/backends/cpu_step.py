@@ -16,7 +16,7 @@ within a fraction of a second on a large problem.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -139,6 +139,18 @@ def compiles(X: Any, n_outputs: int) -> bool:
     return isinstance(X, np.ndarray) and X.dtype.kind in "uif" and X.dtype != np.float16 and n_outputs > 0
 
 
+def run_in_calls(train_steps: Callable[[np.ndarray, np.ndarray, int], None], rows: Any, learning_rates: Any,
+                 batch_size: int, steps_per_call: int, on_steps: Callable[[int], None] | None) -> None:
+    """An epoch (:meth:`.FusedSGD.run_epoch`'s arguments) as calls of ``train_steps(rows, rates, batch_size)`` on
+    ``steps_per_call`` steps each, ``on_steps`` told after each call."""
+    learning_rates = np.asarray(learning_rates, dtype=np.float64)
+    for first in range(0, len(learning_rates), steps_per_call):
+        last = min(first + steps_per_call, len(learning_rates))
+        train_steps(rows[first * batch_size:last * batch_size], learning_rates[first:last], batch_size)
+        if on_steps is not None:
+            on_steps(last - first)
+
+
 class CompiledFusedSGD(ArrayFusedSGD):
     """:class:`.ArrayFusedSGD` whose steps run in :func:`train_steps_` wherever it reads X (:func:`compiles`), the
     compiled products pay for the batch's shape and no reducer exchanges gradients between steps; elsewhere the
@@ -153,13 +165,8 @@ class CompiledFusedSGD(ArrayFusedSGD):
         self._run(rows, np.array([learning_rate], dtype=np.float64), rows.shape[0])
 
     def run_epoch(self, rows, learning_rates, batch_size, on_steps=None) -> None:
-        learning_rates = np.asarray(learning_rates, dtype=np.float64)
-        steps_per_call = max(1, int(FLOPS_PER_CALL // (4.0 * batch_size * self.n_features * self.n_outputs)))
-        for first in range(0, len(learning_rates), steps_per_call):
-            last = min(first + steps_per_call, len(learning_rates))
-            self._run(rows[first * batch_size:last * batch_size], learning_rates[first:last], batch_size)
-            if on_steps is not None:
-                on_steps(last - first)
+        run_in_calls(self._run, rows, learning_rates, batch_size,
+                     max(1, int(FLOPS_PER_CALL // (4.0 * batch_size * self.n_features * self.n_outputs))), on_steps)
 
     def _run(self, rows: np.ndarray, learning_rates: np.ndarray, batch_size: int) -> None:
         """Steps with ``learning_rates`` over ``rows`` in batches of ``batch_size``: the compiled loop for those whose

@@ -24,6 +24,7 @@ import numpy as np
 
 from .base import ADAGRAD_EPS, ADAM_BETAS
 from .cpu_loops import UPDATE_ADAGRAD, UPDATE_SGD, compiled, sigmoid_rows_, softmax_rows_, update_
+from .cpu_step import run_in_calls
 from .sparse_loops import adagrad_rows_, add_rows_, batch_columns_, batch_nonzeros, scatter_gradient_, sparse_products_
 from .sparse_step import MIN_SCALE, SparseFusedSGD
 
@@ -49,13 +50,8 @@ def sparse_train_steps_(indptr, indices, data, labels, binary_targets, sample_we
     ----------
     indptr, indices, data : ndarrays, shapes (N + 1,), (nnz,), (nnz,)
         X's CSR arrays, ``data`` in the compute dtype.
-    labels : int ndarray, shape (N,) for the softmax, (0,) otherwise
-    binary_targets : ndarray, shape (N, K) of {0, 1} in the compute dtype for the sigmoid models, (0, 0) otherwise
-    sample_weight : ndarray, shape (N,) or (0,) (every row weighs 1), compute dtype
-    rows : int ndarray, shape (N_run,)
-    batch_size : int
-        ``B``; the last step takes the ``N_run mod B`` rows left, when that is not 0.
-    rates : float64 ndarray, shape (S,)
+    labels, binary_targets, sample_weight, rows, batch_size, rates :
+        As :func:`.cpu_step.train_steps_` takes them.
     V, b : ndarrays, shapes (D, K), (K,)
         The parameters, ``W = scale·V``.
     accumulator_V, accumulator_b : ndarrays, shapes (D, K), (K,), or (0, 0), (0,) for plain SGD
@@ -168,14 +164,9 @@ class CompiledSparseFusedSGD(SparseFusedSGD):
         if not self._runs or self.reducer is not None:
             super().run_epoch(rows, learning_rates, batch_size, on_steps)
             return
-        learning_rates = np.asarray(learning_rates, dtype=np.float64)
         work_per_step = batch_size * self._mean_row_nonzeros * self.n_outputs
-        steps_per_call = max(1, int(NONZERO_OUTPUTS_PER_CALL // max(1.0, work_per_step)))
-        for first in range(0, len(learning_rates), steps_per_call):
-            last = min(first + steps_per_call, len(learning_rates))
-            self._train_steps(rows[first * batch_size:last * batch_size], learning_rates[first:last], batch_size)
-            if on_steps is not None:
-                on_steps(last - first)
+        run_in_calls(self._train_steps, rows, learning_rates, batch_size,
+                     max(1, int(NONZERO_OUTPUTS_PER_CALL // max(1.0, work_per_step))), on_steps)
 
     def _train_steps(self, rows: np.ndarray, learning_rates: np.ndarray, batch_size: int) -> None:
         """:func:`sparse_train_steps_` over ``rows`` with this stepper's parameters, buffers and settings."""
