@@ -99,11 +99,13 @@ def test_single_steps_and_split_epochs_equal_whole_epochs(monkeypatch, optimizer
         assert_same(outcome(stepper), expected)
 
 
-@pytest.mark.parametrize("l2", [0.9, 1.0, 1e3])
-def test_the_scale_folds_in_a_run_as_in_the_python_step(monkeypatch, l2):
+# (l2 = 1e3 multiplies W by −999 a step: past float32's range within the run, so float64 only.)
+@pytest.mark.parametrize("l2, dtype", [(0.9, "float32"), (1.0, "float32"), (0.9, "float64"), (1.0, "float64"),
+                                       (1e3, "float64")])
+def test_the_scale_folds_in_a_run_as_in_the_python_step(monkeypatch, l2, dtype):
     """Factors 1 − lr·l2 that take |s| out of [MIN_SCALE, 1/MIN_SCALE] (0 and negative ones included) fold it into V
     inside the run: bitwise the Python step, and within the oracle's tolerance."""
-    (X, y, W, b, weights), runs, reference = steppers(monkeypatch, "softmax", 5, "float64", l2=l2)
+    (X, y, W, b, weights), runs, reference = steppers(monkeypatch, "softmax", 5, dtype, l2=l2)
     n_steps = int(np.ceil(np.log(MIN_SCALE) / np.log(0.1))) + 4
     rng = np.random.default_rng(3)
     batches = [rng.permutation(N_ROWS)[:5] for _ in range(n_steps)]
@@ -114,8 +116,8 @@ def test_the_scale_folds_in_a_run_as_in_the_python_step(monkeypatch, l2):
     expected_W, expected_b = oracle_steps("softmax", X, y, W, b, batches, [1.0] * n_steps, optimizer="sgd",
                                           momentum=0.0, nesterov=False, l2=l2, l1=0.0, x_scale=0.7, weights=weights)
     W_fit, b_fit = runs.get_params()
-    assert_close(W_fit, expected_W, "float64", 5 * n_steps, "W")
-    assert_close(b_fit, expected_b, "float64", 5 * n_steps, "b")
+    assert_close(W_fit, expected_W, dtype, 5 * n_steps, "W")
+    assert_close(b_fit, expected_b, dtype, 5 * n_steps, "b")
 
 
 @pytest.mark.parametrize("optimizer, momentum, l2, l1", [("sgd", 0.0, 0.05, 0.02), ("sgd", 0.9, 0.0, 0.0),

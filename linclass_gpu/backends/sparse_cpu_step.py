@@ -86,9 +86,8 @@ def sparse_train_steps_(indptr, indices, data, labels, binary_targets, sample_we
     batch_labels = np.empty(batch_size if softmax else 0, dtype=np.int64)
     batch_targets = np.empty((0 if softmax else batch_size, n_outputs), dtype=V.dtype)
     batch_weights = np.empty(batch_size if sample_weight.size else 0, dtype=V.dtype)
-    # Scalars rounded to the compute dtype as NumPy rounds them (a float32 loop's arithmetic stays float32).
-    real = np.empty(4, dtype=V.dtype)
-    real[1], real[3] = x_scale, ADAGRAD_EPS
+    # Scalars are rounded to the compute dtype (V.dtype.type) where the Python step rounds them, so a float32 loop's
+    # arithmetic stays float32.
     V_flat, no_velocity = V.reshape(-1), np.empty(0, dtype=V.dtype)
     optimizer = UPDATE_ADAGRAD if adagrad else UPDATE_SGD
     beta1, beta2 = ADAM_BETAS
@@ -107,27 +106,25 @@ def sparse_train_steps_(indptr, indices, data, labels, binary_targets, sample_we
             if sample_weight.size:
                 batch_weights[i] = sample_weight[batch[i]]
         weights = batch_weights[:n_rows] if sample_weight.size else sample_weight
-        real[0] = scale * x_scale
+        logit_scale, dz_scale = V.dtype.type(scale * x_scale), V.dtype.type(x_scale)
         if softmax:
-            loss_sum[0] += softmax_rows_(z_batch, batch_labels[:n_rows], weights, b, real[0], real[1], db)
+            loss_sum[0] += softmax_rows_(z_batch, batch_labels[:n_rows], weights, b, logit_scale, dz_scale, db)
         else:
-            loss_sum[0] += sigmoid_rows_(z_batch, batch_targets[:n_rows], weights, b, real[0], real[1], db,
+            loss_sum[0] += sigmoid_rows_(z_batch, batch_targets[:n_rows], weights, b, logit_scale, dz_scale, db,
                                          squared_error)
         gradient_u = gradient[:n_distinct]
         scatter_gradient_(indptr, data, batch, local, z_batch, gradient_u)
         rate = rates[step]
         if adagrad:
-            real[2] = rate
-            adagrad_rows_(V, accumulator_V, u[:n_distinct], gradient_u, real[2], real[3])
+            adagrad_rows_(V, accumulator_V, u[:n_distinct], gradient_u, V.dtype.type(rate), V.dtype.type(ADAGRAD_EPS))
         else:
             # W ← a·W − lr·dW with a = 1 − lr·l2: s ← a·s, then V[u] ← V[u] − lr·dW[u]/s (sparse_step's notes).
             factor = 1.0 - rate * l2
             if not MIN_SCALE <= abs(scale * factor) <= 1.0 / MIN_SCALE:
-                real[0], real[2] = scale, factor
                 for j in range(V_flat.size):  # fold s into V, then apply a to every row
-                    V_flat[j] *= real[0]
+                    V_flat[j] *= V.dtype.type(scale)
                 for j in range(V_flat.size):
-                    V_flat[j] *= real[2]
+                    V_flat[j] *= V.dtype.type(factor)
                 scale = 1.0
             else:
                 scale *= factor
