@@ -152,18 +152,23 @@ class CompiledSparseFusedSGD(SparseFusedSGD):
         self._mean_row_nonzeros = X.nnz / max(1, X.shape[0])
 
     def step(self, rows: Any, learning_rate: float) -> None:
-        if not self._runs or self.reducer is not None:
+        if not self._runs_here():
             super().step(rows, learning_rate)
             return
         self._train_steps(np.asarray(rows), np.array([learning_rate], dtype=np.float64), len(rows))
 
     def run_epoch(self, rows, learning_rates, batch_size, on_steps=None) -> None:
-        if not self._runs or self.reducer is not None:
+        if not self._runs_here():
             super().run_epoch(rows, learning_rates, batch_size, on_steps)
             return
         work_per_step = batch_size * self._mean_row_nonzeros * self.n_outputs
         run_in_calls(self._train_steps, rows, learning_rates, batch_size,
                      max(1, int(NONZERO_OUTPUTS_PER_CALL // max(1.0, work_per_step))), on_steps)
+
+    def _runs_here(self) -> bool:
+        """Whether the steps run compiled: the settings allow it and no reducer exchanges gradients between steps
+        (the Python step refuses one by name)."""
+        return self._runs and self.reducer is None
 
     def _train_steps(self, rows: np.ndarray, learning_rates: np.ndarray, batch_size: int) -> None:
         """:func:`sparse_train_steps_` over ``rows`` with this stepper's parameters, buffers and settings."""

@@ -26,11 +26,34 @@ def zipf_ranks(rng: np.random.Generator, size: int, vocabulary: int, exponent: f
 
 def hash_words(words: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
     """Column (the top ``log2(n_features)`` bits of the hash) and sign (its lowest bit) of each word id."""
+    if n_features < 2 or n_features & (n_features - 1):
+        raise ValueError(f"n_features must be a power of 2, got {n_features}")
     bits = int(n_features).bit_length() - 1
     hashed = (words.astype(np.uint64) * np.uint64(HASH_MULTIPLIER)) & np.uint64(0xFFFFFFFF)
     columns = (hashed >> np.uint64(32 - bits)).astype(np.int32)
     signs = np.where(hashed & np.uint64(1), -1.0, 1.0).astype(np.float32)
     return columns, signs
+
+
+def bag_of_words(rows: np.ndarray, words: np.ndarray, n_documents: int, n_features: int) -> scipy.sparse.csr_array:
+    """The documents' hashed, L2-normalised bag of words: word ``words[k]`` of document ``rows[k]`` hashed into a
+    signed column (:func:`hash_words`), a document's words summed.
+
+    Returns
+    -------
+    scipy.sparse.csr_array of float32, shape (n_documents, n_features)
+        Rows of unit L2 norm (an empty row stays empty), sorted column indices, int32 indices where they fit.
+    """
+    columns, signs = hash_words(words, n_features)
+    X = scipy.sparse.csr_array((signs, (rows, columns)), shape=(n_documents, n_features), dtype=np.float32)
+    X.sum_duplicates()
+    X.eliminate_zeros()  # words whose signed hashes cancelled
+    norms = np.sqrt(np.add.reduceat(X.data**2, X.indptr[:-1])) if X.nnz else np.zeros(0)
+    norms = np.where(np.diff(X.indptr) > 0, norms, 1.0)  # reduceat reads past an empty row: give it norm 1
+    X.data /= np.repeat(norms, np.diff(X.indptr)).astype(np.float32)
+    if X.nnz < 2**31:  # 32-bit indices, which every consumer takes (scikit-learn's SGD refuses 64-bit ones)
+        X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
+    return X
 
 
 def hashed_documents(n_documents: int, *, n_features: int = 2**18, n_classes: int = 20, words_per_document: int = 130,
@@ -63,8 +86,6 @@ def hashed_documents(n_documents: int, *, n_features: int = 2**18, n_classes: in
     y : ndarray of int64, shape (N,)
         Class ids in ``[0, n_classes)``.
     """
-    if n_features < 2 or n_features & (n_features - 1):
-        raise ValueError(f"n_features must be a power of 2, got {n_features}")
     rng = np.random.default_rng(seed)
     y = rng.integers(0, n_classes, n_documents)
     n_words = n_documents * words_per_document
@@ -73,14 +94,6 @@ def hashed_documents(n_documents: int, *, n_features: int = 2**18, n_classes: in
     topic_order = np.stack([rng.permutation(vocabulary) for _ in range(n_classes)])  # each class's word ranking
     document_class = np.repeat(y, words_per_document)
     words[from_topic] = topic_order[document_class[from_topic], words[from_topic]]
-    columns, signs = hash_words(words, n_features)
     rows = np.repeat(np.arange(n_documents, dtype=np.int32), words_per_document)
-    X = scipy.sparse.csr_array((signs, (rows, columns)), shape=(n_documents, n_features), dtype=np.float32)
-    X.sum_duplicates()
-    X.eliminate_zeros()  # words whose signed hashes cancelled
-    norms = np.sqrt(np.add.reduceat(X.data**2, X.indptr[:-1])) if X.nnz else np.zeros(0)
-    norms = np.where(np.diff(X.indptr) > 0, norms, 1.0)  # reduceat reads past an empty row: give it norm 1
-    X.data /= np.repeat(norms, np.diff(X.indptr)).astype(np.float32)
-    # 32-bit indices, which every consumer takes (scikit-learn's SGD refuses 64-bit ones).
-    X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
+    X = bag_of_words(rows, words, n_documents, n_features)
     return X, y

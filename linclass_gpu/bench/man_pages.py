@@ -3,10 +3,11 @@
 Every Unix machine with man pages installed holds a labelled corpus: ``/usr/share/man/man<S>/*.<S>*.gz``, each page
 filed under its section (1 user commands, 2 system calls, 3 library functions, 5 file formats, 7 overviews, 8
 administration, ...). The task is to tell a page's section from its words. Each page becomes a hashed,
-L2-normalised bag of words as :mod:`.documents` makes them: its lowercase words (letters, digits and underscores,
-starting with a letter), hashed into ``n_features`` signed columns. What would give the answer away is dropped: the
-title line (``.TH name section ...``, which states the section) and troff's comments; pages that only redirect to
-another (``.so``, or a symbolic link) or hold fewer than ``min_words`` words are skipped.
+L2-normalised bag of words (:func:`.documents.bag_of_words`, as the synthetic documents are made) of its lowercase
+words (letters, digits and underscores, starting with a letter) in ``n_features`` signed columns. What would give
+the answer away is dropped: the title line (``.TH name section ...``, which states the section) and troff's
+comments; pages that only redirect to another (``.so``, or a symbolic link) or hold fewer than ``min_words`` words
+are skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from .documents import hash_words
+from .documents import bag_of_words
 
 MAN_ROOT = Path("/usr/share/man")
 WORD = re.compile(rb"[a-z][a-z0-9_]+")
@@ -79,15 +80,7 @@ def man_page_documents(root: str | Path = MAN_ROOT, *, n_features: int = 2**18, 
         raise FileNotFoundError(f"no man page section under {root} has {min_pages} pages of {min_words} words or more")
     documents = [words for section in sections for words in pages[section]]
     y = np.concatenate([np.full(len(pages[section]), index) for index, section in enumerate(sections)])
-    # crc32 is a fixed function of the word's bytes (Python's hash() is salted per process); hash_words spreads it.
+    # crc32 is a fixed function of the word's bytes (Python's hash() is salted per process); the hash spreads it.
     word_ids = np.fromiter((zlib.crc32(word) for words in documents for word in words), dtype=np.uint64)
-    columns, signs = hash_words(word_ids, n_features)
     rows = np.repeat(np.arange(len(documents)), [len(words) for words in documents])
-    X = scipy.sparse.csr_array((signs, (rows, columns)), shape=(len(documents), n_features), dtype=np.float32)
-    X.sum_duplicates()
-    X.eliminate_zeros()  # words whose signs cancelled
-    if X.nnz < 2**31:  # scikit-learn's SGD takes int32 indices only
-        X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    X.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(X.indptr)).astype(np.float32)
-    return X, y.astype(np.int64), sections
+    return bag_of_words(rows, word_ids, len(documents), n_features), y.astype(np.int64), sections
