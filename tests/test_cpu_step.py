@@ -7,7 +7,7 @@ import backend_contract as contract
 import numpy as np
 import pytest
 
-from linclass_gpu.backends import cpu_loops, cpu_step
+from linclass_gpu.backends import cpu_amx, cpu_loops, cpu_step
 from linclass_gpu.backends.array_backend import ArrayFusedSGD, compute_dtype
 from linclass_gpu.backends.cpu_products import products_pay
 from linclass_gpu.backends.cpu_step import CompiledFusedSGD, compiles
@@ -61,7 +61,9 @@ def test_runs_of_steps_equal_the_seams_step_by_step_bitwise(monkeypatch, rng, ba
                                                             model, options):
     """An epoch in compiled runs (several calls, split where FLOPS_PER_CALL says), then single steps, against the
     array step over the same compiled seams: the same parameters, optimizer state and loss, bit for bit. With
-    B > D the input scale goes on dW, else on dZ."""
+    B > D the input scale goes on dW, else on dZ. The AMX tiles are off: their products are not the seams' (their
+    own tests are in test_cpu_amx.py)."""
+    monkeypatch.setenv(cpu_amx.AMX_ENV, "0")
     X, y, W, b, weights = _problem(rng, model, x_dtype, n_rows, N_OUTPUTS, weighted=True)
     backend = NumpyBackend(compiled=True)
     settings = dict(max_batch_size=batch_size, x_scale=x_scale, sample_weight=weights, **options)

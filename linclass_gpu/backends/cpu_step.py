@@ -22,6 +22,20 @@ import numpy as np
 
 from .array_backend import ArrayFusedSGD
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
+from .cpu_amx import (
+    AMX_MAX_OUTPUTS,
+    N_PARTS,
+    TILE_PAIRS,
+    amx_enabled,
+    exact_in_bfloat16,
+    gather_rows_,
+    logits_product_amx_,
+    pack_coefficient_parts_,
+    pack_weight_parts_,
+    padded,
+    tile_configs,
+    weight_gradient_product_amx_,
+)
 from .cpu_loops import UPDATE_ADAGRAD, UPDATE_ADAM, UPDATE_SGD, compiled, sigmoid_rows_, softmax_rows_, update_
 from .cpu_products import (
     logits_product_t_,
@@ -39,7 +53,7 @@ FLOPS_PER_CALL = 1e9
 def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rates, corrections, W, b,
                  velocity_W, velocity_b, accumulator_W, accumulator_b, x_rows, batch_labels, batch_targets,
                  batch_weights, Z, db, loss_sum, softmax, squared_error, x_scale, one, l2, l1, momentum,
-                 nesterov, optimizer, eps, beta1, beta2, fit_intercept):
+                 nesterov, optimizer, eps, beta1, beta2, fit_intercept, amx, logits_config, gradient_config):
     """Run ``len(rates)`` SGD steps: step ``t`` on the rows ``rows[t·B:(t+1)·B]`` with rate ``rates[t]``.
 
     Each step is :class:`.ArrayFusedSGD`'s, piece for piece: gather (and convert) the rows, their targets and
@@ -76,30 +90,48 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
     l2, l1, momentum, nesterov, optimizer, eps, beta1, beta2 :
         :func:`.update_`'s settings (``optimizer`` one of its codes).
     fit_intercept : bool
+    amx : bool
+        Run the products on AMX tiles (:mod:`.cpu_amx`: float32, X of integers of at most 8 bits, C ≤ 16) instead
+        of :mod:`.cpu_products`' loops.
+    logits_config, gradient_config : uint8 ndarray, shape (64,)
+        :func:`.tile_configs` for C outputs (read with ``amx`` only).
     """
     n_features, n_outputs = W.shape
     n_run = rows.shape[0]
     # W, dW and W's optimizer buffers are held transposed for the run (the products' layout: each output's D values
-    # contiguous), so no step transposes them; the update is per entry, so its layout does not change a value.
-    weights_t = np.zeros(transposed_shape(n_features, n_outputs), dtype=W.dtype)
+    # contiguous), so no step transposes them; the update is per entry, so its layout does not change a value. The
+    # tiles read whole blocks of 64 features: their rows are padded with zeros, which the update keeps at 0.
+    width = padded(n_features) if amx else n_features
+    weights_t = np.zeros(transposed_shape(width, n_outputs), dtype=W.dtype)
     transpose_into(W, weights_t)
-    gradient_t = np.empty(transposed_shape(n_features, n_outputs), dtype=W.dtype)
-    velocity_t = np.empty((n_outputs, n_features) if velocity_W.size else (0, 0), dtype=W.dtype)
-    accumulator_t = np.empty((n_outputs, n_features) if accumulator_W.size else (0, 0), dtype=W.dtype)
+    gradient_t = np.zeros(transposed_shape(width, n_outputs), dtype=W.dtype)
+    velocity_t = np.zeros((n_outputs, width) if velocity_W.size else (0, 0), dtype=W.dtype)
+    accumulator_t = np.zeros((n_outputs, width) if accumulator_W.size else (0, 0), dtype=W.dtype)
     if velocity_W.size:
         transpose_into(velocity_W, velocity_t)
     if accumulator_W.size:
         transpose_into(accumulator_W, accumulator_t)
+    # The tiles' operands (:mod:`.cpu_amx`), empty without them.
+    tile_rows, tile_width = (padded(batch_size), width) if amx else (0, 0)
+    x_bits = np.zeros((tile_rows, tile_width), dtype=np.uint16)
+    x_pairs = np.zeros((tile_rows // 2, tile_width), dtype=np.uint32)
+    weight_parts = np.zeros((N_PARTS, tile_width // 2, TILE_PAIRS), dtype=np.uint32)
+    weight_codes = np.zeros((N_PARTS, weights_t.shape[0] if amx else 0, tile_width), dtype=np.uint16)
+    coefficient_parts = np.zeros((N_PARTS, weights_t.shape[0] if amx else 0, tile_rows), dtype=np.uint16)
+    Z16 = np.empty((tile_rows, TILE_PAIRS), dtype=np.float32)
     flat_W, flat_dW = weights_t[:n_outputs].reshape(-1), gradient_t[:n_outputs].reshape(-1)
     flat_velocity_W, flat_accumulator_W = velocity_t.reshape(-1), accumulator_t.reshape(-1)
     for step in range(rates.shape[0]):
         first = step * batch_size
         n_rows = min(batch_size, n_run - first)
+        if amx:
+            gather_rows_(X, rows[first:first + n_rows], n_rows, x_bits, x_pairs)
         for i in range(n_rows):
             row = rows[first + i]
-            source, target = X[row], x_rows[i]
-            for j in range(n_features):
-                target[j] = source[j]
+            if not amx:
+                source, target = X[row], x_rows[i]
+                for j in range(n_features):
+                    target[j] = source[j]
             if softmax:
                 batch_labels[i] = labels[row] + i * n_outputs  # the flat index of row i's target logit
             else:
@@ -109,14 +141,25 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
         x_batch, z_batch = x_rows[:n_rows], Z[:n_rows]
         scale_dz = x_scale != one and n_rows * n_outputs < W.size
         weights = batch_weights[:n_rows] if sample_weight.size else sample_weight
-        logits_product_t_(x_batch, weights_t, z_batch)
+        if amx:
+            pack_weight_parts_(weights_t, n_outputs, weight_codes, weight_parts)
+            logits_product_amx_(x_bits, weight_parts, Z16, logits_config)
+            for i in range(n_rows):
+                for k in range(n_outputs):
+                    z_batch[i, k] = Z16[i, k]
+        else:
+            logits_product_t_(x_batch, weights_t, z_batch)
         if softmax:
             loss_sum[0] += softmax_rows_(z_batch, batch_labels[:n_rows], weights, b, x_scale,
                                          x_scale if scale_dz else one, db)
         else:
             loss_sum[0] += sigmoid_rows_(z_batch, batch_targets[:n_rows], weights, b, x_scale,
                                          x_scale if scale_dz else one, db, squared_error)
-        weight_gradient_product_t_(x_batch, z_batch, gradient_t)
+        if amx:
+            pack_coefficient_parts_(z_batch, coefficient_parts)
+            weight_gradient_product_amx_(coefficient_parts, x_pairs, gradient_t, gradient_config)
+        else:
+            weight_gradient_product_t_(x_batch, z_batch, gradient_t)
         if x_scale != one and not scale_dz:
             for k in range(flat_dW.size):
                 flat_dW[k] *= x_scale
@@ -126,11 +169,11 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
         if fit_intercept:
             update_(b, db, velocity_b, accumulator_b, rate, 0.0, 0.0, momentum, nesterov, optimizer, eps, beta1,
                     beta2, correction1, correction2_sqrt)
-    transpose_into(weights_t[:n_outputs], W)
+    transpose_into(weights_t[:n_outputs, :n_features], W)
     if velocity_W.size:
-        transpose_into(velocity_t, velocity_W)
+        transpose_into(velocity_t[:, :n_features], velocity_W)
     if accumulator_W.size:
-        transpose_into(accumulator_t, accumulator_W)
+        transpose_into(accumulator_t[:, :n_features], accumulator_W)
 
 
 def compiles(X: Any, n_outputs: int) -> bool:
@@ -160,6 +203,9 @@ class CompiledFusedSGD(ArrayFusedSGD):
     def __init__(self, backend, model, X, y, W, b, **settings):
         super().__init__(backend, model, X, y, W, b, **settings)
         self._compiles = compiles(X, self.n_outputs)
+        self._amx = (amx_enabled() and exact_in_bfloat16(X.dtype) and self.W.dtype == np.float32
+                     and self.n_outputs <= AMX_MAX_OUTPUTS)
+        self._tile_configs = tile_configs(min(self.n_outputs, AMX_MAX_OUTPUTS))
 
     def step(self, rows: Any, learning_rate: float) -> None:
         self._run(rows, np.array([learning_rate], dtype=np.float64), rows.shape[0])
@@ -203,4 +249,5 @@ class CompiledFusedSGD(ArrayFusedSGD):
             empty_2d if softmax else self._targets, empty if self._weights is None else self._weights,
             self._Z, self._db, self._loss_sum.reshape(1), softmax, self.model == "sigmoid_mse",
             real(self.x_scale), real(1.0), self.l2, self.l1, self.momentum, self.nesterov, optimizer,
-            ADAM_EPS if self.optimizer == "adam" else ADAGRAD_EPS, *ADAM_BETAS, self.fit_intercept)
+            ADAM_EPS if self.optimizer == "adam" else ADAGRAD_EPS, *ADAM_BETAS, self.fit_intercept, self._amx,
+            *self._tile_configs)
