@@ -22,9 +22,10 @@ Layouts (``B64``, ``D64``: the batch rows and the features rounded up to 64, zer
   Wᵀ's layout ((C', D64) float32); four result tiles (64 features) share each loaded dZ part.
 
 Where the tiles run: :func:`amx_enabled`, on Linux x86-64 with AMX-BF16, once the kernel grants this process the tile
-state (``arch_prctl``), and unless :data:`AMX_ENV` is ``0``. Where LLVM cannot emit AMX (another CPU), the intrinsics
-compile to a trap, never reached: Numba's disk cache is kept per CPU and feature set, so such a build never runs
-where the tiles are enabled.
+state (``arch_prctl``), and unless :data:`AMX_ENV` is ``0``. In a process the kernel has not granted that state the
+first tile instruction faults: call the products only where :func:`amx_enabled` (which asks) is True. Where LLVM
+cannot emit AMX (another CPU), the intrinsics compile to a trap, never reached: Numba's disk cache is kept per CPU
+and feature set, so such a build never runs where the tiles are enabled.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ and each step calls the loops of :mod:`.cpu_products` and :mod:`.cpu_loops` on t
 them, so the arithmetic is the same. :class:`CompiledFusedSGD` takes every step through it, one at a time or a run at
 once, so ``step`` and ``run_epoch`` give the same parameters bitwise.
 
+Where the CPU has AMX-BF16 and X holds integers of at most 8 bits (uint8 pixels) with a float32 compute dtype, the
+run takes its two products on tiles instead (:mod:`.cpu_amx`; ``LINCLASS_GPU_AMX=0`` turns them off): the gather
+writes the rows as bfloat16, W and dZ are cut into bfloat16 parts each step, and the results agree with the loops'
+within float32 rounding, not bit for bit. ``step`` and ``run_epoch`` still give the same bits, both going through the
+tiles.
+
 A call runs at most :data:`FLOPS_PER_CALL` of products, so a progress bar moves and Ctrl-C is seen (between calls)
 within a fraction of a second on a large problem.
 """

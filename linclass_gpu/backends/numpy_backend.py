@@ -3,7 +3,8 @@
 Where Numba is installed its seams run as compiled loops: the row-wise pass and the update (:mod:`.cpu_loops`), one
 pass each instead of about thirty NumPy calls per step, and, for models with few outputs, the step's two products
 (:mod:`.cpu_products`), where BLAS runs far below the core's speed; a run of such steps is then one compiled call
-(:mod:`.cpu_step`). Without Numba (or with ``LINCLASS_GPU_NUMBA=0``) the array-generic code runs: the same
+(:mod:`.cpu_step`), whose products run on AMX tiles for 8-bit integer inputs where the CPU has them
+(:mod:`.cpu_amx`). Without Numba (or with ``LINCLASS_GPU_NUMBA=0``) the array-generic code runs: the same
 arithmetic, checked against the same oracle.
 """
 
@@ -17,6 +18,7 @@ from ..arrays import to_numpy
 from ..threads import blas_thread_limit, blas_threads_for
 from .array_backend import ArrayBackend, ArrayFusedSGD
 from .base import ADAGRAD_EPS, ADAM_BETAS, ADAM_EPS, adam_bias_corrections
+from .cpu_amx import amx_enabled
 from .cpu_loops import (
     NUMBA_AVAILABLE,
     NUMBA_ENV,
@@ -111,7 +113,7 @@ def description(compiled: bool | None = None) -> str:
     """What the NumPy backend runs on: NumPy's version and the compiled loops, or why there are none."""
     compiled = compiled_loops_enabled() if compiled is None else compiled
     if compiled:
-        loops = f"compiled loops: Numba {NUMBA_VERSION}"
+        loops = f"compiled loops: Numba {NUMBA_VERSION}" + (", AMX tiles for 8-bit inputs" if amx_enabled() else "")
     elif NUMBA_AVAILABLE:
         loops = f"array code ({NUMBA_ENV}=0 or compiled=False)"
     else:
