@@ -4,6 +4,10 @@ where they should (X of at most 8 bits, whose compute dtype is float32; the swit
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import backend_contract as contract
 import numpy as np
 import pytest
@@ -169,3 +173,29 @@ def test_a_non_finite_weight_reaches_the_logits(rng):
     stepper = NumpyBackend(compiled=True).fused_sgd("softmax", X, y, W, b, max_batch_size=BATCH)
     stepper.step(np.arange(BATCH), 0.1)
     assert not np.isfinite(stepper.get_params()[0]).all()
+
+
+GENERIC_CPU_FIT = """
+import numpy as np
+from linclass_gpu.backends import cpu_amx
+from linclass_gpu.backends.numpy_backend import NumpyBackend
+assert not cpu_amx.HOST_EMITS_AMX and not cpu_amx.amx_enabled()
+rng = np.random.default_rng(0)
+X, y = rng.integers(0, 256, size=(300, 520)).astype(np.uint8), rng.integers(0, 10, size=300)
+stepper = NumpyBackend(compiled=True).fused_sgd("softmax", X, y, np.zeros((520, 10), np.float32),
+                                                np.zeros(10, np.float32), max_batch_size=128, x_scale=1 / 255)
+stepper.run_epoch(rng.permutation(300), np.full(3, 0.1), 128)
+print(np.isfinite(stepper.get_params()[0]).all() and stepper.get_params()[0].any())
+"""
+
+
+@pytest.mark.slow
+def test_a_cpu_without_amx_compiles_the_step_and_trains(tmp_path):
+    """Numba targeting a generic x86-64 (as on a CPU without AMX) compiles the step, tile branch and all (its tile
+    instructions become traps, never reached), and trains on the FMA loops. A cache of its own: a build for another
+    CPU must not land in the shared one."""
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", GENERIC_CPU_FIT], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "True"

@@ -55,11 +55,18 @@ SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
 
 
 def _host_emits_amx() -> bool:
-    """Whether LLVM, as Numba targets this CPU, has the AMX-BF16 instructions."""
+    """Whether LLVM, as Numba targets this CPU, has the AMX-BF16 instructions: the host's features, or those
+    ``NUMBA_CPU_FEATURES`` names (a ``NUMBA_CPU_NAME`` without them targets a CPU with none)."""
     if not NUMBA_AVAILABLE:
         return False
     import llvmlite.binding
+    from numba.core import config
 
+    if config.CPU_FEATURES is not None:
+        named = set(config.CPU_FEATURES.split(","))
+        return {"+amx-tile", "+amx-bf16"} <= named
+    if config.CPU_NAME not in (None, "host"):
+        return False
     features = llvmlite.binding.get_host_cpu_features()
     return bool(features.get("amx-tile")) and bool(features.get("amx-bf16"))
 
