@@ -244,18 +244,22 @@ def gather_rows_(X, rows, n_rows, x_bits, x_pairs):
     uint16 and, rows 2i and 2i + 1 side by side, ``x_pairs`` (B64/2, D64) uint32; an odd batch's last pair is
     completed with zeros. Rows and features past the batch's are left as they are (the padding's zeros, or an
     earlier batch's rows, which meet only zero coefficients)."""
-    n_features = X.shape[1]
-    for i in range(0, n_rows, 2):
-        first = X[rows[i]]
-        second = X[rows[min(i + 1, n_rows - 1)]]
-        keep_second = np.uint32(0xFFFFFFFF) if i + 1 < n_rows else np.uint32(0)
-        first_bits, second_bits, pairs = x_bits[i], x_bits[i + 1], x_pairs[i // 2]
-        for j in range(n_features):
-            low = float32_bits(np.float32(first[j])) >> np.uint32(16)  # exact: the low 16 bits are 0
-            high = float32_bits(np.float32(second[j])) & keep_second
-            first_bits[j] = low
-            second_bits[j] = high >> np.uint32(16)
-            pairs[j] = low | high
+    for i in range(0, n_rows - 1, 2):
+        _gather_pair_(X[rows[i]], X[rows[i + 1]], x_bits[i], x_bits[i + 1], x_pairs[i // 2])
+    if n_rows % 2:
+        _gather_pair_(X[rows[n_rows - 1]], np.zeros(X.shape[1], dtype=X.dtype), x_bits[n_rows - 1], x_bits[n_rows],
+                      x_pairs[n_rows // 2])
+
+
+@compiled(inline=True)
+def _gather_pair_(first, second, first_bits, second_bits, pairs):
+    """Two rows as bfloat16 codes, each into its own row and both side by side into ``pairs``."""
+    for j in range(first.shape[0]):
+        low = float32_bits(np.float32(first[j])) >> np.uint32(16)  # exact: the low 16 bits are 0
+        high = float32_bits(np.float32(second[j])) >> np.uint32(16)
+        first_bits[j] = low
+        second_bits[j] = high
+        pairs[j] = low | (high << np.uint32(16))
 
 
 @compiled
