@@ -48,6 +48,9 @@ TILE_ROWS, TILE_BYTES, TILE_PAIRS = 16, 64, 16
 AMX_MAX_OUTPUTS = 16
 # The block the batch rows (logits) and the features (gradient) are padded to: four result tiles share each load.
 BLOCK = 64
+# The tile registers: four results (a block's 64 rows or features) and the operand loaded for each; the three parts
+# are tiles 5, 6 and 7.
+RESULT_TILES, OPERAND_TILE = (0, 1, 2, 3), 4
 # The three bfloat16 parts of a float32, and the bits a truncation to bfloat16 keeps.
 N_PARTS, BF16_BITS = 3, np.uint32(0xFFFF0000)
 # Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) asks for the tile data state (kernel 5.16 and later).
@@ -123,7 +126,7 @@ def tile_configs(n_outputs: int) -> tuple[np.ndarray, np.ndarray]:
 
 if NUMBA_AVAILABLE:
     from llvmlite import ir
-    from numba import types
+    from numba import literal_unroll, types
     from numba.extending import intrinsic
 
     _I8, _I64, _BYTE_POINTER = ir.IntType(8), ir.IntType(64), ir.IntType(8).as_pointer()
@@ -298,6 +301,31 @@ def pack_coefficient_parts_(dZ, coefficient_parts):
         coefficient_parts[:, output, n_rows:] = 0
 
 
+@compiled(inline=True)
+def _load_parts(flat, offset, part_size, stride):
+    """The three parts' tiles (5, 6, 7) from ``flat[offset + p·part_size:]``, rows ``stride`` bytes apart (tile
+    numbers are immediates: one statement per tile)."""
+    _load(5, flat, offset, stride)
+    _load(6, flat, offset + part_size, stride)
+    _load(7, flat, offset + 2 * part_size, stride)
+
+
+@compiled(inline=True)
+def _operand_times_parts(result):
+    """Result tile += the operand tile (X's rows) times each part's tile (W's)."""
+    _multiply_add(result, OPERAND_TILE, 5)
+    _multiply_add(result, OPERAND_TILE, 6)
+    _multiply_add(result, OPERAND_TILE, 7)
+
+
+@compiled(inline=True)
+def _parts_times_operand(result):
+    """Result tile += each part's tile (dZᵀ's) times the operand tile (X's rows in pairs)."""
+    _multiply_add(result, 5, OPERAND_TILE)
+    _multiply_add(result, 6, OPERAND_TILE)
+    _multiply_add(result, 7, OPERAND_TILE)
+
+
 @compiled
 def logits_product_amx_(x_bits, weight_parts, Z16, config):
     """``Z16 = X W`` for the B64 rows of ``x_bits`` (B64, D64) uint16, from ``weight_parts`` (3, D64/2, 16) uint32;
@@ -307,35 +335,15 @@ def logits_product_amx_(x_bits, weight_parts, Z16, config):
     x_stride, part_size = 2 * n_features, weight_parts.shape[1] * TILE_PAIRS
     _load_config(config)
     for first in range(0, n_rows, BLOCK):
-        _zero(0)
-        _zero(1)
-        _zero(2)
-        _zero(3)
+        for result in literal_unroll(RESULT_TILES):
+            _zero(result)
         for k in range(0, n_features, 2 * TILE_PAIRS):
-            offset = (k // 2) * TILE_PAIRS  # W's pair rows k/2 .. k/2 + 15, contiguous
-            _load(5, parts_flat, offset, TILE_BYTES)
-            _load(6, parts_flat, part_size + offset, TILE_BYTES)
-            _load(7, parts_flat, 2 * part_size + offset, TILE_BYTES)
-            _load(4, x_flat, first * n_features + k, x_stride)
-            _multiply_add(0, 4, 5)
-            _multiply_add(0, 4, 6)
-            _multiply_add(0, 4, 7)
-            _load(4, x_flat, (first + 16) * n_features + k, x_stride)
-            _multiply_add(1, 4, 5)
-            _multiply_add(1, 4, 6)
-            _multiply_add(1, 4, 7)
-            _load(4, x_flat, (first + 32) * n_features + k, x_stride)
-            _multiply_add(2, 4, 5)
-            _multiply_add(2, 4, 6)
-            _multiply_add(2, 4, 7)
-            _load(4, x_flat, (first + 48) * n_features + k, x_stride)
-            _multiply_add(3, 4, 5)
-            _multiply_add(3, 4, 6)
-            _multiply_add(3, 4, 7)
-        _store(0, z_flat, first * TILE_PAIRS, TILE_BYTES)
-        _store(1, z_flat, (first + 16) * TILE_PAIRS, TILE_BYTES)
-        _store(2, z_flat, (first + 32) * TILE_PAIRS, TILE_BYTES)
-        _store(3, z_flat, (first + 48) * TILE_PAIRS, TILE_BYTES)
+            _load_parts(parts_flat, (k // 2) * TILE_PAIRS, part_size, TILE_BYTES)  # W's pair rows k/2 .. k/2 + 15
+            for result in literal_unroll(RESULT_TILES):  # rows first + 16·result .. + 15
+                _load(OPERAND_TILE, x_flat, (first + TILE_ROWS * result) * n_features + k, x_stride)
+                _operand_times_parts(result)
+        for result in literal_unroll(RESULT_TILES):
+            _store(result, z_flat, (first + TILE_ROWS * result) * TILE_PAIRS, TILE_BYTES)
     _release()
 
 
@@ -346,36 +354,16 @@ def weight_gradient_product_amx_(coefficient_parts, x_pairs, gradient_t, config)
     n_batch = coefficient_parts.shape[2]
     n_features = x_pairs.shape[1]
     parts_flat, x_flat, gradient_flat = coefficient_parts.reshape(-1), x_pairs.reshape(-1), gradient_t.reshape(-1)
-    part_size, x_stride, gradient_stride = coefficient_parts.shape[1] * n_batch, 4 * n_features, 4 * n_features
+    part_size, x_stride = coefficient_parts.shape[1] * n_batch, 4 * n_features
     _load_config(config)
     for first in range(0, n_features, BLOCK):
-        _zero(0)
-        _zero(1)
-        _zero(2)
-        _zero(3)
+        for result in literal_unroll(RESULT_TILES):
+            _zero(result)
         for k in range(0, n_batch, 2 * TILE_PAIRS):
-            _load(5, parts_flat, k, 2 * n_batch)
-            _load(6, parts_flat, part_size + k, 2 * n_batch)
-            _load(7, parts_flat, 2 * part_size + k, 2 * n_batch)
-            row_pairs = (k // 2) * n_features  # rows k .. k + 31, as 16 pair rows
-            _load(4, x_flat, row_pairs + first, x_stride)
-            _multiply_add(0, 5, 4)
-            _multiply_add(0, 6, 4)
-            _multiply_add(0, 7, 4)
-            _load(4, x_flat, row_pairs + first + 16, x_stride)
-            _multiply_add(1, 5, 4)
-            _multiply_add(1, 6, 4)
-            _multiply_add(1, 7, 4)
-            _load(4, x_flat, row_pairs + first + 32, x_stride)
-            _multiply_add(2, 5, 4)
-            _multiply_add(2, 6, 4)
-            _multiply_add(2, 7, 4)
-            _load(4, x_flat, row_pairs + first + 48, x_stride)
-            _multiply_add(3, 5, 4)
-            _multiply_add(3, 6, 4)
-            _multiply_add(3, 7, 4)
-        _store(0, gradient_flat, first, gradient_stride)
-        _store(1, gradient_flat, first + 16, gradient_stride)
-        _store(2, gradient_flat, first + 32, gradient_stride)
-        _store(3, gradient_flat, first + 48, gradient_stride)
+            _load_parts(parts_flat, k, part_size, 2 * n_batch)  # dZ's rows k .. k + 31
+            for result in literal_unroll(RESULT_TILES):  # features first + 16·result .. + 15 of rows k .. k + 31
+                _load(OPERAND_TILE, x_flat, (k // 2) * n_features + first + TILE_PAIRS * result, x_stride)
+                _parts_times_operand(result)
+        for result in literal_unroll(RESULT_TILES):
+            _store(result, gradient_flat, first + TILE_PAIRS * result, x_stride)
     _release()
