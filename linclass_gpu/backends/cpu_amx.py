@@ -3,7 +3,8 @@
 An AMX tile multiply (``TDPBF16PS``, Intel Xeon from Sapphire Rapids on) adds the product of a 16 × 32 and a 32 × 16
 bfloat16 matrix into a 16 × 16 float32 tile: 8,192 multiply-adds in one instruction, where an AVX-512 FMA does 16.
 The FMA loops of :mod:`.cpu_products` run an MNIST step's products (B = 128, D = 784, C = 10) at the core's FMA
-peak; on tiles they take about a quarter of that time (``linclass-gpu bench mnist`` gives the whole epoch).
+peak; the tiles take about a quarter of that time, and under half with the cutting of W and dZ into parts each step
+(``linclass-gpu bench mnist`` gives the whole epoch).
 
 Float32 from bfloat16 parts. A bfloat16 has 8 significant bits, so an integer of at most 8 bits (uint8 pixels, int8)
 is one exactly. The float operand is cut by truncation into three bfloat16 parts, ``w = hi + mid + lo`` exactly
