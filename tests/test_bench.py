@@ -467,6 +467,14 @@ def test_mnist_providers_train_epoch_by_epoch(provider, needs):
         assert epochs == QUICK_SETTINGS["epochs"]
 
 
+def test_backend_training_warms_up_on_data_smaller_than_a_batch():
+    """The setup's throwaway stepper takes at most the rows there are (100 rows, batch 128: one short batch)."""
+    training = mnist_providers.BackendTraining(lambda: None, backend="numpy", **{**QUICK_SETTINGS, "train_rows": 100})
+    while not training.epoch():
+        pass
+    assert len(training.summary()["epoch_seconds"]) == QUICK_SETTINGS["epochs"]
+
+
 def test_backend_training_matches_one_train_sgd_call():
     """Epoch by epoch with the schedule's origin moved is the same computation as the estimator's single call."""
     from linclass_gpu import SoftmaxRegression

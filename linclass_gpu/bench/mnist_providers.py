@@ -183,8 +183,9 @@ class BackendTraining(_Training):
 
         # What runs once per process (Numba's runtime and compiled loops, Triton's kernels) runs in the setup, as the
         # JAX provider's compilation does: a throwaway stepper trains a full and a short batch.
-        warm_up_rows = batch_size + batch_size // 2
-        stepper(warm_up_rows).run_epoch(be.asarray(np.arange(warm_up_rows)), np.full(2, 1e-3), batch_size)
+        warm_up_rows = min(batch_size + batch_size // 2, X_train.shape[0])
+        stepper(warm_up_rows).run_epoch(be.asarray(np.arange(warm_up_rows)),
+                                        np.full(-(-warm_up_rows // batch_size), 1e-3), batch_size)
         self.stepper = stepper(X_train.shape[0])
         self.setup_seconds = time.perf_counter() - started
 
