@@ -263,7 +263,6 @@ def update_(param, grad, velocity, accumulator, learning_rate, l2, l1, momentum,
             param[j] = _soft_threshold(param[j], threshold)
 
 
-
 @compiled
 def _runtime_started():
     """A loop of nothing, cached on disk: loading it starts Numba's runtime."""
@@ -271,7 +270,7 @@ def _runtime_started():
 
 
 def start_runtime() -> None:
-    """Start Numba's JIT runtime (LLVM and its target machine: about 55 MB resident, once per process, whatever the
+    """Start Numba's JIT runtime (LLVM and its target machine: tens of MB resident, once per process, whatever the
     data) by loading one empty compiled function; nothing where the loops are off. A memory measurement that counts
     the imports in its baseline can count this fixed cost there too."""
     if compiled_loops_enabled():

@@ -494,7 +494,7 @@ class CliTraining(_Training):
 
     The baseline is the peak of a process that makes the imports ``train`` makes before it loads the data (the CLI
     and the auto backend) and starts Numba's runtime (:func:`~linclass_gpu.backends.cpu_loops.start_runtime`: a
-    fixed cost of about 55 MB, whatever the data); the peak is the ``train`` process's. Both are the largest resident
+    fixed cost, whatever the data); the peak is the ``train`` process's. Both are the largest resident
     set among this process's finished children (``ru_maxrss``), read after each child ends.
     """
 
