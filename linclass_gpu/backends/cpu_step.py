@@ -118,12 +118,12 @@ def train_steps_(X, labels, binary_targets, sample_weight, rows, batch_size, rat
     if accumulator_W.size:
         transpose_into(accumulator_W, accumulator_t)
     # The tiles' operands (:mod:`.cpu_amx`), empty without them.
-    tile_rows, tile_width = (padded(batch_size), width) if amx else (0, 0)
+    tile_rows, tile_width, tile_outputs = (padded(batch_size), width, weights_t.shape[0]) if amx else (0, 0, 0)
     x_bits = np.zeros((tile_rows, tile_width), dtype=np.uint16)
     x_pairs = np.zeros((tile_rows // 2, tile_width), dtype=np.uint32)
     weight_parts = np.zeros((N_PARTS, tile_width // 2, TILE_PAIRS), dtype=np.uint32)
-    weight_codes = np.zeros((N_PARTS, weights_t.shape[0] if amx else 0, tile_width), dtype=np.uint16)
-    coefficient_parts = np.zeros((N_PARTS, weights_t.shape[0] if amx else 0, tile_rows), dtype=np.uint16)
+    weight_codes = np.zeros((N_PARTS, tile_outputs, tile_width), dtype=np.uint16)
+    coefficient_parts = np.zeros((N_PARTS, tile_outputs, tile_rows), dtype=np.uint16)
     Z16 = np.empty((tile_rows, TILE_PAIRS), dtype=np.float32)
     flat_W, flat_dW = weights_t[:n_outputs].reshape(-1), gradient_t[:n_outputs].reshape(-1)
     flat_velocity_W, flat_accumulator_W = velocity_t.reshape(-1), accumulator_t.reshape(-1)
